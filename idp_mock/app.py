@@ -1,0 +1,52 @@
+"""Application factory of the mock corporate IdP (Example Corp)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from sso_common.store import StateStore, open_state_store
+from sso_common.web import install_common, load_or_create_secret
+
+from .authn import Authenticator
+from .settings import IdPSettings, load_settings
+
+
+@dataclass
+class IdPState:
+    """What the blueprints share, kept in app.extensions['idp']."""
+
+    settings: IdPSettings
+    store: StateStore
+    authenticator: Authenticator
+
+    @property
+    def directory(self):
+        return self.settings.directory
+
+
+def create_app(settings: IdPSettings | None = None) -> Flask:
+    settings = settings or load_settings()
+    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))
+    app.secret_key = load_or_create_secret(Path(app.instance_path) / "flask-secret.bin")
+    app.config["SESSION_COOKIE_NAME"] = "idp_form"
+    install_common(app, "Example Corp sign-in", secure_cookies=settings.secure_cookies)
+
+    store = open_state_store(settings.store_url)
+    app.extensions["idp"] = IdPState(settings, store, Authenticator(settings.directory, store, settings.throttle))
+
+    from .login import blueprint as login_blueprint
+
+    app.register_blueprint(login_blueprint)
+    from .oidc import register as register_oidc
+    from .saml import register as register_saml
+
+    register_oidc(app)
+    register_saml(app)
+    return app

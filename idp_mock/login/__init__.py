@@ -1,0 +1,140 @@
+"""Login pages: password, TOTP step, "signed in as", sign-out. Works without JavaScript.
+
+Wrong credentials always get the same message (no user enumeration); repeated failures per user
+or per address are throttled with 429.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
+
+from sso_common.web import UserFacingError, check_csrf, csrf_token
+
+from ..authn import Outcome
+from ..session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, is_local_path, start_session
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("login", __name__)
+
+BAD_CREDENTIALS = "The username or password is incorrect."
+BAD_CODE = "That verification code is not valid. Codes change every 30 seconds and work once."
+THROTTLED = "Too many failed sign-in attempts. Wait a few minutes and try again."
+DISABLED = "This account is disabled. Contact the IT service desk."
+PENDING_KIND = "login_pending_mfa"
+PENDING_TTL = 300
+
+
+def _idp():
+    return current_app.extensions["idp"]
+
+
+def _continue_target(value: str | None) -> str:
+    target = value or "/"
+    if not is_local_path(target) or len(target) > 4096:
+        raise UserFacingError("The sign-in link is not valid.", 400, "Invalid sign-in link")
+    return target
+
+
+def _login_page(status=200, error=None, username="", continue_to="/", force=False):
+    page = render_template("login.html", error=error, username=username, continue_to=continue_to,
+                           force=force, csrf_token=csrf_token(), demo_hint=_idp().settings.demo_hint)
+    return make_response(page, status)
+
+
+def _signed_in(employee, amr, continue_to):
+    response = redirect(continue_to, code=303)
+    start_session(employee, amr, response)
+    log.info("sign-in succeeded for %s (%s)", employee.username, "+".join(amr))
+    return response
+
+
+@blueprint.get("/")
+def home():
+    signed_out = request.args.get("signed_out") == "1"
+    return render_template("home.html", sign_in=current_sign_in(), signed_out=signed_out, csrf_token=csrf_token())
+
+
+@blueprint.get("/login")
+def login_form():
+    continue_to = _continue_target(request.args.get("continue"))
+    force = request.args.get("force") == "1"
+    if current_sign_in() and not force:
+        return redirect(continue_to, code=303)
+    hint = (request.args.get("login_hint") or "")[:128]
+    return _login_page(username=hint, continue_to=continue_to, force=force)
+
+
+@blueprint.post("/login")
+def login_submit():
+    check_csrf()
+    continue_to = _continue_target(request.form.get("continue"))
+    force = request.form.get("force") == "1"
+    username = (request.form.get("username") or "").strip().lower()[:128]
+    password = request.form.get("password") or ""
+    if not username or not password or len(password) > 1024:
+        return _login_page(401, BAD_CREDENTIALS, username, continue_to, force)
+    result = _idp().authenticator.check_password(username, password, request.remote_addr or "")
+    if result.outcome is Outcome.THROTTLED:
+        log.warning("sign-in throttled for a user or address")
+        return _login_page(429, THROTTLED, username, continue_to, force)
+    if result.outcome is Outcome.BAD_CREDENTIALS:
+        log.info("sign-in failed: bad credentials")
+        return _login_page(401, BAD_CREDENTIALS, username, continue_to, force)
+    if result.outcome is Outcome.DISABLED:
+        log.info("sign-in refused: account %s is disabled", username)
+        return _login_page(403, DISABLED, username, continue_to, force)
+    if result.outcome is Outcome.NEEDS_TOTP:
+        handle = secrets.token_urlsafe(32)
+        _idp().store.put(PENDING_KIND, handle, {"username": result.employee.username, "continue": continue_to},
+                         PENDING_TTL)
+        session["pending_mfa"] = handle
+        return redirect("/login/mfa", code=303)
+    return _signed_in(result.employee, AMR_PASSWORD, continue_to)
+
+
+def _pending():
+    handle = session.get("pending_mfa")
+    record = _idp().store.get(PENDING_KIND, handle) if handle else None
+    employee = _idp().directory.find(record["username"]) if record else None
+    if employee is None or employee.disabled:
+        raise UserFacingError("This sign-in has expired. Start again.", 400, "Sign-in expired")
+    return handle, record, employee
+
+
+@blueprint.get("/login/mfa")
+def mfa_form():
+    _, record, employee = _pending()
+    return render_template("mfa.html", username=employee.username, continue_to=record["continue"],
+                           csrf_token=csrf_token(), error=None)
+
+
+@blueprint.post("/login/mfa")
+def mfa_submit():
+    check_csrf()
+    handle, record, employee = _pending()
+    result = _idp().authenticator.check_totp(employee, request.form.get("totp") or "", request.remote_addr or "")
+    if result.outcome is not Outcome.OK:
+        status, error = (429, THROTTLED) if result.outcome is Outcome.THROTTLED else (401, BAD_CODE)
+        log.info("verification code refused for %s", employee.username)
+        page = render_template("mfa.html", username=employee.username, continue_to=record["continue"],
+                               csrf_token=csrf_token(), error=error)
+        return make_response(page, status)
+    _idp().store.delete(PENDING_KIND, handle)
+    session.pop("pending_mfa", None)
+    return _signed_in(employee, AMR_MFA, record["continue"])
+
+
+@blueprint.get("/logout")
+def logout_form():
+    return render_template("logout.html", action="/logout", hidden={}, client_name=None, csrf_token=csrf_token())
+
+
+@blueprint.post("/logout")
+def logout_submit():
+    check_csrf()
+    response = redirect("/?signed_out=1", code=303)
+    end_session(response)
+    return response

@@ -1,0 +1,2 @@
+def parse_oidc_settings(node, issuer, directory):
+    return node.value

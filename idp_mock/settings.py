@@ -1,0 +1,73 @@
+"""The IdP's configuration (config/idp.yaml plus the directory it names), validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sso_common.config import URL_PATTERN, load_yaml
+
+from .authn import Throttle
+from .directory import Directory, load_directory
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+@dataclass(frozen=True)
+class IdPSettings:
+    issuer: str                 # the IdP's public base URL, also the OIDC issuer
+    directory: Directory
+    session_lifetime: int
+    clock_skew: int
+    throttle: Throttle
+    store_url: str
+    instance_dir: Path
+    demo_hint: bool
+    oidc: Any                   # idp_mock.oidc.config.OIDCSettings
+    saml: Any                   # idp_mock.saml.config.SAMLSettings
+
+    @property
+    def secure_cookies(self) -> bool:
+        return urlsplit(self.issuer).scheme == "https"
+
+
+def default_instance_dir() -> Path:
+    return Path(os.environ.get("IDP_INSTANCE_DIR", Path.cwd() / "instance" / "idp"))
+
+
+def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> IdPSettings:
+    from .oidc.config import parse_oidc_settings
+    from .saml.config import parse_saml_settings
+
+    config_path = Path(config_path or os.environ.get("IDP_CONFIG", DEFAULT_CONFIG_DIR / "idp.yaml"))
+    root = load_yaml(config_path).only_keys(
+        "issuer", "directory", "session_lifetime_seconds", "clock_skew_seconds", "login_throttle",
+        "store", "demo_hint", "oidc", "saml",
+    )
+    issuer = root.child("issuer").string(URL_PATTERN, "an http(s) URL").rstrip("/")
+    directory_node = root.child("directory")
+    directory = load_directory(config_path.parent / directory_node.string())
+    throttle = root.child("login_throttle", {}).only_keys(
+        "max_failures_per_user", "max_failures_per_address", "window_seconds")
+    instance = Path(instance_dir) if instance_dir else default_instance_dir()
+    store = root.child("store", f"sqlite:///{instance / 'idp-state.db'}").string(
+        r"sqlite:///.+|memory://", "a store URL (sqlite:///PATH or memory://)")
+    return IdPSettings(
+        issuer=issuer,
+        directory=directory,
+        session_lifetime=root.child("session_lifetime_seconds", 8 * 3600).integer(60, 7 * 24 * 3600),
+        clock_skew=root.child("clock_skew_seconds", 60).integer(0, 600),
+        throttle=Throttle(
+            max_failures_per_user=throttle.child("max_failures_per_user", 5).integer(1, 1000),
+            max_failures_per_address=throttle.child("max_failures_per_address", 50).integer(1, 100000),
+            window_seconds=throttle.child("window_seconds", 300).integer(1, 86400),
+        ),
+        store_url=store,
+        instance_dir=instance,
+        demo_hint=root.child("demo_hint", False).boolean(),
+        oidc=parse_oidc_settings(root.child("oidc", {}), issuer, directory),
+        saml=parse_saml_settings(root.child("saml", {}), issuer, directory),
+    )

@@ -1,0 +1,143 @@
+"""Signing keys and certificates, generated on first start into the instance folder and persisted.
+
+Files are written atomically with mode 0600, so a crash mid-write never leaves half a key and other
+users of the machine cannot read them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def private_key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
+    if path.exists():
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = generate_rsa_key()
+    _write_private(path, private_key_pem(key))
+    return key
+
+
+def load_or_create_certificate(path: Path, key: rsa.RSAPrivateKey, common_name: str,
+                               days: int = 3650) -> x509.Certificate:
+    """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata)."""
+    if path.exists():
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if cert.public_key().public_numbers() == key.public_key().public_numbers():
+            return cert
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    """A loaded RSA key and its certificate (keep the loaded object: re-parsing PEM per sign is slow)."""
+
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def certificate_pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+    @property
+    def certificate_base64(self) -> str:
+        """The DER certificate in base64 on one line, as SAML metadata's X509Certificate holds it."""
+        return "".join(line for line in self.certificate_pem.splitlines() if "-----" not in line)
+
+    @property
+    def key_pem(self) -> str:
+        return private_key_pem(self.key).decode()
+
+
+def load_or_create_signing_identity(directory: Path, name: str, common_name: str) -> SigningIdentity:
+    key = load_or_create_rsa_key(directory / f"{name}.key")
+    cert = load_or_create_certificate(directory / f"{name}.crt", key, common_name)
+    return SigningIdentity(key, cert)
+
+
+class KeyRing:
+    """Rotating JWT signing keys: the first is active (signs), the second is the previous one,
+    still published so tokens and cached JWKS keep working through a rotation."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._index = directory / "keyring.json"
+        if not self._index.exists():
+            self._init()
+        self.keys = self._load()
+
+    def _init(self) -> None:
+        kids = []
+        for _ in range(2):
+            kid = secrets.token_urlsafe(12)
+            _write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
+            kids.append(kid)
+        _write_private(self._index, json.dumps({"kids": kids}).encode())
+
+    def _load(self) -> list[tuple[str, rsa.RSAPrivateKey]]:
+        kids = json.loads(self._index.read_text())["kids"]
+        return [
+            (kid, serialization.load_pem_private_key((self.directory / f"{kid}.key").read_bytes(), None))
+            for kid in kids
+        ]
+
+    @property
+    def active(self) -> tuple[str, rsa.RSAPrivateKey]:
+        return self.keys[0]
+
+    def rotate(self) -> str:
+        """Make a new key active, keep the current one as previous, retire the older one."""
+        kid = secrets.token_urlsafe(12)
+        _write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
+        old = [k for k, _ in self.keys]
+        _write_private(self._index, json.dumps({"kids": [kid, old[0]]}).encode())
+        for retired in old[1:]:
+            (self.directory / f"{retired}.key").unlink(missing_ok=True)
+        self.keys = self._load()
+        return kid

@@ -1,0 +1,95 @@
+"""In-process backend: for unit tests and single-process tools. Not shared between workers."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Iterator
+
+from . import hashed_key
+
+
+class MemoryStateStore:
+    def __init__(self, clock=time.time):
+        self._entries: dict[str, tuple[dict, float]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def _live(self, hkey: str) -> dict | None:
+        entry = self._entries.get(hkey)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._entries[hkey]
+            return None
+        return entry[0]
+
+    def put(self, kind, key, value, ttl):
+        with self._lock:
+            self._entries[hashed_key(kind, key)] = (copy.deepcopy(value), self._clock() + ttl)
+
+    def add(self, kind, key, value, ttl):
+        hkey = hashed_key(kind, key)
+        with self._lock:
+            if self._live(hkey) is not None:
+                return False
+            self._entries[hkey] = (copy.deepcopy(value), self._clock() + ttl)
+            return True
+
+    def get(self, kind, key):
+        with self._lock:
+            value = self._live(hashed_key(kind, key))
+            return copy.deepcopy(value) if value is not None else None
+
+    def take(self, kind, key):
+        hkey = hashed_key(kind, key)
+        with self._lock:
+            value = self._live(hkey)
+            if value is not None:
+                del self._entries[hkey]
+            return value
+
+    def delete(self, kind, key):
+        with self._lock:
+            self._entries.pop(hashed_key(kind, key), None)
+
+    def incr(self, kind, key, ttl):
+        hkey = hashed_key(kind, key)
+        with self._lock:
+            current = self._live(hkey)
+            if current is None:
+                self._entries[hkey] = ({"count": 1}, self._clock() + ttl)
+                return 1
+            current["count"] += 1
+            return current["count"]
+
+    def purge_expired(self):
+        with self._lock:
+            now = self._clock()
+            dead = [k for k, (_, expires) in self._entries.items() if expires <= now]
+            for k in dead:
+                del self._entries[k]
+            return len(dead)
+
+
+class MemoryAuditLog:
+    def __init__(self):
+        self._events: list[dict] = []
+        self._lock = threading.Lock()
+
+    def append(self, event):
+        record = dict(event)
+        record.setdefault("time", time.time())
+        with self._lock:
+            self._events.append(copy.deepcopy(record))
+
+    def recent(self, limit=100, event_type=None):
+        with self._lock:
+            events = [e for e in reversed(self._events) if event_type is None or e.get("type") == event_type]
+            return copy.deepcopy(events[:limit])
+
+    def export(self) -> Iterator[dict]:
+        with self._lock:
+            snapshot = copy.deepcopy(self._events)
+        yield from snapshot
