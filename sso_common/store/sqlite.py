@@ -97,11 +97,12 @@ class SQLiteStateStore:
     def incr(self, kind, key, ttl):
         now = self._clock()
         row = self._db.get().execute(
-            "INSERT INTO state (hkey, value, expires) VALUES (?, '1', ?) "
+            "INSERT INTO state (hkey, value, expires) VALUES (?, '{\"count\": 1}', ?) "
             "ON CONFLICT(hkey) DO UPDATE SET "
-            "  value = CASE WHEN state.expires <= ? THEN '1' ELSE CAST(CAST(state.value AS INTEGER) + 1 AS TEXT) END, "
+            "  value = CASE WHEN state.expires <= ? THEN excluded.value "
+            "          ELSE json_object('count', json_extract(state.value, '$.count') + 1) END, "
             "  expires = CASE WHEN state.expires <= ? THEN excluded.expires ELSE state.expires END "
-            "RETURNING value",
+            "RETURNING json_extract(value, '$.count')",
             (hashed_key(kind, key), now + ttl, now, now),
         ).fetchone()
         self._after_write()

@@ -1,0 +1,59 @@
+"""Config loading: interpolation, strict YAML, and errors that name the file, the key and the problem."""
+
+import pytest
+
+from sso_common.config import ConfigError, load_yaml
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_environment_interpolation_with_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("SET_ONE", "from-env")
+    monkeypatch.delenv("UNSET_ONE", raising=False)
+    node = load_yaml(write(tmp_path, "a: ${SET_ONE}\nb: ${UNSET_ONE:-fallback}\n"))
+    assert node.child("a").value == "from-env" and node.child("b").value == "fallback"
+
+
+def test_missing_variable_without_default_names_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOT_THERE", raising=False)
+    with pytest.raises(ConfigError, match=r"c\.yaml: environment variable NOT_THERE is not set"):
+        load_yaml(write(tmp_path, "a: ${NOT_THERE}\n"))
+
+
+def test_duplicate_keys_are_refused_with_line(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_yaml(write(tmp_path, "users:\n  bob: {}\n  bob: {}\n"))
+    assert "c.yaml: bob: duplicate key at line 3" in str(error.value)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML at line"):
+        load_yaml(write(tmp_path, "a: [1, 2\n"))
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_node_errors_carry_the_dotted_key(tmp_path):
+    node = load_yaml(write(tmp_path, "outer:\n  list: [ok, 3]\n  n: x\n"))
+    with pytest.raises(ConfigError, match=r"outer\.list\[1\]: must be a non-empty string"):
+        node.child("outer").child("list").strings()
+    with pytest.raises(ConfigError, match=r"outer\.n: must be a whole number"):
+        node.child("outer").child("n").integer()
+    with pytest.raises(ConfigError, match=r"outer\.missing: is required"):
+        node.child("outer").child("missing")
+    with pytest.raises(ConfigError, match=r"outer\.n: unknown key \(allowed: list\)"):
+        node.child("outer").only_keys("list")
+
+
+def test_integers_from_environment_strings_and_ranges(tmp_path):
+    node = load_yaml(write(tmp_path, "a: '42'\nb: 99\n"))
+    assert node.child("a").integer(1, 50) == 42
+    with pytest.raises(ConfigError, match="out of range"):
+        node.child("b").integer(1, 50)
