@@ -1,0 +1,77 @@
+"""`broker`: run the access portal, provision the AWS accounts, check the config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from urllib.parse import urlsplit
+
+from sso_common.config import ConfigError
+
+
+def _serve(args) -> int:
+    from sso_common.serve import serve
+
+    from .app import create_app
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    parts = urlsplit(settings.portal_url)
+    serve(lambda: create_app(settings), args.host or parts.hostname, args.port or parts.port or 80,
+          workers=args.workers)
+    return 0
+
+
+def _check_config(args) -> int:
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    access = settings.access
+    print(f"OK: {len(access.accounts)} accounts, {len(access.permission_sets)} permission sets, "
+          f"{len(access.assignments)} assignments")
+    return 0
+
+
+def _provision(args) -> int:
+    import boto3
+
+    from sso_common.keys import load_or_create_signing_identity
+
+    from .aws_saml import idp_metadata_xml
+    from .provisioning import AccountSessions, provision
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    signing = load_or_create_signing_identity(settings.instance_dir / "keys", "aws-idp-signing",
+                                              settings.idp_entity_id)
+    metadata = idp_metadata_xml(settings.idp_entity_id, signing, f"{settings.portal_url}/")
+    accounts = AccountSessions(boto3.Session(), settings.access.region, settings.aws_endpoint_url)
+    changes = provision(settings.access, metadata, accounts.client)
+    for change in changes:
+        print(change)
+    print(f"{len(changes)} change(s).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="broker", description=__doc__)
+    parser.add_argument("--config", help="path to broker.yaml (default: config/broker.yaml or $BROKER_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the portal (gunicorn)")
+    serve.add_argument("--host", help="address to listen on (default: the portal URL's host)")
+    serve.add_argument("--port", type=int, help="port (default: the portal URL's port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: $WEB_WORKERS or 2)")
+    serve.set_defaults(run=_serve)
+    commands.add_parser("check-config", help="validate the config and exit").set_defaults(run=_check_config)
+    commands.add_parser("provision", help="create or update the SAML provider, roles and demo data in "
+                        "every account (idempotent)").set_defaults(run=_provision)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        print(f"broker: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Portal sessions and login transactions, kept in the state store; the browser holds random IDs only.
+
+A login transaction ties an upstream answer to the browser that started the login: its `state` goes
+to the IdP and comes back, and its `binding` secret stays in a cookie here. Both must match, so a
+login started by an attacker cannot be finished in a victim's browser (login CSRF).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from .identity import Identity
+
+SESSION_KIND = "portal_session"
+TRANSACTION_KIND = "login_transaction"
+FINISH_KIND = "login_finish"
+TRANSACTION_LIFETIME = 15 * 60  # a person may take a while on the IdP's pages
+FINISH_LIFETIME = 120
+
+
+def identity_to_dict(identity: Identity) -> dict:
+    return {
+        "subject": identity.subject, "username": identity.username, "email": identity.email,
+        "display_name": identity.display_name, "groups": sorted(identity.groups),
+        "department": identity.department, "authn_methods": sorted(identity.authn_methods),
+        "issuer": identity.issuer, "auth_time": identity.auth_time,
+    }
+
+
+def identity_from_dict(data: dict) -> Identity:
+    return Identity(
+        subject=data["subject"], username=data["username"], email=data["email"],
+        display_name=data["display_name"], groups=frozenset(data["groups"]), department=data["department"],
+        authn_methods=frozenset(data["authn_methods"]), issuer=data["issuer"], auth_time=data["auth_time"],
+    )
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    id: str
+    identity: Identity
+    upstream_id: str
+    logout_data: dict
+    started: float
+    expires: float
+
+
+class Sessions:
+    def __init__(self, store, lifetime: int):
+        self.store, self.lifetime = store, lifetime
+
+    def create(self, identity: Identity, upstream_id: str, logout_data: dict) -> PortalSession:
+        now = time.time()
+        session = PortalSession(secrets.token_urlsafe(32), identity, upstream_id, logout_data, now,
+                                now + self.lifetime)
+        self.store.put(SESSION_KIND, session.id, {
+            "identity": identity_to_dict(identity), "upstream_id": upstream_id, "logout_data": logout_data,
+            "started": session.started, "expires": session.expires}, self.lifetime)
+        return session
+
+    def load(self, session_id: str | None) -> PortalSession | None:
+        record = self.store.get(SESSION_KIND, session_id) if session_id else None
+        if record is None:
+            return None
+        return PortalSession(session_id, identity_from_dict(record["identity"]), record["upstream_id"],
+                             record["logout_data"], record["started"], record["expires"])
+
+    def end(self, session_id: str | None) -> None:
+        if session_id:
+            self.store.delete(SESSION_KIND, session_id)
+
+
+class LoginTransactions:
+    def __init__(self, store):
+        self.store = store
+
+    def begin(self, upstream_id: str, return_to: str) -> tuple[str, str]:
+        """A new transaction: (state for the IdP, binding secret for this browser's cookie)."""
+        state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self.store.put(TRANSACTION_KIND, state, {"upstream_id": upstream_id, "binding": binding,
+                                                 "return_to": return_to, "kept": {}}, TRANSACTION_LIFETIME)
+        return state, binding
+
+    def keep(self, state: str, kept: dict) -> None:
+        record = self.store.get(TRANSACTION_KIND, state)
+        if record is not None:
+            record["kept"] = kept
+            self.store.put(TRANSACTION_KIND, state, record, TRANSACTION_LIFETIME)
+
+    def take(self, state: str | None) -> dict | None:
+        """The transaction, once: a replayed callback finds nothing."""
+        return self.store.take(TRANSACTION_KIND, state) if state else None
+
+    def park(self, identity: Identity, upstream_id: str, logout_data: dict, binding: str, return_to: str) -> str:
+        """Hold a verified login until the browser that started it shows its binding cookie.
+
+        SAML answers arrive as a cross-site POST, which carries no SameSite=Lax cookie. The ACS parks
+        the login and redirects; the redirected GET is a top-level navigation and carries the cookie,
+        however long the person spent on the IdP's pages.
+        """
+        ticket = secrets.token_urlsafe(32)
+        self.store.put(FINISH_KIND, ticket, {"identity": identity_to_dict(identity), "upstream_id": upstream_id,
+                                             "logout_data": logout_data, "binding": binding,
+                                             "return_to": return_to}, FINISH_LIFETIME)
+        return ticket
+
+    def unpark(self, ticket: str | None) -> dict | None:
+        return self.store.take(FINISH_KIND, ticket) if ticket else None
+
+
+def binding_matches(expected: str, presented: str | None) -> bool:
+    return bool(presented) and hmac.compare_digest(expected, presented)

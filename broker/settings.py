@@ -1,0 +1,76 @@
+"""The broker's configuration (config/broker.yaml and the files it names), validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sso_common.config import URL_PATTERN, load_yaml
+
+from .access import AccessConfig, load_access
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "broker.yaml"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    portal_url: str            # public base URL of the portal, as browsers see it
+    access: AccessConfig
+    aws_endpoint_url: str | None  # None: real AWS
+    session_lifetime: int
+    clock_skew: int
+    store_url: str
+    audit_url: str
+    instance_dir: Path
+    upstreams_node: object     # sso_common.config.Node of `upstreams:`, built into connectors by the app
+    admin_group: str
+
+    @property
+    def secure_cookies(self) -> bool:
+        return urlsplit(self.portal_url).scheme == "https"
+
+    @property
+    def idp_entity_id(self) -> str:
+        """The broker's own entity ID as the AWS accounts' SAML identity provider."""
+        return f"{self.portal_url}/saml/idp-metadata"
+
+
+def default_instance_dir() -> Path:
+    return Path(os.environ.get("BROKER_INSTANCE_DIR", Path.cwd() / "instance" / "broker"))
+
+
+def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> BrokerSettings:
+    config_path = Path(config_path or os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG))
+    root = load_yaml(config_path).only_keys(
+        "portal_url", "access", "known_groups_file", "aws_endpoint_url", "session_lifetime_seconds",
+        "clock_skew_seconds", "store", "audit", "upstreams", "admin_group",
+    )
+    portal_url = root.child("portal_url").string(URL_PATTERN, "an http(s) URL").rstrip("/")
+    known_groups = None
+    groups_file = root.child("known_groups_file", None)
+    if groups_file.value is not None:
+        catalogue = load_yaml(config_path.parent / groups_file.string())
+        known_groups = set(name for name, _ in catalogue.child("groups").items())
+    access = load_access(config_path.parent / root.child("access").string(), known_groups)
+    endpoint = root.child("aws_endpoint_url", "")
+    instance = Path(instance_dir) if instance_dir else default_instance_dir()
+    store_pattern = r"sqlite:///.+|memory://"
+    upstreams = root.child("upstreams")
+    if not upstreams.elements():
+        raise upstreams.error("must list at least one upstream identity provider")
+    return BrokerSettings(
+        portal_url=portal_url,
+        access=access,
+        aws_endpoint_url=endpoint.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint.value else None,
+        session_lifetime=root.child("session_lifetime_seconds", 8 * 3600).integer(300, 7 * 24 * 3600),
+        clock_skew=root.child("clock_skew_seconds", 60).integer(0, 600),
+        store_url=root.child("store", f"sqlite:///{instance / 'broker-state.db'}").string(
+            store_pattern, "a store URL (sqlite:///PATH or memory://)"),
+        audit_url=root.child("audit", f"sqlite:///{instance / 'audit.db'}").string(
+            store_pattern, "an audit log URL (sqlite:///PATH or memory://)"),
+        instance_dir=instance,
+        upstreams_node=upstreams,
+        admin_group=root.child("admin_group", "aws-admins").string(),
+    )
