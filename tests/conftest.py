@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.servers import start_idp
+from tests.support.stack import start_stack
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +15,11 @@ def idp(tmp_path_factory):
     service = start_idp(tmp_path_factory.mktemp("idp"), env={"IDP_MAX_FAILURES_PER_ADDRESS": "100000"})
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """AWS emulator (IAM enforcement on, accounts provisioned), IdP and portal, started for real."""
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()

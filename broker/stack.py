@@ -1,0 +1,152 @@
+"""The whole stack on one machine: AWS emulator, corporate IdP, access portal.
+
+`./run demo` starts it on the default addresses; the end-to-end tests start the same thing on free
+ports. Order matters: the emulator comes first (an organization with an access role per account),
+then provisioning (SAML provider, roles, demo data), then IAM enforcement goes on, then the IdP and
+the portal start. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from .access import load_access
+from .aws_emulator import MotoServer
+from .settings import DEFAULT_CONFIG
+
+DEFAULT_ADDRESSES = {
+    "PORTAL_URL": "http://localhost:8000",
+    "IDP_URL": "http://127.0.0.1:8001",
+    "AWS_URL": "http://127.0.0.1:8002",
+}
+
+
+def addresses_from_environment() -> dict[str, str]:
+    return {name: os.environ.get(name, default).rstrip("/") for name, default in DEFAULT_ADDRESSES.items()}
+
+
+@dataclass
+class Stack:
+    instance_dir: Path
+    addresses: dict[str, str]
+    workers: int | None = None
+    extra_env: dict = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    moto: MotoServer | None = None
+    aws_env: dict = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict:
+        env = {**os.environ, **self.addresses, "PYTHONUNBUFFERED": "1",
+               "IDP_INSTANCE_DIR": str(self.instance_dir / "idp"),
+               "BROKER_INSTANCE_DIR": str(self.instance_dir / "broker"), **self.extra_env}
+        if self.workers:
+            env["WEB_WORKERS"] = str(self.workers)
+        return env
+
+    def log_path(self, name: str) -> Path:
+        return self.instance_dir / "logs" / f"{name}.log"
+
+    def start(self) -> "Stack":
+        (self.instance_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_aws()
+            self._start("idp", ["idp_mock", "serve"], self.addresses["IDP_URL"])
+            self._start("broker", ["broker", "serve"], self.addresses["PORTAL_URL"], self.aws_env)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_aws(self) -> None:
+        aws = urlsplit(self.addresses["AWS_URL"])
+        self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname).start()
+        access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
+        management = self.moto.create_organization(list(access.accounts)).get_credentials()
+        # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
+        self.aws_env = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key,
+                        "AWS_DEFAULT_REGION": access.region}
+        subprocess.run([sys.executable, "-m", "broker", "provision"], env={**self.env, **self.aws_env},
+                       check=True, stdout=self.log_path("provision").open("wb"), stderr=subprocess.STDOUT)
+        self.moto.set_enforcement(True)
+
+    def _start(self, name: str, module_args: list[str], url: str, env: dict | None = None) -> None:
+        log = self.log_path(name).open("ab")
+        process = subprocess.Popen([sys.executable, "-m", *module_args], env={**self.env, **(env or {})},
+                                   cwd=self.instance_dir, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        log.close()
+        self.processes[name] = process
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.logs(name)[-3000:]}")
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} did not answer {url}/healthz within 30 s:\n{self.logs(name)[-3000:]}")
+
+    def logs(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instance-dir", default=os.environ.get("INSTANCE_DIR", "instance"),
+                        help="where keys, state and logs are kept (created on first start; git-ignored)")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    stack = Stack(Path(args.instance_dir).resolve(), addresses_from_environment())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        stack.start()
+        urls = stack.addresses
+        print(f"\nThe demo is up ({time.monotonic() - began:.1f} s).\n"
+              f"  Open the AWS access portal:  {urls['PORTAL_URL']}/\n"
+              f"  Corporate IdP (Example Corp): {urls['IDP_URL']}/\n"
+              f"  AWS emulator (moto, IAM enforcement on): {urls['AWS_URL']}\n"
+              f"Users: alice, bob, carol, dave, erin (TOTP), frank (disabled); password Welcome-2026.\n"
+              f"Logs: {stack.instance_dir / 'logs'}. Press Ctrl-C to stop.\n", flush=True)
+        while all(process.poll() is None for process in stack.processes.values()):
+            time.sleep(0.5)
+        print("A service stopped; stopping the others. See the logs.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        print(f"The demo could not start: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""The full stack (AWS emulator, IdP, portal) on free ports, for end-to-end tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.stack import Stack
+from tests.support.servers import free_port
+
+
+def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:
+    addresses = {
+        # Two sites, as in production: the portal on localhost, the IdP on 127.0.0.1.
+        "PORTAL_URL": f"http://localhost:{free_port()}",
+        "IDP_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    # Several tests fail logins on purpose from one address: keep the address throttle out of their way.
+    env = {"IDP_MAX_FAILURES_PER_ADDRESS": "100000", **(extra_env or {})}
+    return Stack(instance_dir, addresses, workers=2, extra_env=env).start()
