@@ -30,6 +30,7 @@ def test_seeded_directory_has_the_expected_employees():
     assert groups == {
         "alice": {"engineering", "aws-admins"}, "bob": {"engineering"}, "carol": {"finance"},
         "dave": {"contractors"}, "erin": {"security", "engineering"}, "frank": {"engineering"},
+        "grace": {"security"},
     }
     assert directory.employees["erin"].mfa_required and not directory.employees["bob"].mfa_required
     assert directory.employees["frank"].disabled
