@@ -1,0 +1,136 @@
+"""A local AWS for development and tests: moto server in a subprocess, plus an emulated organization.
+
+moto server (`python -m moto.server`, the `moto_server` script without depending on PATH) keeps all
+state in memory, so every start is a clean set of accounts. It writes a pid and
+log folder in its working directory, hence the scratch `workdir`. IAM policy enforcement is off at
+start (moto's default) and switched with `set_enforcement`, which maps to moto's
+``POST /moto-api/reset-auth`` (``inf`` = never enforce, ``0`` = enforce from the next request).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from broker.provisioning import ORGANIZATION_ACCESS_ROLE
+
+# moto's default account plays the organization's management account.
+MANAGEMENT_ACCOUNT_ID = "123456789012"
+BOOTSTRAP_SECRET = "emulator-bootstrap"  # moto checks no signature while enforcement is off
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class MotoServer:
+    """One moto server process bound to `host:port`, started from `workdir`."""
+
+    def __init__(self, workdir: Path, port: int | None = None, host: str = "127.0.0.1",
+                 region: str = "us-east-1"):
+        self.workdir, self.host, self.region = Path(workdir), host, region
+        self.port = port or free_port(host)
+        self.endpoint_url = f"http://{host}:{self.port}"
+        self._process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> "MotoServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = (self.workdir / "moto_server.log").open("ab")
+        # A clean environment: an inherited MOTO_ACCOUNT_ID would fold every account into one.
+        # AWS managed policies (AdministratorAccess, SecurityAudit...) exist only when loaded.
+        env = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "HOME": str(self.workdir)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self._process.returncode}; "
+                                   f"see {self.workdir / 'moto_server.log'}")
+            try:
+                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
+                return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"moto server not ready on {self.endpoint_url} after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> "MotoServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def set_enforcement(self, enforce: bool) -> None:
+        """Turn IAM policy enforcement on (every later request must be signed and allowed) or off."""
+        request = urllib.request.Request(
+            f"{self.endpoint_url}/moto-api/reset-auth", data=b"0" if enforce else b"inf", method="POST",
+            headers={"Content-Type": "text/plain"},  # a form content type would hide the body from moto
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def client_in_account(self, service: str, account_id: str):
+        """A client acting in `account_id` through moto's `x-moto-account-id` header (enforcement off)."""
+        client = boto3.client(service, endpoint_url=self.endpoint_url, region_name=self.region,
+                              aws_access_key_id="AKIAEMULATORBOOTSTRAP", aws_secret_access_key=BOOTSTRAP_SECRET)
+        client.meta.events.register_first(
+            f"before-sign.{client.meta.service_model.endpoint_prefix}.*",
+            lambda request, **_: request.headers.__setitem__("x-moto-account-id", account_id),
+        )
+        return client
+
+    def create_organization(self, member_account_ids: list[str]) -> boto3.Session:
+        """Set up what AWS Organizations gives a real deployment, and return the management session.
+
+        Each member account gets `OrganizationAccountAccessRole` (AdministratorAccess, trusting the
+        management account); the management account gets an IAM user allowed only to assume it. The
+        returned session holds that user's keys, so everything keeps working with enforcement on.
+        """
+        for account_id in member_account_ids:
+            iam = self.client_in_account("iam", account_id)
+            iam.create_role(
+                RoleName=ORGANIZATION_ACCESS_ROLE,
+                AssumeRolePolicyDocument=json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                   "Principal": {"AWS": f"arn:aws:iam::{MANAGEMENT_ACCOUNT_ID}:root"}}],
+                }),
+            )
+            iam.attach_role_policy(RoleName=ORGANIZATION_ACCESS_ROLE,
+                                   PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+        iam = self.client_in_account("iam", MANAGEMENT_ACCOUNT_ID)
+        iam.create_user(UserName="sso-broker-provisioner")
+        iam.put_user_policy(
+            UserName="sso-broker-provisioner", PolicyName="AssumeOrganizationAccess",
+            PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                               "Resource": f"arn:aws:iam::*:role/{ORGANIZATION_ACCESS_ROLE}"}],
+            }),
+        )
+        key = iam.create_access_key(UserName="sso-broker-provisioner")["AccessKey"]
+        return boto3.Session(aws_access_key_id=key["AccessKeyId"],
+                             aws_secret_access_key=key["SecretAccessKey"], region_name=self.region)
