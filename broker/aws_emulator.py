@@ -1,10 +1,10 @@
 """A local AWS for development and tests: moto server in a subprocess, plus an emulated organization.
 
-moto server (`python -m moto.server`, the `moto_server` script without depending on PATH) keeps all
-state in memory, so every start is a clean set of accounts. It writes a pid and
-log folder in its working directory, hence the scratch `workdir`. IAM policy enforcement is off at
-start (moto's default) and switched with `set_enforcement`, which maps to moto's
-``POST /moto-api/reset-auth`` (``inf`` = never enforce, ``0`` = enforce from the next request).
+moto server (run as `python -m moto.server`: the `moto_server` script, without depending on PATH) keeps
+all state in memory, so every start is a clean set of accounts. It writes a pid and log folder in its
+working directory, hence the scratch `workdir`. IAM policy enforcement is off at start (moto's default)
+and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset-auth``
+(``inf`` = never enforce, ``0`` = enforce from the next request).
 """
 
 from __future__ import annotations
