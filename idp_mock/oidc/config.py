@@ -104,7 +104,7 @@ def parse_oidc_settings(node: Node, issuer: str, directory) -> OIDCSettings:
         raise token_node.error(f"must be at least {MIN_SECRET_LENGTH} characters")
     return OIDCSettings(
         code_lifetime=node.child("code_lifetime_seconds", 60).integer(1, 600),
-        access_token_lifetime=node.child("access_token_lifetime_seconds", 900).integer(60, 86400),
+        access_token_lifetime=node.child("access_token_lifetime_seconds", 900).integer(1, 86400),
         refresh_token_lifetime=node.child("refresh_token_lifetime_seconds", 28800).integer(300, 30 * 86400),
         registration_token=token,
         clients=clients,
