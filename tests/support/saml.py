@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.authn_request import OneLogin_Saml2_Authn_Request
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
@@ -86,6 +90,35 @@ def http_post_binding(http: requests.Session, url: str, parameter: str, xml: byt
     if relay_state is not None:
         data["RelayState"] = relay_state
     return http.post(url, data=data, allow_redirects=False)
+
+
+def authn_request_xml(issuer: str, destination: str | None, issue_instant: float | None = None,
+                      request_id: str | None = None, **attributes: str) -> bytes:
+    """A hand-made AuthnRequest, for requests no SP library would send (odd times, addresses, bindings)."""
+    root = etree.Element(f"{{{SAML.NS_SAMLP}}}AuthnRequest", nsmap={"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML})
+    root.set("ID", request_id or f"_{uuid.uuid4().hex}")
+    root.set("Version", "2.0")
+    root.set("IssueInstant", OneLogin_Saml2_Utils.parse_time_to_SAML(time.time() if issue_instant is None
+                                                                      else issue_instant))
+    if destination is not None:
+        root.set("Destination", destination)
+    for name, value in attributes.items():
+        root.set(name, value)
+    etree.SubElement(root, f"{{{SAML.NS_SAML}}}Issuer").text = issuer
+    return etree.tostring(root)
+
+
+def signed_redirect_query(identity: SigningIdentity, parameter: str, xml: bytes, relay_state: str | None = None,
+                          sig_alg: str = SAML.RSA_SHA256) -> str:
+    """An HTTP-Redirect query string signed with the SP's key, for hand-made messages."""
+    params = {parameter: deflate_base64(xml)}
+    if relay_state is not None:
+        params["RelayState"] = relay_state
+    params["SigAlg"] = sig_alg
+    query = urlencode(params)
+    digest = {SAML.RSA_SHA256: hashes.SHA256(), SAML.RSA_SHA1: hashes.SHA1()}[sig_alg]
+    signature = identity.key.sign(query.encode(), padding.PKCS1v15(), digest)
+    return f"{query}&{urlencode({'Signature': base64.b64encode(signature).decode()})}"
 
 
 def deflate_base64(xml: bytes | str) -> str:
