@@ -11,7 +11,7 @@ import re
 import time
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import InvalidRequestError, UnsupportedResponseTypeError
 from authlib.oidc.core.errors import LoginRequiredError
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -66,11 +66,15 @@ def authorize():
         raise UserFacingError(UNKNOWN_CLIENT, 400, "Unknown application")
     if not client.check_redirect_uri(params.get("redirect_uri")):
         raise UserFacingError(BAD_REDIRECT, 400, "Sign-in request refused")
+    state = params.get("state")
     if repeated or _too_long(params):
-        state = params.get("state")
         state = state if "state" not in repeated and len(state or "") <= MAX_PARAMETER_LENGTH else None
         return _server().handle_error_response(None, InvalidRequestError(
             "A parameter is repeated or too long.", redirect_uri=params["redirect_uri"], state=state))
+    if params.get("response_type") != "code":
+        # authlib puts the raw value in an error description, which fails (a 500) on quotes or backslashes
+        return _server().handle_error_response(None, UnsupportedResponseTypeError(
+            params.get("response_type"), redirect_uri=params["redirect_uri"], state=state))
     return _authorize(params)
 
 
