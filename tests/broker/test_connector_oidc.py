@@ -12,16 +12,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc.jwk import RSAKey
 
 from broker.connectors import LoginFailed, UpstreamUnavailable
 from broker.connectors.config import OIDC_CLAIMS
 from broker.connectors.mapping import IdentityMapping
 from broker.connectors.oidc import JWKS_REFRESH_INTERVAL, OIDCConnector
-from tests.support.forge import FakeOIDCProvider, hmac_token, idp_answer, tamper_payload, unsigned_token
+from tests.support.forge import (FakeOIDCProvider, hmac_token, idp_answer, module_idp,  # noqa: F401 (fixture)
+                                 tamper_payload, unsigned_token)
 from tests.support.idp_client import ERIN_TOTP_SECRET
 from tests.support.servers import free_port
 
 PORTAL = "http://localhost:8000"
+STRANGER_KEY = RSAKey.generate_key(2048)  # a key the provider never published
 
 
 def make_connector(issuer: str, client_secret: str = "test-secret", upstream_id: str = "test-oidc",
@@ -167,9 +170,7 @@ def test_missing_nonce_is_refused(fake):
 def test_unknown_kid_is_refused(fake):
     connector = make_connector(fake.url)
     _, kept = begin(connector)
-    stranger = FakeOIDCProvider()
-    stranger.stop()
-    fake.answer_token(stranger.sign(fake.claims(kept["nonce"]), kid="rsa-9", key=stranger.keys.get_by_kid("rsa-1")))
+    fake.answer_token(fake.sign(fake.claims(kept["nonce"]), kid="rsa-9", key=STRANGER_KEY))
     with pytest.raises(LoginFailed):
         connector.complete({"code": "c"}, kept)
 
@@ -177,9 +178,7 @@ def test_unknown_kid_is_refused(fake):
 def test_a_known_kid_with_another_key_is_refused(fake):
     connector = make_connector(fake.url)
     _, kept = begin(connector)
-    stranger = FakeOIDCProvider()
-    stranger.stop()
-    fake.answer_token(stranger.sign(fake.claims(kept["nonce"]), kid="rsa-1"))
+    fake.answer_token(fake.sign(fake.claims(kept["nonce"]), kid="rsa-1", key=STRANGER_KEY))
     with pytest.raises(LoginFailed):
         connector.complete({"code": "c"}, kept)
 
