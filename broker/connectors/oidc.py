@@ -55,8 +55,9 @@ class OIDCConnector:
 
     def begin(self, state: str) -> tuple[Redirect, dict]:
         nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
-        url, _ = self._client().create_authorization_url(
-            self._provider()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier)
+        with self._client() as client:
+            url, _ = client.create_authorization_url(
+                self._provider()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier)
         return Redirect(url), {"nonce": nonce, "code_verifier": verifier}
 
     def complete(self, params: Mapping[str, str], kept: dict) -> UpstreamLogin:
@@ -74,11 +75,10 @@ class OIDCConnector:
         claims = self._verify(token["id_token"], kept["nonce"], token.get("access_token"))
         amr = claims.get("amr")
         methods = frozenset(m for m in amr if isinstance(m, str)) if isinstance(amr, list) else frozenset()
-        auth_time = claims.get("auth_time", claims["iat"])
-        identity = self.mapping.identity(
-            claims.get("sub"), claims, authn_methods=methods or frozenset({"pwd"}),
-            auth_time=int(auth_time) if isinstance(auth_time, (int, float)) else int(claims["iat"]),
-            issuer=self.issuer)
+        auth_time = claims.get("auth_time")
+        auth_time = auth_time if isinstance(auth_time, (int, float)) else claims["iat"]
+        identity = self.mapping.identity(claims.get("sub"), claims, authn_methods=methods or frozenset({"pwd"}),
+                                         auth_time=int(auth_time), issuer=self.issuer)
         return UpstreamLogin(identity, {"id_token": token["id_token"]})
 
     def logout(self, logout_data: dict, return_to: str) -> Redirect | None:

@@ -10,8 +10,9 @@ python3-saml does the protocol and the crypto. What it leaves to us (see the sta
   SubjectConfirmationData times are checked by python3-saml without any skew.
 - Destination and Recipient are compared with the ACS URL built from the configured portal URL, never
   from the request's Host header.
-Settings are built once (parsing and validating them per request halves the throughput); the IdP's
-metadata is fetched on first use, so the broker starts while the IdP is down.
+Settings are built once (rebuilding them per request costs a quarter to a third of the throughput);
+the IdP's metadata is fetched on first use, so the broker starts while the IdP is down. An AuthnContext
+in `mfa_contexts` counts as multi-factor ("mfa"), any other as a password sign-in ("pwd").
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from .mapping import IdentityMapping
 
 TIMEOUT = (3.0, 10.0)  # seconds: connect, read
 REPLAY_KIND = "saml_assertion_id"
-PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
 MFA_CONTEXTS = ("http://schemas.openid.net/pape/policies/2007/06/multi-factor", "https://refeds.org/profile/mfa")
 _ASSERTION = "/samlp:Response/saml:Assertion"
 

@@ -68,7 +68,7 @@ def sign_in(idp, connector, username="alice", totp=None, state="state-1"):
     """begin(), the real IdP's login, and the auto-post form it answers with: (posted fields, kept)."""
     redirect, kept = connector.begin(state)
     posted = post_form(idp_answer(idp.url, redirect.url, username, totp))
-    assert posted.action == f"{connector.acs_url}" and posted.fields["RelayState"] == state
+    assert posted.action == connector.acs_url and posted.fields["RelayState"] == state
     return posted.fields, kept
 
 
