@@ -41,6 +41,7 @@ class Stack:
     addresses: dict[str, str]
     workers: int | None = None
     extra_env: dict = field(default_factory=dict)
+    progress: object = None  # a callable taking one line, to tell a person what is happening
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     moto: MotoServer | None = None
     aws_env: dict = field(default_factory=dict)
@@ -57,11 +58,17 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.instance_dir / "logs" / f"{name}.log"
 
+    def _say(self, line: str) -> None:
+        if self.progress:
+            self.progress(line)
+
     def start(self) -> "Stack":
         (self.instance_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self._start_aws()
+            self._say(f"starting the Example Corp IdP on {self.addresses['IDP_URL']}")
             self._start("idp", ["idp_mock", "serve"], self.addresses["IDP_URL"])
+            self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
             self._start("broker", ["broker", "serve"], self.addresses["PORTAL_URL"], self.aws_env)
         except BaseException:
             self.stop()
@@ -70,12 +77,14 @@ class Stack:
 
     def _start_aws(self) -> None:
         aws = urlsplit(self.addresses["AWS_URL"])
+        self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
         self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname).start()
         access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
         management = self.moto.create_organization(list(access.accounts)).get_credentials()
         # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
         self.aws_env = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key,
                         "AWS_DEFAULT_REGION": access.region}
+        self._say("provisioning the accounts (SAML provider, roles, demo data)")
         subprocess.run([sys.executable, "-m", "broker", "provision"], env={**self.env, **self.aws_env},
                        check=True, stdout=self.log_path("provision").open("wb"), stderr=subprocess.STDOUT)
         self.moto.set_enforcement(True)
@@ -124,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where keys, state and logs are kept (created on first start; git-ignored)")
     args = parser.parse_args(argv)
     began = time.monotonic()
-    stack = Stack(Path(args.instance_dir).resolve(), addresses_from_environment())
+    stack = Stack(Path(args.instance_dir).resolve(), addresses_from_environment(),
+                  progress=lambda line: print(f"==> {line}", flush=True))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         stack.start()
