@@ -78,7 +78,8 @@ class Stack:
     def _start_aws(self) -> None:
         aws = urlsplit(self.addresses["AWS_URL"])
         self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
-        self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname).start()
+        self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname)
+        self.moto.start()  # assigned first, so a stop during start-up still stops it
         access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
         management = self.moto.create_organization(list(access.accounts)).get_credentials()
         # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
