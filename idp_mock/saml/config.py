@@ -117,11 +117,11 @@ def load_certificate(text: str) -> x509.Certificate:
 
 
 def check_options(sp: ServiceProvider) -> None:
-    """Rules shared by config and run-time registration; ValueError names the broken setting."""
+    """Rules shared by config and run-time registration: ValueError(setting, problem)."""
     if sp.sign not in SIGN_CHOICES:
-        raise ValueError(f"sign must be one of {', '.join(SIGN_CHOICES)}")
+        raise ValueError("sign", f"must be one of {', '.join(SIGN_CHOICES)}")
     if sp.encrypt_assertion and sp.encryption_certificate is None:
-        raise ValueError("encrypt_assertion needs the SP's certificate")
+        raise ValueError("encrypt_assertion", "needs the SP's certificate")
 
 
 def parse_saml_settings(node: Node, issuer: str, directory: Directory) -> SAMLSettings:
@@ -200,7 +200,8 @@ def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
     try:
         check_options(sp)
     except ValueError as error:
-        raise node.error(str(error)) from None
+        setting, problem = error.args
+        raise node.child(setting).error(problem) from None
     return sp
 
 

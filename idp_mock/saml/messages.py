@@ -46,7 +46,7 @@ _NS = {"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML}
 
 class Refused(UserFacingError):
     def __init__(self, message: str):
-        super().__init__(message, 400, "The application's sign-in request was refused")
+        super().__init__(message, 400, "The application's request was refused")
 
 
 @dataclass(frozen=True)

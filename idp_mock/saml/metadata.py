@@ -120,7 +120,8 @@ def parse_sp_metadata(xml: bytes, *, sign: str = "assertion", encrypt_assertion:
     try:
         check_options(sp)
     except ValueError as error:
-        raise MetadataError(f"Cannot register: {error}.") from None
+        setting, problem = error.args
+        raise MetadataError(f"{setting} {problem}.") from None
     return sp
 
 

@@ -140,6 +140,7 @@ class OneLoginSP:
     acs_url: str = ""  # default: <entity base>/saml/acs
     slo_url: str = ""  # default: <entity base>/saml/slo
     name_id_format: str = SAML.NAMEID_PERSISTENT
+    slo_binding: str = SAML.BINDING_HTTP_REDIRECT
     security: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -159,7 +160,7 @@ class OneLoginSP:
             "sp": {
                 "entityId": self.entity_id,
                 "assertionConsumerService": {"url": self.acs_url, "binding": SAML.BINDING_HTTP_POST},
-                "singleLogoutService": {"url": self.slo_url, "binding": SAML.BINDING_HTTP_REDIRECT},
+                "singleLogoutService": {"url": self.slo_url, "binding": self.slo_binding},
                 "NameIDFormat": self.name_id_format,
                 **({"x509cert": self.identity.certificate_pem, "privateKey": self.identity.key_pem} if signs else {}),
             },
@@ -168,7 +169,8 @@ class OneLoginSP:
         })
 
     def metadata(self) -> str:
-        return self.settings.get_sp_metadata().decode()
+        metadata = self.settings.get_sp_metadata()
+        return metadata.decode() if isinstance(metadata, bytes) else metadata
 
     def register(self, **options) -> None:
         answer = register_sp(self.idp_url, self.metadata(), **options)
@@ -228,14 +230,6 @@ class OneLoginSP:
         assert not auth.get_errors(), f"{auth.get_errors()}: {auth.get_last_error_reason()}"
 
 
-def redirect_query(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-
-
-def with_query(url: str, **params) -> str:
-    return f"{url.split('?')[0]}?{urlencode(params)}"
-
-
 # --- pysaml2 SP ----------------------------------------------------------------------------------------
 
 def pysaml2_client(idp_url: str, identity: SigningIdentity, directory: Path, entity_id: str | None = None):
@@ -265,6 +259,8 @@ def pysaml2_client(idp_url: str, identity: SigningIdentity, directory: Path, ent
                 "single_logout_service": [(f"{base}/slo", BINDING_HTTP_REDIRECT)],
             },
             "authn_requests_signed": True,
+            "signing_algorithm": SAML.RSA_SHA256,  # pysaml2 still defaults to SHA-1, which the IdP refuses
+            "digest_algorithm": SAML.SHA256,
             "want_assertions_signed": True,
             "want_response_signed": False,
             "allow_unsolicited": False,
