@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
-from sso_common.config import URL_PATTERN, ConfigError, Node
+from sso_common.config import URL_PATTERN, Node
 
 from ..directory import Directory, Employee
 

@@ -67,27 +67,32 @@ class Inbound:
         return issuer.text.strip()
 
 
-def receive(parameter: str) -> Inbound:
-    """Decode `parameter` (SAMLRequest) from this HTTP request, by the binding its method implies."""
+def receive() -> Inbound:
+    """Decode the SAMLRequest of this HTTP request, by the binding its method implies."""
     if request.method == "GET":
         query = _raw_query()
-        if parameter not in query:
-            raise Refused(f"The request carries no {parameter}.")
-        encoded, relay_state = unquote_plus(query[parameter]), query.get("RelayState")
+        if "SAMLRequest" not in query:
+            raise Refused("The request carries no SAMLRequest.")
+        encoded, relay_state = unquote_plus(query["SAMLRequest"]), query.get("RelayState")
         relay_state = unquote_plus(relay_state) if relay_state is not None else None
         xml = _inflate(_base64(encoded))
         binding = SAML.BINDING_HTTP_REDIRECT
     else:
-        encoded, relay_state, query = request.form.get(parameter), request.form.get("RelayState"), None
+        encoded, relay_state, query = request.form.get("SAMLRequest"), request.form.get("RelayState"), None
         if not encoded:
-            raise Refused(f"The request carries no {parameter}.")
+            raise Refused("The request carries no SAMLRequest.")
         xml = _base64(encoded)
         if len(xml) > MAX_MESSAGE_BYTES:
             raise Refused("The request is too large.")
         binding = SAML.BINDING_HTTP_POST
+    return Inbound(binding, xml, _parse(xml), check_relay_state(relay_state), query)
+
+
+def check_relay_state(relay_state: str | None) -> str | None:
+    """RelayState goes back to the SP unchanged; only its size is limited."""
     if relay_state is not None and len(relay_state.encode()) > MAX_RELAY_STATE:
         raise Refused(f"The RelayState is longer than {MAX_RELAY_STATE} bytes.")
-    return Inbound(binding, xml, _parse(xml), relay_state, query)
+    return relay_state
 
 
 def _raw_query() -> dict[str, str]:
@@ -156,7 +161,7 @@ def verify(message: Inbound, sp: ServiceProvider) -> etree._Element:
         result = XMLVerifier().verify(
             message.xml, x509_cert=sp.certificate,
             expect_config=SignatureConfiguration(location="./", expect_references=1))
-    except Exception:  # fail closed: whatever signxml trips over in a hostile message means "not valid"
+    except Exception:  # noqa: BLE001 - fail closed: whatever signxml trips over in a hostile message is "not valid"
         raise Refused("The request's signature is not valid.") from None
     signed = result.signed_xml
     if signed.tag != message.root.tag or signed.get("ID") != message.root.get("ID"):
@@ -171,8 +176,7 @@ def _verify_query_signature(message: Inbound, sp: ServiceProvider) -> None:
     sig_alg = unquote_plus(query["SigAlg"])
     if sig_alg not in _QUERY_SIG_HASHES:
         raise Refused("The request is signed with an algorithm that is not accepted (use RSA-SHA256).")
-    parameter = "SAMLRequest" if "SAMLRequest" in query else "SAMLResponse"
-    signed = f"{parameter}={query[parameter]}"
+    signed = f"SAMLRequest={query['SAMLRequest']}"
     if "RelayState" in query:
         signed += f"&RelayState={query['RelayState']}"
     signed += f"&SigAlg={query['SigAlg']}"
@@ -194,7 +198,7 @@ def check_envelope(root: etree._Element, kind: str, destination: str, clock_skew
         raise Refused("The request is addressed to another server (Destination does not match).")
     try:
         issued = OneLogin_Saml2_Utils.parse_SAML_to_time(root.get("IssueInstant"))
-    except Exception:  # python3-saml raises a bare Exception for a time it cannot read
+    except Exception:  # noqa: BLE001 - python3-saml raises a bare Exception for a time it cannot read
         raise Refused("The request's IssueInstant is not a UTC time.") from None
     now = time.time()
     if issued > now + clock_skew:

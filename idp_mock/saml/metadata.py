@@ -11,12 +11,19 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from sso_common.config import URL_PATTERN
 from sso_common.keys import SigningIdentity
 
-from .config import (ENTITY_ID_PATTERN, NAME_ID_FORMATS, Endpoint, SAMLSettings, ServiceProvider,
-                     check_options, load_certificate)
+from .config import (
+    ENTITY_ID_PATTERN,
+    NAME_ID_FORMATS,
+    Endpoint,
+    SAMLSettings,
+    ServiceProvider,
+    check_options,
+    load_certificate,
+)
 
 MAX_METADATA_BYTES = 64 * 1024
 _NS = {"md": SAML.NS_MD, "ds": SAML.NS_DS}
-_MD = "{%s}" % SAML.NS_MD
+_MD = f"{{{SAML.NS_MD}}}"
 
 
 class MetadataError(ValueError):
@@ -29,8 +36,8 @@ def idp_metadata(settings: SAMLSettings, identity: SigningIdentity) -> bytes:
     idp = etree.SubElement(root, _MD + "IDPSSODescriptor", WantAuthnRequestsSigned="false",
                            protocolSupportEnumeration=SAML.NS_SAMLP)
     key = etree.SubElement(idp, _MD + "KeyDescriptor", use="signing")
-    x509_data = etree.SubElement(etree.SubElement(key, "{%s}KeyInfo" % SAML.NS_DS), "{%s}X509Data" % SAML.NS_DS)
-    etree.SubElement(x509_data, "{%s}X509Certificate" % SAML.NS_DS).text = identity.certificate_base64
+    x509_data = etree.SubElement(etree.SubElement(key, f"{{{SAML.NS_DS}}}KeyInfo"), f"{{{SAML.NS_DS}}}X509Data")
+    etree.SubElement(x509_data, f"{{{SAML.NS_DS}}}X509Certificate").text = identity.certificate_base64
     for binding in (SAML.BINDING_HTTP_REDIRECT, SAML.BINDING_HTTP_POST):
         etree.SubElement(idp, _MD + "SingleLogoutService", Binding=binding, Location=settings.slo_url)
     for name_id_format in NAME_ID_FORMATS.values():

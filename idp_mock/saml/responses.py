@@ -28,7 +28,7 @@ from ..session import SignIn
 from .config import ATTRIBUTES, AWSRelease, ServiceProvider, name_id_value
 
 ASSERTION_LIFETIME = 300  # seconds an SP may take to consume the assertion
-_SAML, _SAMLP = "{%s}" % SAML.NS_SAML, "{%s}" % SAML.NS_SAMLP
+_SAML, _SAMLP = f"{{{SAML.NS_SAML}}}", f"{{{SAML.NS_SAMLP}}}"
 _ATTRNAME_BASIC = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic"
 _ATTRNAME_URI = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
 _AWS = "https://aws.amazon.com/SAML/Attributes/"
@@ -130,7 +130,7 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
             element = _sub(statement, _SAML + "Attribute", Name=attribute.name, NameFormat=attribute.name_format)
             for value in attribute.values:
                 _sub(element, _SAML + "AttributeValue", value, nsmap={"xs": SAML.NS_XS, "xsi": SAML.NS_XSI},
-                     **{"{%s}type" % SAML.NS_XSI: "xs:string"})
+                     **{f"{{{SAML.NS_XSI}}}type": "xs:string"})
 
     assertion_id = assertion.get("ID")
     if sp.sign in ("assertion", "both"):

@@ -9,8 +9,14 @@ import zlib
 import pytest
 import requests
 
-from tests.support.saml import (OneLoginSP, authn_request_xml, deflate_base64, http_post_binding, new_sp_identity,
-                                signed_redirect_query)
+from tests.support.saml import (
+    OneLoginSP,
+    authn_request_xml,
+    deflate_base64,
+    http_post_binding,
+    new_sp_identity,
+    signed_redirect_query,
+)
 
 PORTAL = "http://localhost:8000/saml/metadata"  # configured without a certificate: unsigned requests are fine
 PORTAL_ACS = "http://localhost:8000/login/example-corp-saml/acs"
@@ -199,7 +205,7 @@ def test_external_entity(idp, send):
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_entity_expansion(idp, send):
-    entities = "".join(f'<!ENTITY l{i} "{"&l%d;" % (i - 1) * 10 if i else "lol"}">' for i in range(10))
+    entities = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10 if i else "lol"}">' for i in range(10))
     xml = (f'<?xml version="1.0"?>\n<!DOCTYPE r [{entities}]>\n'.encode()
            + portal_request(idp).replace(PORTAL.encode(), b"&l9;"))
     started = time.monotonic()

@@ -15,7 +15,14 @@ from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 
 from idp_mock.session import ACR_PASSWORD
 from tests.support.idp_client import form_fields
-from tests.support.saml import XMLSEC1, new_sp_identity, post_form, pysaml2_client, register_sp, sign_in_through
+from tests.support.saml import (
+    XMLSEC1,
+    new_sp_identity,
+    post_form,
+    pysaml2_client,
+    register_sp,
+    sign_in_through,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which(XMLSEC1) is None, reason="pysaml2 needs xmlsec1 (apt-get install xmlsec1)")
 

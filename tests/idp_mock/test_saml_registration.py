@@ -14,7 +14,14 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
-from tests.support.saml import ADMIN_TOKEN, OneLoginSP, new_sp_identity, post_form, register_sp, sign_in_through
+from tests.support.saml import (
+    ADMIN_TOKEN,
+    OneLoginSP,
+    new_sp_identity,
+    post_form,
+    register_sp,
+    sign_in_through,
+)
 
 NS = {"md": SAML.NS_MD, "ds": SAML.NS_DS}
 

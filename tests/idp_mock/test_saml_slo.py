@@ -12,7 +12,13 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from tests.support.idp_client import form_fields
 from tests.support.oidc import authorization, redirect_params, register_client, sign_in
-from tests.support.saml import OneLoginSP, http_post_binding, new_sp_identity, post_form, sign_in_through
+from tests.support.saml import (
+    OneLoginSP,
+    http_post_binding,
+    new_sp_identity,
+    post_form,
+    sign_in_through,
+)
 
 NS = {"samlp": SAML.NS_SAMLP}
 

@@ -11,7 +11,13 @@ from idp_mock.directory import load_directory
 from idp_mock.session import ACR_MFA, ACR_PASSWORD
 from idp_mock.settings import DEFAULT_CONFIG_DIR
 from tests.support.idp_client import ERIN_TOTP_SECRET
-from tests.support.saml import OneLoginSP, http_post_binding, new_sp_identity, post_form, sign_in_through
+from tests.support.saml import (
+    OneLoginSP,
+    http_post_binding,
+    new_sp_identity,
+    post_form,
+    sign_in_through,
+)
 from tests.support.servers import start_idp
 
 NS = {"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML, "ds": SAML.NS_DS}
