@@ -297,7 +297,7 @@ class Registration(ClientRegistrationEndpoint):
             secret_hash=hash_secret(secret) if secret else None,
         )
         self.server.oidc_store.save_client(client.to_record())
-        log.info("registered OIDC client %s (%s)", client.client_id, client.name)
+        log.info("registered OIDC client %s (%r)", client.client_id, client.name)
         return client
 
 

@@ -27,7 +27,7 @@ SIGNED_OUT = "https://rp.example.test/signed-out"
 DEFAULT_SCOPE = "openid profile email groups"
 # Lifetimes of the `private_idp` fixture (tests/idp_mock/conftest.py), short so tests can wait them out.
 PRIVATE_CODE_LIFETIME = 3
-PRIVATE_ACCESS_TOKEN_LIFETIME = 5
+PRIVATE_ACCESS_TOKEN_LIFETIME = 3
 
 
 @dataclass(frozen=True)
