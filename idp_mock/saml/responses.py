@@ -29,8 +29,6 @@ from .config import ATTRIBUTES, AWSRelease, ServiceProvider, name_id_value
 
 ASSERTION_LIFETIME = 300  # seconds an SP may take to consume the assertion
 _SAML, _SAMLP = f"{{{SAML.NS_SAML}}}", f"{{{SAML.NS_SAMLP}}}"
-_ATTRNAME_BASIC = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic"
-_ATTRNAME_URI = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
 _AWS = "https://aws.amazon.com/SAML/Attributes/"
 
 
@@ -52,11 +50,11 @@ def _sub(parent: etree._Element, tag: str, text: str | None = None, nsmap: dict 
 
 def _message(kind: str, issuer: str, destination: str, in_response_to: str | None, status: str,
              now: float) -> etree._Element:
-    root = etree.Element(_SAMLP + kind, nsmap={"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML})
-    for name, value in (("ID", new_id()), ("Version", "2.0"), ("IssueInstant", _instant(now)),
-                        ("Destination", destination), ("InResponseTo", in_response_to)):
-        if value is not None:
-            root.set(name, value)
+    """A protocol message with its Issuer and Status (a top-level StatusCode)."""
+    attributes = {"ID": new_id(), "Version": "2.0", "IssueInstant": _instant(now), "Destination": destination}
+    if in_response_to is not None:  # absent in IdP-initiated responses
+        attributes["InResponseTo"] = in_response_to
+    root = etree.Element(_SAMLP + kind, attributes, nsmap={"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML})
     _sub(root, _SAML + "Issuer", issuer)
     _sub(_sub(root, _SAMLP + "Status"), _SAMLP + "StatusCode", Value=status)
     return root
@@ -70,7 +68,7 @@ class Attribute:
 
 
 def released_attributes(sp: ServiceProvider, employee: Employee) -> list[Attribute]:
-    attributes = [Attribute(name, _ATTRNAME_BASIC, tuple(ATTRIBUTES[name](employee))) for name in sp.attributes]
+    attributes = [Attribute(name, SAML.ATTRNAME_FORMAT_BASIC, tuple(ATTRIBUTES[name](employee))) for name in sp.attributes]
     if sp.aws is not None:
         attributes += _aws_attributes(sp.aws, employee)
     return [attribute for attribute in attributes if attribute.values]
@@ -78,12 +76,13 @@ def released_attributes(sp: ServiceProvider, employee: Employee) -> list[Attribu
 
 def _aws_attributes(aws: AWSRelease, employee: Employee) -> list[Attribute]:
     attributes = [
-        Attribute(_AWS + "Role", _ATTRNAME_URI, tuple(aws.roles_for(employee))),
-        Attribute(_AWS + "RoleSessionName", _ATTRNAME_URI, (employee.email,)),
-        Attribute(_AWS + "SessionDuration", _ATTRNAME_URI, (str(aws.session_duration),)),
+        Attribute(_AWS + "Role", SAML.ATTRNAME_FORMAT_URI, tuple(aws.roles_for(employee))),
+        Attribute(_AWS + "RoleSessionName", SAML.ATTRNAME_FORMAT_URI, (employee.email,)),
+        Attribute(_AWS + "SessionDuration", SAML.ATTRNAME_FORMAT_URI, (str(aws.session_duration),)),
     ]
     for tag, source in aws.principal_tags.items():
-        attributes.append(Attribute(f"{_AWS}PrincipalTag:{tag}", _ATTRNAME_URI, tuple(ATTRIBUTES[source](employee))))
+        values = tuple(ATTRIBUTES[source](employee))
+        attributes.append(Attribute(f"{_AWS}PrincipalTag:{tag}", SAML.ATTRNAME_FORMAT_URI, values))
     return attributes
 
 
@@ -143,8 +142,9 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
 
 
 def _encrypt_assertion(assertion: etree._Element, certificate) -> None:
-    """Replace the Assertion with an EncryptedAssertion for the SP's certificate (AES-256-GCM content key,
-    wrapped with RSA-OAEP), as python3-saml's own helpers build EncryptedIDs."""
+    """Replace the Assertion with an EncryptedAssertion for the SP's certificate: AES-256-GCM content, its
+    key wrapped with RSA-OAEP (the xmlsec template calls python3-saml makes for EncryptedIDs, with GCM
+    instead of CBC, which XML Encryption padding-oracle attacks target)."""
     encrypted_assertion = etree.Element(_SAML + "EncryptedAssertion")
     assertion.addprevious(encrypted_assertion)
     encrypted_assertion.append(assertion)
@@ -167,8 +167,7 @@ def status_response(acs_url: str, in_response_to: str, status: str, idp_entity_i
     """A Response without an Assertion (e.g. NoPassive), signed so the SP can trust the refusal."""
     response = _message("Response", idp_entity_id, acs_url, in_response_to, SAML.STATUS_RESPONDER, time.time())
     _sub(response.find(f"{_SAMLP}Status/{_SAMLP}StatusCode"), _SAMLP + "StatusCode", Value=status)
-    response = sign_element(response, response.get("ID"), identity, after=response.find(_SAML + "Issuer"))
-    return etree.tostring(response, xml_declaration=True, encoding="UTF-8")
+    return signed_post(response, identity)
 
 
 def logout_response(destination: str, in_response_to: str, status: str, idp_entity_id: str) -> etree._Element:
@@ -182,10 +181,10 @@ def signed_post(message: etree._Element, identity: SigningIdentity) -> bytes:
     return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
 
 
-def signed_redirect_url(location: str, parameter: str, message: etree._Element, relay_state: str | None,
+def signed_redirect_url(location: str, message: etree._Element, relay_state: str | None,
                         identity: SigningIdentity) -> str:
-    """The HTTP-Redirect binding: DEFLATE + base64 in the query, signed over the query octets with SigAlg."""
-    params = {parameter: OneLogin_Saml2_Utils.deflate_and_base64_encode(etree.tostring(message))}
+    """A response by the HTTP-Redirect binding: DEFLATE + base64 in the query, signed over the query octets."""
+    params = {"SAMLResponse": OneLogin_Saml2_Utils.deflate_and_base64_encode(etree.tostring(message))}
     if relay_state is not None:
         params["RelayState"] = relay_state
     params["SigAlg"] = SAML.RSA_SHA256

@@ -164,7 +164,7 @@ def _proceed(pending: dict) -> Response:
         sp = _known_sp(pending["sp"])
         xml = status_response(pending["acs_url"], pending["request_id"], SAML.STATUS_NO_PASSIVE,
                               _saml().settings.entity_id, _saml().identity)
-        return _post_form(sp.name, pending["acs_url"], "SAMLResponse", xml, pending["relay_state"])
+        return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
     handle = secrets.token_urlsafe(32)
     _idp().store.put(PENDING_KIND, handle, pending, PENDING_TTL)
     return login_redirect(f"/saml/continue?request={handle}", force=pending["force"])
@@ -220,12 +220,12 @@ def _answer(pending: dict) -> Response:
     xml = sso_response(grant, _saml().settings.entity_id, _saml().identity, _idp().settings.clock_skew)
     log.info("SAML assertion for %s to %s (%s)", employee.username, sp.entity_id,
              "SP-initiated" if pending["request_id"] else "IdP-initiated")
-    return _post_form(sp.name, pending["acs_url"], "SAMLResponse", xml, pending["relay_state"])
+    return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
 
 
-def _post_form(sp_name: str, url: str, parameter: str, xml: bytes, relay_state: str | None) -> Response:
-    """The HTTP-POST binding: a form that submits itself (static script) or with its visible button."""
-    fields = {parameter: base64.b64encode(xml).decode()}
+def _post_form(sp_name: str, url: str, xml: bytes, relay_state: str | None) -> Response:
+    """A response by the HTTP-POST binding: a form that submits itself (static script) or by its button."""
+    fields = {"SAMLResponse": base64.b64encode(xml).decode()}
     if relay_state is not None:
         fields["RelayState"] = relay_state
     return Response(render_template("saml_post.html", sp_name=sp_name, action=url, fields=fields))
@@ -251,10 +251,10 @@ def slo():
         status = SAML.STATUS_REQUESTER  # someone else is signed in here now: leave their session alone
     message_out = logout_response(sp.slo.url, logout.id, status, _saml().settings.entity_id)
     if sp.slo.binding == SAML.BINDING_HTTP_REDIRECT:
-        response = redirect(signed_redirect_url(sp.slo.url, "SAMLResponse", message_out, message.relay_state,
-                                                _saml().identity), code=303)
+        location = signed_redirect_url(sp.slo.url, message_out, message.relay_state, _saml().identity)
+        response = redirect(location, code=303)
     else:
-        response = _post_form(sp.name, sp.slo.url, "SAMLResponse", signed_post(message_out, _saml().identity),
+        response = _post_form(sp.name, sp.slo.url, signed_post(message_out, _saml().identity),
                               message.relay_state)
     if sign_in is not None and status == SAML.STATUS_SUCCESS:
         end_session(response)
