@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+
 from authlib.common.security import is_secure_transport
 from flask import Flask
 

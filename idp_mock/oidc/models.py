@@ -7,7 +7,13 @@ import hmac
 import time
 from dataclasses import dataclass, field
 
-from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin, TokenMixin, list_to_scope, scope_to_list
+from authlib.oauth2.rfc6749 import (
+    AuthorizationCodeMixin,
+    ClientMixin,
+    TokenMixin,
+    list_to_scope,
+    scope_to_list,
+)
 
 from ..directory import Employee
 
@@ -44,7 +50,6 @@ class Client(ClientMixin):
 
     def get_default_redirect_uri(self):
         """None: OpenID Connect requires every authorization request to name its redirect_uri."""
-        return None
 
     def get_allowed_scope(self, scope):
         """The requested scopes (already checked against the supported ones); None when `openid` is
@@ -74,7 +79,7 @@ class Client(ClientMixin):
                 "grant_types": list(self.grant_types), "secret_hash": self.secret_hash}
 
     @classmethod
-    def from_record(cls, record: dict) -> "Client":
+    def from_record(cls, record: dict) -> Client:
         return cls(record["client_id"], record["name"], tuple(record["redirect_uris"]),
                    tuple(record["post_logout_redirect_uris"]), record["token_endpoint_auth_method"],
                    tuple(record["grant_types"]), record["secret_hash"])

@@ -11,12 +11,20 @@ import hmac
 import logging
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuth2Request,
+    grants,
+)
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
 from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint
-from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+from authlib.oauth2.rfc7591.errors import (
+    InvalidClientMetadataError,
+    InvalidRedirectURIError,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc import rpinitiated
 from authlib.oidc.core import UserInfoEndpoint
@@ -27,7 +35,15 @@ from ..session import ACR_MFA, ACR_PASSWORD, record_participant
 from .claims import CLAIMS, SCOPES, user_claims
 from .config import uri_problem
 from .keys import ALGORITHM, SigningKeys, keys_dir
-from .models import AUTH_METHODS, GRANT_TYPES, AccessToken, AuthorizationCode, Client, RefreshToken, hash_secret
+from .models import (
+    AUTH_METHODS,
+    GRANT_TYPES,
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    RefreshToken,
+    hash_secret,
+)
 from .storage import OIDCStore
 
 log = logging.getLogger(__name__)
@@ -119,7 +135,7 @@ class OIDCServer(AuthorizationServer):
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
     def save_authorization_code(self, code, request):
         """At the authorization endpoint the user is the SignIn of the SSO session (auth_time, amr)."""
@@ -144,7 +160,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
 
     def authenticate_refresh_token(self, refresh_token):
@@ -163,7 +179,7 @@ class S256CodeChallenge(CodeChallenge):
     """PKCE with S256 only (`plain` and a missing method are refused), required of public clients
     already at the authorization endpoint rather than only when they redeem the code."""
 
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD = ("S256",)
 
     def validate_code_challenge(self, grant, redirect_uri):
         data = grant.request.payload.data

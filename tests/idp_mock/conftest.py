@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.oidc import PRIVATE_ACCESS_TOKEN_LIFETIME, PRIVATE_CODE_LIFETIME, register_client
+from tests.support.oidc import (
+    PRIVATE_ACCESS_TOKEN_LIFETIME,
+    PRIVATE_CODE_LIFETIME,
+    register_client,
+)
 from tests.support.servers import start_idp
-
 
 # --- OIDC ---------------------------------------------------------------------------------------
 

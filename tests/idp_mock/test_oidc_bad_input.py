@@ -9,8 +9,18 @@ import pytest
 import requests
 
 from tests.support.oidc import (
-    CALLBACK, PRIVATE_CODE_LIFETIME, authorization, authorize_url, redeem, redirect_params, register_client, sign_in,
-    sign_in_for_code, sign_in_for_tokens, token_request, userinfo,
+    CALLBACK,
+    PRIVATE_CODE_LIFETIME,
+    authorization,
+    authorize_url,
+    redeem,
+    redirect_params,
+    register_client,
+    sign_in,
+    sign_in_for_code,
+    sign_in_for_tokens,
+    token_request,
+    userinfo,
 )
 
 
@@ -158,7 +168,7 @@ def test_login_does_not_continue_to_another_site(idp):
 # --- token endpoint: codes and PKCE ----------------------------------------------------------
 
 def test_missing_code_verifier_is_refused(idp, oidc_client):
-    request, code = sign_in_for_code(requests.Session(), idp.url, oidc_client, "bob")
+    _, code = sign_in_for_code(requests.Session(), idp.url, oidc_client, "bob")
     answer = token_request(idp.url, oidc_client, grant_type="authorization_code", code=code,
                            redirect_uri=oidc_client.redirect_uri)
     _token_error(answer, 400, "invalid_request")

@@ -12,8 +12,21 @@ from idp_mock.directory import load_directory
 from idp_mock.session import ACR_MFA, ACR_PASSWORD
 from tests.support.idp_client import ERIN_TOTP_SECRET, form_fields
 from tests.support.oidc import (
-    PRIVATE_ACCESS_TOKEN_LIFETIME, REGISTRATION_TOKEN, SIGNED_OUT, Client, authorization, is_login_page, redeem, redirect_params, register_client,
-    sign_in, sign_in_for_code, sign_in_for_tokens, token_request, userinfo, verify_id_token,
+    PRIVATE_ACCESS_TOKEN_LIFETIME,
+    REGISTRATION_TOKEN,
+    SIGNED_OUT,
+    Client,
+    authorization,
+    is_login_page,
+    redeem,
+    redirect_params,
+    register_client,
+    sign_in,
+    sign_in_for_code,
+    sign_in_for_tokens,
+    token_request,
+    userinfo,
+    verify_id_token,
 )
 from tests.support.servers import REPO
 
