@@ -134,7 +134,7 @@ class SAMLConnector:
             raise _rejected("it is not a readable SAML response") from None
         if answers != kept["request_id"]:
             raise _rejected("it does not answer our sign-in request (InResponseTo)")
-        assertion = OneLogin_Saml2_XML.query(response.document, _ASSERTION)[0]
+        assertion = OneLogin_Saml2_XML.query(response.get_xml_document(), _ASSERTION)[0]  # decrypted if need be
         expires = self._check_conditions(assertion, response.get_assertion_not_on_or_after())
         if not self.store.add(REPLAY_KIND, assertion.get("ID"), {}, max(1, expires - time.time())):
             raise _rejected("the assertion was already used (replayed)")

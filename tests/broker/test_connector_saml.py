@@ -145,6 +145,16 @@ def test_signed_authn_requests_are_verified_by_an_idp_holding_our_metadata(idp, 
     assert connector.complete(params, kept).identity.groups == {"finance"}
 
 
+def test_encrypted_assertions_are_decrypted_with_the_sp_key(idp, connect):
+    """We do not require encryption, but an IdP set up to encrypt to the SP's key must still work."""
+    connector = connect(portal="http://portal-encrypted.example.test")
+    both_uses = connector.sp_metadata_xml().replace(' use="signing"', "")  # the key for encryption too
+    assert register_sp(idp.url, both_uses, encrypt_assertion=True).status_code in (200, 201)
+    params, kept = sign_in(idp, connector, "bob")
+    assert b"EncryptedAssertion" in base64.b64decode(params["SAMLResponse"])
+    assert connector.complete(params, kept).identity.email == "bob@example.com"
+
+
 def test_sp_metadata_needs_no_idp(connect, sp_keys):
     metadata = connect(metadata_url=f"http://127.0.0.1:{free_port()}/saml/metadata").sp_metadata_xml()
     assert f'entityID="{PORTAL}/saml/metadata"' in metadata and f'Location="{ACS}"' in metadata
