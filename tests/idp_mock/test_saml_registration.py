@@ -163,3 +163,14 @@ def test_signed_assertions_wanted_by_metadata_conflict_with_sign_response(idp, s
 def test_oversized_body_is_refused(idp):
     answer = register_sp(idp.url, "x" * 300_000)
     assert answer.status_code == 413
+
+
+def test_a_registration_reaches_every_worker(private_idp, keys):
+    """The registry lives in the shared state store: on a two-worker IdP, fresh connections (spread over both
+    workers) all know the SP."""
+    sp = OneLoginSP(private_idp.url, new_sp_identity(keys))
+    sp.register()
+    for _ in range(8):
+        url, _ = sp.login_url()
+        answer = requests.get(url, allow_redirects=False, headers={"Connection": "close"})
+        assert answer.status_code == 302 and answer.headers["Location"].startswith("/login?")
