@@ -7,8 +7,9 @@ are always lists: both are accepted for every field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..identity import Identity
 from . import LoginFailed

@@ -17,7 +17,8 @@ import re
 import secrets
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import requests
 from authlib.common.urls import add_params_to_uri

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests

@@ -18,8 +18,14 @@ from broker.connectors import LoginFailed, UpstreamUnavailable
 from broker.connectors.config import OIDC_CLAIMS
 from broker.connectors.mapping import IdentityMapping
 from broker.connectors.oidc import JWKS_REFRESH_INTERVAL, OIDCConnector
-from tests.support.forge import (FakeOIDCProvider, hmac_token, idp_answer, module_idp,  # noqa: F401 (fixture)
-                                 tamper_payload, unsigned_token)
+from tests.support.forge import (
+    FakeOIDCProvider,
+    hmac_token,
+    idp_answer,
+    module_idp,  # noqa: F401 (a fixture: this module's own IdP)
+    tamper_payload,
+    unsigned_token,
+)
 from tests.support.idp_client import ERIN_TOTP_SECRET
 from tests.support.servers import free_port
 

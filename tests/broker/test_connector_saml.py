@@ -25,8 +25,17 @@ from broker.connectors.mapping import IdentityMapping
 from broker.connectors.saml import SAMLConnector
 from sso_common.keys import load_or_create_signing_identity
 from sso_common.store.memory import MemoryStateStore
-from tests.support.forge import (NS, FakeOIDCProvider, assertion_of, decode_response, encode_response,
-                                 idp_answer, idp_metadata, module_idp, resign)  # noqa: F401 (fixture)
+from tests.support.forge import (
+    NS,
+    FakeOIDCProvider,
+    assertion_of,
+    decode_response,
+    encode_response,
+    idp_answer,
+    idp_metadata,
+    module_idp,  # noqa: F401 (a fixture: this module's own IdP)
+    resign,
+)
 from tests.support.idp_client import ERIN_TOTP_SECRET
 from tests.support.saml import post_form, register_sp
 from tests.support.servers import free_port
