@@ -285,12 +285,18 @@ class Registration(ClientRegistrationEndpoint):
         logout_uris = data.get("post_logout_redirect_uris", [])
         if not isinstance(logout_uris, list) or any(uri_problem(u) for u in logout_uris):
             raise InvalidClientMetadataError("post_logout_redirect_uris must list absolute http(s) URLs.")
-        if "authorization_code" not in data.get("grant_types", ["authorization_code"]):
-            raise InvalidClientMetadataError("grant_types must include authorization_code.")
+        grant_types = data.get("grant_types", ["authorization_code"])
+        if not isinstance(grant_types, list) or "authorization_code" not in grant_types:
+            raise InvalidClientMetadataError("grant_types must be a list that includes authorization_code.")
         name = data.get("client_name", "")
         if not isinstance(name, str) or len(name) > 200:
             raise InvalidClientMetadataError("client_name must be a string of at most 200 characters.")
-        return super().extract_client_metadata(request)
+        try:
+            return super().extract_client_metadata(request)
+        except (TypeError, AttributeError, KeyError, ValueError) as error:
+            # authlib's metadata checks assume well-typed values (and signal some rules with ValueError):
+            # a number where a URL belongs is bad metadata, not a server error
+            raise InvalidClientMetadataError("The client metadata is malformed.") from error
 
     def get_server_metadata(self):
         return self.server.metadata

@@ -333,8 +333,10 @@ def test_registration_refuses_bad_redirect_uris(idp, redirect_uris):
 @pytest.mark.parametrize("metadata", [
     {"grant_types": ["password"]}, {"grant_types": ["refresh_token"]}, {"response_types": ["token"]},
     {"token_endpoint_auth_method": "private_key_jwt"}, {"post_logout_redirect_uris": ["nope"]},
-    {"client_name": "x" * 500}, {"scope": "openid admin"},
-], ids=["password-grant", "no-code-grant", "token-response", "auth-method", "logout-uri", "long-name", "scope"])
+    {"client_name": "x" * 500}, {"scope": "openid admin"}, {"grant_types": 42}, {"logo_uri": 42},
+    {"jwks": {"a": 1}}, {"token_endpoint_auth_method": "none", "post_logout_redirect_uris": ["http://rp.example/"]},
+], ids=["password-grant", "no-code-grant", "token-response", "auth-method", "logout-uri", "long-name", "scope",
+        "grant-types-number", "logo-uri-number", "jwks-garbage", "public-http-logout-uri"])
 def test_registration_refuses_bad_metadata(idp, metadata):
     answer = _register(idp.url, {"redirect_uris": ["https://app.example.test/cb"], **metadata})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_client_metadata", answer.text
