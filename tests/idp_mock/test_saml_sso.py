@@ -80,7 +80,8 @@ def mfa_idp(tmp_path_factory):
 def test_mfa_user_gets_the_mfa_authn_context(mfa_idp, keys):
     sp = OneLoginSP(mfa_idp.url, new_sp_identity(keys))
     sp.register()
-    _, auth = redirect_login(mfa_idp, sp, requests.Session(), "erin", totp_secret=ERIN_TOTP_SECRET)
+    with requests.Session() as http:  # closed, so the IdP's shutdown need not wait for the connection
+        _, auth = redirect_login(mfa_idp, sp, http, "erin", totp_secret=ERIN_TOTP_SECRET)
     assert auth.get_last_authn_contexts() == [ACR_MFA]
     assert sorted(auth.get_attributes()["groups"]) == ["engineering", "security"]
     assert auth.get_attributes()["department"] == ["Security"]
