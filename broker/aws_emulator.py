@@ -10,7 +10,6 @@ and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 import boto3
 
 from broker.provisioning import ORGANIZATION_ACCESS_ROLE
+from sso_common.serve import free_port
 
 # moto's default account plays the organization's management account.
 MANAGEMENT_ACCOUNT_ID = "123456789012"
 BOOTSTRAP_SECRET = "emulator-bootstrap"  # moto checks no signature while enforcement is off
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 class MotoServer:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from urllib.parse import urlsplit
 
 from sso_common.config import ConfigError
+from sso_common.serve import add_serve_command, serve_at
 
 
 def _serve(args) -> int:
-    from sso_common.serve import serve
-
     from .app import create_app
     from .settings import load_settings
 
     settings = load_settings(args.config)
-    parts = urlsplit(settings.portal_url)
-    serve(lambda: create_app(settings), args.host or parts.hostname, args.port or parts.port or 80,
-          workers=args.workers)
+    # header_map: the sso API's bearer token arrives in `x-amz-sso_bearer_token` (see broker/sso_api).
+    serve_at(lambda: create_app(settings), settings.portal_url, args, header_map="dangerous")
     return 0
 
 
@@ -57,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="broker", description=__doc__)
     parser.add_argument("--config", help="path to broker.yaml (default: config/broker.yaml or $BROKER_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the portal (gunicorn)")
-    serve.add_argument("--host", help="address to listen on (default: the portal URL's host)")
-    serve.add_argument("--port", type=int, help="port (default: the portal URL's port)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: $WEB_WORKERS or 2)")
-    serve.set_defaults(run=_serve)
+    add_serve_command(commands, _serve, "portal")
     commands.add_parser("check-config", help="validate the config and exit").set_defaults(run=_check_config)
     commands.add_parser("provision", help="create or update the SAML provider, roles and demo data in "
                         "every account (idempotent)").set_defaults(run=_provision)

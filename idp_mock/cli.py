@@ -5,22 +5,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from urllib.parse import urlsplit
 
 from sso_common.config import ConfigError
+from sso_common.serve import add_serve_command, serve_at
 
 
 def _serve(args) -> int:
-    from sso_common.serve import serve
-
     from .app import create_app
     from .settings import load_settings
 
     settings = load_settings(args.config)
-    parts = urlsplit(settings.issuer)
-    host = args.host or parts.hostname
-    port = args.port or parts.port or (443 if parts.scheme == "https" else 80)
-    serve(lambda: create_app(settings), host, port, workers=args.workers)
+    serve_at(lambda: create_app(settings), settings.issuer, args)
     return 0
 
 
@@ -62,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="idp-mock", description=__doc__)
     parser.add_argument("--config", help="path to idp.yaml (default: config/idp.yaml or $IDP_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the IdP (gunicorn)")
-    serve.add_argument("--host", help="address to listen on (default: the issuer's host)")
-    serve.add_argument("--port", type=int, help="port (default: the issuer's port)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: $WEB_WORKERS or 2)")
-    serve.set_defaults(run=_serve)
+    add_serve_command(commands, _serve, "IdP")
     commands.add_parser("hash-password", help="read a password (prompt or stdin), print its argon2id hash") \
         .set_defaults(run=_hash_password)
     commands.add_parser("check-config", help="validate the config and exit").set_defaults(run=_check_config)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import socket
 from typing import Callable
+from urllib.parse import urlsplit
 
 from gunicorn.app.base import BaseApplication
 
@@ -25,8 +28,11 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = None, threads: int = 8,
-          access_log: bool = True) -> None:
-    """Serve in the foreground. The app is built once before forking, so keys are created once."""
+          access_log: bool = True, header_map: str = "drop") -> None:
+    """Serve in the foreground. The app is built once before forking, so keys are created once.
+
+    `header_map` is gunicorn's rule for header names with underscores: dropped by default; the portal
+    needs "dangerous" because AWS's sso API sends its token in `x-amz-sso_bearer_token`."""
     workers = workers or int(os.environ.get("WEB_WORKERS", "2"))
     options = {
         "bind": f"{host}:{port}",
@@ -45,5 +51,29 @@ def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = 
         "limit_request_line": 8190,
         "limit_request_fields": 100,
         "limit_request_field_size": 8190,
+        "header_map": header_map,
     }
     _Gunicorn(app_factory, options).run()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (for tests, benchmarks and the emulator)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def add_serve_command(commands, run: Callable, what: str) -> None:
+    """The `serve` sub-command every service's CLI has."""
+    command = commands.add_parser("serve", help=f"run the {what} (gunicorn)")
+    command.add_argument("--host", help="address to listen on (default: the host of its public URL)")
+    command.add_argument("--port", type=int, help="port (default: the port of its public URL)")
+    command.add_argument("--workers", type=int, help="worker processes (default: $WEB_WORKERS or 2)")
+    command.set_defaults(run=run)
+
+
+def serve_at(app_factory: Callable, public_url: str, args: argparse.Namespace, **options) -> None:
+    """Serve on the address of `public_url` unless the command line says otherwise."""
+    parts = urlsplit(public_url)
+    port = args.port or parts.port or (443 if parts.scheme == "https" else 80)
+    serve(app_factory, args.host or parts.hostname, port, workers=args.workers, **options)

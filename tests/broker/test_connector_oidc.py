@@ -18,6 +18,7 @@ from broker.connectors import LoginFailed, UpstreamUnavailable
 from broker.connectors.config import OIDC_CLAIMS
 from broker.connectors.mapping import IdentityMapping
 from broker.connectors.oidc import JWKS_REFRESH_INTERVAL, OIDCConnector
+from sso_common.serve import free_port
 from tests.support.forge import (
     FakeOIDCProvider,
     hmac_token,
@@ -27,7 +28,6 @@ from tests.support.forge import (
     unsigned_token,
 )
 from tests.support.idp_client import ERIN_TOTP_SECRET
-from tests.support.servers import free_port
 
 PORTAL = "http://localhost:8000"
 STRANGER_KEY = RSAKey.generate_key(2048)  # a key the provider never published

@@ -24,6 +24,7 @@ from broker.connectors.config import SAML_ATTRIBUTES
 from broker.connectors.mapping import IdentityMapping
 from broker.connectors.saml import SAMLConnector
 from sso_common.keys import load_or_create_signing_identity
+from sso_common.serve import free_port
 from sso_common.store.memory import MemoryStateStore
 from tests.support.forge import (
     NS,
@@ -38,7 +39,6 @@ from tests.support.forge import (
 )
 from tests.support.idp_client import ERIN_TOTP_SECRET
 from tests.support.saml import post_form, register_sp
-from tests.support.servers import free_port
 
 PORTAL = "http://localhost:8000"  # the portal SP the mock IdP's config registers
 UPSTREAM = "example-corp-saml"

@@ -14,8 +14,8 @@ import pytest
 
 from broker.app import create_app
 from broker.settings import load_settings
+from sso_common.serve import free_port
 from tests.support.forge import FakeOIDCProvider
-from tests.support.servers import free_port
 
 STS_ERROR = b"""<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>
 <Code>InvalidIdentityToken</Code><Message>The SAML assertion is not valid</Message></Error>

@@ -12,11 +12,17 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from broker.aws_emulator import free_port
 from broker.aws_saml import idp_metadata_xml
 from broker.credentials import CredentialIssuer, StsRefused, StsUnavailable
-from broker.entitlements import SSO_ROLE_PATH, Entitlement, check_entitlement, provider_arn, role_arn
+from broker.entitlements import (
+    SSO_ROLE_PATH,
+    Entitlement,
+    check_entitlement,
+    provider_arn,
+    role_arn,
+)
 from broker.provisioning import AccountSessions, Change, provision, trust_policy
+from sso_common.serve import free_port
 
 from .conftest import BROKER_ENTITY_ID
 

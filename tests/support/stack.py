@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from broker.stack import Stack
-from tests.support.servers import free_port
+from sso_common.serve import free_port
 
 
 def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:
