@@ -18,7 +18,6 @@ from tests.support.saml import (
     post_form,
     sign_in_through,
 )
-from tests.support.servers import start_idp
 
 NS = {"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML, "ds": SAML.NS_DS}
 DIRECTORY = load_directory(DEFAULT_CONFIG_DIR / "directory.yaml")
@@ -69,19 +68,8 @@ def test_post_binding_login_with_signed_request(idp, sp):
     assert posted.fields["RelayState"] == "post-state"
 
 
-@pytest.fixture(scope="module")
-def mfa_idp(tmp_path_factory):
-    """An IdP of its own for erin: her TOTP codes work once, so her logins must not race other tests'."""
-    service = start_idp(tmp_path_factory.mktemp("saml-mfa-idp"))
-    yield service
-    service.stop()
-
-
-def test_mfa_user_gets_the_mfa_authn_context(mfa_idp, keys):
-    sp = OneLoginSP(mfa_idp.url, new_sp_identity(keys))
-    sp.register()
-    with requests.Session() as http:  # closed, so the IdP's shutdown need not wait for the connection
-        _, auth = redirect_login(mfa_idp, sp, http, "erin", totp_secret=ERIN_TOTP_SECRET)
+def test_mfa_user_gets_the_mfa_authn_context(idp, sp):
+    _, auth = redirect_login(idp, sp, requests.Session(), "erin", totp_secret=ERIN_TOTP_SECRET)
     assert auth.get_last_authn_contexts() == [ACR_MFA]
     assert sorted(auth.get_attributes()["groups"]) == ["engineering", "security"]
     assert auth.get_attributes()["department"] == ["Security"]
