@@ -74,8 +74,10 @@ def create_app(settings: BrokerSettings | None = None) -> Flask:
         audit=audit, store=store, idp_signing=idp_signing,
     )
 
-    from .web import admin, login, metadata, portal
+    from . import sso_api
+    from .web import admin, device, login, metadata, portal
 
-    for blueprint in (login.blueprint, portal.blueprint, admin.blueprint, metadata.blueprint):
+    for blueprint in (login.blueprint, portal.blueprint, admin.blueprint, metadata.blueprint, device.blueprint):
         app.register_blueprint(blueprint)
+    sso_api.install(app)
     return app

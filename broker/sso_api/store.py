@@ -1,0 +1,268 @@
+"""The one store of the Identity Center compatible API: registered clients, device authorizations,
+authorization codes, and the tokens they turn into. Everything lives in the broker's StateStore
+(keys hashed at rest); secrets are kept only as digests, and no record holds another record's
+bearer value.
+
+A sign-in through the device or authorization-code flow becomes a *grant*: the identity, bounded
+by the portal session that approved it. Access and refresh tokens point at their grant, so Logout
+(or the end of the sign-in) ends every token of it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..identity import Identity
+from ..sessions import identity_from_dict, identity_to_dict
+from .codes import new_secret, new_user_code, pkce_matches, secret_digest, secret_matches
+from .errors import ApiError
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+REFRESH_GRANT = "refresh_token"
+CODE_GRANT = "authorization_code"
+GRANT_TYPES = frozenset({DEVICE_GRANT, REFRESH_GRANT, CODE_GRANT})
+DEFAULT_SCOPE = "sso:account:access"
+SCOPES = frozenset({DEFAULT_SCOPE})
+
+CLIENT_KIND = "sso_client"
+DEVICE_KIND = "sso_device"            # by internal reference: what was asked, by which client
+DEVICE_CODE_KIND = "sso_device_code"  # device code -> reference
+USER_CODE_KIND = "sso_user_code"      # user code -> reference
+DECISION_KIND = "sso_device_decision"  # written once (StateStore.add): the first decision wins
+POLL_KIND = "sso_device_poll"         # last poll and current interval, apart from the decision
+AUTH_CODE_KIND = "sso_auth_code"
+GRANT_KIND = "sso_grant"
+ACCESS_KIND = "sso_access_token"
+REFRESH_KIND = "sso_refresh_token"
+REGISTER_RATE_KIND = "sso_register_rate"
+DEVICE_RATE_KIND = "sso_device_start_rate"
+MISS_PERSON_KIND = "sso_user_code_miss_person"
+MISS_ADDRESS_KIND = "sso_user_code_miss_address"
+
+SLOW_DOWN_STEP = 5  # RFC 8628 §3.5: after slow_down, poll 5 s less often
+POLL_TOLERANCE = 0.2  # seconds of clock jitter forgiven between two polls
+
+
+@dataclass(frozen=True)
+class SsoSettings:
+    token_lifetime: int  # access tokens; never beyond the grant
+    client_lifetime: int = 90 * 86400
+    device_lifetime: int = 600
+    poll_interval: int = 1
+    code_lifetime: int = 300
+    expired_memory: int = 3600  # expired device codes are remembered this long to say "expired", not "unknown"
+    registrations_per_minute: int = 60  # per address
+    device_starts_per_minute: int = 30  # per client
+    user_code_misses: int = 10  # per person per window; an address gets five times as many
+    user_code_window: int = 900
+
+    @classmethod
+    def from_environment(cls, session_lifetime: int, environ: Mapping[str, str] = os.environ) -> "SsoSettings":
+        """Access tokens last as long as a portal session unless BROKER_SSO_TOKEN_LIFETIME_SECONDS
+        says less (tests use it to make refresh happen)."""
+        raw = environ.get("BROKER_SSO_TOKEN_LIFETIME_SECONDS", "")
+        lifetime = int(raw) if raw.isdigit() and int(raw) > 0 else session_lifetime
+        return cls(token_lifetime=min(lifetime, session_lifetime))
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """A device authorization as the verification page sees it."""
+
+    user_code: str
+    client_name: str
+    expired: bool
+    decided: bool
+
+
+def remaining_seconds(expires_at: float, now: float) -> int:
+    return max(0, int(expires_at - now))
+
+
+def access_token_lifetime(configured: int, grant_expires_at: float, now: float) -> int:
+    """Tokens never outlive the sign-in they come from."""
+    return min(configured, remaining_seconds(grant_expires_at, now))
+
+
+class SsoStore:
+    def __init__(self, store, settings: SsoSettings, clock=time.time):
+        self.store, self.settings, self._clock = store, settings, clock
+
+    # --- clients --------------------------------------------------------------------------------
+
+    def register_client(self, name: str, scopes: list[str], grant_types: list[str], redirect_uris: list[str],
+                        address: str) -> dict:
+        if self.store.incr(REGISTER_RATE_KIND, address, 60) > self.settings.registrations_per_minute:
+            raise ApiError("SlowDownException", "Too many client registrations. Try again in a minute.")
+        now = int(self._clock())
+        client_id, secret = secrets.token_urlsafe(16), new_secret("bsc-")
+        expires_at = now + self.settings.client_lifetime
+        self.store.put(CLIENT_KIND, client_id, {
+            "name": name, "secret_digest": secret_digest(secret), "scopes": scopes, "grant_types": grant_types,
+            "redirect_uris": redirect_uris, "expires_at": expires_at}, self.settings.client_lifetime)
+        return {"clientId": client_id, "clientSecret": secret, "clientIdIssuedAt": now,
+                "clientSecretExpiresAt": expires_at}
+
+    def public_client(self, client_id: str | None) -> dict | None:
+        """A live client by its identifier alone: for the browser side of the code flow, which has no secret."""
+        return self.store.get(CLIENT_KIND, client_id) if client_id else None
+
+    def client(self, client_id: str | None, client_secret: str | None) -> dict:
+        client = self.public_client(client_id)
+        if client is None or not secret_matches(client["secret_digest"], client_secret):
+            raise ApiError("InvalidClientException", "The client is unknown or expired, or its secret is wrong.")
+        return client
+
+    # --- device authorization (RFC 8628) --------------------------------------------------------
+
+    def start_device_authorization(self, client_id: str, client: dict) -> tuple[str, str, int, int]:
+        """(device code, user code, expires in, interval) for a new request."""
+        if self.store.incr(DEVICE_RATE_KIND, client_id, 60) > self.settings.device_starts_per_minute:
+            raise ApiError("SlowDownException", "Too many device authorizations for this client.")
+        if DEVICE_GRANT not in client["grant_types"]:
+            raise ApiError("UnauthorizedClientException", "This client is not registered for the device flow.")
+        lifetime, memory = self.settings.device_lifetime, self.settings.device_lifetime + self.settings.expired_memory
+        reference, device_code = secrets.token_urlsafe(16), new_secret("bdc-")
+        user_code = new_user_code()
+        while not self.store.add(USER_CODE_KIND, user_code, {"ref": reference}, memory):
+            user_code = new_user_code()
+        self.store.put(DEVICE_KIND, reference, {
+            "client_id": client_id, "client_name": client["name"], "user_code": user_code,
+            "scopes": client["scopes"], "expires_at": self._clock() + lifetime}, memory)
+        self.store.put(DEVICE_CODE_KIND, device_code, {"ref": reference}, memory)
+        self.store.put(POLL_KIND, reference, {"last": 0, "interval": self.settings.poll_interval}, memory)
+        return device_code, user_code, lifetime, self.settings.poll_interval
+
+    def _device_by_user_code(self, user_code: str) -> tuple[str, dict] | None:
+        pointer = self.store.get(USER_CODE_KIND, user_code)
+        record = self.store.get(DEVICE_KIND, pointer["ref"]) if pointer else None
+        return (pointer["ref"], record) if record else None
+
+    def user_code_guessing_blocked(self, subject: str, address: str) -> bool:
+        person = self.store.get(MISS_PERSON_KIND, subject) or {"count": 0}
+        origin = self.store.get(MISS_ADDRESS_KIND, address) or {"count": 0}
+        limit = self.settings.user_code_misses
+        return person["count"] >= limit or origin["count"] >= 5 * limit
+
+    def device_request(self, user_code: str, subject: str, address: str) -> DeviceRequest | None:
+        """The request behind a (normalised) user code, or None; misses count toward the guessing limit."""
+        found = self._device_by_user_code(user_code)
+        if found is None:
+            self.store.incr(MISS_PERSON_KIND, subject, self.settings.user_code_window)
+            self.store.incr(MISS_ADDRESS_KIND, address, self.settings.user_code_window)
+            return None
+        reference, record = found
+        return DeviceRequest(user_code, record["client_name"], self._clock() >= record["expires_at"],
+                             self.store.get(DECISION_KIND, reference) is not None)
+
+    def decide(self, user_code: str, identity: Identity | None, session_expires: float) -> bool:
+        """Approve for `identity` (None: deny). False when the request is gone, expired or already decided."""
+        found = self._device_by_user_code(user_code)
+        if found is None or self._clock() >= found[1]["expires_at"]:
+            return False
+        reference, record = found
+        decision = {"approved": identity is not None, "session_expires": session_expires,
+                    "identity": identity_to_dict(identity) if identity else None}
+        return self.store.add(DECISION_KIND, reference, decision,
+                              remaining_seconds(record["expires_at"], self._clock()) + self.settings.expired_memory)
+
+    def redeem_device_code(self, client_id: str, device_code: str | None) -> tuple[Identity, float, list[str]]:
+        """The approved sign-in behind a device code, once; otherwise the RFC 8628 answer for its state."""
+        pointer = self.store.get(DEVICE_CODE_KIND, device_code) if device_code else None
+        record = self.store.get(DEVICE_KIND, pointer["ref"]) if pointer else None
+        if record is None or record["client_id"] != client_id:
+            raise ApiError("InvalidGrantException", "The device code is unknown or was already used.")
+        reference, now = pointer["ref"], self._clock()
+        if now >= record["expires_at"]:
+            raise ApiError("ExpiredTokenException", "The device code has expired. Start again.")
+        decision = self.store.get(DECISION_KIND, reference)
+        if decision is None:
+            self._note_poll(reference, record, now)
+            raise ApiError("AuthorizationPendingException", "The request has not been approved yet.")
+        if not decision["approved"]:
+            raise ApiError("AccessDeniedException", "The request was denied.")
+        if self.store.take(DEVICE_CODE_KIND, device_code) is None:  # a concurrent poll won
+            raise ApiError("InvalidGrantException", "The device code is unknown or was already used.")
+        return identity_from_dict(decision["identity"]), decision["session_expires"], record["scopes"]
+
+    def _note_poll(self, reference: str, record: dict, now: float) -> None:
+        poll = self.store.get(POLL_KIND, reference) or {"last": 0, "interval": self.settings.poll_interval}
+        ttl = remaining_seconds(record["expires_at"], now) + self.settings.expired_memory
+        if now - poll["last"] < poll["interval"] - POLL_TOLERANCE:
+            self.store.put(POLL_KIND, reference, {"last": now, "interval": poll["interval"] + SLOW_DOWN_STEP}, ttl)
+            raise ApiError("SlowDownException", "Polling too often. Wait longer between requests.")
+        self.store.put(POLL_KIND, reference, {"last": now, "interval": poll["interval"]}, ttl)
+
+    # --- authorization code with PKCE ----------------------------------------------------------
+
+    def new_authorization_code(self, client_id: str, redirect_uri: str, code_challenge: str, scopes: list[str],
+                               identity: Identity, session_expires: float) -> str:
+        code = new_secret("bac-")
+        self.store.put(AUTH_CODE_KIND, code, {
+            "client_id": client_id, "redirect_uri": redirect_uri, "challenge": code_challenge, "scopes": scopes,
+            "identity": identity_to_dict(identity), "session_expires": session_expires},
+            self.settings.code_lifetime)
+        return code
+
+    def redeem_authorization_code(self, client_id: str, code: str | None, redirect_uri: str | None,
+                                  verifier: str | None) -> tuple[Identity, float, list[str]]:
+        """The sign-in behind a code, once (a second use finds nothing), for the client, redirect URI and
+        PKCE verifier it was issued to."""
+        record = self.store.take(AUTH_CODE_KIND, code) if code else None
+        if (record is None or record["client_id"] != client_id or record["redirect_uri"] != redirect_uri
+                or not pkce_matches(record["challenge"], verifier)):
+            raise ApiError("InvalidGrantException", "The authorization code is unknown, used or expired, or does "
+                                                    "not match the redirect URI or code verifier.")
+        return identity_from_dict(record["identity"]), record["session_expires"], record["scopes"]
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def issue_tokens(self, client_id: str, client: dict, identity: Identity, session_expires: float,
+                     scopes: list[str]) -> dict:
+        """A new grant for a fresh sign-in, and its first tokens (CreateToken's answer)."""
+        now = self._clock()
+        if session_expires <= now + 60:
+            raise ApiError("InvalidGrantException", "The portal sign-in behind this request has ended.")
+        grant_id = secrets.token_urlsafe(16)
+        self.store.put(GRANT_KIND, grant_id, {"identity": identity_to_dict(identity), "client_id": client_id,
+                                              "scopes": scopes, "expires_at": session_expires},
+                       remaining_seconds(session_expires, now))
+        return self._tokens(grant_id, session_expires, REFRESH_GRANT in client["grant_types"])
+
+    def refresh(self, client_id: str, refresh_token: str | None) -> dict:
+        """Rotation: the refresh token is spent, a new pair comes back in the same grant."""
+        record = self.store.take(REFRESH_KIND, refresh_token) if refresh_token else None
+        grant = self.store.get(GRANT_KIND, record["grant"]) if record else None
+        if grant is None or grant["client_id"] != client_id:
+            raise ApiError("InvalidGrantException", "The refresh token is unknown, used, expired or revoked.")
+        return self._tokens(record["grant"], grant["expires_at"], True)
+
+    def _tokens(self, grant_id: str, grant_expires: float, with_refresh: bool) -> dict:
+        now = self._clock()
+        lifetime = access_token_lifetime(self.settings.token_lifetime, grant_expires, now)
+        access = new_secret("bat-")
+        self.store.put(ACCESS_KIND, access, {"grant": grant_id}, lifetime)
+        answer = {"accessToken": access, "tokenType": "Bearer", "expiresIn": lifetime}
+        if with_refresh:
+            refresh = new_secret("brt-")
+            self.store.put(REFRESH_KIND, refresh, {"grant": grant_id}, remaining_seconds(grant_expires, now))
+            answer["refreshToken"] = refresh
+        return answer
+
+    def bearer(self, access_token: str | None) -> tuple[Identity, str]:
+        """The identity behind a live access token, and its grant; UnauthorizedException otherwise."""
+        record = self.store.get(ACCESS_KIND, access_token) if access_token else None
+        grant = self.store.get(GRANT_KIND, record["grant"]) if record else None
+        if grant is None:
+            raise ApiError("UnauthorizedException", "Session token not found or invalid.")
+        return identity_from_dict(grant["identity"]), record["grant"]
+
+    def logout(self, access_token: str | None) -> None:
+        """End the whole grant: this token, its siblings and every refresh token of the sign-in."""
+        _, grant_id = self.bearer(access_token)
+        self.store.delete(GRANT_KIND, grant_id)
+        self.store.delete(ACCESS_KIND, access_token)
