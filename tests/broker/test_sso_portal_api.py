@@ -1,0 +1,144 @@
+"""The sso portal API in process (STS stood in for): bearer tokens, entitlements, pagination, Logout,
+and the audit trail, with every refusal in AWS's words."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.sso import PRODUCTION, SANDBOX, FakeClock, bearer, device_tokens, fresh_sso_state, portal_app
+
+
+@pytest.fixture(scope="module")
+def module_app(tmp_path_factory):
+    return portal_app(tmp_path_factory.mktemp("portal"))
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def app(module_app, clock):
+    fresh_sso_state(module_app, clock)
+    return module_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def tokens_for(app, client, person):
+    def sign_in(username: str, groups: tuple[str, ...], mfa: bool = False) -> dict:
+        return device_tokens(app, client, person(username, groups=groups, mfa=mfa))[1]
+    return sign_in
+
+
+def aws_error(response, name: str, status: int) -> dict:
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert response.headers["x-amzn-ErrorType"] == name and body["__type"] == name and body["message"]
+    assert "roleCredentials" not in body
+    return body
+
+
+def credentials(client, tokens, account_id, role):
+    return client.get(f"/federation/credentials?account_id={account_id}&role_name={role}", headers=bearer(tokens))
+
+
+def test_role_credentials_go_through_issuance_and_are_audited_on_the_api_channel(app, client, tokens_for):
+    tokens = tokens_for("bob", ("engineering",))
+    answer = client.get(f"/federation/credentials?account_id={PRODUCTION}&role_name=EmployeeDirectoryReadOnly",
+                        headers={**bearer(tokens), "User-Agent": "aws-cli/2 botocore/1.44"})
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    role = answer.get_json()["roleCredentials"]
+    assert role["accessKeyId"] == "ASIAFAKE2222" and role["secretAccessKey"] and role["sessionToken"]
+    assert isinstance(role["expiration"], int) and role["expiration"] > 1e12  # epoch milliseconds
+    event = app.extensions["broker"].audit.recent(event_type="credentials")[0]
+    assert event["outcome"] == "success" and event["channel"] == "sso-api" and event["user"] == "bob"
+    assert event["permission_set"] == "EmployeeDirectoryReadOnly" and event["user_agent"].startswith("aws-cli/2")
+    assert tokens["accessToken"] not in str(event)
+
+
+def test_a_role_or_account_not_entitled_is_forbidden_and_audited(app, client, tokens_for):
+    tokens = tokens_for("bob", ("engineering",))
+    for account_id, role in ((PRODUCTION, "AdministratorAccess"), (SANDBOX, "EmployeeDirectoryReadOnly"),
+                             ("333333333333", "EmployeeDirectoryReadOnly")):
+        body = aws_error(credentials(client, tokens, account_id, role), "ForbiddenException", 403)
+        assert body["message"] == "No access"
+        event = app.extensions["broker"].audit.recent(event_type="credentials")[0]
+        assert event["outcome"] == "failure" and event["account_id"] == account_id and event["channel"] == "sso-api"
+
+
+def test_mfa_required_role_without_mfa_is_forbidden_with_the_reason(client, tokens_for):
+    without = tokens_for("grace", ("security",))
+    body = aws_error(credentials(client, without, SANDBOX, "SecurityAudit"), "ForbiddenException", 403)
+    assert "multi-factor" in body["message"]
+    with_mfa = tokens_for("erin", ("security",), mfa=True)
+    assert credentials(client, with_mfa, SANDBOX, "SecurityAudit").status_code == 200
+
+
+@pytest.mark.parametrize("username, groups", [("dave", ("contractors",)), ("carol", ("finance",))])
+def test_people_without_assignments_get_nothing(client, tokens_for, username, groups):
+    tokens = tokens_for(username, groups)
+    assert client.get("/assignment/accounts", headers=bearer(tokens)).get_json() == {"accountList": []}
+    aws_error(client.get(f"/assignment/roles?account_id={SANDBOX}", headers=bearer(tokens)), "ForbiddenException", 403)
+    aws_error(credentials(client, tokens, SANDBOX, "EmployeeDirectoryDeveloper"), "ForbiddenException", 403)
+
+
+def test_accounts_and_roles_page_through_opaque_tokens(client, tokens_for):
+    tokens = tokens_for("alice", ("engineering", "aws-admins"))
+    first = client.get("/assignment/accounts?max_result=1", headers=bearer(tokens)).get_json()
+    assert first["accountList"] == [{"accountId": PRODUCTION, "accountName": "example-production"}]
+    second = client.get(f"/assignment/accounts?max_result=1&next_token={first['nextToken']}",
+                        headers=bearer(tokens)).get_json()
+    assert second == {"accountList": [{"accountId": SANDBOX, "accountName": "example-sandbox"}]}
+    roles = client.get(f"/assignment/roles?account_id={SANDBOX}&max_result=1", headers=bearer(tokens)).get_json()
+    assert roles["roleList"] == [{"roleName": "AdministratorAccess", "accountId": SANDBOX}] and roles["nextToken"]
+    rest = client.get(f"/assignment/roles?account_id={SANDBOX}&next_token={roles['nextToken']}",
+                      headers=bearer(tokens)).get_json()
+    assert rest == {"roleList": [{"roleName": "EmployeeDirectoryDeveloper", "accountId": SANDBOX}]}
+
+
+def test_page_tokens_cannot_be_edited_or_moved_to_another_list(client, tokens_for):
+    tokens = tokens_for("alice", ("engineering", "aws-admins"))
+    page = client.get(f"/assignment/roles?account_id={SANDBOX}&max_result=1", headers=bearer(tokens)).get_json()
+    for query in (f"/assignment/roles?account_id={PRODUCTION}&next_token={page['nextToken']}",
+                  f"/assignment/accounts?next_token={page['nextToken']}",
+                  f"/assignment/roles?account_id={SANDBOX}&next_token={page['nextToken'][:-1]}A",
+                  f"/assignment/roles?account_id={SANDBOX}&max_result=0",
+                  "/assignment/roles?account_id=12345", "/assignment/roles"):
+        aws_error(client.get(query, headers=bearer(tokens)), "InvalidRequestException", 400)
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-amz-sso_bearer_token": "bat-made-up"},
+                                     {"x-amz-sso_bearer_token": "x" * 5000}])
+def test_missing_or_unknown_bearer_tokens_are_unauthorized(client, headers):
+    for path in ("/assignment/accounts", f"/assignment/roles?account_id={SANDBOX}",
+                 f"/federation/credentials?account_id={SANDBOX}&role_name=EmployeeDirectoryDeveloper"):
+        aws_error(client.get(path, headers=headers), "UnauthorizedException", 401)
+
+
+def test_an_expired_access_token_is_unauthorized(client, clock, tokens_for):
+    tokens = tokens_for("bob", ("engineering",))
+    clock.now += tokens["expiresIn"] + 1
+    aws_error(client.get("/assignment/accounts", headers=bearer(tokens)), "UnauthorizedException", 401)
+
+
+def test_logout_revokes_the_token_and_its_refresh_token(app, client, person):
+    registration, tokens = device_tokens(app, client, person("bob"))
+    assert client.post("/logout", headers=bearer(tokens)).status_code == 200
+    aws_error(client.get("/assignment/accounts", headers=bearer(tokens)), "UnauthorizedException", 401)
+    aws_error(client.post("/logout", headers=bearer(tokens)), "UnauthorizedException", 401)
+    refresh = client.post("/token", json={"clientId": registration["clientId"],
+                                          "clientSecret": registration["clientSecret"],
+                                          "grantType": "refresh_token", "refreshToken": tokens["refreshToken"]})
+    assert refresh.status_code == 400 and refresh.get_json()["__type"] == "InvalidGrantException"
+
+
+def test_the_portals_own_sign_out_is_untouched(client):
+    """POST /logout without the bearer header is the browser sign-out (which wants its CSRF token)."""
+    answer = client.post("/logout")
+    assert answer.status_code == 400 and "x-amzn-ErrorType" not in answer.headers
