@@ -5,7 +5,10 @@ and leaves a screenshot in test-artifacts/screenshots/.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
 import boto3
 import pytest
@@ -13,6 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser.journey import (IDP_TITLE, OIDC, PORTAL_TITLE, SAML, check_page, expect_accounts_page, exports,
                                    role_row, shoot, sign_in, start_sign_in, tab_to, type_credentials, type_totp)
+from tests.support.sso import clean_env
 
 SANDBOX, PRODUCTION = "111111111111", "222222222222"
 
@@ -159,3 +163,57 @@ def test_a_permission_set_that_requires_mfa_is_refused_without_it(page, urls):
     expect(page.locator("main")).to_contain_text("multi-factor")
     expect(page.get_by_text("AWS_SECRET_ACCESS_KEY")).to_have_count(0)
     shoot(page, "portal-mfa-required")
+
+
+def test_a_device_code_is_approved_in_the_browser(page, urls, tmp_path):
+    """`broker-login` (the real CLI, in its own HOME) prints a code; the person signs in to the portal in
+    the browser, types the code, approves; the CLI then gets the role's credentials."""
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "broker.login_cli", "--portal-url", urls["PORTAL_URL"], "--no-browser",
+         "--account-id", SANDBOX, "--role", "EmployeeDirectoryDeveloper", "--format", "json"],
+        env=clean_env(tmp_path, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        said = ""
+        while "(or open" not in said:
+            line = cli.stderr.readline()
+            assert line, f"broker-login stopped: {said}"
+            said += line
+        verification_uri = re.search(r"open (\S+/device)\n", said).group(1)
+        user_code = re.search(r"enter the code ([A-Z]{4}-[A-Z]{4})", said).group(1)
+        assert verification_uri == urls["PORTAL_URL"] + "/device"
+
+        page.goto(verification_uri)  # not signed in yet: the portal asks for a sign-in first
+        check_page(page, "Sign in" + PORTAL_TITLE)
+        expect(page.get_by_text("command-line tool")).to_be_visible()
+        page.get_by_role("link", name=OIDC).click()
+        check_page(page, "Sign in" + IDP_TITLE)
+        type_credentials(page, "bob")
+        expect(page).to_have_url(verification_uri)  # back where the person started
+        check_page(page, "Enter your code" + PORTAL_TITLE)
+        expect(page.get_by_label("Code", exact=True)).to_be_focused()
+        page.keyboard.type(user_code.lower().replace("-", ""))  # as people type it
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Approve this request?")).to_be_visible()
+        check_page(page, "Approve this request?" + PORTAL_TITLE)
+        expect(page.get_by_label("Code", exact=True)).to_have_text(user_code)
+        expect(page.locator("main")).to_contain_text("bob@example.com")
+        shoot(page, "portal-device-approval")
+        tab_to(page, page.get_by_role("button", name="Approve"))
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Request approved")).to_be_visible()
+        check_page(page, "Request approved" + PORTAL_TITLE)
+        shoot(page, "portal-device-approved")
+
+        out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+    assert cli.returncode == 0, err
+    credentials = json.loads(out)
+    caller = boto3.client("sts", endpoint_url=urls["AWS_URL"], region_name="us-east-1",
+                          aws_access_key_id=credentials["AccessKeyId"],
+                          aws_secret_access_key=credentials["SecretAccessKey"],
+                          aws_session_token=credentials["SessionToken"]).get_caller_identity()
+    assert caller["Account"] == SANDBOX and caller["Arn"].endswith("/bob@example.com")
