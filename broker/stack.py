@@ -3,12 +3,14 @@
 `./run demo` starts it on the default addresses; the end-to-end tests start the same thing on free
 ports. Order matters: the emulator comes first (an organization with an access role per account),
 then provisioning (SAML provider, roles, demo data), then IAM enforcement goes on, then the IdP and
-the portal start. Ctrl-C stops everything.
+the portal start. Ctrl-C stops everything. The compose stack (docker-compose.yml) runs the same
+preparation in its one-shot provision service (`--prepare-aws`), against the emulator's container.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import signal
 import subprocess
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .access import load_access
-from .aws_emulator import MotoServer
+from .aws_emulator import MANAGEMENT_ACCOUNT_ID, MotoServer
 from .settings import DEFAULT_CONFIG
 
 DEFAULT_ADDRESSES = {
@@ -80,15 +82,8 @@ class Stack:
         self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
         self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname)
         self.moto.start()  # assigned first, so a stop during start-up still stops it
-        access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
-        management = self.moto.create_organization(list(access.accounts)).get_credentials()
-        # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
-        self.aws_env = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key,
-                        "AWS_DEFAULT_REGION": access.region}
         self._say("provisioning the accounts (SAML provider, roles, demo data)")
-        subprocess.run([sys.executable, "-m", "broker", "provision"], env={**self.env, **self.aws_env},
-                       check=True, stdout=self.log_path("provision").open("wb"), stderr=subprocess.STDOUT)
-        self.moto.set_enforcement(True)
+        self.aws_env = prepare_aws(self.moto, self.env, self.log_path("provision").open("wb"))
 
     def _start(self, name: str, module_args: list[str], url: str, env: dict | None = None) -> None:
         log = self.log_path(name).open("ab")
@@ -128,11 +123,77 @@ class Stack:
             self.moto = None
 
 
+def prepare_aws(moto: MotoServer, env: dict, output=None, known: dict | None = None) -> dict[str, str]:
+    """Make a running emulator ready for the portal: an organization and its management keys, then
+    `python -m broker provision`, then IAM enforcement on. Returns the keys as environment variables.
+
+    `known` keys from an earlier run are kept when the emulator still knows them (it keeps its state in
+    memory only), so running this again against the same emulator changes nothing the portal relies on.
+    """
+    access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
+    if known and _known_to(moto, known, access.region):
+        keys = known
+    else:
+        management = moto.create_organization(list(access.accounts)).get_credentials()
+        keys = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key}
+    # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
+    aws_env = {**keys, "AWS_DEFAULT_REGION": access.region}
+    subprocess.run([sys.executable, "-m", "broker", "provision"], env={**env, **aws_env},
+                   check=True, stdout=output, stderr=subprocess.STDOUT)
+    moto.set_enforcement(True)
+    return aws_env
+
+
+def _known_to(moto: MotoServer, keys: dict, region: str) -> bool:
+    """Whether these are an IAM user's keys in the emulator's management account (moto, enforcement on or
+    off, answers an unknown key with an error or with its default `sts::...:user/moto`)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    sts = boto3.client("sts", endpoint_url=moto.endpoint_url, region_name=region,
+                       aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    try:
+        return sts.get_caller_identity()["Arn"].startswith(f"arn:aws:iam::{MANAGEMENT_ACCOUNT_ID}:user/")
+    except (BotoCoreError, ClientError):
+        return False
+
+
+def prepare_running_emulator(credentials_file: Path) -> int:
+    """The compose stack's one-shot `provision` service: make the emulator at $AWS_URL (another
+    container) ready, and leave its management keys in an AWS shared-credentials file for the portal
+    (AWS_SHARED_CREDENTIALS_FILE). Safe to run again: the keys in the file are kept while they work."""
+    aws = urlsplit(addresses_from_environment()["AWS_URL"])
+    moto = MotoServer(Path.cwd(), port=aws.port or 80, host=aws.hostname)  # runs elsewhere: never started here
+    known = configparser.ConfigParser()
+    known.read(credentials_file)
+    keys = None
+    if known.has_option("default", "aws_access_key_id") and known.has_option("default", "aws_secret_access_key"):
+        keys = {"AWS_ACCESS_KEY_ID": known["default"]["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": known["default"]["aws_secret_access_key"]}
+    aws_env = prepare_aws(moto, {**os.environ, "PYTHONUNBUFFERED": "1"}, known=keys)
+    credentials_file.parent.mkdir(parents=True, exist_ok=True)
+    written = credentials_file.with_name(credentials_file.name + ".new")
+    written.unlink(missing_ok=True)
+    written.touch(mode=0o600)
+    written.write_text("# The AWS emulator's management keys, written by `python -m broker.stack --prepare-aws`.\n"
+                       f"[default]\naws_access_key_id = {aws_env['AWS_ACCESS_KEY_ID']}\n"
+                       f"aws_secret_access_key = {aws_env['AWS_SECRET_ACCESS_KEY']}\n")
+    written.replace(credentials_file)
+    print(f"The AWS emulator at {moto.endpoint_url} is ready (IAM enforcement on); keys in {credentials_file}.",
+          flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instance-dir", default=os.environ.get("INSTANCE_DIR", "instance"),
                         help="where keys, state and logs are kept (created on first start; git-ignored)")
+    parser.add_argument("--prepare-aws", metavar="CREDENTIALS_FILE", type=Path,
+                        help="only make the AWS emulator already running at $AWS_URL ready and write its "
+                             "management keys to this file, then exit (the compose stack's provision step)")
     args = parser.parse_args(argv)
+    if args.prepare_aws:
+        return prepare_running_emulator(args.prepare_aws)
     began = time.monotonic()
     stack = Stack(Path(args.instance_dir).resolve(), addresses_from_environment(),
                   progress=lambda line: print(f"==> {line}", flush=True))
