@@ -1,0 +1,180 @@
+"""docker-compose.yml without a Docker engine: the compose specification's schema, Debian's
+docker-compose 1.29 (`config -q`), and the addresses in the file against the configuration the
+services read (the issuer, redirect and ACS addresses, published ports, names on the network).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from flask import Flask
+
+from tests.compose.composefile import (COMPOSE_FILE, REPO, compose, healthcheck_command, published_ports,
+                                       services, start_order, volume_mounts)
+
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+
+
+def check_schema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_file_follows_the_compose_specification():
+    answer = check_schema(COMPOSE_FILE)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+
+
+def test_the_schema_check_does_catch_mistakes(tmp_path):
+    broken = compose()
+    broken["services"]["idp"]["healthcheck"]["intervall"] = "5s"
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    assert check_schema(tmp_path / "docker-compose.yml").returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None,
+                    reason="Debian's docker-compose is not installed (`./run test` installs it)")
+def test_docker_compose_accepts_the_file():
+    # 1.29 also catches undefined services and a missing build folder (and rejects keys it predates).
+    answer = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+
+
+def test_every_service_runs_the_projects_image():
+    for name, service in services().items():
+        assert service["build"] == "." and service["image"] == "sso-login-broker:local", name
+
+
+def test_long_running_services_have_healthchecks_and_the_one_shot_does_not_restart():
+    for name, service in services().items():
+        if name == "provision":
+            assert "healthcheck" not in service and service["restart"] == "no"
+        else:
+            assert healthcheck_command(service)[:2] == ["python", "-c"], name
+
+
+def test_services_start_in_dependency_order():
+    all_services = services()
+    assert start_order(all_services).index("aws") < start_order(all_services).index("provision")
+    assert all_services["provision"]["depends_on"] == {"aws": {"condition": "service_healthy"}}
+    assert all_services["broker"]["depends_on"] == {
+        "aws": {"condition": "service_healthy"},
+        "provision": {"condition": "service_completed_successfully"},
+        "idp": {"condition": "service_healthy"},
+    }
+    assert "depends_on" not in all_services["idp"] and "depends_on" not in all_services["aws"]
+
+
+def test_state_and_keys_live_on_named_volumes():
+    declared = set(compose()["volumes"])
+    all_services = services()
+    for name, service in all_services.items():
+        assert set(volume_mounts(service).values()) <= declared, f"{name}: bind mount or undeclared volume"
+
+    def on_volume(service: dict, path: str) -> str:
+        return next(volume for target, volume in volume_mounts(service).items() if path.startswith(target + "/")
+                    or path == target)
+
+    idp, broker, provision = all_services["idp"], all_services["broker"], all_services["provision"]
+    assert on_volume(idp, idp["environment"]["IDP_INSTANCE_DIR"]) == "idp-state"
+    # Provisioning registers the broker's signing key in every account: both use the same keys.
+    assert provision["environment"]["BROKER_INSTANCE_DIR"] == broker["environment"]["BROKER_INSTANCE_DIR"]
+    assert on_volume(broker, broker["environment"]["BROKER_INSTANCE_DIR"]) == "broker-state"
+    assert on_volume(provision, provision["environment"]["BROKER_INSTANCE_DIR"]) == "broker-state"
+    # The one-shot leaves the emulator's keys where the portal's boto3 looks for them.
+    credentials = broker["environment"]["AWS_SHARED_CREDENTIALS_FILE"]
+    assert provision["command"][-2:] == ["--prepare-aws", credentials]
+    assert on_volume(broker, credentials) == on_volume(provision, credentials) == "broker-state"
+
+
+# --- the addresses in the file against what the services read ------------------------------------
+
+@pytest.fixture
+def configured(monkeypatch, tmp_path):
+    """The IdP's and the broker's settings as each service loads them with its compose environment."""
+    from broker.settings import load_settings as broker_settings
+    from idp_mock.settings import load_settings as idp_settings
+
+    def load(service_name, loader):
+        for name, value in services()[service_name]["environment"].items():
+            monkeypatch.setenv(name, str(value))
+        return loader(instance_dir=tmp_path / service_name)
+
+    for variable in ("PORTAL_URL", "IDP_URL", "AWS_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    return {"idp": load("idp", idp_settings), "broker": load("broker", broker_settings)}
+
+
+def test_the_issuer_the_portal_checks_is_the_issuer_the_idp_serves(configured):
+    idp, broker = configured["idp"], configured["broker"]
+    issuer = services()["broker"]["environment"]["IDP_URL"]
+    assert idp.issuer == issuer == services()["idp"]["environment"]["IDP_URL"]
+    upstreams = {node.child("id").value: node for node in broker.upstreams_node.elements()}
+    assert upstreams["example-corp-oidc"].child("issuer").value == issuer
+    assert upstreams["example-corp-saml"].child("metadata_url").value == f"{issuer}/saml/metadata"
+    assert idp.saml.entity_id == f"{issuer}/saml/metadata"
+
+
+def test_the_idp_sends_people_back_to_the_portals_published_address(configured):
+    """The redirect, post-logout and ACS addresses the IdP allows resolve from PORTAL_URL to real portal routes."""
+    from broker.web import login
+
+    portal = services()["broker"]["environment"]["PORTAL_URL"]
+    assert configured["broker"].portal_url == portal == services()["idp"]["environment"]["PORTAL_URL"]
+    assert services()["provision"]["environment"]["PORTAL_URL"] == portal
+    app = Flask("routes")
+    app.register_blueprint(login.blueprint)
+    routes = app.url_map.bind(urlsplit(portal).netloc)
+
+    def route(address: str, method: str) -> str:
+        assert address.startswith(portal + "/"), address
+        return routes.match(urlsplit(address).path, method=method)[0]
+
+    client = configured["idp"].oidc.clients["access-portal"]
+    assert [route(uri, "GET") for uri in client.redirect_uris] == ["login.oidc_callback"]
+    assert [route(uri, "GET") for uri in client.post_logout_redirect_uris] == ["login.signed_out"]
+    portal_sp = next(sp for sp in configured["idp"].saml.service_providers.values()
+                     if sp.entity_id.startswith(portal))
+    assert [route(acs.url, "POST") for acs in portal_sp.acs] == ["login.saml_acs"]
+
+
+def test_published_ports_and_names_match_the_urls():
+    all_services = services()
+    portal = urlsplit(all_services["broker"]["environment"]["PORTAL_URL"])
+    idp = urlsplit(all_services["idp"]["environment"]["IDP_URL"])
+    aws = urlsplit(all_services["broker"]["environment"]["AWS_URL"])
+
+    def serve_port(command: list[str], flag: str) -> int:
+        return int(command[command.index(flag) + 1])
+
+    # The browser reaches the portal and the IdP at their URLs' ports, published on this machine's loopback.
+    assert portal.hostname == "localhost"
+    assert published_ports(all_services["broker"]) == [("127.0.0.1", portal.port, portal.port)]
+    assert serve_port(all_services["broker"]["command"], "--port") == portal.port
+    assert published_ports(all_services["idp"]) == [("127.0.0.1", idp.port, idp.port)]
+    assert serve_port(all_services["idp"]["command"], "--port") == idp.port
+    # The IdP's name works in the browser (*.localhost is loopback) and on the compose network (alias).
+    assert idp.hostname.endswith(".localhost")
+    assert all_services["idp"]["networks"]["default"]["aliases"] == [idp.hostname]
+    assert idp.hostname != portal.hostname  # two sites, as in production
+    # Containers reach the emulator by its service name, on the port moto listens on.
+    assert aws.hostname == "aws" and all_services["provision"]["environment"]["AWS_URL"] == aws.geturl()
+    assert serve_port(all_services["aws"]["command"], "-p") == aws.port
+    assert published_ports(all_services["aws"]) == [("127.0.0.1", aws.port, aws.port)]
+    for name in ("aws", "idp", "broker"):
+        command = all_services[name]["command"]
+        assert command[command.index("-H" if name == "aws" else "--host") + 1] == "0.0.0.0", name
+
+
+def test_the_region_is_the_access_configs():
+    from broker.access import load_access
+
+    region = load_access(REPO / "config" / "access.yaml").region
+    assert services()["broker"]["environment"]["AWS_DEFAULT_REGION"] == region
