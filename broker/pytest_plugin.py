@@ -49,16 +49,11 @@ def broker_login(pytestconfig):
             pytest.fail("broker_login needs the broker's address: pass --broker-url or set BROKER_URL", pytrace=False)
         from .login_cli.portal import LoginError
 
-        key = (username, account, role, region)
-        cached = state["sessions"].get(key)
-        if cached and cached[1] - datetime.now(timezone.utc) > REUSE_MARGIN:
-            return cached[0]
         try:
-            session, expiration = _sign_in(state, url, idp, username, account, role, region, password, totp_secret)
+            return _session(state, url, idp, username, account, role, region, password, totp_secret)
         except LoginError as error:
-            pytest.fail(f"broker_login({username!r}, account={account!r}, role={role!r}): {error}", pytrace=False)
-        state["sessions"][key] = (session, expiration)
-        return session
+            failure = f"broker_login({username!r}, account={account!r}, role={role!r}): {error}"
+        pytest.fail(failure, pytrace=False)
 
     yield login
     if state["tokens"]:
@@ -71,8 +66,9 @@ def broker_login(pytestconfig):
                 pass
 
 
-def _sign_in(state: dict, url: str, idp: str, username: str, account: str, role: str, region: str,
+def _session(state: dict, url: str, idp: str, username: str, account: str, role: str, region: str,
              password: str | None, totp_secret: str | None):
+    """A boto3 Session for the role: reused while fresh, else from the person's (cached) sign-in."""
     import boto3
 
     from .login_cli.headless import PASSWORD_ENV, TOTP_SECRET_ENV, LoginSecrets, headless_sign_in
@@ -93,8 +89,13 @@ def _sign_in(state: dict, url: str, idp: str, username: str, account: str, role:
         (account_id for account_id, name in portal.accounts(token) if name == account), None)
     if account_id is None:
         raise LoginError(f"{username} has no role in an account named {account}")
+    key = (username, account_id, role, region)
+    cached = state["sessions"].get(key)
+    if cached and cached[1] - datetime.now(timezone.utc) > REUSE_MARGIN:
+        return cached[0]
     credentials = portal.credentials(token, account_id, role)
     session = boto3.Session(aws_access_key_id=credentials.access_key_id,
                             aws_secret_access_key=credentials.secret_access_key,
                             aws_session_token=credentials.session_token, region_name=region)
-    return session, credentials.expiration
+    state["sessions"][key] = (session, credentials.expiration)
+    return session

@@ -64,6 +64,9 @@ class SignIn:
         return self.sign_in()
 
     def sign_in(self) -> Token:
+        if not self.non_interactive and not self.console.reaches_the_person:
+            raise LoginError(f"not signed in to {self.portal.url} and no terminal to sign in on: run "
+                             f"`broker-login --session-name {self.session_name}` first")
         registration = self._registration()
         if self.non_interactive:
             secrets = LoginSecrets.from_environment()

@@ -32,8 +32,10 @@ class Console:
         return self._tty
 
     @property
-    def can_ask(self) -> bool:
-        return self._terminal() is not None
+    def reaches_the_person(self) -> bool:
+        """False when messages must go to a terminal and there is none (a credential_process run by
+        a program): a sign-in that needs the person cannot happen."""
+        return not self._messages_on_tty or self._terminal() is not None
 
     def say(self, text: str, end: str = "\n") -> None:
         out = (self._terminal() if self._messages_on_tty else None) or sys.stderr

@@ -105,9 +105,11 @@ def test_accounts_and_roles_page_through_opaque_tokens(client, tokens_for):
 def test_page_tokens_cannot_be_edited_or_moved_to_another_list(client, tokens_for):
     tokens = tokens_for("alice", ("engineering", "aws-admins"))
     page = client.get(f"/assignment/roles?account_id={SANDBOX}&max_result=1", headers=bearer(tokens)).get_json()
-    for query in (f"/assignment/roles?account_id={PRODUCTION}&next_token={page['nextToken']}",
-                  f"/assignment/accounts?next_token={page['nextToken']}",
-                  f"/assignment/roles?account_id={SANDBOX}&next_token={page['nextToken'][:-1]}A",
+    token = page["nextToken"]
+    edited = token[:10] + ("B" if token[10] == "A" else "A") + token[11:]
+    for query in (f"/assignment/roles?account_id={PRODUCTION}&next_token={token}",
+                  f"/assignment/accounts?next_token={token}",
+                  f"/assignment/roles?account_id={SANDBOX}&next_token={edited}",
                   f"/assignment/roles?account_id={SANDBOX}&max_result=0",
                   "/assignment/roles?account_id=12345", "/assignment/roles"):
         aws_error(client.get(query, headers=bearer(tokens)), "InvalidRequestException", 400)

@@ -119,15 +119,20 @@ def clean_env(home: Path, **extra: str) -> dict:
     return {**env, "HOME": str(home), "PYTHONPATH": str(REPO), **extra}
 
 
-def run_python(home: Path, script: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script], env=clean_env(home, **env), capture_output=True,
-                          text=True, timeout=timeout)
+def run_python(home: Path, script: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *args], env=clean_env(home, **env), capture_output=True,
+                          text=True, timeout=timeout, start_new_session=True)
+
+
+BROKER_LOGIN = [sys.executable, "-m", "broker.login_cli"]
 
 
 def broker_login(home: Path, *args: str, input: str | None = None, timeout: float = 60,
                  **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.login_cli", *args], env=clean_env(home, **env),
-                          capture_output=True, text=True, input=input, timeout=timeout)
+    """Run the CLI as a user would, but without a controlling terminal (a new session), so it can
+    never stop and wait on /dev/tty."""
+    return subprocess.run([*BROKER_LOGIN, *args], env=clean_env(home, **env), capture_output=True, text=True,
+                          input=input if input is not None else "", timeout=timeout, start_new_session=True)
 
 
 def sso_profile_config(portal_url: str, account_id: str, role: str, session: str = "broker") -> str:
