@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -91,7 +91,7 @@ def _session(state: dict, url: str, idp: str, username: str, account: str, role:
         raise LoginError(f"{username} has no role in an account named {account}")
     key = (username, account_id, role, region)
     cached = state["sessions"].get(key)
-    if cached and cached[1] - datetime.now(timezone.utc) > REUSE_MARGIN:
+    if cached and cached[1] - datetime.now(UTC) > REUSE_MARGIN:
         return cached[0]
     credentials = portal.credentials(token, account_id, role)
     session = boto3.Session(aws_access_key_id=credentials.access_key_id,

@@ -22,8 +22,9 @@ import os
 import shutil
 import sys
 import webbrowser
-from datetime import datetime, timedelta, timezone
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from . import files, formats
 from .headless import LoginSecrets, headless_sign_in
@@ -39,7 +40,14 @@ FORMATS = ("exports", "json", "credential-process", "profile")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+def _graphical_session() -> bool:
+    """Whether opening a browser can work. Without a display, `webbrowser` would start a text-mode
+    browser (lynx, w3m) in this very terminal, and the sign-in would wait behind it."""
+    return (sys.platform in ("darwin", "win32") or bool(os.environ.get("BROWSER"))
+            or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
 
 
 class SignIn:
@@ -82,7 +90,7 @@ class SignIn:
         self.console.say(f"To sign in, open {authorization['verificationUri']}\n"
                          f"and enter the code {authorization['userCode']}\n"
                          f"(or open {authorization['verificationUriComplete']})")
-        if self.open_browser and webbrowser.open(authorization["verificationUriComplete"]):
+        if self.open_browser and _graphical_session() and webbrowser.open(authorization["verificationUriComplete"]):
             self.console.say("A browser window was opened for you.")
         self.console.say("Waiting for approval", end="")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import timezone
+from datetime import UTC
 
 from .portal import Credentials
 
 
 def _iso(credentials: Credentials) -> str:
-    return credentials.expiration.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return credentials.expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def exports(credentials: Credentials) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, TextIO
+from typing import TextIO
 from urllib.parse import urljoin, urlsplit
 
 from .forms import Form, read_page
@@ -43,7 +44,7 @@ class LoginSecrets:
         raise LoginError(f"the identity provider asks for a verification code: set {TOTP_SECRET_ENV} or {TOTP_ENV}")
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ, stdin: TextIO = sys.stdin) -> "LoginSecrets":
+    def from_environment(cls, environ: Mapping[str, str] = os.environ, stdin: TextIO = sys.stdin) -> LoginSecrets:
         """Values missing from the environment are read from standard input, one a line, in the order
         username, password, then the verification code if the IdP asks for one."""
         lines: Iterator[str] = (line.rstrip("\r\n") for line in stdin)

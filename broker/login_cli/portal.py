@@ -4,10 +4,10 @@ sso-oidc clients, so the CLI speaks exactly what unmodified AWS tools speak."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 SCOPES = ["sso:account:access"]
@@ -47,7 +47,7 @@ class Credentials:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _error_code(error) -> str:
@@ -93,7 +93,7 @@ class Portal:
         answer = self._call(self.oidc.register_client, clientName=CLIENT_NAME, clientType="public", scopes=SCOPES,
                             grantTypes=[DEVICE_GRANT, "refresh_token"])
         return Registration(answer["clientId"], answer["clientSecret"],
-                            datetime.fromtimestamp(answer["clientSecretExpiresAt"], timezone.utc))
+                            datetime.fromtimestamp(answer["clientSecretExpiresAt"], UTC))
 
     def start_device_authorization(self, registration: Registration) -> dict:
         return self._call(self.oidc.start_device_authorization, clientId=registration.client_id,
@@ -156,7 +156,7 @@ class Portal:
         answer = self._call(self.sso.get_role_credentials, accessToken=token.access_token, accountId=account_id,
                             roleName=role)["roleCredentials"]
         return Credentials(answer["accessKeyId"], answer["secretAccessKey"], answer["sessionToken"],
-                           datetime.fromtimestamp(answer["expiration"] / 1000, timezone.utc))
+                           datetime.fromtimestamp(answer["expiration"] / 1000, UTC))
 
     def logout(self, token: Token) -> None:
         self._call(self.sso.logout, accessToken=token.access_token)

@@ -4,7 +4,8 @@ output, which carries credentials for a program to read (credential_process, eva
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence, TextIO, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TextIO, TypeVar
 
 from .portal import LoginError
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from ..identity import Identity
 from ..sessions import identity_from_dict, identity_to_dict
@@ -61,7 +61,7 @@ class SsoSettings:
     user_code_window: int = 900
 
     @classmethod
-    def from_environment(cls, session_lifetime: int, environ: Mapping[str, str] = os.environ) -> "SsoSettings":
+    def from_environment(cls, session_lifetime: int, environ: Mapping[str, str] = os.environ) -> SsoSettings:
         """Access tokens last as long as a portal session unless BROKER_SSO_TOKEN_LIFETIME_SECONDS
         says less (tests use it to make refresh happen)."""
         raw = environ.get("BROKER_SSO_TOKEN_LIFETIME_SECONDS", "")

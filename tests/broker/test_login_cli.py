@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.configloader import load_config
@@ -18,7 +18,7 @@ from broker.login_cli.headless import LoginSecrets, _login_step
 from broker.login_cli.portal import Credentials, LoginError, Registration, Token
 from broker.login_cli.terminal import Console
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 CREDENTIALS = Credentials("ASIAEXAMPLE", "secret/with+chars", "token'quote", NOW + timedelta(hours=1))
 
 

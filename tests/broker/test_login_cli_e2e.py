@@ -13,8 +13,7 @@ import boto3
 import pytest
 
 from tests.support.idp_client import ERIN_TOTP_SECRET, fresh_totp
-from tests.support.sso import (BROKER_LOGIN, PRODUCTION, SANDBOX, approve_in_browser, broker_login, clean_env,
-                               run_python)
+from tests.support.sso import BROKER_LOGIN, PRODUCTION, SANDBOX, approve_in_browser, broker_login, clean_env, run_python
 
 BOB = {"BROKER_LOGIN_USERNAME": "bob", "BROKER_LOGIN_PASSWORD": "Welcome-2026"}
 READ_ONLY = ["--account-id", PRODUCTION, "--role", "EmployeeDirectoryReadOnly"]
@@ -188,6 +187,14 @@ def test_secrets_can_come_on_standard_input(portal, tmp_path):
                        input="bob\nWelcome-2026\n")
     assert run.returncode == 0, run.stderr
     assert "Welcome-2026" not in run.stderr + run.stdout
+
+
+def test_non_interactive_through_the_saml_upstream(portal, tmp_path):
+    """The IdP answers SAML with an auto-posting form: submitted as a browser would, without JavaScript."""
+    run = broker_login(tmp_path, "--portal-url", portal, "--non-interactive", "--idp", "example-corp-saml",
+                       *READ_ONLY, "--format", "json", **BOB)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["AccountId"] == PRODUCTION
 
 
 @pytest.mark.parametrize("username, password, message", [

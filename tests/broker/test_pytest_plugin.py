@@ -13,9 +13,9 @@ INNER = ("-p", "no:cacheprovider", "-p", "no:playwright", "-W", "ignore::pytest.
 
 def test_loading_the_plugin_costs_nothing():
     """Every pytest run in this environment loads it (pytest11 entry point): no boto3, no HTTP."""
-    run = subprocess.run([sys.executable, "-c", "import sys, broker.pytest_plugin; "
-                          "print(sorted(m for m in ('boto3', 'botocore', 'requests') if m in sys.modules))"],
-                         capture_output=True, text=True)
+    script = ("import sys, broker.pytest_plugin; "
+              "print(sorted(m for m in ('boto3', 'botocore', 'requests') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
     assert run.stdout.strip() == "[]", run.stderr
 
 
@@ -56,5 +56,5 @@ def test_broker_login_gives_boto3_sessions_with_the_roles_credentials(pytester, 
     """)
     result = pytester.runpytest("--broker-url", stack.addresses["PORTAL_URL"], *INNER)
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*broker_login('bob', account='example-production', role='AdministratorAccess'): "
-                                 "ForbiddenException: No access*"])
+    result.stdout.fnmatch_lines([("*broker_login('bob', account='example-production', role='AdministratorAccess'): "
+                                  "ForbiddenException: No access*")])

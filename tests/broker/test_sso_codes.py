@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from broker.sso_api.codes import (USER_CODE_ALPHABET, display_user_code, is_loopback_redirect_uri, new_secret,
-                                  new_user_code, normalise_user_code, pkce_challenge, pkce_matches,
-                                  redirect_uri_allowed, secret_digest, secret_matches)
+from broker.sso_api.codes import (
+    USER_CODE_ALPHABET,
+    display_user_code,
+    is_loopback_redirect_uri,
+    new_secret,
+    new_user_code,
+    normalise_user_code,
+    pkce_challenge,
+    pkce_matches,
+    redirect_uri_allowed,
+    secret_digest,
+    secret_matches,
+)
 from broker.sso_api.errors import ApiError
 from broker.sso_api.pagination import BadPageRequest, PageTokens, page_size, paginate
 from broker.sso_api.store import SsoSettings, access_token_lifetime

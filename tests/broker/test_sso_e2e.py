@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -79,13 +79,13 @@ def device_sign_in(portal_url: str, username: str) -> dict:
     token = oidc.create_token(clientId=registration["clientId"], clientSecret=registration["clientSecret"],
                               grantType="urn:ietf:params:oauth:grant-type:device_code",
                               deviceCode=authorization["deviceCode"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {"startUrl": portal_url, "region": "us-east-1", "accessToken": token["accessToken"],
             "expiresAt": (now + timedelta(seconds=token["expiresIn"])).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "refreshToken": token["refreshToken"], "clientId": registration["clientId"],
             "clientSecret": registration["clientSecret"],
             "registrationExpiresAt": datetime.fromtimestamp(registration["clientSecretExpiresAt"],
-                                                            timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                                                            UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def test_unmodified_boto3_uses_the_broker_refreshes_and_is_logged_out(stack, tmp_path):

@@ -11,8 +11,17 @@ import pytest
 from broker.login_cli.forms import read_page
 from broker.sso_api.codes import pkce_challenge
 from broker.sso_api.store import CODE_GRANT, DEVICE_GRANT
-from tests.support.sso import (FakeClock, decide, device_tokens, fresh_sso_state, poll, portal_app, register, sign_in,
-                               start)
+from tests.support.sso import (
+    FakeClock,
+    decide,
+    device_tokens,
+    fresh_sso_state,
+    poll,
+    portal_app,
+    register,
+    sign_in,
+    start,
+)
 
 VERIFIER = "v" * 20 + "-._~" + "0123456789" * 3
 REDIRECT = "http://127.0.0.1/oauth/callback"

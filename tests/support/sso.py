@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -45,7 +45,7 @@ class FakeIssuer:
     def issue(self, identity, entitlement) -> RoleCredentials:
         return RoleCredentials(
             access_key_id="ASIAFAKE" + entitlement.account_id[-4:], secret_access_key="fake-secret",
-            session_token="fake-session-token", expiration=datetime.now(timezone.utc) + timedelta(hours=1),
+            session_token="fake-session-token", expiration=datetime.now(UTC) + timedelta(hours=1),
             assumed_role_arn=f"arn:aws:sts::{entitlement.account_id}:assumed-role/{entitlement.role_name}/"
                              f"{identity.email}")
 
@@ -120,7 +120,7 @@ def clean_env(home: Path, **extra: str) -> dict:
 
 
 def run_python(home: Path, script: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script, *args], env=clean_env(home, **env), capture_output=True,
+    return subprocess.run([sys.executable, "-c", script, *args], check=False, env=clean_env(home, **env), capture_output=True,
                           text=True, timeout=timeout, start_new_session=True)
 
 
@@ -131,7 +131,7 @@ def broker_login(home: Path, *args: str, input: str | None = None, timeout: floa
                  **env: str) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, but without a controlling terminal (a new session), so it can
     never stop and wait on /dev/tty."""
-    return subprocess.run([*BROKER_LOGIN, *args], env=clean_env(home, **env), capture_output=True, text=True,
+    return subprocess.run([*BROKER_LOGIN, *args], check=False, env=clean_env(home, **env), capture_output=True, text=True,
                           input=input if input is not None else "", timeout=timeout, start_new_session=True)
 
 
