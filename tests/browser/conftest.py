@@ -35,7 +35,9 @@ def browser_type_launch_args(browser_type_launch_args):
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: `./run test` installs it (or `apt-get install -y chromium`). "
                     "Do not run `playwright install`.", pytrace=False)
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+    headless = browser_type_launch_args.get("headless", True)  # --headed turns it off
+    args = [arg for arg in CHROMIUM_ARGS if headless or arg != "--headless"]
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": args}
 
 
 @pytest.fixture(scope="session")
