@@ -1,0 +1,150 @@
+"""Memory and CPU of the servers, read from /proc: each server is a process tree (gunicorn master and
+its workers, the moto process, the node peer), summed.
+
+RSS is sampled every `interval` seconds in a background thread; the peak of the sum over each tree
+is kept per scenario, and the largest single process (a gunicorn worker) separately. CPU time is
+utime+stime of every process of the tree, read at the start and end of a scenario.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    children = _children_map() if children is None else children
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by everything on the machine so far (all cores, not idle or iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / TICK
+
+
+def argon2_verify_ms(seconds: float = 1.0) -> float:
+    """What one argon2id verification at the IdP's cost takes on this machine now (one thread): the
+    benchmark's yardstick, since a password login cannot be cheaper."""
+    from idp_mock.passwords import HASHER
+
+    encoded = HASHER.hash("calibration-password")
+    count, began = 0, time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline or count < 3:
+        HASHER.verify(encoded, "calibration-password")
+        count += 1
+    return (time.process_time() - began) * 1000 / count
+
+
+class Monitor:
+    def __init__(self, servers: dict[str, int], interval: float = 0.25):
+        self.servers = dict(servers)   # name -> root pid
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._peak_total: dict[str, int] = {}
+        self._peak_process: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._pids: dict[str, list[int]] = {}
+        self._refresh_pids()
+        self._thread.start()
+
+    def add(self, name: str, pid: int) -> None:
+        with self._lock:
+            self.servers[name] = pid
+        self._refresh_pids()
+
+    def _refresh_pids(self) -> None:
+        children = _children_map()
+        with self._lock:
+            self._pids = {name: tree(pid, children) for name, pid in self.servers.items()}
+
+    def _run(self) -> None:
+        rounds = 0
+        while not self._stop.wait(self.interval):
+            rounds += 1
+            if rounds % 8 == 0:  # workers restarted or forked meanwhile
+                self._refresh_pids()
+            self.sample()
+
+    def sample(self) -> dict[str, tuple[int, int]]:
+        """{server: (sum of RSS over its processes, largest single process RSS)}; also updates peaks."""
+        with self._lock:
+            pids = dict(self._pids)
+        now = {}
+        for name, members in pids.items():
+            sizes = [rss_bytes(pid) for pid in members]
+            now[name] = (sum(sizes), max(sizes, default=0))
+        with self._lock:
+            for name, (total, largest) in now.items():
+                self._peak_total[name] = max(self._peak_total.get(name, 0), total)
+                self._peak_process[name] = max(self._peak_process.get(name, 0), largest)
+        return now
+
+    def reset_peaks(self) -> None:
+        with self._lock:
+            self._peak_total.clear()
+            self._peak_process.clear()
+        self.sample()
+
+    def peaks(self) -> tuple[dict[str, int], dict[str, int]]:
+        self.sample()
+        with self._lock:
+            return dict(self._peak_total), dict(self._peak_process)
+
+    def per_process_rss(self) -> dict[str, list[int]]:
+        self._refresh_pids()
+        with self._lock:
+            pids = dict(self._pids)
+        return {name: [rss_bytes(pid) for pid in members] for name, members in pids.items()}
+
+    def cpu(self) -> dict[str, float]:
+        self._refresh_pids()
+        with self._lock:
+            pids = dict(self._pids)
+        return {name: sum(cpu_seconds(pid) for pid in members) for name, members in pids.items()}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
