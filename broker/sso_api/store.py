@@ -103,7 +103,7 @@ class SsoStore:
         expires_at = now + self.settings.client_lifetime
         self.store.put(CLIENT_KIND, client_id, {
             "name": name, "secret_digest": secret_digest(secret), "scopes": scopes, "grant_types": grant_types,
-            "redirect_uris": redirect_uris, "expires_at": expires_at}, self.settings.client_lifetime)
+            "redirect_uris": redirect_uris}, self.settings.client_lifetime)
         return {"clientId": client_id, "clientSecret": secret, "clientIdIssuedAt": now,
                 "clientSecretExpiresAt": expires_at}
 
@@ -131,8 +131,8 @@ class SsoStore:
         while not self.store.add(USER_CODE_KIND, user_code, {"ref": reference}, memory):
             user_code = new_user_code()
         self.store.put(DEVICE_KIND, reference, {
-            "client_id": client_id, "client_name": client["name"], "user_code": user_code,
-            "scopes": client["scopes"], "expires_at": self._clock() + lifetime}, memory)
+            "client_id": client_id, "client_name": client["name"], "scopes": client["scopes"],
+            "expires_at": self._clock() + lifetime}, memory)
         self.store.put(DEVICE_CODE_KIND, device_code, {"ref": reference}, memory)
         self.store.put(POLL_KIND, reference, {"last": 0, "interval": self.settings.poll_interval}, memory)
         return device_code, user_code, lifetime, self.settings.poll_interval
