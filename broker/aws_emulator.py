@@ -1,6 +1,6 @@
 """A local AWS for development and tests: moto server in a subprocess, plus an emulated organization.
 
-moto server (run as `python -m moto.server`: the `moto_server` script, without depending on PATH) keeps
+moto server (run through `python -m broker.aws_emulator`: moto's `moto_server`, without depending on PATH) keeps
 all state in memory, so every start is a clean set of accounts. It writes a pid and log folder in its
 working directory, hence the scratch `workdir`. IAM policy enforcement is off at start (moto's default)
 and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset-auth``
@@ -44,7 +44,7 @@ class MotoServer:
         # AWS managed policies (AdministratorAccess, SecurityAudit...) exist only when loaded.
         env = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "HOME": str(self.workdir)}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "broker.aws_emulator", "-H", self.host, "-p", str(self.port)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         log.close()
@@ -128,3 +128,36 @@ class MotoServer:
         key = iam.create_access_key(UserName="sso-broker-provisioner")["AccessKey"]
         return boto3.Session(aws_access_key_id=key["AccessKeyId"],
                              aws_secret_access_key=key["SecretAccessKey"], region_name=self.region)
+
+
+def _load_managed_policies_once() -> None:
+    """moto builds a fresh IAM backend, with all ~1,600 AWS managed policies parsed from one large JSON
+    string, for every account in every partition it looks at (it looks at all seven partitions of an
+    account to find who owns an access key), which made the emulator's first requests take seconds.
+    Here the JSON is parsed once per process and only `aws` partition backends get the policies (every
+    ARN this project uses is `arn:aws:`); the policies themselves are unchanged."""
+    import json
+
+    from moto.iam import models
+
+    original = getattr(models.IAMBackend, "_init_aws_policies", None)
+    if original is None or not hasattr(models, "aws_managed_policies_data"):
+        return  # another moto version: leave it as it is
+    parsed: dict = {}
+
+    def init_aws_policies(self):
+        if getattr(self, "partition", "aws") != "aws" or not models.load_iam_aws_managed_policies():
+            return []
+        if not parsed:
+            parsed.update(json.loads(models.aws_managed_policies_data))
+        return [models.AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
+                for name, data in parsed.items()]
+
+    models.IAMBackend._init_aws_policies = init_aws_policies
+
+
+if __name__ == "__main__":  # the emulator process: moto server, started by MotoServer
+    from moto.server import main as moto_server_main
+
+    _load_managed_policies_once()
+    moto_server_main(sys.argv[1:])
