@@ -1,10 +1,12 @@
 """The whole stack on one machine: AWS emulator, corporate IdP, access portal.
 
 `./run demo` starts it on the default addresses; the end-to-end tests start the same thing on free
-ports. Order matters: the emulator comes first (an organization with an access role per account),
-then provisioning (SAML provider, roles, demo data), then IAM enforcement goes on, then the IdP and
-the portal start. Ctrl-C stops everything. The compose stack (docker-compose.yml) runs the same
-preparation in its one-shot provision service (`--prepare-aws`), against the emulator's container.
+ports. The IdP needs nothing from AWS and starts at once. The emulator comes first for the rest (an
+organization with an access role per account); the portal starts as soon as the organization's keys
+exist, while provisioning (SAML provider, roles, demo data) runs; then IAM enforcement goes on. The
+stack is up when all that is done and both services answer /healthz. Ctrl-C stops everything. The
+compose stack (docker-compose.yml) runs the same preparation in its one-shot provision service
+(`--prepare-aws`), against the emulator's container.
 """
 
 from __future__ import annotations
@@ -67,11 +69,11 @@ class Stack:
     def start(self) -> "Stack":
         (self.instance_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
-            self._start_aws()
             self._say(f"starting the Example Corp IdP on {self.addresses['IDP_URL']}")
-            self._start("idp", ["idp_mock", "serve"], self.addresses["IDP_URL"])
-            self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
-            self._start("broker", ["broker", "serve"], self.addresses["PORTAL_URL"], self.aws_env)
+            self._launch("idp", ["idp_mock", "serve"])
+            self._start_aws()
+            self._wait_healthy("idp", self.addresses["IDP_URL"])
+            self._wait_healthy("broker", self.addresses["PORTAL_URL"])
         except BaseException:
             self.stop()
             raise
@@ -83,15 +85,27 @@ class Stack:
         self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname)
         self.moto.start()  # assigned first, so a stop during start-up still stops it
         self._say("provisioning the accounts (SAML provider, roles, demo data)")
-        self.aws_env = prepare_aws(self.moto, self.env, self.log_path("provision").open("wb"))
+
+        def start_portal(aws_env: dict) -> None:  # it calls AWS only when asked for credentials
+            self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
+            self._launch("broker", ["broker", "serve"], aws_env)
+
+        self.aws_env = prepare_aws(self.moto, self.env, self.log_path("provision").open("wb"), on_keys=start_portal)
 
     def _start(self, name: str, module_args: list[str], url: str, env: dict | None = None) -> None:
+        self._launch(name, module_args, env)
+        self._wait_healthy(name, url)
+
+    def _launch(self, name: str, module_args: list[str], env: dict | None = None) -> None:
         log = self.log_path(name).open("ab")
         process = subprocess.Popen([sys.executable, "-m", *module_args], env={**self.env, **(env or {})},
                                    cwd=self.instance_dir, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         log.close()
         self.processes[name] = process
+
+    def _wait_healthy(self, name: str, url: str) -> None:
+        process = self.processes[name]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -123,9 +137,11 @@ class Stack:
             self.moto = None
 
 
-def prepare_aws(moto: MotoServer, env: dict, output=None, known: dict | None = None) -> dict[str, str]:
+def prepare_aws(moto: MotoServer, env: dict, output=None, known: dict | None = None,
+                on_keys=None) -> dict[str, str]:
     """Make a running emulator ready for the portal: an organization and its management keys, then
-    `python -m broker provision`, then IAM enforcement on. Returns the keys as environment variables.
+    `python -m broker provision`, then IAM enforcement on. Returns the keys as environment variables;
+    `on_keys(aws_env)`, if given, is called with them before provisioning starts.
 
     `known` keys from an earlier run are kept when the emulator still knows them (it keeps its state in
     memory only), so running this again against the same emulator changes nothing the portal relies on.
@@ -138,6 +154,8 @@ def prepare_aws(moto: MotoServer, env: dict, output=None, known: dict | None = N
         keys = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key}
     # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
     aws_env = {**keys, "AWS_DEFAULT_REGION": access.region}
+    if on_keys is not None:
+        on_keys(aws_env)
     subprocess.run([sys.executable, "-m", "broker", "provision"], env={**env, **aws_env},
                    check=True, stdout=output, stderr=subprocess.STDOUT)
     moto.set_enforcement(True)
