@@ -52,6 +52,29 @@ def test_every_service_runs_the_projects_image():
         assert service["build"] == "." and service["image"] == "sso-login-broker:local", name
 
 
+def test_the_emulator_runs_as_the_demo_runs_it(monkeypatch, tmp_path):
+    """One implementation: the aws service's command and environment are those of MotoServer.start."""
+    from broker import aws_emulator
+
+    seen = {}
+
+    class Exited:
+        returncode = 1
+
+        def __init__(self, args, env, **_):
+            seen.update(args=args, env=env)
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(aws_emulator.subprocess, "Popen", Exited)
+    with pytest.raises(RuntimeError):
+        aws_emulator.MotoServer(tmp_path, port=8002, host="0.0.0.0").start(timeout=1)
+    aws = services()["aws"]
+    assert ["python", *seen["args"][1:]] == aws["command"]
+    assert {k: v for k, v in seen["env"].items() if k != "HOME"} == aws["environment"]
+
+
 def test_long_running_services_have_healthchecks_and_the_one_shot_does_not_restart():
     for name, service in services().items():
         if name == "provision":
