@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
-import pyotp
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import DOCS_SCREENSHOTS, SCREENSHOTS
-from tests.support.idp_client import DEMO_PASSWORD, ERIN_TOTP_SECRET
+from tests.support.idp_client import DEMO_PASSWORD, ERIN_TOTP_SECRET, fresh_totp
 
 OIDC, SAML = "Example Corp (OIDC)", "Example Corp (SAML)"
 IDP_TITLE = " - Example Corp"
@@ -73,7 +73,8 @@ def type_totp(page: Page, secret: str = ERIN_TOTP_SECRET) -> None:
     check_page(page, "Verification code" + IDP_TITLE)
     field = page.get_by_label("Verification code", exact=True)
     expect(field).to_be_focused()
-    page.keyboard.type(pyotp.TOTP(secret).now())
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(page.url))
+    page.keyboard.type(fresh_totp(origin, secret))  # never a code this IdP has already seen
     page.keyboard.press("Enter")
 
 
