@@ -76,7 +76,8 @@ def check_entitlement(identity: Identity, access: AccessConfig, account_id: str,
         if entitlement.account_id == account_id and entitlement.permission_set == permission_set:
             if entitlement.requires_mfa and not identity.mfa:
                 raise MfaRequired(
-                    f"{permission_set} requires multi-factor authentication; sign in again with a second factor."
+                    f"{permission_set} requires multi-factor authentication. Sign out, then sign in again with your "
+                    "verification code; if you have no authenticator app enrolled, ask the IT service desk."
                 )
             return entitlement
     raise NotEntitled(f"You have no access to {permission_set} in account {account_id}.")

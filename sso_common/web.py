@@ -12,7 +12,8 @@ import secrets
 import uuid
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, jsonify, render_template_string, request, session
+from flask import Blueprint, Flask, Response, jsonify, render_template, render_template_string, request, session
+from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 
 from .keys import _write_private
@@ -49,8 +50,14 @@ def error_response(message: str, status: int, title: str | None = None, referenc
     if wants_json():
         body = jsonify(error=title, error_description=message, **({"reference": reference} if reference else {}))
         return Response(body.get_data(), status=status, mimetype="application/json")
-    html = render_template_string(_ERROR_PAGE, title=title, message=message, reference=reference,
-                                  service=_service_name(), home="/")
+    context = {"title": title, "message": message, "reference": reference, "service": _service_name(), "home": "/"}
+    try:  # the app's own look when it has an error page, a plain page otherwise
+        html = render_template("error.html", **context)
+    except TemplateNotFound:
+        html = render_template_string(_ERROR_PAGE, **context)
+    except Exception:  # an error page must never fail: e.g. the state store is what broke
+        log.exception("the error page could not be rendered; using the plain one")
+        html = render_template_string(_ERROR_PAGE, **context)
     return Response(html, status=status, mimetype="text/html")
 
 
