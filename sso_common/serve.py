@@ -8,10 +8,28 @@ import socket
 from typing import Callable
 from urllib.parse import urlsplit
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 # Query strings can carry authorization codes and state: the access log records the path only.
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's logger, with an access line built from the six values ACCESS_LOG_FORMAT uses. gunicorn's
+    own builds every atom it knows, all request headers and the whole WSGI environ, for each request:
+    7% of the IdP's CPU on the protocol endpoints. The line written is the same."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.cfg.access_log_format != ACCESS_LOG_FORMAT:
+            return super().access(resp, req, environ, request_time)
+        if not self.access_log_enabled:
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        sent = getattr(resp, "sent", None)
+        self.access_log.info('%s "%s %s" %s %s %d.%06ds', environ.get("REMOTE_ADDR", "-"),
+                             environ.get("REQUEST_METHOD") or "-", environ.get("PATH_INFO") or "-", status,
+                             "-" if sent is None else sent, request_time.seconds, request_time.microseconds)
 
 
 class _Gunicorn(BaseApplication):
@@ -27,13 +45,14 @@ class _Gunicorn(BaseApplication):
         return self._factory()
 
 
-def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = None, threads: int = 8,
+def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = None, threads: int | None = None,
           access_log: bool = True, header_map: str = "drop") -> None:
     """Serve in the foreground. The app is built once before forking, so keys are created once.
 
     `header_map` is gunicorn's rule for header names with underscores: dropped by default; the portal
     needs "dangerous" because AWS's sso API sends its token in `x-amz-sso_bearer_token`."""
     workers = workers or int(os.environ.get("WEB_WORKERS", "2"))
+    threads = threads or int(os.environ.get("WEB_THREADS", "8"))
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -45,6 +64,7 @@ def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = 
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": _Logger,
         "errorlog": "-",
         "loglevel": os.environ.get("LOG_LEVEL", "info").lower(),
         "control_socket_disable": True,  # one shared default path would collide between servers
