@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service (default 2)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the servers, e.g. WEB_THREADS=4 (repeatable)")
     parser.add_argument("--max-seconds", type=float, default=150.0, help="time limit of each load run")
     parser.add_argument("--instance-dir", type=Path,
                         help="where the generated directory, state and logs go (default: a temporary folder)")
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         config = Config(instance_dir=(args.instance_dir or Path(scratch)).resolve(), users=args.users,
                         groups=args.groups, concurrency=args.concurrency, workers=args.workers,
                         max_seconds=args.max_seconds, scenarios=tuple(scenarios),
-                        soak_logins=args.soak_logins if "soak" in scenarios else 0)
+                        soak_logins=args.soak_logins if "soak" in scenarios else 0,
+                        server_env=dict(item.split("=", 1) for item in args.env))
         if args.quick:
             config.users = min(config.users, 80)
             config.logins_oidc, config.logins_saml, config.reissues, config.idp_flows = 16, 16, 40, 40

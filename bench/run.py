@@ -56,6 +56,7 @@ class Config:
     soak_logins: int = 0           # 0: no soak
     max_seconds: float = 150.0     # per load run
     scenarios: tuple[str, ...] = ("startup", "oidc", "saml", "reissue", "idp", "storm")
+    server_env: dict = field(default_factory=dict)  # extra environment of the servers (experiments)
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Bench:
         shutil.rmtree(state, ignore_errors=True)
         began = time.monotonic()
         self.stack = Stack(state, addresses, workers=self.config.workers,
-                           extra_env={"LOG_LEVEL": "warning"}).start()
+                           extra_env={"LOG_LEVEL": "warning", **self.config.server_env}).start()
         self.log(f"stack up in {time.monotonic() - began:.1f} s: portal {addresses['PORTAL_URL']}, "
                  f"IdP {addresses['IDP_URL']}, AWS emulator {addresses['AWS_URL']}")
         self.portal, self.idp, self.aws = (addresses[k] for k in ("PORTAL_URL", "IDP_URL", "AWS_URL"))
@@ -245,13 +246,24 @@ class Bench:
             raise RuntimeError("warm-up logins failed: " + "; ".join((result["setup_errors"] + result["errors"])[:5]))
         self.log(f"warm-up: {result['ok']} logins, no errors")
 
+    def ceiling(self, result: dict) -> str:
+        """What the CPU accounting says the machine could do at best: all cores divided by the CPU every
+        process (servers and load clients) spent per login; and the password hash alone."""
+        if not result["ok"]:
+            return ""
+        per_op = (sum(result["cpu"].values()) * 1000 / result["ok"]) + result.get("client_cpu_ms_per_op", 0.0)
+        cores = os.cpu_count() or 1
+        argon2 = self.calibration.get("argon2_verify_ms")
+        return (f"CPU/login {per_op:.0f} ms over all processes: {cores}-core ceiling {cores * 1000 / per_op:.0f}/s"
+                + (f"; argon2id alone ({argon2} ms): {cores * 1000 / argon2:.0f}/s" if argon2 else ""))
+
     def scenario_oidc(self) -> None:
         n = self.config.logins_oidc
         result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
                                             "upstream": "example-corp-oidc"}, self.users[:n])
         met = result["throughput"] >= 60 and result["error_count"] == 0
         self.row("1 login OIDC", f"{n} distinct users, password + code/PKCE + callback + STS, "
-                 f"{self.config.concurrency} clients", result, ">= 60/s, 0 errors", met)
+                 f"{self.config.concurrency} clients", result, ">= 60/s, 0 errors", met, self.ceiling(result))
 
     def scenario_saml(self) -> None:
         n = self.config.logins_saml
@@ -260,7 +272,7 @@ class Bench:
                                             "upstream": "example-corp-saml"}, self.users[start:start + n])
         met = result["throughput"] >= 40 and result["error_count"] == 0
         self.row("2 login SAML", f"{n} distinct users, password + AuthnRequest/Response + ACS + STS, "
-                 f"{self.config.concurrency} clients", result, ">= 40/s, 0 errors", met)
+                 f"{self.config.concurrency} clients", result, ">= 40/s, 0 errors", met, self.ceiling(result))
 
     def _sts_direct_params(self) -> dict:
         """The broker's own AssumeRoleWithSAML request for one generated user, built like the broker does."""
@@ -299,11 +311,51 @@ class Bench:
         direct = self.drive("StsDirect", self._sts_direct_params(), list(range(n)))
         ratio = portal["throughput"] / direct["throughput"] if direct["throughput"] else 0.0
         broker_ms = portal["cpu"].get("broker", 0) * 1000 / portal["ok"] if portal["ok"] else 0.0
-        met = ratio >= 0.8 and broker_ms <= 2.0 and portal["error_count"] == 0
+        # The share of the broker's CPU spent in the STS call itself (botocore building, signing and sending
+        # the request and parsing the answer), from a separate profiled pass: py-spy samples the threads
+        # holding the GIL; the share of samples inside botocore's _make_api_call is taken off.
+        sts_share = self.sts_share_of_broker_cpu(min(n, 600))
+        own_ms = broker_ms * (1 - sts_share) if sts_share is not None else None
+        met = (ratio >= 0.8 and own_ms is not None and own_ms <= 2.0 and portal["error_count"] == 0)
         self.row("3 credentials again", f"signed-in user, portal POST /credentials, {c} clients", portal,
                  "broker CPU <= 2 ms/issuance (STS excl.); >= 80% of STS alone", met,
-                 f"{ratio:.0%} of STS alone; broker {broker_ms:.2f} ms CPU/issuance", ratio=round(ratio, 3),
-                 broker_cpu_ms=round(broker_ms, 2))
+                 f"{ratio:.0%} of STS alone; broker CPU/issuance {broker_ms:.2f} ms, "
+                 + (f"{own_ms:.2f} ms without the STS call ({sts_share:.0%} of it in botocore)"
+                    if own_ms is not None else "STS share not measured (py-spy missing)"),
+                 ratio=round(ratio, 3), broker_cpu_ms=round(broker_ms, 2),
+                 broker_cpu_ms_without_sts=None if own_ms is None else round(own_ms, 2),
+                 sts_call_share=sts_share)
+
+    def sts_share_of_broker_cpu(self, n: int) -> float | None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            self.log("py-spy is not installed: the STS share of the broker's CPU is not measured")
+            return None
+        out = self.config.instance_dir / "broker-issuance.pyspy.txt"
+        profiler = subprocess.Popen([spy, "record", "--gil", "--subprocesses", "--nonblocking", "-r", "200",
+                                     "-f", "raw", "-o", str(out), "-p", str(self.stack.processes["broker"].pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)
+            self.drive("Reissue", {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
+                                   "username": self.users[-65]}, list(range(n)))
+        finally:
+            profiler.send_signal(signal.SIGINT)
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+        if not out.exists():
+            return None
+        total = inside = 0
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            total += int(count)
+            if any("_make_api_call (" in frame and "botocore/client.py" in frame for frame in stack.split(";")):
+                inside += int(count)
+        return round(inside / total, 3) if total else None
         self.row("3 STS alone", f"AssumeRoleWithSAML straight to the emulator (boto3), {c} clients", direct,
                  "(baseline)", None, servers=("aws",))
 
@@ -370,7 +422,8 @@ class Bench:
                             max_seconds=max(self.config.max_seconds, len(items) / 10))
         self.row("7 storm", f"all {len(users)} employees ({self.config.groups} groups) log in and get credentials, "
                  f"half OIDC half SAML, {self.config.concurrency} clients", result, "0 errors; report total time",
-                 result["error_count"] == 0, f"{len(users)} logins in {result['seconds']:.1f} s")
+                 result["error_count"] == 0, f"{len(users)} logins in {result['seconds']:.1f} s; "
+                 + self.ceiling(result))
 
     def scenario_soak(self) -> None:
         """10,000 logins (alternating protocols) in batches of 1,000; RSS of every server process after
@@ -396,12 +449,15 @@ class Bench:
         last = samples[-1]
         growth = {name: round(sum(last[name]) - sum(second[name]), 1) for name in ("idp", "broker", "aws")}
         worker_max = {name: max(last[name]) for name in ("idp", "broker", "aws")}
-        met = errors == 0 and all(v <= 150 for v in worker_max.values()) and all(g <= 10 for g in growth.values())
+        # The emulator keeps every session it issues (moto stores state in memory for ever, unlike AWS): its
+        # growth is reported, but the target is about this project's servers.
+        ours = ("idp", "broker")
+        met = errors == 0 and all(worker_max[n] <= 150 for n in ours) and all(growth[n] <= 10 for n in ours)
         merged = {"ok": ok, "error_count": errors, "seconds": seconds, "throughput": ok / seconds if seconds else 0,
                   "latencies": sorted(all_latencies), "cpu": {}, "rss_peak": {}, "rss_worker_peak": {},
                   "setup_errors": [], "errors": []}
         self.row("6 soak", f"{total} logins, half OIDC half SAML, {self.config.concurrency} clients", merged,
-                 "<= 150 MB per worker; flat from 2k to the end", met,
+                 "<= 150 MB per worker; flat from 2k to the end (IdP, portal)", met,
                  "largest process MB " + ", ".join(f"{k} {v}" for k, v in worker_max.items())
                  + "; growth 2k->end MB " + ", ".join(f"{k} {v:+}" for k, v in growth.items()),
                  samples=samples, growth_mb=growth)
