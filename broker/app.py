@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 from flask import Flask
 
-from sso_common.keys import SigningIdentity, load_or_create_signing_identity
+from sso_common.keys import SigningIdentity, load_or_create_signing_identity, private_directory
 from sso_common.store import open_audit_log, open_state_store
 from sso_common.web import install_common, load_or_create_secret
 
@@ -50,7 +50,7 @@ def credential_issuer(settings: BrokerSettings, signing: SigningIdentity) -> Cre
 
 def create_app(settings: BrokerSettings | None = None) -> Flask:
     settings = settings or load_settings()
-    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.instance_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)  # its DEBUG output would print assertions
 

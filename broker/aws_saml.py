@@ -105,11 +105,16 @@ def tag_value(value: str) -> str:
     return _TAG_VALUE_DISALLOWED.sub("_", value.strip())[:PRINCIPAL_TAG_VALUE_MAX]
 
 
+class UnnameableIdentity(ValueError):
+    """The person's email or username cannot be a RoleSessionName / SourceIdentity."""
+
+
 def aws_name(value: str, what: str) -> str:
     """Fit a value to the RoleSessionName / SourceIdentity alphabet and its 64-character limit."""
     name = _AWS_NAME_DISALLOWED.sub("_", value)[:64]
     if len(name) < 2:
-        raise ValueError(f"the {what} {value!r} is shorter than the 2 characters AWS requires")
+        raise UnnameableIdentity(f"Your {what} is too short to name an AWS session (AWS needs at least 2 "
+                                 "characters). Ask the IT service desk to fix your directory entry.")
     return name
 
 

@@ -20,9 +20,18 @@ def _serve(args) -> int:
 
 
 def _check_config(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from sso_common.store.memory import MemoryStateStore
+
+    from .connectors.config import build_connectors
     from .settings import load_settings
 
     settings = load_settings(args.config)
+    with tempfile.TemporaryDirectory() as scratch:  # the upstreams too, without touching the instance folder
+        build_connectors(settings.upstreams_node, portal_url=settings.portal_url, instance_dir=Path(scratch),
+                         store=MemoryStateStore(), clock_skew=settings.clock_skew)
     access = settings.access
     print(f"OK: {len(access.accounts)} accounts, {len(access.permission_sets)} permission sets, "
           f"{len(access.assignments)} assignments")

@@ -18,7 +18,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
-from broker.aws_saml import build_saml_response
+from broker.aws_saml import UnnameableIdentity, build_saml_response
 from broker.entitlements import Entitlement
 from broker.identity import Identity
 from sso_common.keys import SigningIdentity
@@ -37,6 +37,10 @@ class RoleCredentials:
 
 class CredentialIssueError(Exception):
     """Base of the issuer's failures; messages are safe to log and name no secret."""
+
+
+class IdentityRefused(CredentialIssueError):
+    """No assertion can be made for this person (e.g. nothing usable as a session name): not AWS's fault."""
 
 
 class StsUnavailable(CredentialIssueError):
@@ -84,8 +88,11 @@ class CredentialIssuer:
         `entitlement` must come from `broker.entitlements.check_entitlement`, which enforces who may
         have it; this only carries out the decision.
         """
-        assertion = base64.b64encode(build_saml_response(
-            identity, entitlement, self.broker_idp_entity_id, self.signing_identity)).decode()
+        try:
+            assertion = base64.b64encode(build_saml_response(
+                identity, entitlement, self.broker_idp_entity_id, self.signing_identity)).decode()
+        except UnnameableIdentity as refusal:
+            raise IdentityRefused(str(refusal)) from None
         try:
             answer = self._client_for(entitlement.account_id).assume_role_with_saml(
                 RoleArn=entitlement.role_arn, PrincipalArn=entitlement.provider_arn,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from .access import AccessConfig
 from .audit import Client
 from .audit import issuance as audit_issuance
-from .credentials import CredentialIssueError, CredentialIssuer, RoleCredentials
-from .entitlements import Entitlement, EntitlementError, check_entitlement, entitlements_for
+from .credentials import CredentialIssueError, CredentialIssuer, IdentityRefused, RoleCredentials
+from .entitlements import Entitlement, EntitlementError, NotEntitled, check_entitlement, entitlements_for
 from .identity import Identity
 
 
@@ -31,6 +31,10 @@ class Issuance:
             raise
         try:
             credentials = self.issuer.issue(identity, entitlement)
+        except IdentityRefused as refusal:  # about the person, not AWS: a refusal like any other
+            audit_issuance(self.audit, client, identity, account_id, permission_set,
+                           role_arn=entitlement.role_arn, reason=str(refusal))
+            raise NotEntitled(str(refusal)) from None
         except CredentialIssueError as failure:
             audit_issuance(self.audit, client, identity, account_id, permission_set,
                            role_arn=entitlement.role_arn, reason=str(failure))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from sso_common.keys import private_directory
 from sso_common.store import StateStore, open_state_store
 from sso_common.web import install_common, load_or_create_secret
 
@@ -30,7 +31,7 @@ class IdPState:
 
 def create_app(settings: IdPSettings | None = None) -> Flask:
     settings = settings or load_settings()
-    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.instance_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))

@@ -5,6 +5,8 @@ Pure of HTTP: the login pages call these with form values and turn the outcomes 
 
 from __future__ import annotations
 
+import hmac
+import time
 from dataclasses import dataclass
 from enum import Enum
 
@@ -36,28 +38,34 @@ class Result:
 
 
 class Authenticator:
+    """Each attempt first takes a slot in the per-user and per-address counters, atomically, and only
+    then costs a hash; a success gives its slots back. So concurrent guesses cannot slip past the
+    limit between a check and a count, and only failures (and attempts in flight) add up."""
+
     def __init__(self, directory: Directory, store, throttle: Throttle):
         self.directory, self.store, self.throttle = directory, store, throttle
 
-    def _throttled(self, username: str, address: str) -> bool:
-        user = self.store.get("login_failures_user", username) or {"count": 0}
-        addr = self.store.get("login_failures_address", address) or {"count": 0}
-        return (user["count"] >= self.throttle.max_failures_per_user
-                or addr["count"] >= self.throttle.max_failures_per_address)
+    def _counters(self, username: str, address: str):
+        return (("login_failures_user", username, self.throttle.max_failures_per_user),
+                ("login_failures_address", address, self.throttle.max_failures_per_address))
 
-    def _failed(self, username: str, address: str) -> None:
+    def _admit(self, username: str, address: str) -> bool:
         window = self.throttle.window_seconds
-        self.store.incr("login_failures_user", username, window)
-        self.store.incr("login_failures_address", address, window)
+        counts = [(self.store.incr(kind, key, window), limit) for kind, key, limit in self._counters(username, address)]
+        return all(count <= limit for count, limit in counts)
+
+    def _release(self, username: str, address: str) -> None:
+        for kind, key, _ in self._counters(username, address):
+            self.store.incr(kind, key, self.throttle.window_seconds, amount=-1)
 
     def check_password(self, username: str, password: str, address: str) -> Result:
         username = username.strip().lower()[:128]
-        if self._throttled(username, address):
+        if not self._admit(username, address):
             return Result(Outcome.THROTTLED)
         employee = self.directory.find(username)
         if not verify_password(employee.password_hash if employee else None, password):
-            self._failed(username, address)
             return Result(Outcome.BAD_CREDENTIALS)
+        self._release(username, address)
         if employee.disabled:
             return Result(Outcome.DISABLED)
         if employee.mfa_required:
@@ -65,14 +73,27 @@ class Authenticator:
         return Result(Outcome.OK, employee)
 
     def check_totp(self, employee: Employee, code: str, address: str) -> Result:
-        if self._throttled(employee.username, address):
+        if not self._admit(employee.username, address):
             return Result(Outcome.THROTTLED)
-        code = code.strip().replace(" ", "")
-        valid = (code.isdigit() and len(code) == 6
-                 and pyotp.TOTP(employee.totp_secret).verify(code, valid_window=1)
-                 # a code is good once: a shoulder-surfed or replayed code is refused
-                 and self.store.add("totp_used", f"{employee.username}:{code}", {}, 120))
-        if not valid:
-            self._failed(employee.username, address)
+        step = _matching_time_step(employee.totp_secret, code.strip().replace(" ", ""))
+        # A time step is good once: a shoulder-surfed or replayed code is refused, whatever its spelling.
+        if step is None or not self.store.add("totp_used", f"{employee.username}:{step}", {}, 120):
             return Result(Outcome.BAD_CREDENTIALS)
+        self._release(employee.username, address)
         return Result(Outcome.OK, employee)
+
+
+def _matching_time_step(secret: str, code: str) -> int | None:
+    """The 30-second step whose code this is (the previous, current or next one, for clock drift).
+
+    Only ASCII digits count: str.isdigit() also accepts other scripts' digits, which pyotp would
+    normalise, so a used code could come back in another spelling."""
+    if not (len(code) == 6 and code.isascii() and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    for offset in (-1, 0, 1):
+        moment = now + offset * totp.interval
+        if hmac.compare_digest(totp.at(moment), code):
+            return int(moment // totp.interval)
+    return None

@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 
 from flask import Response, current_app, g, redirect, request
 
+from sso_common.web import is_local_path
+
 from .directory import Employee
 
 COOKIE_NAME = "idp_session"
@@ -104,12 +106,6 @@ def end_session(response: Response | None = None) -> None:
     if response is not None:
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax",
                                secure=current_app.config["SESSION_COOKIE_SECURE"])
-
-
-def is_local_path(target: str) -> bool:
-    """Only paths on this IdP may be continued to after login (no open redirect)."""
-    return (isinstance(target, str) and target.startswith("/") and not target.startswith("//")
-            and "\\" not in target and not any(ord(c) < 32 for c in target))
 
 
 def login_redirect(continue_to: str, *, force: bool = False, login_hint: str | None = None) -> Response:

@@ -139,6 +139,17 @@ class Node:
             raise self.error(f"{self.value!r} is not {what or 'valid'}")
         return self.value
 
+    def secret(self, public_url: str, min_length: int = 16) -> str:
+        """A shared secret. The shipped config falls back to public `demo-...` values so the demo runs
+        without setup; a service on https is a real deployment and must have secrets of its own."""
+        value = self.string()
+        if len(value) < min_length:
+            raise self.error(f"must be at least {min_length} characters")
+        if value.startswith(DEMO_SECRET_PREFIX) and public_url.startswith("https://"):
+            raise self.error("is the public demo value; set your own secret (see the ${...} variable in the file) "
+                             "before serving over https")
+        return value
+
     def boolean(self) -> bool:
         if not isinstance(self.value, bool):
             raise self.error(f"must be true or false, not {_type_name(self.value)}")
@@ -170,6 +181,7 @@ def _type_name(value: Any) -> str:
             float: "a number"}.get(type(value), type(value).__name__)
 
 
+DEMO_SECRET_PREFIX = "demo-"
 EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
 NAME_PATTERN = r"[a-z][a-z0-9._-]{0,63}"
 URL_PATTERN = r"https?://[^\s/?#]+(/[^\s?#]*)?"

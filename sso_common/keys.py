@@ -20,8 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 
+def private_directory(path: Path) -> Path:
+    """Create (if needed) a folder only its owner can enter: instance folders hold keys and state."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o600)

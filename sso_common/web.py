@@ -131,6 +131,15 @@ def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> N
         return error_response("Something went wrong on our side.", 500, "Internal error", reference)
 
 
+def is_local_path(target: str) -> bool:
+    r"""A path on this site, safe to redirect to after a login (no open redirect).
+
+    Control characters are refused outright: Werkzeug cleans the Location header with urlsplit, which
+    drops tabs and newlines, so "/\t/evil.example" would leave as "//evil.example"."""
+    return (isinstance(target, str) and target.startswith("/") and not target.startswith("//")
+            and "\\" not in target and target.isprintable() and target.isascii() and len(target) <= 2048)
+
+
 # --- CSRF for HTML forms: a per-browser token kept in Flask's signed session cookie -------------
 
 def csrf_token() -> str:

@@ -62,7 +62,7 @@ def _oidc(node: Node, common: dict, portal_url: str, known: frozenset[str] | Non
         **common,
         issuer=node.child("issuer").string(URL_PATTERN, "an http(s) URL").rstrip("/"),
         client_id=node.child("client_id").string(),
-        client_secret=node.child("client_secret").string(),
+        client_secret=node.child("client_secret").secret(portal_url, min_length=1),  # the IdP sets its length
         redirect_uri=f"{portal_url}/login/{common['id']}/callback",
         scopes=scopes,
         mapping=_mapping(node.child("claims", {}), OIDC_CLAIMS, known),

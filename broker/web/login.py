@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, abort, make_response, redirect, render_template, request
 
-from sso_common.web import UserFacingError, check_csrf, csrf_token
+from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
 from .. import audit
 from ..connectors import LoginFailed, UpstreamLogin
@@ -34,7 +34,7 @@ def _refuse(upstream_id: str, failure: LoginFailed, identity=None):
 def _start_session(login: UpstreamLogin, upstream_id: str, return_to: str):
     session = broker().sessions.create(login.identity, upstream_id, login.logout_data)
     audit.sign_in(broker().audit, browser_client(), upstream_id, login.identity)
-    response = redirect(return_to, code=303)
+    response = redirect(return_to if is_local_path(return_to) else "/", code=303)
     response.set_cookie(SESSION_COOKIE, session.id, **cookie_options(broker().settings.session_lifetime))
     response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
@@ -52,7 +52,7 @@ def choose():
 def begin(upstream_id: str):
     connector = _connector(upstream_id)
     return_to = request.args.get("next", "/")
-    if not return_to.startswith("/") or return_to.startswith("//") or "\\" in return_to:
+    if not is_local_path(return_to):
         return_to = "/"
     state, binding = broker().transactions.begin(upstream_id, return_to)
     try:

@@ -11,10 +11,10 @@ import secrets
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
 
-from sso_common.web import UserFacingError, check_csrf, csrf_token
+from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
 from ..authn import Outcome
-from ..session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, is_local_path, start_session
+from ..session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("login", __name__)
@@ -33,7 +33,7 @@ def _idp():
 
 def _continue_target(value: str | None) -> str:
     target = value or "/"
-    if not is_local_path(target) or len(target) > 4096:
+    if not is_local_path(target):
         raise UserFacingError("The sign-in link is not valid.", 400, "Invalid sign-in link")
     return target
 

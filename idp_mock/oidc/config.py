@@ -61,7 +61,7 @@ def _uris(node: Node, required: bool) -> tuple[str, ...]:
     return tuple(uris)
 
 
-def _client(node: Node) -> Client:
+def _client(node: Node, issuer: str) -> Client:
     node.only_keys("client_id", "name", "token_endpoint_auth_method", "client_secret", "redirect_uris",
                    "post_logout_redirect_uris")
     client_id = node.child("client_id").string(r"[A-Za-z0-9._~-]{1,128}",
@@ -75,9 +75,7 @@ def _client(node: Node) -> Client:
         if "client_secret" in node.mapping():
             raise node.child("client_secret").error("a public client (token_endpoint_auth_method: none) has no secret")
     else:
-        secret = node.child("client_secret").string()
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise node.child("client_secret").error(f"must be at least {MIN_SECRET_LENGTH} characters")
+        secret = node.child("client_secret").secret(issuer, MIN_SECRET_LENGTH)
         secret_hash = hash_secret(secret)
     return Client(
         client_id=client_id,
@@ -94,14 +92,11 @@ def parse_oidc_settings(node: Node, issuer: str, directory) -> OIDCSettings:
                    "registration_token", "clients")
     clients: dict[str, Client] = {}
     for element in node.child("clients", []).elements():
-        client = _client(element)
+        client = _client(element, issuer)
         if client.client_id in clients:
             raise element.child("client_id").error(f"duplicate client id {client.client_id!r}")
         clients[client.client_id] = client
-    token_node = node.child("registration_token")
-    token = token_node.string()
-    if len(token) < MIN_SECRET_LENGTH:
-        raise token_node.error(f"must be at least {MIN_SECRET_LENGTH} characters")
+    token = node.child("registration_token").secret(issuer, MIN_SECRET_LENGTH)
     return OIDCSettings(
         code_lifetime=node.child("code_lifetime_seconds", 60).integer(1, 600),
         access_token_lifetime=node.child("access_token_lifetime_seconds", 900).integer(1, 86400),

@@ -2,6 +2,15 @@
 
 Everything is validated at start-up, so a typo stops the IdP with a ConfigError that names file and key
 instead of producing assertions an SP (or AWS) rejects later.
+
+How the IdP learns an SP's signing certificate, as real IdPs do: either `certificate` (pinned in the file)
+or `metadata_url` (the SP's published SAML metadata, fetched at first use, cached and refreshed; see
+remote.py), not both. With `metadata_url` the file stays authoritative: the entity ID, ACS and SLO
+addresses, NameID formats, attributes and signing options are the file's; the metadata must name the same
+entity ID and supplies the certificates, plus the ACS and SLO addresses only when the file leaves them out.
+`require_signed_requests` (default: true whenever a certificate or metadata_url is given) makes unsigned
+AuthnRequests a refusal; LogoutRequests must always be signed (SAML profiles 4.4.3.1), so an SP without a
+certificate cannot use single logout.
 """
 
 from __future__ import annotations
@@ -74,7 +83,8 @@ class AWSRelease:
 class ServiceProvider:
     entity_id: str
     name: str
-    acs: tuple[Endpoint, ...]                       # HTTP-POST assertion consumer services
+    acs: tuple[Endpoint, ...]                       # HTTP-POST assertion consumer services (may be empty
+                                                    # until the SP's metadata is read, see metadata_url)
     certificate: x509.Certificate | None = None     # verifies the SP's signed requests
     encryption_certificate: x509.Certificate | None = None
     name_id_formats: tuple[str, ...] = (SAML.NAMEID_PERSISTENT,)  # the first is the default
@@ -85,6 +95,8 @@ class ServiceProvider:
     slo: Endpoint | None = None
     audience: str = ""
     aws: AWSRelease | None = None
+    metadata_url: str | None = None                 # certificates (and missing endpoints) come from there
+    require_signed_requests: bool = False           # an unsigned AuthnRequest is refused
 
     @property
     def audience_uri(self) -> str:
@@ -120,7 +132,7 @@ def check_options(sp: ServiceProvider) -> None:
     """Rules shared by config and run-time registration: ValueError(setting, problem)."""
     if sp.sign not in SIGN_CHOICES:
         raise ValueError("sign", f"must be one of {', '.join(SIGN_CHOICES)}")
-    if sp.encrypt_assertion and sp.encryption_certificate is None:
+    if sp.encrypt_assertion and sp.encryption_certificate is None and sp.metadata_url is None:
         raise ValueError("encrypt_assertion", "needs the SP's certificate")
 
 
@@ -139,7 +151,7 @@ def parse_saml_settings(node: Node, issuer: str, directory: Directory) -> SAMLSe
         sso_url=f"{issuer}/saml/sso",
         slo_url=f"{issuer}/saml/slo",
         # Without a token the admin API stays closed.
-        admin_token=token.string(r"\S{16,}", "a token of at least 16 characters") if token.value else "",
+        admin_token=token.secret(issuer) if token.value else "",
         service_providers=providers,
     )
 
@@ -149,8 +161,9 @@ def _url(node: Node) -> str:
 
 
 def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
-    node.only_keys("name", "entity_id", "audience", "acs", "certificate", "name_id_formats", "attributes", "sign",
-                   "allow_idp_initiated", "encrypt_assertion", "slo_url", "slo_binding", "aws")
+    node.only_keys("name", "entity_id", "audience", "acs", "certificate", "metadata_url", "require_signed_requests",
+                   "name_id_formats", "attributes", "sign", "allow_idp_initiated", "encrypt_assertion", "slo_url",
+                   "slo_binding", "aws")
     certificate = None
     cert_node = node.child("certificate", None)
     if cert_node.value is not None:
@@ -158,6 +171,17 @@ def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
             certificate = load_certificate(cert_node.string())
         except ValueError as error:
             raise cert_node.error(f"is not a PEM or base64 DER certificate ({error})") from None
+    metadata_node = node.child("metadata_url", None)
+    metadata_url = None if metadata_node.value is None else _url(metadata_node)
+    if metadata_url is not None and certificate is not None:
+        raise metadata_node.error("and certificate exclude each other: the certificate comes from the metadata")
+    require_node = node.child("require_signed_requests", certificate is not None or metadata_url is not None)
+    require_signed = require_node.boolean()
+    if require_signed and certificate is None and metadata_url is None:
+        raise require_node.error("needs the SP's certificate or metadata_url to check the signatures with")
+    acs_node = node.child("acs", None)
+    if acs_node.value is None and metadata_url is None:
+        node.child("acs")  # "is required"
     formats_node = node.child("name_id_formats", ["persistent"])
     formats = []
     for format_node in formats_node.elements():
@@ -185,7 +209,7 @@ def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
     sp = ServiceProvider(
         entity_id=node.child("entity_id").string(ENTITY_ID_PATTERN, "an http(s) URL or a URN"),
         name=node.child("name", key).string(),
-        acs=_parse_acs(node.child("acs")),
+        acs=_parse_acs(acs_node) if acs_node.value is not None else (),
         certificate=certificate,
         encryption_certificate=certificate,
         name_id_formats=tuple(formats),
@@ -196,6 +220,8 @@ def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
         slo=slo,
         audience=audience,
         aws=_parse_aws(aws_node, directory) if aws_node.value is not None else None,
+        metadata_url=metadata_url,
+        require_signed_requests=require_signed,
     )
     try:
         check_options(sp)

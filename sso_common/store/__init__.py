@@ -31,8 +31,9 @@ class StateStore(Protocol):
     def delete(self, kind: str, key: str) -> None:
         """Remove the entry if present."""
 
-    def incr(self, kind: str, key: str, ttl: float) -> int:
-        """Count within a window of `ttl` seconds that starts at the first increment."""
+    def incr(self, kind: str, key: str, ttl: float, amount: int = 1) -> int:
+        """Atomically add `amount` (may be negative) to a count kept for a window of `ttl` seconds that
+        starts at the first increment; returns the new count. Readable by `get` as {"count": n}."""
 
     def purge_expired(self) -> int:
         """Drop expired entries; returns how many. Stores also purge on their own from time to time."""

@@ -54,14 +54,14 @@ class MemoryStateStore:
         with self._lock:
             self._entries.pop(hashed_key(kind, key), None)
 
-    def incr(self, kind, key, ttl):
+    def incr(self, kind, key, ttl, amount=1):
         hkey = hashed_key(kind, key)
         with self._lock:
             current = self._live(hkey)
             if current is None:
-                self._entries[hkey] = ({"count": 1}, self._clock() + ttl)
-                return 1
-            current["count"] += 1
+                self._entries[hkey] = ({"count": amount}, self._clock() + ttl)
+                return amount
+            current["count"] += amount
             return current["count"]
 
     def purge_expired(self):

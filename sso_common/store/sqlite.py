@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..keys import private_directory
 from . import hashed_key
 
 _PURGE_EVERY = 500  # writes between opportunistic purges of expired rows
@@ -22,7 +23,9 @@ class _Connections:
         self.path = path
         self._schema = schema
         self._local = threading.local()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_directory(Path(path).parent)
+        if not os.path.exists(path):  # SQLite gives its -wal and -shm files the database file's mode
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.get()  # create the schema now, so a bad path fails at start-up
 
     def get(self) -> sqlite3.Connection:
@@ -94,16 +97,16 @@ class SQLiteStateStore:
     def delete(self, kind, key):
         self._db.get().execute("DELETE FROM state WHERE hkey = ?", (hashed_key(kind, key),))
 
-    def incr(self, kind, key, ttl):
+    def incr(self, kind, key, ttl, amount=1):
         now = self._clock()
         row = self._db.get().execute(
-            "INSERT INTO state (hkey, value, expires) VALUES (?, '{\"count\": 1}', ?) "
+            "INSERT INTO state (hkey, value, expires) VALUES (?, json_object('count', ?), ?) "
             "ON CONFLICT(hkey) DO UPDATE SET "
             "  value = CASE WHEN state.expires <= ? THEN excluded.value "
-            "          ELSE json_object('count', json_extract(state.value, '$.count') + 1) END, "
+            "          ELSE json_object('count', json_extract(state.value, '$.count') + ?) END, "
             "  expires = CASE WHEN state.expires <= ? THEN excluded.expires ELSE state.expires END "
             "RETURNING json_extract(value, '$.count')",
-            (hashed_key(kind, key), now + ttl, now, now),
+            (hashed_key(kind, key), amount, now + ttl, now, amount, now),
         ).fetchone()
         self._after_write()
         return int(row[0])

@@ -44,7 +44,8 @@ def with_(entry: dict, **changes) -> dict:
     return entry
 
 
-def test_the_repository_config_builds(tmp_path):
+def test_the_repository_config_builds(tmp_path, monkeypatch):
+    monkeypatch.setenv("BROKER_OIDC_CLIENT_SECRET", "the-secret-of-this-deployment")  # https: no demo value
     root = load_yaml(REPO / "config" / "broker.yaml")
     connectors = build_connectors(root.child("upstreams"), portal_url=PORTAL, instance_dir=tmp_path,
                                   store=MemoryStateStore(), clock_skew=60)

@@ -165,3 +165,23 @@ def test_oidc_callback_replay_is_refused(stack):
     assert http.get(callback, allow_redirects=False).status_code == 303
     since = time.time()
     assert_refused(stack, http.get(callback, allow_redirects=False), since)
+
+
+@pytest.mark.parametrize("target", ["/%09/evil.example/x", "/%0A/evil.example", "//evil.example", "https://evil.example",
+                                    "/\\evil.example"])
+def test_next_never_leaves_the_portal(stack, target):
+    """A sign-in link may name where to land afterwards, but only a path on the portal."""
+    http = requests.Session()
+    start = f"{stack.addresses['PORTAL_URL']}/login/{OIDC_UPSTREAM}?next={target}"
+    redirect = http.get(start, allow_redirects=False)
+    answer = idp_answer(stack.addresses["IDP_URL"], urljoin(start, redirect.headers["Location"]), "bob")
+    landed = http.get(answer.headers["Location"], allow_redirects=False)
+    assert landed.status_code == 303 and landed.headers["Location"] == "/"
+
+
+def test_next_keeps_a_local_path(stack):
+    http = requests.Session()
+    start = f"{stack.addresses['PORTAL_URL']}/login/{OIDC_UPSTREAM}?next=/device"
+    redirect = http.get(start, allow_redirects=False)
+    answer = idp_answer(stack.addresses["IDP_URL"], urljoin(start, redirect.headers["Location"]), "bob")
+    assert http.get(answer.headers["Location"], allow_redirects=False).headers["Location"] == "/device"

@@ -132,3 +132,14 @@ def test_refusals_are_audited_too(monkeypatch, tmp_path, person):
     assert answer.status_code == 403
     record = audit_events(app, "credentials")[0]
     assert record["outcome"] == "failure" and record["user"] == "dave" and record["account_id"] == "111111111111"
+
+
+def test_a_person_aws_cannot_name_is_refused_clearly_and_audited(monkeypatch, tmp_path, person):
+    """A one-letter username cannot be a SourceIdentity: a 403 that says why, not a 500."""
+    app, client = portal(monkeypatch, tmp_path, closed_port_url(), closed_port_url())
+    csrf = sign_in(app, client, person("x", groups=("engineering",)))
+    answer = client.post("/credentials", data={"csrf_token": csrf, "account_id": "111111111111",
+                                               "permission_set": "EmployeeDirectoryDeveloper"})
+    assert answer.status_code == 403 and "too short to name an AWS session" in answer.get_data(as_text=True)
+    record = audit_events(app, "credentials")[0]
+    assert record["outcome"] == "failure" and record["user"] == "x"

@@ -35,6 +35,7 @@ def with_sp(config: dict, key: str, **settings) -> dict:
 
 def test_repository_config_has_the_portal_and_aws(monkeypatch):
     monkeypatch.delenv("PORTAL_URL", raising=False)
+    monkeypatch.setenv("IDP_SAML_ADMIN_TOKEN", "an-admin-token-of-this-deployment")  # https: no demo value
     settings = parse_saml_settings(load_yaml(DEFAULT_CONFIG_DIR / "idp.yaml").child("saml"), ISSUER, DIRECTORY)
     assert settings.entity_id == f"{ISSUER}/saml/metadata" and settings.admin_token
     portal = settings.service_providers["http://localhost:8000/saml/metadata"]

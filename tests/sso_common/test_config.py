@@ -57,3 +57,13 @@ def test_integers_from_environment_strings_and_ranges(tmp_path):
     assert node.child("a").integer(1, 50) == 42
     with pytest.raises(ConfigError, match="out of range"):
         node.child("b").integer(1, 50)
+
+
+def test_demo_secrets_are_refused_on_https(tmp_path):
+    node = load_yaml(write(tmp_path, "token: demo-registration-token\nshort: abc\nreal: 9f2c41d0a7e5b3c8e1f0\n"))
+    assert node.child("token").secret("http://127.0.0.1:8001") == "demo-registration-token"
+    with pytest.raises(ConfigError, match=r"c\.yaml: token: is the public demo value"):
+        node.child("token").secret("https://idp.example.com")
+    assert node.child("real").secret("https://idp.example.com") == "9f2c41d0a7e5b3c8e1f0"
+    with pytest.raises(ConfigError, match=r"short: must be at least 16 characters"):
+        node.child("short").secret("http://127.0.0.1:8001")

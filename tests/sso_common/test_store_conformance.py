@@ -119,6 +119,29 @@ def test_incr_value_is_readable_as_count(clock_and_store):
     assert store.get("fail", "bob") == {"count": 2}
 
 
+def test_incr_by_other_amounts_including_negative(clock_and_store):
+    _, store = clock_and_store
+    assert store.incr("slots", "bob", 300, amount=3) == 3
+    assert store.incr("slots", "bob", 300, amount=-1) == 2
+    assert store.incr("slots", "bob", 300) == 3
+    assert store.get("slots", "bob") == {"count": 3}
+
+
+def test_incr_under_concurrency_loses_no_update(clock_and_store):
+    _, store = clock_and_store
+
+    def add():
+        for _ in range(50):
+            store.incr("race", "k", 300)
+
+    threads = [threading.Thread(target=add) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get("race", "k") == {"count": 200}
+
+
 def test_purge_expired(clock_and_store):
     clock, store = clock_and_store
     store.put("a", "old", {}, 5)
@@ -148,3 +171,15 @@ def test_audit_log_append_recent_and_export(audit_log):
     exported = list(audit_log.export())
     assert [e["n"] for e in exported] == [0, 1, 2, 3, 4]
     assert all("time" in e for e in exported)
+
+
+def test_database_files_and_their_folder_are_private(tmp_path):
+    import stat
+
+    store = SQLiteStateStore(str(tmp_path / "instance" / "state.db"))
+    store.put("s", "k", {"v": 1}, 60)
+    assert stat.S_IMODE((tmp_path / "instance").stat().st_mode) == 0o700
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        path = tmp_path / "instance" / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
