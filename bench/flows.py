@@ -68,10 +68,11 @@ class PortalLogin:
 
 class Reissue:
     """Scenario 3: a signed-in person asks again for credentials (portal POST /credentials). One login
-    per thread in setup; item: ignored."""
+    per thread in setup, each thread its own person (the IdP counts logins in flight per user against
+    its throttle); item: ignored."""
 
-    def __init__(self, portal: str, password: str, username: str):
-        self.portal, self.password, self.username = portal, password, username
+    def __init__(self, portal: str, password: str, usernames: list[str]):
+        self.portal, self.password, self.username = portal, password, usernames[0]
         self.browser = Browser()
         self.form: dict | None = None
 
@@ -151,11 +152,11 @@ class IdPCodeFlow:
     verification) or "auto" (the peer's interaction endpoint signs the bench user in without a form)."""
 
     def __init__(self, authorize_url: str, token_url: str, client_id: str, client_secret: str,
-                 redirect_uri: str, scope: str, login: str, username: str = "", password: str = ""):
+                 redirect_uri: str, scope: str, login: str, usernames: list[str] = ("",), password: str = ""):
         self.authorize_url, self.token_url = authorize_url, token_url
         self.client_id, self.redirect_uri, self.scope = client_id, redirect_uri, scope
         self.basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-        self.login, self.username, self.password = login, username, password
+        self.login, self.username, self.password = login, usernames[0], password
         self.browser = Browser()
         self.tokens = Browser()  # the client's back channel: its own connection, no cookies
 

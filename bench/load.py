@@ -35,7 +35,10 @@ def run(spec: dict, wait_for_go=lambda: None) -> dict:
     def worker(index: int) -> None:
         flow = None
         try:
-            flow = flow_class(**spec["params"])
+            params = dict(spec["params"])
+            if "usernames" in params:  # one person per client thread, across all load processes
+                params["usernames"] = params["usernames"][spec.get("first_slot", 0) + index:][:1] or params["usernames"][:1]
+            flow = flow_class(**params)
             flow.setup()
         except Exception as error:  # noqa: BLE001 - reported, the thread does no work
             setup_errors.append(f"{type(error).__name__}: {error}")

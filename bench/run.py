@@ -162,7 +162,7 @@ class Bench:
         workers = []
         for index in range(processes):
             spec = {"flow": flow, "params": params, "items": items[index::processes], "threads": threads[index],
-                    "duration": max_seconds or self.config.max_seconds}
+                    "duration": max_seconds or self.config.max_seconds, "first_slot": sum(threads[:index])}
             process = subprocess.Popen([sys.executable, "-m", "bench.load"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
             process.stdin.write(json.dumps(spec) + "\n")
@@ -305,9 +305,8 @@ class Bench:
     def scenario_reissue(self) -> None:
         n = self.config.reissues
         c = self.config.concurrency
-        # Each client thread signs in once (setup, not measured) as the same person, then asks again and again.
-        portal = self.drive("Reissue", {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
-                                        "username": self.users[-65]}, list(range(n)))
+        # Each client thread signs in once (setup, not measured) as its own person, then asks again and again.
+        portal = self.drive("Reissue", self._reissue_params(), list(range(n)))
         direct = self.drive("StsDirect", self._sts_direct_params(), list(range(n)))
         ratio = portal["throughput"] / direct["throughput"] if direct["throughput"] else 0.0
         broker_ms = portal["cpu"].get("broker", 0) * 1000 / portal["ok"] if portal["ok"] else 0.0
@@ -325,6 +324,13 @@ class Bench:
                  ratio=round(ratio, 3), broker_cpu_ms=round(broker_ms, 2),
                  broker_cpu_ms_without_sts=None if own_ms is None else round(own_ms, 2),
                  sts_call_share=sts_share)
+        self.row("3 STS alone", f"AssumeRoleWithSAML straight to the emulator (boto3), {c} clients", direct,
+                 "(baseline)", None, servers=("aws",))
+
+    def _reissue_params(self) -> dict:
+        c = self.config.concurrency
+        return {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
+                "usernames": self.users[-self.config.warmup - 2 * c:-self.config.warmup - c]}
 
     def sts_share_of_broker_cpu(self, n: int) -> float | None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -337,8 +343,7 @@ class Bench:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(1.0)
-            self.drive("Reissue", {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
-                                   "username": self.users[-65]}, list(range(n)))
+            self.drive("Reissue", self._reissue_params(), list(range(n)))
         finally:
             profiler.send_signal(signal.SIGINT)
             try:
@@ -356,8 +361,6 @@ class Bench:
             if any("_make_api_call (" in frame and "botocore/client.py" in frame for frame in stack.split(";")):
                 inside += int(count)
         return round(inside / total, 3) if total else None
-        self.row("3 STS alone", f"AssumeRoleWithSAML straight to the emulator (boto3), {c} clients", direct,
-                 "(baseline)", None, servers=("aws",))
 
     def start_peer(self) -> bool:
         if shutil.which("node") is None:
@@ -396,7 +399,8 @@ class Bench:
             "authorize_url": f"{self.idp}/oidc/authorize", "token_url": f"{self.idp}/oidc/token",
             "client_id": "access-portal", "client_secret": PORTAL_CLIENT_SECRET,
             "redirect_uri": f"{self.portal}/login/example-corp-oidc/callback", "scope": OIDC_SCOPE,
-            "login": "form", "username": self.users[-1], "password": gen.GENERATED_PASSWORD}, list(range(n)))
+            "login": "form", "usernames": self.users[-self.config.warmup - c:-self.config.warmup],
+            "password": gen.GENERATED_PASSWORD}, list(range(n)))
         if not self.start_peer():
             self.row("4 IdP, session", f"authorize + code exchange, {c} clients (no peer to compare)", ours,
                      servers=("idp",))
