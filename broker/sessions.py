@@ -1,5 +1,9 @@
 """Portal sessions and login transactions, kept in the state store; the browser holds random IDs only.
 
+Records that must end with a portal session (the command-line sign-ins it approved) keep a
+*reference* to it, never its ID: a one-way digest that can tell whether the session is still live
+but cannot be used as the session cookie.
+
 A login transaction ties an upstream answer to the browser that started the login: its `state` goes
 to the IdP and comes back, and its `binding` secret stays in a cookie here. Both must match, so a
 login started by an attacker cannot be finished in a victim's browser (login CSRF).
@@ -7,6 +11,7 @@ login started by an attacker cannot be finished in a victim's browser (login CSR
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from .identity import Identity
 
 SESSION_KIND = "portal_session"
+REFERENCE_KIND = "portal_session_reference"  # live while its session is; see Sessions.reference
 TRANSACTION_KIND = "login_transaction"
 FINISH_KIND = "login_finish"
 TRANSACTION_LIFETIME = 15 * 60  # a person may take a while on the IdP's pages
@@ -69,8 +75,35 @@ class Sessions:
                              record["logout_data"], record["started"], record["expires"])
 
     def end(self, session_id: str | None) -> None:
+        """End the session and, with it, everything that holds a reference to it."""
         if session_id:
             self.store.delete(SESSION_KIND, session_id)
+            self.store.delete(REFERENCE_KIND, session_reference(session_id))
+
+    def reference(self, session: PortalSession) -> str | None:
+        """A reference for a record that must not outlive `session`, or None when the session has
+        already ended. `is_live` answers for it until the session is ended or expires.
+
+        The liveness marker is written first and the session checked after: a sign-out that races
+        with this either finds the marker and deletes it, or is seen here."""
+        reference = session_reference(session.id)
+        remaining = session.expires - time.time()
+        if remaining <= 0:
+            return None
+        self.store.put(REFERENCE_KIND, reference, {}, remaining)
+        if self.load(session.id) is None:
+            self.store.delete(REFERENCE_KIND, reference)
+            return None
+        return reference
+
+    def is_live(self, reference: str | None) -> bool:
+        """Whether the session behind a `reference` is still live (False for None)."""
+        return bool(reference) and self.store.get(REFERENCE_KIND, reference) is not None
+
+
+def session_reference(session_id: str) -> str:
+    """A one-way name for a session: it identifies the session without being able to act as it."""
+    return hashlib.sha256(b"portal session reference\x00" + session_id.encode()).hexdigest()
 
 
 class LoginTransactions:

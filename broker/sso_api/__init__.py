@@ -17,6 +17,11 @@ def sso_store() -> SsoStore:
     return current_app.extensions["sso_api"]
 
 
+def portal_session_live(reference: str | None) -> bool:
+    """Whether the portal session a grant refers to is still live: CLI sign-ins end with it."""
+    return current_app.extensions["broker"].sessions.is_live(reference)
+
+
 def install(app: Flask) -> None:
     """Build the store on the broker's StateStore and register both API blueprints."""
     from . import oidc, portal_api

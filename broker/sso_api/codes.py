@@ -17,6 +17,10 @@ USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 USER_CODE_LENGTH = 8
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+# RFC 3986's unreserved and reserved characters and '%': no controls, spaces, backslashes or non-ASCII.
+_URI_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,2048}")
+# http://HOST[:PORT][REST]; the scheme exactly as registered (lower case), the host an IP literal or name.
+_LOOPBACK_URI = re.compile(r"http://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/?#\[\]]+)(?::[0-9]{0,5})?(?P<rest>[/?].*)?")
 
 
 def new_secret(prefix: str) -> str:
@@ -63,27 +67,35 @@ def pkce_matches(challenge: str, verifier: str | None) -> bool:
     return hmac.compare_digest(challenge.rstrip("="), pkce_challenge(verifier))
 
 
-def is_loopback_redirect_uri(uri: str) -> bool:
-    """Native apps receive the code on the loopback interface (RFC 8252 §7.3): plain http to a
-    loopback host, no fragment, no credentials in the URL."""
+def _loopback_parts(uri: str) -> tuple[str, str] | None:
+    """(host as written, everything after the port) of a plain-http loopback URI, or None.
+
+    Only RFC 3986 characters are let through: urlsplit silently drops tabs and newlines, so a check
+    made on what it returns would pass a URI that the redirect then carries (or chokes on) raw."""
+    if not isinstance(uri, str) or not _URI_CHARACTERS.fullmatch(uri):
+        return None
+    match = _LOOPBACK_URI.fullmatch(uri)
+    if match is None:
+        return None
     try:
         parts = urlsplit(uri)
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:  # a port that is not a number
-        return False
-    return (port_ok and parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS and not parts.fragment
-            and parts.username is None and parts.password is None)
+        return None
+    if not (port_ok and parts.hostname in LOOPBACK_HOSTS and not parts.fragment and "#" not in uri
+            and parts.username is None and parts.password is None):
+        return None
+    return match["host"], match["rest"] or "/"
+
+
+def is_loopback_redirect_uri(uri: str) -> bool:
+    """Native apps receive the code on the loopback interface (RFC 8252 §7.3): plain http to a
+    loopback host, no fragment, no credentials in the URL, nothing but URI characters."""
+    return _loopback_parts(uri) is not None
 
 
 def redirect_uri_allowed(registered: list[str], requested: str) -> bool:
-    """`requested` equals a registered loopback URI except for the port, which the client picks at
-    run time (RFC 8252 §7.3; the AWS CLI registers http://127.0.0.1/oauth/callback)."""
-    if not is_loopback_redirect_uri(requested):
-        return False
-    wanted = urlsplit(requested)
-    for uri in registered:
-        known = urlsplit(uri)
-        if (known.scheme, known.hostname, known.path or "/", known.query) == \
-                (wanted.scheme, wanted.hostname, wanted.path or "/", wanted.query):
-            return True
-    return False
+    """`requested` is, character for character, a registered loopback URI except for the port, which
+    the client picks at run time (RFC 8252 §7.3; the AWS CLI registers http://127.0.0.1/oauth/callback)."""
+    wanted = _loopback_parts(requested)
+    return wanted is not None and any(_loopback_parts(uri) == wanted for uri in registered)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from ..web import broker
-from . import sso_store
+from . import portal_session_live, sso_store
 from .codes import display_user_code, is_loopback_redirect_uri
 from .errors import ApiError, install_error_handlers, json_body, string_field, string_list
 from .store import CODE_GRANT, DEFAULT_SCOPE, DEVICE_GRANT, GRANT_TYPES, REFRESH_GRANT, SCOPES
@@ -69,13 +69,13 @@ def create_token():
         raise ApiError("UnauthorizedClientException", f"This client is not registered for {grant_type}.")
     store = sso_store()
     if grant_type == REFRESH_GRANT:
-        return jsonify(store.refresh(client_id, string_field(body, "refreshToken", max_length=512)))
+        return jsonify(store.refresh(client_id, string_field(body, "refreshToken", max_length=512),
+                                     portal_session_live))
     if grant_type == DEVICE_GRANT:
-        identity, session_expires, scopes = store.redeem_device_code(
-            client_id, string_field(body, "deviceCode", max_length=512))
-        return jsonify(store.issue_tokens(client_id, client, identity, session_expires, scopes))
-    identity, session_expires, scopes = store.redeem_authorization_code(
-        client_id, string_field(body, "code", max_length=512),
-        string_field(body, "redirectUri", required=False, max_length=2048),
-        string_field(body, "codeVerifier", required=False, max_length=128))
-    return jsonify(store.issue_tokens(client_id, client, identity, session_expires, scopes))
+        approval = store.redeem_device_code(client_id, string_field(body, "deviceCode", max_length=512))
+    else:
+        approval = store.redeem_authorization_code(
+            client_id, string_field(body, "code", max_length=512),
+            string_field(body, "redirectUri", required=False, max_length=2048),
+            string_field(body, "codeVerifier", required=False, max_length=128))
+    return jsonify(store.issue_tokens(client_id, client, approval, portal_session_live))

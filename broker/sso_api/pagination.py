@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -18,6 +19,9 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_TOKEN_LENGTH = 200
+# ASCII digits only: str.isdigit() also takes '²' (which int() refuses: a 500) and '١' or '５' (which it
+# reads); the length bound keeps int() clear of its 4300-digit limit.
+_PAGE_SIZE = re.compile(r"[0-9]{1,3}")
 
 
 class BadPageRequest(ValueError):
@@ -54,7 +58,7 @@ def page_size(raw: str | None) -> int:
     """`max_result` as sent in the query string: 1 to MAX_PAGE_SIZE, default DEFAULT_PAGE_SIZE."""
     if raw is None or raw == "":
         return DEFAULT_PAGE_SIZE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+    if not _PAGE_SIZE.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise BadPageRequest(f"max_result must be a whole number from 1 to {MAX_PAGE_SIZE}.")
     return int(raw)
 

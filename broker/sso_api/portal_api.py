@@ -1,6 +1,7 @@
 """The sso portal API (GetRoleCredentials, ListAccounts, ListAccountRoles, Logout), as botocore calls it.
 
-Callers authenticate with the access token from CreateToken in the `x-amz-sso_bearer_token` header.
+Callers authenticate with the access token from CreateToken in the `x-amz-sso_bearer_token` header;
+the token is good only while the portal session that approved its sign-in is live.
 Credentials come from `Issuance.issue`, so the entitlement check and the audit record are the
 portal's own; `roleName` is the permission set's name, as in IAM Identity Center.
 """
@@ -18,7 +19,7 @@ from ..credentials import CredentialIssueError, StsRefused
 from ..entitlements import EntitlementError, MfaRequired
 from ..identity import Identity
 from ..web import broker
-from . import sso_store
+from . import portal_session_live, sso_store
 from .errors import ApiError, error_response, install_error_handlers
 from .pagination import BadPageRequest, PageTokens, page_size, paginate
 
@@ -32,7 +33,7 @@ NO_ACCESS = "No access"  # what Identity Center says, whether the account, the r
 
 
 def _caller() -> Identity:
-    return sso_store().bearer(request.headers.get(BEARER_HEADER))[0]
+    return sso_store().bearer(request.headers.get(BEARER_HEADER), portal_session_live)[0]
 
 
 def _api_client() -> Client:
@@ -106,7 +107,7 @@ def logout_by_bearer_token() -> Response | None:
     if request.method != "POST" or request.path != "/logout" or BEARER_HEADER not in request.headers:
         return None
     try:
-        sso_store().logout(request.headers.get(BEARER_HEADER))
+        sso_store().logout(request.headers.get(BEARER_HEADER), portal_session_live)
     except ApiError as refusal:
         return error_response(refusal)
     return Response(status=200)

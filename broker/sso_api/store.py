@@ -6,20 +6,34 @@ bearer value.
 A sign-in through the device or authorization-code flow becomes a *grant*: the identity, bounded
 by the portal session that approved it. Access and refresh tokens point at their grant, so Logout
 (or the end of the sign-in) ends every token of it at once.
+
+The grant keeps a reference to that portal session (`Sessions.reference`: a one-way digest, not the
+session ID), and every use of the grant asks `session_live` whether the session is still there: a
+portal sign-out, or the session's expiry, ends the command-line sign-ins approved from it.
+Grants without a reference are treated as ended (fail closed).
+
+Refresh tokens rotate. A rotated token presented again ends the whole grant (RFC 9700 §4.14.2):
+either the client or a thief has used it, and the server cannot tell which.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..identity import Identity
 from ..sessions import identity_from_dict, identity_to_dict
 from .codes import new_secret, new_user_code, pkce_matches, secret_digest, secret_matches
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+SessionLive = Callable[[str | None], bool]  # a portal session reference -> is that session still live?
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REFRESH_GRANT = "refresh_token"
@@ -38,6 +52,7 @@ AUTH_CODE_KIND = "sso_auth_code"
 GRANT_KIND = "sso_grant"
 ACCESS_KIND = "sso_access_token"
 REFRESH_KIND = "sso_refresh_token"
+SPENT_REFRESH_KIND = "sso_refresh_token_spent"  # written once (StateStore.add) when a refresh token is rotated
 REGISTER_RATE_KIND = "sso_register_rate"
 DEVICE_RATE_KIND = "sso_device_start_rate"
 MISS_PERSON_KIND = "sso_user_code_miss_person"
@@ -65,8 +80,21 @@ class SsoSettings:
         """Access tokens last as long as a portal session unless BROKER_SSO_TOKEN_LIFETIME_SECONDS
         says less (tests use it to make refresh happen)."""
         raw = environ.get("BROKER_SSO_TOKEN_LIFETIME_SECONDS", "")
-        lifetime = int(raw) if raw.isdigit() and int(raw) > 0 else session_lifetime
+        lifetime = int(raw) if _ASCII_NUMBER.fullmatch(raw) and int(raw) > 0 else session_lifetime
         return cls(token_lifetime=min(lifetime, session_lifetime))
+
+
+_ASCII_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes '²', which int() refuses
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What a person approved in the browser, as the token endpoint redeems it."""
+
+    identity: Identity
+    session_expires: float
+    session: str | None  # reference to the approving portal session (Sessions.reference)
+    scopes: list[str]
 
 
 @dataclass(frozen=True)
@@ -159,18 +187,20 @@ class SsoStore:
         return DeviceRequest(user_code, record["client_name"], self._clock() >= record["expires_at"],
                              self.store.get(DECISION_KIND, reference) is not None)
 
-    def decide(self, user_code: str, identity: Identity | None, session_expires: float) -> bool:
-        """Approve for `identity` (None: deny). False when the request is gone, expired or already decided."""
+    def decide(self, user_code: str, identity: Identity | None, session_expires: float, session: str | None) -> bool:
+        """Approve for `identity` (None: deny), within the portal session referred to by `session`.
+        False when the request is gone, expired or already decided."""
         found = self._device_by_user_code(user_code)
         if found is None or self._clock() >= found[1]["expires_at"]:
             return False
         reference, record = found
         decision = {"approved": identity is not None, "session_expires": session_expires,
-                    "identity": identity_to_dict(identity) if identity else None}
+                    "identity": identity_to_dict(identity) if identity else None,
+                    "session": session if identity else None}
         return self.store.add(DECISION_KIND, reference, decision,
                               remaining_seconds(record["expires_at"], self._clock()) + self.settings.expired_memory)
 
-    def redeem_device_code(self, client_id: str, device_code: str | None) -> tuple[Identity, float, list[str]]:
+    def redeem_device_code(self, client_id: str, device_code: str | None) -> Approval:
         """The approved sign-in behind a device code, once; otherwise the RFC 8628 answer for its state."""
         pointer = self.store.get(DEVICE_CODE_KIND, device_code) if device_code else None
         record = self.store.get(DEVICE_KIND, pointer["ref"]) if pointer else None
@@ -187,7 +217,8 @@ class SsoStore:
             raise ApiError("AccessDeniedException", "The request was denied.")
         if self.store.take(DEVICE_CODE_KIND, device_code) is None:  # a concurrent poll won
             raise ApiError("InvalidGrantException", "The device code is unknown or was already used.")
-        return identity_from_dict(decision["identity"]), decision["session_expires"], record["scopes"]
+        return Approval(identity_from_dict(decision["identity"]), decision["session_expires"],
+                        decision.get("session"), record["scopes"])
 
     def _note_poll(self, reference: str, record: dict, now: float) -> None:
         poll = self.store.get(POLL_KIND, reference) or {"last": 0, "interval": self.settings.poll_interval}
@@ -200,16 +231,16 @@ class SsoStore:
     # --- authorization code with PKCE ----------------------------------------------------------
 
     def new_authorization_code(self, client_id: str, redirect_uri: str, code_challenge: str, scopes: list[str],
-                               identity: Identity, session_expires: float) -> str:
+                               identity: Identity, session_expires: float, session: str) -> str:
         code = new_secret("bac-")
         self.store.put(AUTH_CODE_KIND, code, {
             "client_id": client_id, "redirect_uri": redirect_uri, "challenge": code_challenge, "scopes": scopes,
-            "identity": identity_to_dict(identity), "session_expires": session_expires},
+            "identity": identity_to_dict(identity), "session_expires": session_expires, "session": session},
             self.settings.code_lifetime)
         return code
 
     def redeem_authorization_code(self, client_id: str, code: str | None, redirect_uri: str | None,
-                                  verifier: str | None) -> tuple[Identity, float, list[str]]:
+                                  verifier: str | None) -> Approval:
         """The sign-in behind a code, once (a second use finds nothing), for the client, redirect URI and
         PKCE verifier it was issued to."""
         record = self.store.take(AUTH_CODE_KIND, code) if code else None
@@ -217,29 +248,53 @@ class SsoStore:
                 or not pkce_matches(record["challenge"], verifier)):
             raise ApiError("InvalidGrantException", "The authorization code is unknown, used or expired, or does "
                                                     "not match the redirect URI or code verifier.")
-        return identity_from_dict(record["identity"]), record["session_expires"], record["scopes"]
+        return Approval(identity_from_dict(record["identity"]), record["session_expires"], record.get("session"),
+                        record["scopes"])
 
     # --- tokens ---------------------------------------------------------------------------------
 
-    def issue_tokens(self, client_id: str, client: dict, identity: Identity, session_expires: float,
-                     scopes: list[str]) -> dict:
+    def issue_tokens(self, client_id: str, client: dict, approval: Approval, session_live: SessionLive) -> dict:
         """A new grant for a fresh sign-in, and its first tokens (CreateToken's answer)."""
         now = self._clock()
-        if session_expires <= now + 60:
+        if approval.session_expires <= now + 60 or not session_live(approval.session):
             raise ApiError("InvalidGrantException", "The portal sign-in behind this request has ended.")
         grant_id = secrets.token_urlsafe(16)
-        self.store.put(GRANT_KIND, grant_id, {"identity": identity_to_dict(identity), "client_id": client_id,
-                                              "scopes": scopes, "expires_at": session_expires},
-                       remaining_seconds(session_expires, now))
-        return self._tokens(grant_id, session_expires, REFRESH_GRANT in client["grant_types"])
+        self.store.put(GRANT_KIND, grant_id, {"identity": identity_to_dict(approval.identity), "client_id": client_id,
+                                              "scopes": approval.scopes, "expires_at": approval.session_expires,
+                                              "session": approval.session},
+                       remaining_seconds(approval.session_expires, now))
+        return self._tokens(grant_id, approval.session_expires, REFRESH_GRANT in client["grant_types"])
 
-    def refresh(self, client_id: str, refresh_token: str | None) -> dict:
-        """Rotation: the refresh token is spent, a new pair comes back in the same grant."""
-        record = self.store.take(REFRESH_KIND, refresh_token) if refresh_token else None
+    def refresh(self, client_id: str, refresh_token: str | None, session_live: SessionLive) -> dict:
+        """Rotation: the refresh token is spent, a new pair comes back in the same grant.
+
+        - Presented by another client than the grant's: refused, and neither spent nor revoked. The
+          other client cannot use it (CreateToken authenticates the client), so refusing is all the
+          protection there is to have; spending it or ending the grant would let anyone who saw the
+          token (in a log, say) sign its owner out.
+        - Presented again by its client after it was rotated: the whole grant ends (RFC 9700 §4.14.2).
+          The spend is an atomic `add`, so of two concurrent presentations one wins and the other
+          counts as reuse.
+        - The portal session behind the grant has ended: the grant ends.
+        """
+        refused = ApiError("InvalidGrantException", "The refresh token is unknown, used, expired or revoked.")
+        record = self.store.get(REFRESH_KIND, refresh_token) if refresh_token else None
         grant = self.store.get(GRANT_KIND, record["grant"]) if record else None
-        if grant is None or grant["client_id"] != client_id:
-            raise ApiError("InvalidGrantException", "The refresh token is unknown, used, expired or revoked.")
-        return self._tokens(record["grant"], grant["expires_at"], True)
+        if grant is None:
+            raise refused
+        grant_id = record["grant"]
+        if grant["client_id"] != client_id:
+            log.warning("a refresh token was presented by another client than its own; refused")
+            raise refused
+        if not session_live(grant.get("session")):
+            self.store.delete(GRANT_KIND, grant_id)
+            raise ApiError("InvalidGrantException", "The portal sign-in behind this token has ended.")
+        if not self.store.add(SPENT_REFRESH_KIND, refresh_token, {},
+                              max(1, remaining_seconds(grant["expires_at"], self._clock()))):
+            self.store.delete(GRANT_KIND, grant_id)
+            log.warning("a rotated refresh token was presented again; its grant is revoked")
+            raise refused
+        return self._tokens(grant_id, grant["expires_at"], True)
 
     def _tokens(self, grant_id: str, grant_expires: float, with_refresh: bool) -> dict:
         now = self._clock()
@@ -253,16 +308,20 @@ class SsoStore:
             answer["refreshToken"] = refresh
         return answer
 
-    def bearer(self, access_token: str | None) -> tuple[Identity, str]:
-        """The identity behind a live access token, and its grant; UnauthorizedException otherwise."""
+    def bearer(self, access_token: str | None, session_live: SessionLive) -> tuple[Identity, str]:
+        """The identity behind a live access token, and its grant; UnauthorizedException otherwise
+        (also when the portal session that approved the grant has ended: the grant ends with it)."""
         record = self.store.get(ACCESS_KIND, access_token) if access_token else None
         grant = self.store.get(GRANT_KIND, record["grant"]) if record else None
+        if grant is not None and not session_live(grant.get("session")):
+            self.store.delete(GRANT_KIND, record["grant"])
+            grant = None
         if grant is None:
             raise ApiError("UnauthorizedException", "Session token not found or invalid.")
         return identity_from_dict(grant["identity"]), record["grant"]
 
-    def logout(self, access_token: str | None) -> None:
+    def logout(self, access_token: str | None, session_live: SessionLive) -> None:
         """End the whole grant: this token, its siblings and every refresh token of the sign-in."""
-        _, grant_id = self.bearer(access_token)
+        _, grant_id = self.bearer(access_token, session_live)
         self.store.delete(GRANT_KIND, grant_id)
         self.store.delete(ACCESS_KIND, access_token)

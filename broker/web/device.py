@@ -1,6 +1,7 @@
 """The browser half of CLI sign-in: the device verification page (/device) and the authorization
 endpoint of the PKCE code flow (/authorize). Both need a portal sign-in and an explicit, CSRF-protected
-approval, and both hand the signed-in Identity to the sso-oidc token endpoint through the SsoStore.
+approval, and both hand the signed-in Identity to the sso-oidc token endpoint through the SsoStore,
+with a reference to the portal session: the CLI's sign-in ends when that session does.
 """
 
 from __future__ import annotations
@@ -92,7 +93,11 @@ def device_decision():
     if problem:
         return problem
     approve = request.form.get("decision") == "approve"
-    if not sso_store().decide(found.user_code, session.identity if approve else None, session.expires):
+    reference = broker().sessions.reference(session) if approve else None
+    if approve and reference is None:
+        return _page("problem", "Signed out", "Your portal sign-in has ended. Sign in again and start again "
+                     "in your terminal.", 401)
+    if not sso_store().decide(found.user_code, session.identity if approve else None, session.expires, reference):
         return _page("problem", "Code no longer valid", "This request expired or was decided meanwhile. "
                      "Start again in your terminal.", 409)
     audit.sign_in(broker().audit, _sso_client(), session.upstream_id, session.identity,
@@ -170,7 +175,10 @@ def authorize_decision():
         audit.sign_in(broker().audit, _sso_client(), session.upstream_id, session.identity,
                       f"code-flow request from {fields['client_name']} denied by the user")
         return _back_to_client(fields, error="access_denied", error_description="The request was denied.")
+    reference = broker().sessions.reference(session)
+    if reference is None:
+        raise UserFacingError("Your portal sign-in has ended. Start again from your terminal.", 401, "Signed out")
     code = sso_store().new_authorization_code(fields["client_id"], fields["redirect_uri"], fields["code_challenge"],
-                                              fields["scopes"].split(), session.identity, session.expires)
+                                              fields["scopes"].split(), session.identity, session.expires, reference)
     audit.sign_in(broker().audit, _sso_client(), session.upstream_id, session.identity)
     return _back_to_client(fields, code=code)

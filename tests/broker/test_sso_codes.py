@@ -67,6 +67,10 @@ def test_pkce_s256_with_or_without_padding():
     ("https://127.0.0.1/cb", False), ("http://evil.example/cb", False), ("http://127.0.0.1.evil.example/cb", False),
     ("http://user:pw@127.0.0.1/cb", False), ("http://127.0.0.1/cb#frag", False), ("http://127.0.0.1:99999/cb", False),
     ("http://127.0.0.1:port/cb", False), ("javascript:alert(1)", False),
+    ("http://127.0.0.1:5000/cb\n", False), ("http://127.0.0.1:5000/c\r\nb", False), ("http://127.0.0.1\t:5000/cb", False),
+    ("http://127.0.0.1:5000/cb\x00", False), ("http://127.0.0.1:5000/cb\x7f", False), ("http://127.0.0.1:5000/c b", False),
+    ("http://127.0.0.1:5000/cb\u2028", False), ("http://127.0.0.1:5000/caf\u00e9", False),
+    ("http://127.0.0.1:5000\\@evil.example/cb", False), ("http://127.0.0.1:5000/cb?x=%0A", True),
 ])
 def test_only_loopback_redirect_uris_are_accepted(uri, loopback):
     assert is_loopback_redirect_uri(uri) is loopback
@@ -79,6 +83,23 @@ def test_redirect_uri_matches_a_registered_one_on_any_port():
     assert not redirect_uri_allowed(registered, "http://localhost:41234/oauth/callback")
     assert not redirect_uri_allowed(registered, "http://127.0.0.1:41234/oauth/callback?x=1")
     assert not redirect_uri_allowed([], "http://127.0.0.1/oauth/callback")
+
+
+@pytest.mark.parametrize("requested", [
+    "http://127.0.0.1:41234/oauth/callback\n", "http://127.0.0.1:41234/oauth/\ncallback", "\nhttp://127.0.0.1:41234/oauth/callback",
+    "http://127.0.0.1:41234/oauth/callback\t", "http://127.0.0.1:41234/oauth/callback\r",
+    "HTTP://127.0.0.1:41234/oauth/callback", "http://127.0.0.1:41234//oauth/callback",
+    "http://127.0.0.1:41234/oauth/callback/", "http://127.0.0.1:41234/oauth/callback?", "http://127.0.0.1:41234/oauth/callback#",
+])
+def test_redirect_uri_is_the_registered_one_exactly_but_for_the_port(requested):
+    assert redirect_uri_allowed(["http://127.0.0.1/oauth/callback"], "http://127.0.0.1:41234/oauth/callback")
+    assert not redirect_uri_allowed(["http://127.0.0.1/oauth/callback"], requested)
+
+
+def test_a_registered_uri_with_a_port_matches_on_any_port():
+    assert redirect_uri_allowed(["http://[::1]:8080/cb?a=1"], "http://[::1]:9999/cb?a=1")
+    assert redirect_uri_allowed(["http://localhost:8080/cb"], "http://localhost/cb")
+    assert not redirect_uri_allowed(["http://[::1]:8080/cb"], "http://127.0.0.1:8080/cb")
 
 
 def test_pages_follow_each_other_to_the_end():
@@ -118,7 +139,8 @@ def test_page_size(raw, size):
     assert page_size(raw) == size
 
 
-@pytest.mark.parametrize("raw", ["0", "101", "-1", "ten", "1.5"])
+@pytest.mark.parametrize("raw", ["0", "101", "-1", "ten", "1.5",
+                                 "\u00b2", "1\u00b2", "\u0661", "\uff15", "9" * 5000, " 5", "5\n", "+5", "0" * 20 + "5"])
 def test_page_size_out_of_range(raw):
     with pytest.raises(BadPageRequest):
         page_size(raw)
@@ -132,7 +154,9 @@ def test_access_tokens_never_outlive_the_sign_in():
 
 @pytest.mark.parametrize("env, lifetime", [({}, 28800), ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "900"}, 900),
                                            ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "99999"}, 28800),
-                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "soon"}, 28800)])
+                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "soon"}, 28800),
+                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "\u00b2"}, 28800),
+                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "\u0669\u0660\u0660"}, 28800)])
 def test_token_lifetime_from_the_environment_is_capped_by_the_session(env, lifetime):
     assert SsoSettings.from_environment(28800, env).token_lifetime == lifetime
 

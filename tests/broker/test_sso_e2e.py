@@ -12,12 +12,16 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
+from urllib.parse import urljoin
+
 import boto3
 import pytest
 import requests
 from botocore import UNSIGNED
 from botocore.config import Config
 
+from broker.login_cli.forms import read_page
+from tests.support.portal import follow, signed_in_session
 from tests.support.sso import PRODUCTION, approve_in_browser, run_python, sso_profile_config
 
 BOTO3_SCRIPT = """
@@ -105,6 +109,39 @@ def test_unmodified_boto3_uses_the_broker_refreshes_and_is_logged_out(stack, tmp
     assert out["photo"] == "<?xml" and out["write"] == "AccessDenied"
     assert out["refreshed"] is True
     assert out["after_logout"] == "UnauthorizedSSOTokenError"
+
+
+def test_portal_sign_out_ends_the_cli_sign_in_approved_from_that_browser(stack):
+    """The review's repro: approve a device code in bob's browser, sign out of the portal there; the
+    CLI's access token and refresh token stop working."""
+    portal = stack.addresses["PORTAL_URL"]
+    unsigned = Config(signature_version=UNSIGNED)
+    oidc = boto3.client("sso-oidc", endpoint_url=portal, region_name="us-east-1", config=unsigned)
+    sso = boto3.client("sso", endpoint_url=portal, region_name="us-east-1", config=unsigned)
+    registration = oidc.register_client(clientName="botocore-client-test", clientType="public",
+                                        grantTypes=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"])
+    client = {"clientId": registration["clientId"], "clientSecret": registration["clientSecret"]}
+    authorization = oidc.start_device_authorization(**client, startUrl=portal)
+    browser = signed_in_session(portal, "bob")
+    page = browser.get(authorization["verificationUriComplete"])
+    form = next(f for f in read_page(page.text).forms if ("decision", "approve") in f.buttons)
+    assert "Request approved" in browser.post(urljoin(page.url, form.action),
+                                              data={**form.inputs, "decision": "approve"}).text
+    time.sleep(authorization["interval"])
+    token = oidc.create_token(**client, grantType="urn:ietf:params:oauth:grant-type:device_code",
+                              deviceCode=authorization["deviceCode"])
+    role = {"accountId": PRODUCTION, "roleName": "EmployeeDirectoryReadOnly"}
+    assert sso.get_role_credentials(accessToken=token["accessToken"], **role)["roleCredentials"]["accessKeyId"]
+
+    home = browser.get(portal + "/")
+    sign_out = next(f for f in read_page(home.text).forms if f.action == "/logout")
+    signed_out = follow(browser, browser.post(portal + "/logout", data=sign_out.inputs, allow_redirects=False))
+    assert signed_out.url == portal + "/signed-out" and "command-line sign-ins" in signed_out.text.lower()
+
+    with pytest.raises(sso.exceptions.UnauthorizedException):
+        sso.get_role_credentials(accessToken=token["accessToken"], **role)
+    with pytest.raises(oidc.exceptions.InvalidGrantException):
+        oidc.create_token(**client, grantType="refresh_token", refreshToken=token["refreshToken"])
 
 
 @pytest.mark.parametrize("path", ["/token", "/client/register"])

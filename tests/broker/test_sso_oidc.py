@@ -200,18 +200,43 @@ def test_grant_types_the_client_did_not_register_are_unauthorized(client):
     aws_error(answer, "UnsupportedGrantTypeException")
 
 
+def refresh_with(client, registration: dict, token: str):
+    return client.post("/token", json={"clientId": registration["clientId"],
+                                       "clientSecret": registration["clientSecret"],
+                                       "grantType": "refresh_token", "refreshToken": token})
+
+
 def test_refresh_rotates_and_a_spent_refresh_token_is_refused(app, client, person):
     registration, tokens = device_tokens(app, client, person("bob"))
-
-    def refresh(token):
-        return client.post("/token", json={"clientId": registration["clientId"],
-                                           "clientSecret": registration["clientSecret"],
-                                           "grantType": "refresh_token", "refreshToken": token})
-
-    renewed = refresh(tokens["refreshToken"]).get_json()
+    renewed = refresh_with(client, registration, tokens["refreshToken"]).get_json()
     assert renewed["accessToken"] != tokens["accessToken"] and renewed["refreshToken"] != tokens["refreshToken"]
-    aws_error(refresh(tokens["refreshToken"]), "InvalidGrantException")
-    assert refresh(renewed["refreshToken"]).status_code == 200
+    again = refresh_with(client, registration, renewed["refreshToken"])
+    assert again.status_code == 200
+    aws_error(refresh_with(client, registration, tokens["refreshToken"]), "InvalidGrantException")
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_grant(app, client, person):
+    """RFC 9700 §4.14.2: a rotated refresh token presented again means two parties hold the sign-in;
+    the server cannot tell which is legitimate, so every token of the grant ends."""
+    registration, tokens = device_tokens(app, client, person("bob"))
+    renewed = refresh_with(client, registration, tokens["refreshToken"]).get_json()
+    body = aws_error(refresh_with(client, registration, tokens["refreshToken"]), "InvalidGrantException")
+    assert body["error"] == "invalid_grant"
+    aws_error(refresh_with(client, registration, renewed["refreshToken"]), "InvalidGrantException")
+    for spent in (tokens, renewed):
+        answer = client.get("/assignment/accounts", headers={"x-amz-sso_bearer_token": spent["accessToken"]})
+        aws_error(answer, "UnauthorizedException", 401)
+
+
+def test_a_refresh_token_presented_by_another_client_is_refused_and_not_spent(app, client, person):
+    """Client authentication makes the token useless to another client, so refusing is enough; spending
+    it (or revoking the grant) would let anyone who glimpsed it sign its owner out."""
+    registration, tokens = device_tokens(app, client, person("bob"))
+    other = register(client).get_json()
+    aws_error(refresh_with(client, other, tokens["refreshToken"]), "InvalidGrantException")
+    assert client.get("/assignment/accounts", headers={"x-amz-sso_bearer_token": tokens["accessToken"]}).status_code == 200
+    renewed = refresh_with(client, registration, tokens["refreshToken"])
+    assert renewed.status_code == 200 and renewed.get_json()["refreshToken"]
 
 
 def test_device_page_needs_sign_in_and_comes_back_with_the_code(client):
@@ -306,12 +331,38 @@ def test_denied_consent_goes_back_as_access_denied(app, client, person):
     assert answer == {"error": "access_denied", "error_description": "The request was denied.", "state": "state-1"}
 
 
-@pytest.mark.parametrize("overrides", [{"client_id": "unknown"}, {"redirect_uri": "http://evil.example/cb"},
-                                       {"redirect_uri": "http://127.0.0.1:41234/elsewhere"}])
+UNCHECKED_REDIRECTS = [
+    {"client_id": "unknown"}, {"redirect_uri": "http://evil.example/cb"},
+    {"redirect_uri": "http://127.0.0.1:41234/elsewhere"},
+    # urlsplit drops tabs and newlines, so these once passed the check and broke the redirect (a 500)
+    {"redirect_uri": "http://127.0.0.1:41234/oauth/callback\n"},
+    {"redirect_uri": "http://127.0.0.1:41234/oauth/call\r\nback"},
+    {"redirect_uri": "http://127.0.0.1:41234/oauth/\tcallback"},
+    {"redirect_uri": "http://127.0.0.1:41234\n/oauth/callback"},
+    {"redirect_uri": "http://127.0.0.1:41234/oauth/callback\x00"},
+    {"redirect_uri": "http://127.0.0.1:41234/oauth/callback "},
+    {"redirect_uri": "http://127.0.0.1:41234/oauth/callbäck"},
+    {"redirect_uri": "HTTP://127.0.0.1:41234/oauth/callback"},
+]
+
+
+@pytest.mark.parametrize("overrides", UNCHECKED_REDIRECTS)
 def test_authorize_never_redirects_to_an_unchecked_address(app, client, person, overrides):
     sign_in(app, client, person("bob"))
     answer = client.get(authorize_query(code_client(client), **overrides))
     assert answer.status_code == 400 and "Location" not in answer.headers
+    assert "Invalid sign-in request" in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("overrides", UNCHECKED_REDIRECTS)
+def test_an_approval_posted_with_an_unchecked_address_is_not_redirected(app, client, person, overrides):
+    sign_in(app, client, person("bob"))
+    registration = code_client(client)
+    page = client.get(authorize_query(registration))
+    form = next(f for f in read_page(page.get_data(as_text=True)).forms if ("decision", "approve") in f.buttons)
+    for decision in ("approve", "deny"):
+        answer = client.post("/authorize", data={**form.inputs, **overrides, "decision": decision})
+        assert answer.status_code == 400 and "Location" not in answer.headers
 
 
 @pytest.mark.parametrize("overrides, error", [
@@ -330,3 +381,28 @@ def test_a_device_only_client_cannot_use_the_code_flow(app, client, person):
     registration = register(client, redirectUris=[REDIRECT]).get_json()
     answer = client.get(authorize_query(registration))
     assert parse_qs(urlsplit(answer.headers["Location"]).query)["error"] == ["unauthorized_client"]
+
+
+def portal_sign_out(client):
+    page = client.get("/")
+    form = next(f for f in read_page(page.get_data(as_text=True)).forms if f.action == "/logout")
+    assert client.post("/logout", data={**form.inputs, "scope": "local"}).status_code == 303
+
+
+def test_portal_sign_out_ends_code_flow_tokens_approved_from_that_session(app, client, person):
+    sign_in(app, client, person("bob"))
+    registration = code_client(client)
+    tokens = redeem(client, registration, allow(client, registration)["code"]).get_json()
+    bearer = {"x-amz-sso_bearer_token": tokens["accessToken"]}
+    assert client.get("/assignment/accounts", headers=bearer).status_code == 200
+    portal_sign_out(client)
+    aws_error(client.get("/assignment/accounts", headers=bearer), "UnauthorizedException", 401)
+    aws_error(refresh_with(client, registration, tokens["refreshToken"]), "InvalidGrantException")
+
+
+def test_a_code_whose_portal_session_ended_before_redemption_gives_no_token(app, client, person):
+    sign_in(app, client, person("bob"))
+    registration = code_client(client)
+    code = allow(client, registration)["code"]
+    portal_sign_out(client)
+    aws_error(redeem(client, registration, code), "InvalidGrantException")

@@ -3,9 +3,27 @@ and the audit trail, with every refusal in AWS's words."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.support.sso import PRODUCTION, SANDBOX, FakeClock, bearer, device_tokens, fresh_sso_state, portal_app
+from broker.login_cli.forms import read_page
+from broker.sso_api.errors import ApiError
+from broker.sso_api.store import Approval
+from tests.support.sso import (
+    PRODUCTION,
+    SANDBOX,
+    FakeClock,
+    bearer,
+    decide,
+    device_tokens,
+    fresh_sso_state,
+    poll,
+    portal_app,
+    register,
+    sign_in,
+    start,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +133,15 @@ def test_page_tokens_cannot_be_edited_or_moved_to_another_list(client, tokens_fo
         aws_error(client.get(query, headers=bearer(tokens)), "InvalidRequestException", 400)
 
 
+@pytest.mark.parametrize("max_result", ["%C2%B2", "%D9%A1", "%EF%BC%95", "9" * 5000, "+5", " 5", "5%0A"])
+def test_page_sizes_that_are_not_plain_ascii_numbers_are_invalid_requests(client, tokens_for, max_result):
+    """'²' passes str.isdigit() but not int(); '١' and '５' pass both; 5000 nines are over int()'s limit."""
+    tokens = tokens_for("alice", ("engineering", "aws-admins"))
+    for path in (f"/assignment/accounts?max_result={max_result}",
+                 f"/assignment/roles?account_id={SANDBOX}&max_result={max_result}"):
+        aws_error(client.get(path, headers=bearer(tokens)), "InvalidRequestException", 400)
+
+
 @pytest.mark.parametrize("headers", [{}, {"x-amz-sso_bearer_token": "bat-made-up"},
                                      {"x-amz-sso_bearer_token": "x" * 5000}])
 def test_missing_or_unknown_bearer_tokens_are_unauthorized(client, headers):
@@ -144,3 +171,92 @@ def test_the_portals_own_sign_out_is_untouched(client):
     """POST /logout without the bearer header is the browser sign-out (which wants its CSRF token)."""
     answer = client.post("/logout")
     assert answer.status_code == 400 and "x-amzn-ErrorType" not in answer.headers
+
+
+# --- CLI sign-ins end with the portal session that approved them ----------------------------------
+
+def refresh(client, registration: dict, refresh_token: str):
+    return client.post("/token", json={"clientId": registration["clientId"],
+                                       "clientSecret": registration["clientSecret"],
+                                       "grantType": "refresh_token", "refreshToken": refresh_token})
+
+
+def portal_sign_out(client):
+    """Press the portal's Sign out button (scope=local: the stand-in upstream has no IdP to visit)."""
+    page = client.get("/")
+    form = next(f for f in read_page(page.get_data(as_text=True)).forms if f.action == "/logout")
+    answer = client.post("/logout", data={**form.inputs, "scope": "local"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/signed-out"
+    return client.get("/signed-out")
+
+
+def test_portal_sign_out_ends_the_cli_sign_ins_approved_from_that_session(app, client, person):
+    registration, tokens = device_tokens(app, client, person("bob"))
+    assert credentials(client, tokens, PRODUCTION, "EmployeeDirectoryReadOnly").status_code == 200
+    signed_out = portal_sign_out(client)
+    assert "command-line sign-ins" in signed_out.get_data(as_text=True).lower()
+    aws_error(credentials(client, tokens, PRODUCTION, "EmployeeDirectoryReadOnly"), "UnauthorizedException", 401)
+    aws_error(client.get("/assignment/accounts", headers=bearer(tokens)), "UnauthorizedException", 401)
+    body = refresh(client, registration, tokens["refreshToken"]).get_json()
+    assert body["__type"] == "InvalidGrantException" and "accessToken" not in body
+    # The API's Logout still answers at the same address, in the API's words.
+    aws_error(client.post("/logout", headers=bearer(tokens)), "UnauthorizedException", 401)
+
+
+def test_a_refreshed_token_still_ends_with_the_portal_session(app, client, person):
+    registration, tokens = device_tokens(app, client, person("bob"))
+    renewed = refresh(client, registration, tokens["refreshToken"]).get_json()
+    portal_sign_out(client)
+    aws_error(client.get("/assignment/accounts", headers=bearer(renewed)), "UnauthorizedException", 401)
+    assert refresh(client, registration, renewed["refreshToken"]).status_code == 400
+
+
+def test_signing_out_another_browser_leaves_this_sessions_cli_sign_ins_alone(app, client, person):
+    bob = person("bob")
+    _, tokens = device_tokens(app, client, bob)
+    other_browser = app.test_client()
+    sign_in(app, other_browser, bob)
+    portal_sign_out(other_browser)
+    assert client.get("/assignment/accounts", headers=bearer(tokens)).status_code == 200
+
+
+def test_the_api_logout_leaves_the_portal_session_alone(app, client, person):
+    _, tokens = device_tokens(app, client, person("bob"))
+    assert client.post("/logout", headers=bearer(tokens)).status_code == 200
+    assert client.get("/", follow_redirects=False).status_code == 200  # still signed in to the portal
+
+
+def test_an_approval_whose_portal_session_ended_before_the_token_was_fetched_gives_no_token(app, client, clock,
+                                                                                             person):
+    sign_in(app, client, person("bob"))
+    registration = register(client).get_json()
+    authorization = start(client, registration).get_json()
+    assert decide(client, authorization["userCode"]).status_code == 200
+    portal_sign_out(client)
+    clock.now += 2
+    body = poll(client, registration, authorization["deviceCode"]).get_json()
+    assert body["__type"] == "InvalidGrantException" and "accessToken" not in body
+
+
+def test_grants_keep_no_portal_session_id(app, client, person):
+    """The grant names its portal session by a one-way reference: a copy of the store lets nobody
+    act as that browser."""
+    session = sign_in(app, client, person("bob"))
+    registration = register(client).get_json()
+    authorization = start(client, registration).get_json()
+    decide(client, authorization["userCode"])
+    poll(client, registration, authorization["deviceCode"])
+    for store in (app.extensions["sso_api"].store, app.extensions["broker"].store):
+        assert not any(session.id in str(value) for value, _ in store._entries.values())
+
+
+def test_an_approval_without_a_portal_session_reference_gives_no_token(app, person):
+    """Fail closed: approvals and grants from before sign-ins were tied to their portal session (or
+    any record that lost its reference) count as ended."""
+    store = app.extensions["sso_api"]
+    registration = store.register_client("old-cli", ["sso:account:access"], ["refresh_token"], [], "127.0.0.1")
+    client_record = store.public_client(registration["clientId"])
+    approval = Approval(person("bob"), time.time() + 3600, None, ["sso:account:access"])
+    with pytest.raises(ApiError) as refusal:
+        store.issue_tokens(registration["clientId"], client_record, approval, lambda reference: reference is not None)
+    assert refusal.value.name == "InvalidGrantException"
