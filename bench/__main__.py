@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service (default 2)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the servers, e.g. WEB_THREADS=4 (repeatable)")
-    parser.add_argument("--max-seconds", type=float, default=150.0, help="time limit of each load run")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="time limit of each load run "
+                        "(operations not started by then are reported as not run)")
     parser.add_argument("--instance-dir", type=Path,
                         help="where the generated directory, state and logs go (default: a temporary folder)")
     args = parser.parse_args(argv)

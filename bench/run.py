@@ -54,7 +54,7 @@ class Config:
     warmup: int = 64               # logins before measuring (not counted)
     startup_runs: int = 3
     soak_logins: int = 0           # 0: no soak
-    max_seconds: float = 150.0     # per load run
+    max_seconds: float = 300.0     # per load run
     scenarios: tuple[str, ...] = ("startup", "oidc", "saml", "reissue", "idp", "storm")
     server_env: dict = field(default_factory=dict)  # extra environment of the servers (experiments)
 
@@ -70,6 +70,7 @@ class Row:
     p95: float | None = None
     p99: float | None = None
     errors: int = 0
+    unfinished: int = 0  # operations not started before the run's time limit
     rss_peak_mb: dict = field(default_factory=dict)
     rss_worker_peak_mb: dict = field(default_factory=dict)
     cpu_ms_per_op: dict = field(default_factory=dict)
@@ -206,7 +207,8 @@ class Bench:
         # the figures above are only comparable between runs where this is near zero.
         merged["other_cores"] = max(0.0, (busy - ours) / wall) if wall else 0.0
         merged["client_cpu_ms_per_op"] = sum(r["cpu_seconds"] for r in results) * 1000 / ok if ok else 0.0
-        merged["error_count"] = merged["failed"] + merged["not_done"] + len(merged["setup_errors"])
+        # Operations left when the run's time limit struck are not errors of the system: counted apart.
+        merged["error_count"] = merged["failed"] + len(merged["setup_errors"])
         return merged
 
     def row(self, scenario: str, what: str, result: dict, target: str = "", met: bool | None = None,
@@ -219,7 +221,7 @@ class Bench:
         row = Row(
             scenario=scenario, what=what, ops=result["ok"], seconds=round(result["seconds"], 2),
             throughput=None if result["throughput"] is None else round(result["throughput"], 1), p50=pct(0.50), p95=pct(0.95), p99=pct(0.99),
-            errors=result["error_count"],
+            errors=result["error_count"], unfinished=result.get("not_done", 0),
             rss_peak_mb={k: round(v / MB, 1) for k, v in result["rss_peak"].items() if k in servers},
             rss_worker_peak_mb={k: round(v / MB, 1) for k, v in result["rss_worker_peak"].items() if k in servers},
             cpu_ms_per_op={**{k: round(v * 1000 / result["ok"], 2) for k, v in result["cpu"].items()
@@ -423,10 +425,11 @@ class Bench:
         users = self.users
         items = [[user, "example-corp-oidc" if i % 2 == 0 else "example-corp-saml"] for i, user in enumerate(users)]
         result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD}, items,
-                            max_seconds=max(self.config.max_seconds, len(items) / 10))
+                            max_seconds=max(self.config.max_seconds, len(items) / 5))
         self.row("7 storm", f"all {len(users)} employees ({self.config.groups} groups) log in and get credentials, "
                  f"half OIDC half SAML, {self.config.concurrency} clients", result, "0 errors; report total time",
-                 result["error_count"] == 0, f"{len(users)} logins in {result['seconds']:.1f} s; "
+                 result["error_count"] == 0 and result["not_done"] == 0,
+                 f"{result['ok']} of {len(users)} logins in {result['seconds']:.1f} s; "
                  + self.ceiling(result))
 
     def scenario_soak(self) -> None:
@@ -435,13 +438,14 @@ class Bench:
         total = self.config.soak_logins
         batch = 1000 if total >= 2000 else max(1, total // 4)
         samples: list[dict] = []
-        all_latencies, ok, errors, seconds = [], 0, 0, 0.0
+        all_latencies, ok, errors, not_done, seconds = [], 0, 0, 0, 0.0
         for done in range(0, total, batch):
             items = [[self.users[(done + i) % len(self.users)], "example-corp-oidc" if i % 2 == 0 else
                       "example-corp-saml"] for i in range(min(batch, total - done))]
             result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD}, items)
             ok += result["ok"]
             errors += result["error_count"]
+            not_done += result["not_done"]
             seconds += result["seconds"]
             all_latencies += result["latencies"]
             sizes = self.monitor.per_process_rss()
@@ -456,8 +460,9 @@ class Bench:
         # The emulator keeps every session it issues (moto stores state in memory for ever, unlike AWS): its
         # growth is reported, but the target is about this project's servers.
         ours = ("idp", "broker")
-        met = errors == 0 and all(worker_max[n] <= 150 for n in ours) and all(growth[n] <= 10 for n in ours)
-        merged = {"ok": ok, "error_count": errors, "seconds": seconds, "throughput": ok / seconds if seconds else 0,
+        met = errors == 0 and not_done == 0 and all(worker_max[n] <= 150 for n in ours) and all(
+            growth[n] <= 10 for n in ours)
+        merged = {"ok": ok, "error_count": errors, "not_done": not_done, "seconds": seconds, "throughput": ok / seconds if seconds else 0,
                   "latencies": sorted(all_latencies), "cpu": {}, "rss_peak": {}, "rss_worker_peak": {},
                   "setup_errors": [], "errors": []}
         self.row("6 soak", f"{total} logins, half OIDC half SAML, {self.config.concurrency} clients", merged,
@@ -528,7 +533,8 @@ def _fmt(value, digits=1) -> str:
 
 def format_row_line(row: Row) -> str:
     return (f"[{row.scenario}] ops {row.ops}, {_fmt(row.throughput)}/s, p50/p95/p99 {_fmt(row.p50)}/"
-            f"{_fmt(row.p95)}/{_fmt(row.p99)} ms, errors {row.errors}; {row.result}"
+            f"{_fmt(row.p95)}/{_fmt(row.p99)} ms, errors {row.errors}"
+            + (f" ({row.unfinished} not run: time limit)" if row.unfinished else "") + f"; {row.result}"
             + (f"; errors: {row.error_samples}" if row.error_samples else ""))
 
 
@@ -540,12 +546,13 @@ def table(rows: list[Row]) -> str:
         rss = ", ".join(f"{k} {v:.0f}" for k, v in row.rss_peak_mb.items()) or "-"
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in row.cpu_ms_per_op.items()) or "-"
         met = {True: "yes", False: "NO", None: ""}[row.met]
+        errors = str(row.errors) + (f" ({row.unfinished} not run: time limit)" if row.unfinished else "")
         if row.scenario.startswith("5"):
             cells = [row.scenario, str(row.ops), "-", _fmt(row.p50 and row.p50 / 1000, 2) + " s",
-                     "-", "-", str(row.errors), rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
+                     "-", "-", errors, rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
         else:
             cells = [row.scenario, str(row.ops), _fmt(row.throughput), _fmt(row.p50), _fmt(row.p95), _fmt(row.p99),
-                     str(row.errors), rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
+                     errors, rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

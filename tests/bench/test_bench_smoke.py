@@ -27,7 +27,7 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     names = {row["scenario"] for row in rows}
     assert SCENARIOS <= names, f"missing: {SCENARIOS - names}"
     for row in rows:
-        assert row["errors"] == 0, (row["scenario"], row["error_samples"])
+        assert row["errors"] == 0 and row["unfinished"] == 0, (row["scenario"], row["error_samples"])
         assert row["ops"] > 0, row["scenario"]
     assert "| 1 login OIDC |" in run.stdout  # the printed table
     print(f"quick benchmark: {took:.0f} s")
