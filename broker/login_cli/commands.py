@@ -59,6 +59,10 @@ class SignIn:
         self.non_interactive, self.idp, self.open_browser = non_interactive, idp, open_browser
 
     def token(self) -> Token:
+        with files.token_lock(self.session_name):
+            return self._token()
+
+    def _token(self) -> Token:
         cached = files.load_token(self.session_name, self.portal.url)
         if cached:
             token, registration = cached

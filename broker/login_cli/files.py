@@ -7,11 +7,13 @@ after `broker-login` unmodified AWS tools with an sso-session profile find the t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -105,6 +107,22 @@ def load_token(session_name: str, start_url: str) -> tuple[Token, Registration |
     except (KeyError, TypeError, ValueError):
         return None
     return token, registration
+
+
+@contextmanager
+def token_lock(session_name: str):
+    """Held while a process reads, refreshes or replaces the cached token. The broker treats a refresh
+    token used twice as stolen and ends the sign-in, so two processes (say two credential_process runs
+    started by one `terraform apply`) must not both refresh the same one: the second waits, then finds
+    the token the first one saved."""
+    path = token_cache_path(session_name).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(os.open(path, os.O_CREAT | os.O_RDWR, 0o600), "r+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def forget_token(session_name: str) -> None:

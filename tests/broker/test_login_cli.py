@@ -223,3 +223,38 @@ def test_bad_arguments_are_usage_errors(argv, monkeypatch):
 def test_options_before_the_subcommand_are_kept():
     args = commands._parser().parse_args(["--portal-url", "http://p", "--session-name", "s", "logout"])
     assert (args.portal_url, args.session_name, args.run) == ("http://p", "s", commands._logout)
+
+
+def test_concurrent_processes_refresh_a_token_once(home):
+    """Two credential_process runs at the same moment: one refreshes, the other finds its result. (The
+    portal ends the whole sign-in when a refresh token is used twice.)"""
+    import threading
+    import time
+
+    now = datetime.now(UTC)
+    registration = Registration("client-1", "client-secret", now + timedelta(days=30))
+    files.save_token("broker", "http://portal", "us-east-1",
+                     Token("stale-access", now + timedelta(minutes=5), "refresh-1"), registration)
+
+    class Portal:
+        url, region = "http://portal", "us-east-1"
+        refreshes = []
+
+        def refresh(self, registration, refresh_token):
+            self.refreshes.append(refresh_token)
+            time.sleep(0.3)  # long enough for the other process to arrive meanwhile
+            return Token(f"access-{len(self.refreshes)}", datetime.now(UTC) + timedelta(hours=8), "refresh-2")
+
+    portal = Portal()
+    tokens = []
+
+    def run():
+        sign_in = commands.SignIn(portal, "broker", None, non_interactive=True, idp="x", open_browser=False)
+        tokens.append(sign_in.token().access_token)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert portal.refreshes == ["refresh-1"] and tokens == ["access-1", "access-1"]
