@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from .browser import Browser, FlowError, forms
 
 OIDC_UPSTREAM = "example-corp-oidc"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 SAML_UPSTREAM = "example-corp-saml"
 
 
@@ -93,19 +94,51 @@ class Reissue:
 
 
 class ApiReissue:
-    """Scenario 3, Identity Center API variant: GET /federation/credentials with the bearer token."""
+    """Scenario 3, Identity Center API variant: GetRoleCredentials (GET /federation/credentials with the
+    x-amz-sso_bearer_token header), as `aws sso` and the SDKs call it. Setup, once per thread: sign in
+    to the portal, get an access token through the device flow (register, device authorization,
+    approval in the signed-in browser, token), and take the first role of the accounts page."""
 
-    def __init__(self, portal: str, token: str, account_id: str, role_name: str):
-        self.portal, self.token, self.account_id, self.role_name = portal, token, account_id, role_name
-        self.browser = Browser()
+    def __init__(self, portal: str, password: str, usernames: list[str]):
+        self.portal, self.password, self.username = portal, password, usernames[0]
+        self.api = Browser()  # the CLI's connection: no cookies
+        self.token = self.account_id = self.role_name = None
+
+    def _json(self, path: str, body: dict) -> dict:
+        answer = self.api.request("POST", f"{self.portal}{path}", body=json.dumps(body).encode(),
+                                  headers={"Content-Type": "application/json", "Accept": "application/json"})
+        _expect(answer.status == 200, f"setup: {path} refused", answer)
+        return json.loads(answer.body)
 
     def setup(self) -> None:
-        pass
+        browser = Browser()
+        try:
+            login_page = browser.follow(browser.get(f"{self.portal}/login/{OIDC_UPSTREAM}"))
+            fields = next(f["fields"] for f in forms(login_page.text) if "continue" in f["fields"])
+            idp = login_page.url.split("/login")[0]
+            accounts = browser.follow(browser.post(f"{idp}/login", {**fields, "username": self.username,
+                                                                     "password": self.password}))
+            roles = _credential_forms(accounts)
+            _expect(bool(roles), "setup: no role", accounts)
+            self.account_id, self.role_name = roles[0]["fields"]["account_id"], roles[0]["fields"]["permission_set"]
+            client = self._json("/client/register", {"clientName": "sso-bench", "clientType": "public",
+                                                     "grantTypes": [DEVICE_GRANT, "refresh_token"]})
+            secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
+            device = self._json("/device_authorization", {**secret, "startUrl": self.portal})
+            page = browser.get(f"{self.portal}/device?{urlencode({'user_code': device['userCode']})}")
+            form = next((f for f in forms(page.text) if f["action"] == "/device"), None)
+            _expect(form is not None, "setup: no device approval form", page)
+            approved = browser.post(f"{self.portal}/device", {**form["fields"], "decision": "approve"})
+            _expect(approved.status == 200, "setup: device approval refused", approved)
+            self.token = self._json("/token", {**secret, "grantType": DEVICE_GRANT,
+                                               "deviceCode": device["deviceCode"]})["accessToken"]
+        finally:
+            browser.close()
 
     def op(self, item) -> None:
         query = urlencode({"role_name": self.role_name, "account_id": self.account_id})
-        answer = self.browser.get(f"{self.portal}/federation/credentials?{query}",
-                                  headers={"x-amz-sso_bearer_token": self.token, "Accept": "application/json"})
+        answer = self.api.get(f"{self.portal}/federation/credentials?{query}",
+                              headers={"x-amz-sso_bearer_token": self.token, "Accept": "application/json"})
         _expect(answer.status == 200 and b"accessKeyId" in answer.body, "no role credentials", answer)
 
 

@@ -328,6 +328,18 @@ class Bench:
                  sts_call_share=sts_share)
         self.row("3 STS alone", f"AssumeRoleWithSAML straight to the emulator (boto3), {c} clients", direct,
                  "(baseline)", None, servers=("aws",))
+        api = self.drive("ApiReissue", {**self._reissue_params(),
+                                        "usernames": self.users[-self.config.warmup - 3 * c:-self.config.warmup - 2 * c]},
+                         list(range(n)))
+        api_ratio = api["throughput"] / direct["throughput"] if direct["throughput"] else 0.0
+        api_ms = api["cpu"].get("broker", 0) * 1000 / api["ok"] if api["ok"] else 0.0
+        api_own = api_ms * (1 - sts_share) if sts_share is not None else None
+        self.row("3 credentials again: API", f"GetRoleCredentials (GET /federation/credentials, bearer token), "
+                 f"{c} clients", api, "as above", api_ratio >= 0.8 and api_own is not None and api_own <= 2.0
+                 and api["error_count"] == 0,
+                 f"{api_ratio:.0%} of STS alone; broker CPU/issuance {api_ms:.2f} ms"
+                 + (f", about {api_own:.2f} ms without the STS call (the portal pass's botocore share)"
+                    if api_own is not None else ""), ratio=round(api_ratio, 3))
 
     def _reissue_params(self) -> dict:
         c = self.config.concurrency

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = {"1 login OIDC", "2 login SAML", "3 credentials again", "3 STS alone", "4 IdP, session: ours",
+SCENARIOS = {"1 login OIDC", "2 login SAML", "3 credentials again", "3 STS alone",
+             "3 credentials again: API", "4 IdP, session: ours",
              "5 start-up", "6 soak", "7 storm"}
 
 
