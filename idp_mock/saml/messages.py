@@ -2,8 +2,10 @@
 
 Everything here treats the message as hostile until proven otherwise: decoding is bounded (message
 size, DEFLATE output), parsing refuses DTDs and entities (python3-saml's hardened parser, so no XXE and
-no entity expansion), the message must be schema-valid, and when the SP registered a certificate its
-signature is required and checked (query signature for Redirect, enveloped XML signature for POST).
+no entity expansion), the message must be schema-valid, and its signature is checked with the SP's
+certificate (query signature for Redirect, enveloped XML signature for POST). A signature is required for
+every LogoutRequest, and for AuthnRequests when the SP has `require_signed_requests` (the default for an
+SP with a certificate or metadata_url); a signature that is present is always checked.
 Every refusal is a `Refused` error, which the app shows as a readable 400 page.
 """
 
@@ -47,6 +49,13 @@ _NS = {"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML}
 class Refused(UserFacingError):
     def __init__(self, message: str):
         super().__init__(message, 400, "The application's request was refused")
+
+
+class BadSignature(Refused):
+    """A signature that does not verify with the certificate at hand (which may be outdated)."""
+
+    def __init__(self):
+        super().__init__("The request's signature is not valid.")
 
 
 @dataclass(frozen=True)
@@ -144,35 +153,48 @@ def _parse(xml: bytes) -> etree._Element:
     return root
 
 
-def verify(message: Inbound, sp: ServiceProvider) -> etree._Element:
-    """The message's trusted root: its signature checked with the SP's certificate when it registered one.
+def verify(message: Inbound, sp: ServiceProvider, *, required: bool) -> etree._Element:
+    """The message's trusted root. A signature, when `required` or present, is checked with the SP's
+    certificate; without a certificate, a required signature cannot be checked, so the message is refused.
 
     For POST, the element returned is the one the signature covers (signxml's output), so content
-    outside the signature (a wrapping attack) is never read.
+    outside the signature (a wrapping attack) is never read. BadSignature when the signature does not
+    verify (the caller may retry with newer metadata).
     """
+    if message.binding == SAML.BINDING_HTTP_REDIRECT:
+        signed = "Signature" in message.query and "SigAlg" in message.query
+        partly = not signed and ("Signature" in message.query or "SigAlg" in message.query)
+    else:
+        signed, partly = message.root.find(f"{{{SAML.NS_DS}}}Signature") is not None, False
     if sp.certificate is None:
+        if required:
+            raise Refused(f"{sp.name} has no signing certificate registered with Example Corp, so this request, "
+                          "which must be signed, cannot be verified.")
+        return message.root  # nothing to check a signature with (none is needed)
+    if partly:
+        raise Refused("The request's signature is incomplete (it needs both SigAlg and Signature)"
+                      + (", and this application must sign its requests." if required else "."))
+    if not signed:
+        if required:
+            raise Refused("The request is not signed, but this application must sign its requests.")
         return message.root
     if message.binding == SAML.BINDING_HTTP_REDIRECT:
         _verify_query_signature(message, sp)
         return message.root
-    if message.root.find(f"{{{SAML.NS_DS}}}Signature") is None:
-        raise Refused("The request is not signed, but this application must sign its requests.")
     try:
         result = XMLVerifier().verify(
             message.xml, x509_cert=sp.certificate,
             expect_config=SignatureConfiguration(location="./", expect_references=1))
     except Exception:  # noqa: BLE001 - fail closed: whatever signxml trips over in a hostile message is "not valid"
-        raise Refused("The request's signature is not valid.") from None
-    signed = result.signed_xml
-    if signed.tag != message.root.tag or signed.get("ID") != message.root.get("ID"):
+        raise BadSignature() from None
+    signed_root = result.signed_xml
+    if signed_root.tag != message.root.tag or signed_root.get("ID") != message.root.get("ID"):
         raise Refused("The request's signature does not cover the request.")
-    return signed
+    return signed_root
 
 
 def _verify_query_signature(message: Inbound, sp: ServiceProvider) -> None:
     query = message.query
-    if "Signature" not in query or "SigAlg" not in query:
-        raise Refused("The request is not signed, but this application must sign its requests.")
     sig_alg = unquote_plus(query["SigAlg"])
     if sig_alg not in _QUERY_SIG_HASHES:
         raise Refused("The request is signed with an algorithm that is not accepted (use RSA-SHA256).")
@@ -185,7 +207,7 @@ def _verify_query_signature(message: Inbound, sp: ServiceProvider) -> None:
         sp.certificate.public_key().verify(signature, signed.encode("latin-1"), padding.PKCS1v15(),
                                            _QUERY_SIG_HASHES[sig_alg]())
     except (InvalidSignature, binascii.Error, ValueError, TypeError):
-        raise Refused("The request's signature is not valid.") from None
+        raise BadSignature() from None
 
 
 def check_envelope(root: etree._Element, kind: str, destination: str, clock_skew: int) -> None:

@@ -1,11 +1,15 @@
-"""SAML metadata: the IdP's own (published at /saml/metadata) and SPs' (read at run-time registration)."""
+"""SAML metadata: the IdP's own (published at /saml/metadata) and SPs' (read at run-time registration, or
+fetched from an SP's metadata_url, see remote.py): one hardened parser for both."""
 
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass
 
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from sso_common.config import URL_PATTERN
@@ -47,10 +51,29 @@ def idp_metadata(settings: SAMLSettings, identity: SigningIdentity) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
+@dataclass(frozen=True)
+class Validity:
+    """How long metadata may be used, as it says itself (both optional): validUntil and cacheDuration."""
+
+    valid_until: float | None     # epoch seconds
+    cache_duration: float | None  # seconds
+
+
 def parse_sp_metadata(xml: bytes, *, sign: str = "assertion", encrypt_assertion: bool = False,
                       allow_idp_initiated: bool = False) -> ServiceProvider:
     """A ServiceProvider from an EntityDescriptor with one SPSSODescriptor, plus the options metadata cannot
     express. Parsed like any untrusted XML: size-limited, no DTD or entities, schema-checked."""
+    return _service_provider(_load_entity_descriptor(xml), sign=sign, encrypt_assertion=encrypt_assertion,
+                             allow_idp_initiated=allow_idp_initiated)
+
+
+def parse_sp_metadata_with_validity(xml: bytes, **options) -> tuple[ServiceProvider, Validity]:
+    """parse_sp_metadata, and the metadata's own validUntil and cacheDuration (for fetched metadata)."""
+    root = _load_entity_descriptor(xml)
+    return _service_provider(root, **options), _validity(root)
+
+
+def _load_entity_descriptor(xml: bytes) -> etree._Element:
     if len(xml) > MAX_METADATA_BYTES:
         raise MetadataError(f"The metadata is larger than {MAX_METADATA_BYTES // 1024} KiB.")
     try:
@@ -63,6 +86,24 @@ def parse_sp_metadata(xml: bytes, *, sign: str = "assertion", encrypt_assertion:
         raise MetadataError("The metadata must be one md:EntityDescriptor.")
     if not isinstance(OneLogin_Saml2_XML.validate_xml(root, "saml-schema-metadata-2.0.xsd"), etree._Element):
         raise MetadataError("The metadata is not valid SAML 2.0 metadata (schema check failed).")
+    return root
+
+
+def _validity(root: etree._Element) -> Validity:
+    valid_until = cache_duration = None
+    try:
+        if root.get("validUntil"):
+            valid_until = float(OneLogin_Saml2_Utils.parse_SAML_to_time(root.get("validUntil")))
+        if root.get("cacheDuration"):
+            now = int(time.time())
+            cache_duration = float(max(0, OneLogin_Saml2_Utils.parse_duration(root.get("cacheDuration"), now) - now))
+    except Exception:  # noqa: BLE001 - python3-saml raises bare Exceptions (and isodate its own) for odd values
+        raise MetadataError("The metadata's validUntil or cacheDuration cannot be read.") from None
+    return Validity(valid_until, cache_duration)
+
+
+def _service_provider(root: etree._Element, *, sign: str = "assertion", encrypt_assertion: bool = False,
+                      allow_idp_initiated: bool = False) -> ServiceProvider:
     entity_id = root.get("entityID")
     if len(entity_id) > 1024 or not re.fullmatch(ENTITY_ID_PATTERN, entity_id):
         raise MetadataError("The entityID must be an http(s) URL or a URN.")
@@ -118,6 +159,7 @@ def parse_sp_metadata(xml: bytes, *, sign: str = "assertion", encrypt_assertion:
         acs=tuple(acs),
         certificate=certificates.get("signing"),
         encryption_certificate=certificates.get("encryption"),
+        require_signed_requests="signing" in certificates,
         name_id_formats=formats or (SAML.NAMEID_PERSISTENT,),
         sign=sign,
         allow_idp_initiated=allow_idp_initiated,

@@ -3,7 +3,9 @@
 A parsed AuthnRequest is kept server-side (state store, short TTL) while the user signs in, and the
 browser comes back to a local path (/saml/continue): a POST-binding request cannot be replayed by a
 redirect, and nothing the browser brings back is trusted except the random handle. A Response is only
-ever posted to an ACS URL registered for the SP that asked.
+ever posted to an ACS URL registered for the SP that asked. Requests are authenticated by the SP's
+certificate (configured, registered, or from its published metadata): LogoutRequests always, AuthnRequests
+when the SP requires signed requests; an SP whose metadata cannot be fetched gets a 503, never a pass.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from flask import (
     render_template,
     request,
 )
+from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
 from sso_common.keys import SigningIdentity
@@ -40,6 +43,8 @@ from ..session import (
 from .config import SAMLSettings, ServiceProvider, name_id_value
 from .messages import (
     REQUEST_LIFETIME,
+    BadSignature,
+    Inbound,
     Refused,
     check_envelope,
     check_relay_state,
@@ -98,13 +103,27 @@ def _known_sp(entity_id: str) -> ServiceProvider:
     return sp
 
 
+def _verified(message: Inbound, logout: bool) -> tuple[ServiceProvider, etree._Element]:
+    """The SP that sent the message, and the message's trusted root (see messages.verify). Every
+    LogoutRequest must be signed: an unsigned one would let anyone sign anyone out. When a signature
+    does not verify and the SP publishes its metadata, the metadata is fetched again once (key rotation)."""
+    sp = _known_sp(message.issuer)
+    required = logout or sp.require_signed_requests
+    try:
+        return sp, verify(message, sp, required=required)
+    except BadSignature:
+        newer = _saml().service_providers.refreshed(sp)
+        if newer is None:
+            raise
+        return newer, verify(message, newer, required=required)
+
+
 # --- single sign-on ---------------------------------------------------------------------------------
 
 @blueprint.route("/saml/sso", methods=["GET", "POST"])
 def sso():
     message = receive()
-    sp = _known_sp(message.issuer)
-    root = verify(message, sp)
+    sp, root = _verified(message, logout=False)
     check_envelope(root, "AuthnRequest", _saml().settings.sso_url, _idp().settings.clock_skew)
     authn = parse_authn_request(root)
     acs_url = _acs_url(sp, authn.acs_url, authn.acs_index, authn.protocol_binding)
@@ -239,8 +258,7 @@ def slo():
     if "SAMLResponse" in request.values:
         raise Refused("This IdP does not send logout requests, so it expects no logout response.")
     message = receive()
-    sp = _known_sp(message.issuer)
-    root = verify(message, sp)
+    sp, root = _verified(message, logout=True)
     check_envelope(root, "LogoutRequest", _saml().settings.slo_url, _idp().settings.clock_skew)
     if sp.slo is None:
         raise Refused(f"{sp.name} has no single logout address registered, so it cannot be answered.")

@@ -34,13 +34,15 @@ from tests.support.forge import (
     encode_response,
     idp_answer,
     idp_metadata,
-    module_idp,  # noqa: F401 (a fixture: this module's own IdP)
     resign,
 )
 from tests.support.idp_client import ERIN_TOTP_SECRET
-from tests.support.saml import post_form, register_sp
+from tests.support.saml import MetadataSite, post_form, register_sp
+from tests.support.servers import start_idp
 
-PORTAL = "http://localhost:8000"  # the portal SP the mock IdP's config registers
+# The portal SP the mock IdP's config registers, as the IdP of this module sees it (PORTAL_URL): the IdP
+# reads the portal's signing certificate from {PORTAL}/saml/metadata, served here by a MetadataSite.
+PORTAL = f"http://127.0.0.1:{free_port()}"
 UPSTREAM = "example-corp-saml"
 ACS = f"{PORTAL}/login/{UPSTREAM}/acs"
 
@@ -48,6 +50,21 @@ ACS = f"{PORTAL}/login/{UPSTREAM}/acs"
 @pytest.fixture(scope="module")
 def sp_keys(tmp_path_factory):
     return load_or_create_signing_identity(tmp_path_factory.mktemp("saml-sp"), "sp", f"{PORTAL}/saml/metadata")
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory, sp_keys):
+    """This module's own IdP (a TOTP code works once per IdP, so two modules signing erin in within the
+    same 30 s window would otherwise refuse each other's code), configured with PORTAL as the portal,
+    whose metadata (with sp_keys' certificate) the site publishes as the real portal does."""
+    site = MetadataSite(int(PORTAL.rsplit(":", 1)[1])).start()
+    site.publish(SAMLConnector(id=UPSTREAM, display_name="Example Corp (SAML)", portal_url=PORTAL,
+                               mapping=IdentityMapping(**SAML_ATTRIBUTES), sp_identity=sp_keys,
+                               store=MemoryStateStore(), clock_skew=60, metadata_url=f"{PORTAL}/none").sp_metadata_xml())
+    service = start_idp(tmp_path_factory.mktemp("idp"), env={"PORTAL_URL": PORTAL})
+    yield service
+    service.stop()
+    site.stop()
 
 
 @pytest.fixture(scope="module")

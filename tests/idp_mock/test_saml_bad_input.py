@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 import zlib
 
 import pytest
@@ -18,8 +19,16 @@ from tests.support.saml import (
     signed_redirect_query,
 )
 
-PORTAL = "http://localhost:8000/saml/metadata"  # configured without a certificate: unsigned requests are fine
-PORTAL_ACS = "http://localhost:8000/login/example-corp-saml/acs"
+# An SP registered without a certificate, so its unsigned requests pass the signature step and reach the
+# checks these tests bend. (The portal signs its requests: see test_saml_sp_metadata.py.)
+APP = f"https://app-{uuid.uuid4().hex[:8]}.example.test/saml/metadata"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def app(idp):
+    app = OneLoginSP(idp.url, None, entity_id=APP)
+    app.register()
+    return app
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +54,13 @@ def post(idp, xml: bytes | str, **params) -> requests.Response:
     return http_post_binding(requests.Session(), f"{idp.url}/saml/sso", "SAMLRequest", xml, **params)
 
 
-def portal_request(idp, **kwargs) -> bytes:
-    return authn_request_xml(PORTAL, f"{idp.url}/saml/sso", **kwargs)
+def app_request(idp, **kwargs) -> bytes:
+    return authn_request_xml(APP, f"{idp.url}/saml/sso", **kwargs)
 
 
-def test_a_well_formed_portal_request_is_accepted(idp):
+def test_a_well_formed_request_is_accepted(idp):
     """The baseline the other tests bend: the same request, unchanged, goes to the login page."""
-    answer = redirect(idp, portal_request(idp))
+    answer = redirect(idp, app_request(idp))
     assert answer.status_code == 302 and answer.headers["Location"].startswith("/login?")
 
 
@@ -62,27 +71,27 @@ def test_unknown_issuer(idp, send):
 
 
 def test_missing_issuer(idp):
-    xml = portal_request(idp).replace(b"<saml:Issuer>" + PORTAL.encode() + b"</saml:Issuer>", b"")
+    xml = app_request(idp).replace(b"<saml:Issuer>" + APP.encode() + b"</saml:Issuer>", b"")
     assert_refused(redirect(idp, xml), "no Issuer")
 
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_acs_url_not_registered_for_the_sp(idp, send):
-    xml = portal_request(idp, AssertionConsumerServiceURL="https://attacker.example.test/acs")
+    xml = app_request(idp, AssertionConsumerServiceURL="https://attacker.example.test/acs")
     assert_refused(send(idp, xml), "not registered for it")
 
 
 def test_acs_url_of_another_sp_is_refused(idp, sp):
-    xml = portal_request(idp, AssertionConsumerServiceURL=sp.acs_url)
+    xml = app_request(idp, AssertionConsumerServiceURL=sp.acs_url)
     assert_refused(redirect(idp, xml), "not registered for it")
 
 
 def test_acs_index_not_registered(idp):
-    assert_refused(redirect(idp, portal_request(idp, AssertionConsumerServiceIndex="7")), "Index is not registered")
+    assert_refused(redirect(idp, app_request(idp, AssertionConsumerServiceIndex="7")), "Index is not registered")
 
 
 def test_response_binding_other_than_post_is_refused(idp):
-    xml = portal_request(idp, ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact")
+    xml = app_request(idp, ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact")
     assert_refused(redirect(idp, xml), "HTTP-POST")
 
 
@@ -129,37 +138,37 @@ def test_post_request_signed_with_another_key(idp, sp, tmp_path):
 
 
 def test_issue_instant_far_in_the_past(idp):
-    assert_refused(redirect(idp, portal_request(idp, issue_instant=time.time() - 3600)), "expired")
+    assert_refused(redirect(idp, app_request(idp, issue_instant=time.time() - 3600)), "expired")
 
 
 def test_issue_instant_in_the_future(idp):
-    assert_refused(redirect(idp, portal_request(idp, issue_instant=time.time() + 3600)), "in the future")
+    assert_refused(redirect(idp, app_request(idp, issue_instant=time.time() + 3600)), "in the future")
 
 
 def test_destination_of_another_server(idp):
-    xml = authn_request_xml(PORTAL, "https://other-idp.example.test/saml/sso")
+    xml = authn_request_xml(APP, "https://other-idp.example.test/saml/sso")
     assert_refused(redirect(idp, xml), "Destination does not match")
 
 
 def test_replayed_request(idp):
-    xml = portal_request(idp)
+    xml = app_request(idp)
     assert redirect(idp, xml).status_code == 302
     assert_refused(redirect(idp, xml), "already used")
 
 
 def test_message_of_the_wrong_kind(idp):
-    xml = portal_request(idp).replace(b"AuthnRequest", b"LogoutRequest")
+    xml = app_request(idp).replace(b"AuthnRequest", b"LogoutRequest")
     assert_refused(redirect(idp, xml), "not a valid SAML 2.0 protocol message")
 
 
 def test_schema_invalid_request(idp):
-    xml = portal_request(idp).replace(b'Version="2.0"', b'Version="2.0" ForceAuthn="perhaps"')
+    xml = app_request(idp).replace(b'Version="2.0"', b'Version="2.0" ForceAuthn="perhaps"')
     assert_refused(redirect(idp, xml), "not a valid SAML 2.0 protocol message")
 
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_truncated_xml(idp, send):
-    assert_refused(send(idp, portal_request(idp)[:-20]), "not well-formed XML")
+    assert_refused(send(idp, app_request(idp)[:-20]), "not well-formed XML")
 
 
 def test_not_xml_at_all(idp):
@@ -182,7 +191,7 @@ def test_wrong_deflate(idp):
 
 
 def test_truncated_deflate(idp):
-    whole = base64.b64decode(deflate_base64(portal_request(idp)))
+    whole = base64.b64decode(deflate_base64(app_request(idp)))
     answer = requests.get(f"{idp.url}/saml/sso", params={"SAMLRequest": base64.b64encode(whole[:-10]).decode()},
                           allow_redirects=False)
     assert_refused(answer, "truncated")
@@ -190,14 +199,14 @@ def test_truncated_deflate(idp):
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_doctype(idp, send):
-    xml = b'<?xml version="1.0"?>\n<!DOCTYPE AuthnRequest>\n' + portal_request(idp)
+    xml = b'<?xml version="1.0"?>\n<!DOCTYPE AuthnRequest>\n' + app_request(idp)
     assert_refused(send(idp, xml), "not allowed")
 
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_external_entity(idp, send):
     xml = (b'<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
-           + portal_request(idp).replace(PORTAL.encode(), b"&xxe;"))
+           + app_request(idp).replace(APP.encode(), b"&xxe;"))
     answer = send(idp, xml)
     assert_refused(answer, "not allowed")
     assert "root:" not in answer.text
@@ -207,7 +216,7 @@ def test_external_entity(idp, send):
 def test_entity_expansion(idp, send):
     entities = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10 if i else "lol"}">' for i in range(10))
     xml = (f'<?xml version="1.0"?>\n<!DOCTYPE r [{entities}]>\n'.encode()
-           + portal_request(idp).replace(PORTAL.encode(), b"&l9;"))
+           + app_request(idp).replace(APP.encode(), b"&l9;"))
     started = time.monotonic()
     assert_refused(send(idp, xml), "request was refused")  # libxml2 or the DTD ban, whichever trips first
     assert time.monotonic() - started < 2
@@ -215,7 +224,7 @@ def test_entity_expansion(idp, send):
 
 def test_oversized_post_message(idp):
     padding = b"<!--" + b"x" * 100_000 + b"-->"
-    assert_refused(post(idp, portal_request(idp) + padding), "too large")
+    assert_refused(post(idp, app_request(idp) + padding), "too large")
 
 
 def test_oversized_post_body(idp):
@@ -225,18 +234,18 @@ def test_oversized_post_body(idp):
 
 def test_deflate_bomb(idp):
     bomb = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    data = bomb.compress(portal_request(idp) + b" " * 1_000_000) + bomb.flush()
+    data = bomb.compress(app_request(idp) + b" " * 1_000_000) + bomb.flush()
     answer = requests.get(f"{idp.url}/saml/sso", params={"SAMLRequest": base64.b64encode(data).decode()},
                           allow_redirects=False)
     assert_refused(answer, "too large")
 
 
 def test_relay_state_too_long(idp):
-    assert_refused(redirect(idp, portal_request(idp), RelayState="r" * 2000), "RelayState is longer")
+    assert_refused(redirect(idp, app_request(idp), RelayState="r" * 2000), "RelayState is longer")
 
 
 def test_duplicate_parameters(idp):
-    encoded = deflate_base64(portal_request(idp))
+    encoded = deflate_base64(app_request(idp))
     answer = requests.get(f"{idp.url}/saml/sso", params=[("SAMLRequest", encoded), ("SAMLRequest", encoded)],
                           allow_redirects=False)
     assert_refused(answer, "more than once")

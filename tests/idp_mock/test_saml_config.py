@@ -43,6 +43,9 @@ def test_repository_config_has_the_portal_and_aws(monkeypatch):
     assert portal.slo.url == "http://localhost:8000/login/example-corp-saml/slo"
     assert portal.name_id_formats[0] == SAML.NAMEID_PERSISTENT and portal.sign == "assertion"
     assert set(portal.attributes) == {"email", "displayName", "department", "groups"}
+    # Its signing certificate comes from the metadata the portal publishes, and it must sign its requests.
+    assert portal.metadata_url == "http://localhost:8000/saml/metadata" and portal.certificate is None
+    assert portal.require_signed_requests
     aws = settings.service_providers["urn:amazon:webservices"]
     assert aws.audience_uri == "https://signin.aws.amazon.com/saml" and aws.allow_idp_initiated
     assert aws.aws.roles_for(DIRECTORY.find("bob")) == [
@@ -57,6 +60,24 @@ def test_defaults_of_a_minimal_sp(tmp_path):
     assert sp.name == "app" and sp.sign == "assertion" and not sp.allow_idp_initiated and not sp.encrypt_assertion
     assert sp.certificate is None and sp.slo is None and sp.audience_uri == sp.entity_id
     assert [(a.url, a.binding) for a in sp.acs] == [("https://app.example.test/acs", SAML.BINDING_HTTP_POST)]
+
+
+def test_signed_requests_are_required_by_default_when_the_certificate_is_known(tmp_path):
+    identity = load_or_create_signing_identity(tmp_path, "sp", "sp")
+    by_metadata = sp_config(metadata_url="https://app.example.test/saml/metadata", acs=None)
+    pinned, unpinned = sp_config(certificate=identity.certificate_pem), sp_config()
+    relaxed = sp_config(certificate=identity.certificate_pem, require_signed_requests=False)
+    assert [next(iter(parse(tmp_path, config).service_providers.values())).require_signed_requests
+            for config in (by_metadata, pinned, unpinned, relaxed)] == [True, True, False, False]
+    sp = parse(tmp_path, by_metadata).service_providers["https://app.example.test/saml"]
+    assert sp.acs == () and sp.metadata_url == "https://app.example.test/saml/metadata"  # ACS from the metadata
+
+
+def test_a_certificate_and_a_metadata_url_exclude_each_other(tmp_path):
+    identity = load_or_create_signing_identity(tmp_path, "sp", "sp")
+    with pytest.raises(ConfigError) as error:
+        parse(tmp_path, sp_config(certificate=identity.certificate_pem, metadata_url="https://app.example.test/md"))
+    assert error.value.key == f"{SP}.metadata_url" and "exclude each other" in error.value.problem
 
 
 @pytest.mark.parametrize("form", ["pem", "base64 der"])
@@ -93,6 +114,10 @@ SP = "saml.service_providers.app"
     (sp_config(sign="sometimes"), f"{SP}.sign", "must be one of assertion, response, both"),
     (sp_config(encrypt_assertion=True), f"{SP}.encrypt_assertion", "needs the SP's certificate"),
     (sp_config(certificate="bm90IGEgY2VydA=="), f"{SP}.certificate", "not a PEM or base64 DER"),
+    (sp_config(metadata_url="file:///etc/passwd"), f"{SP}.metadata_url", "http(s) URL"),
+    (sp_config(require_signed_requests=True), f"{SP}.require_signed_requests", "needs the SP's certificate"),
+    (sp_config(require_signed_requests="yes"), f"{SP}.require_signed_requests", "true or false"),
+    (sp_config(acs=None), f"{SP}.acs", "is required"),
     (sp_config(name_id_formats=["transient"]), f"{SP}.name_id_formats[0]", "unknown NameID format"),
     (sp_config(attributes=["email", "salary"]), f"{SP}.attributes[1]", "unknown attribute"),
     (sp_config(allow_idp_initiated="yes please"), f"{SP}.allow_idp_initiated", "true or false"),

@@ -167,11 +167,12 @@ def test_idp_initiated_login_is_refused_for_sps_that_do_not_allow_it(idp, sp):
     assert answer.status_code == 404
 
 
-def test_configured_portal_sp_with_unsigned_requests(idp):
-    portal = OneLoginSP(idp.url, None, entity_id="http://localhost:8000/saml/metadata",
-                        acs_url="http://localhost:8000/login/example-corp-saml/acs",
-                        name_id_format=SAML.NAMEID_EMAIL_ADDRESS)
-    _, auth = redirect_login(idp, portal, requests.Session(), "carol")
+def test_an_sp_without_a_certificate_may_send_unsigned_requests(idp):
+    """Registered without a certificate (so nothing to check a signature with): its AuthnRequests pass
+    unsigned. The configured portal is not such an SP: see test_saml_sp_metadata.py."""
+    app = OneLoginSP(idp.url, None, name_id_format=SAML.NAMEID_EMAIL_ADDRESS)
+    app.register()
+    _, auth = redirect_login(idp, app, requests.Session(), "carol")
     assert auth.get_nameid() == "carol@example.com"
     assert auth.get_attributes()["groups"] == ["finance"]
 

@@ -3,17 +3,21 @@
 Test SPs are registered with the IdP at run time (admin endpoint) from the metadata their own library
 generates, each with a fresh certificate, so signed AuthnRequests are exercised. Their ACS and SLO URLs
 never need to answer: the tests read the IdP's auto-post form and hand the message to the SP library.
+An SP that the IdP's config describes by its `metadata_url` (the portal) is played by `MetadataSite`,
+which publishes the test SP's metadata where the config says the portal publishes its own.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import threading
 import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
 from html import unescape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -34,6 +38,70 @@ from tests.support.idp_client import DEMO_PASSWORD, form_fields, submit_login
 
 ADMIN_TOKEN = "demo-saml-admin-token"
 XMLSEC1 = "/usr/bin/xmlsec1"
+PORTAL_UPSTREAM = "example-corp-saml"  # the portal's SAML connector, in its ACS and SLO paths
+
+
+class MetadataSite:
+    """A stand-in for an SP's web site: publishes `metadata` at /saml/metadata (as the portal does), answers
+    with `status`, after `delay` seconds, and counts the fetches in `hits`."""
+
+    def __init__(self, port: int = 0):
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path != "/saml/metadata":
+                    self.send_error(404)
+                    return
+                site.hits += 1
+                time.sleep(site.delay)
+                body = site.metadata if site.status == 200 else b"unavailable"
+                self.send_response(site.status)
+                self.send_header("Content-Type", "application/samlmetadata+xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.metadata, self.status, self.delay, self.hits = b"", 200, 0.0, 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def publish(self, metadata: bytes | str) -> None:
+        self.metadata = metadata if isinstance(metadata, bytes) else metadata.encode()
+
+    def start(self) -> MetadataSite:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def portal_sp(idp_url: str, site_url: str, identity: SigningIdentity | None, **options) -> OneLoginSP:
+    """The portal as config/idp.yaml describes it when PORTAL_URL is site_url, signing with `identity`."""
+    return OneLoginSP(idp_url, identity, entity_id=f"{site_url}/saml/metadata",
+                      acs_url=f"{site_url}/login/{PORTAL_UPSTREAM}/acs",
+                      slo_url=f"{site_url}/login/{PORTAL_UPSTREAM}/slo", **options)
+
+
+def logout_request_xml(issuer: str, destination: str, name_id: str, name_id_format: str = SAML.NAMEID_PERSISTENT,
+                       issue_instant: float | None = None) -> bytes:
+    """A hand-made, unsigned LogoutRequest, as anyone can write one."""
+    root = etree.Element(f"{{{SAML.NS_SAMLP}}}LogoutRequest", nsmap={"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML})
+    root.set("ID", f"_{uuid.uuid4().hex}")
+    root.set("Version", "2.0")
+    root.set("IssueInstant", OneLogin_Saml2_Utils.parse_time_to_SAML(time.time() if issue_instant is None
+                                                                      else issue_instant))
+    root.set("Destination", destination)
+    etree.SubElement(root, f"{{{SAML.NS_SAML}}}Issuer").text = issuer
+    etree.SubElement(root, f"{{{SAML.NS_SAML}}}NameID", Format=name_id_format).text = name_id
+    return etree.tostring(root)
 
 
 def new_sp_identity(directory: Path) -> SigningIdentity:
