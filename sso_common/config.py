@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+# ${NAME} or ${NAME:-default}; a default may itself hold ${...} (resolved innermost first).
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
+_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 
 
 class ConfigError(Exception):
@@ -26,15 +28,23 @@ class ConfigError(Exception):
 
 
 def _interpolate(text: str, source: str) -> str:
+    """Replace ${NAME:-default}, nested defaults included. Values from the environment are set aside
+    as placeholders until the end, so a value that happens to contain "${" is never expanded."""
+    values: list[str] = []
+
     def replace(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is None:
+        value = os.environ.get(name, default)
+        if value is None:
             raise ConfigError(source, "", f"environment variable {name} is not set and has no default")
-        return default
+        values.append(value)
+        return f"\x00{len(values) - 1}\x00"
 
-    return _ENV_PATTERN.sub(replace, text)
+    while (expanded := _ENV_PATTERN.sub(replace, text)) != text:
+        text = expanded
+    while _PLACEHOLDER.search(text):  # a default may hold placeholders of the inner names
+        text = _PLACEHOLDER.sub(lambda match: values[int(match.group(1))], text)
+    return text
 
 
 class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):

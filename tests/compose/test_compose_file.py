@@ -168,6 +168,16 @@ def test_the_idp_sends_people_back_to_the_portals_published_address(configured):
     assert [route(acs.url, "POST") for acs in portal_sp.acs] == ["login.saml_acs"]
 
 
+def test_the_idp_fetches_the_portals_metadata_from_inside_the_network(configured):
+    """The portal's published entity ID is what the browser sees; the IdP fetches the same document by
+    service name, since localhost inside the idp container is the idp container."""
+    portal_sp = next(sp for sp in configured["idp"].saml.service_providers.values()
+                     if sp.entity_id == services()["broker"]["environment"]["PORTAL_URL"] + "/saml/metadata")
+    fetched = urlsplit(portal_sp.metadata_url)
+    broker_port = int(services()["broker"]["command"][services()["broker"]["command"].index("--port") + 1])
+    assert (fetched.hostname, fetched.port, fetched.path) == ("broker", broker_port, "/saml/metadata")
+
+
 def test_published_ports_and_names_match_the_urls():
     all_services = services()
     portal = urlsplit(all_services["broker"]["environment"]["PORTAL_URL"])

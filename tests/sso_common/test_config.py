@@ -67,3 +67,16 @@ def test_demo_secrets_are_refused_on_https(tmp_path):
     assert node.child("real").secret("https://idp.example.com") == "9f2c41d0a7e5b3c8e1f0"
     with pytest.raises(ConfigError, match=r"short: must be at least 16 characters"):
         node.child("short").secret("http://127.0.0.1:8001")
+
+
+def test_nested_defaults_and_values_that_look_like_variables(tmp_path, monkeypatch):
+    for name in ("OUTER", "INNER"):
+        monkeypatch.delenv(name, raising=False)
+    path = write(tmp_path, "a: ${OUTER:-${INNER:-http://localhost:8000}/saml/metadata}\nb: ${WEIRD}\n")
+    monkeypatch.setenv("WEIRD", "${OUTER:-not expanded}")
+    assert load_yaml(path).child("a").value == "http://localhost:8000/saml/metadata"
+    assert load_yaml(path).child("b").value == "${OUTER:-not expanded}"
+    monkeypatch.setenv("INNER", "http://localhost:9000")
+    assert load_yaml(path).child("a").value == "http://localhost:9000/saml/metadata"
+    monkeypatch.setenv("OUTER", "http://broker:8000/saml/metadata")
+    assert load_yaml(path).child("a").value == "http://broker:8000/saml/metadata"
