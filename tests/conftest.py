@@ -7,6 +7,9 @@ import pytest
 from tests.support.servers import start_idp
 from tests.support.stack import start_stack
 
+# The in-process portal's fixtures (module_app, app, client, clock) for the sso-api tests.
+pytest_plugins = ["tests.support.sso"]
+
 
 @pytest.fixture(scope="session")
 def idp(tmp_path_factory):

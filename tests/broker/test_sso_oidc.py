@@ -12,12 +12,9 @@ from broker.login_cli.forms import read_page
 from broker.sso_api.codes import pkce_challenge
 from broker.sso_api.store import CODE_GRANT, DEVICE_GRANT
 from tests.support.sso import (
-    FakeClock,
     decide,
     device_tokens,
-    fresh_sso_state,
     poll,
-    portal_app,
     register,
     sign_in,
     start,
@@ -25,27 +22,6 @@ from tests.support.sso import (
 
 VERIFIER = "v" * 20 + "-._~" + "0123456789" * 3
 REDIRECT = "http://127.0.0.1/oauth/callback"
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def module_app(tmp_path_factory):
-    return portal_app(tmp_path_factory.mktemp("portal"))
-
-
-@pytest.fixture
-def app(module_app, clock):
-    fresh_sso_state(module_app, clock)
-    return module_app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def aws_error(response, name: str, status: int = 400) -> dict:

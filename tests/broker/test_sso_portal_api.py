@@ -13,38 +13,14 @@ from broker.sso_api.store import Approval
 from tests.support.sso import (
     PRODUCTION,
     SANDBOX,
-    FakeClock,
     bearer,
     decide,
     device_tokens,
-    fresh_sso_state,
     poll,
-    portal_app,
     register,
     sign_in,
     start,
 )
-
-
-@pytest.fixture(scope="module")
-def module_app(tmp_path_factory):
-    return portal_app(tmp_path_factory.mktemp("portal"))
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def app(module_app, clock):
-    fresh_sso_state(module_app, clock)
-    return module_app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture

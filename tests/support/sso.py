@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin
 
+import pytest
 import requests
 
 from broker.app import create_app
@@ -150,3 +151,27 @@ def approve_in_browser(portal_url: str, username: str, verification_url: str,
     page = http.get(verification_url)
     form = next(f for f in read_page(page.text).forms if ("decision", decision) in f.buttons)
     return http.post(urljoin(page.url, form.action), data={**form.inputs, "decision": decision})
+
+
+# Fixtures of the in-process portal (a plugin of tests/conftest.py); module_app is one per test module.
+
+@pytest.fixture(scope="module")
+def module_app(tmp_path_factory):
+    return portal_app(tmp_path_factory.mktemp("portal"))
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def app(module_app, clock):
+    """The module's portal with a fresh sso-api state, for each test."""
+    fresh_sso_state(module_app, clock)
+    return module_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
