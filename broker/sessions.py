@@ -16,8 +16,11 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from .identity import Identity
+
+T = TypeVar("T")
 
 SESSION_KIND = "portal_session"
 REFERENCE_KIND = "portal_session_reference"  # live while its session is; see Sessions.reference
@@ -110,18 +113,15 @@ class LoginTransactions:
     def __init__(self, store):
         self.store = store
 
-    def begin(self, upstream_id: str, return_to: str) -> tuple[str, str]:
-        """A new transaction: (state for the IdP, binding secret for this browser's cookie)."""
+    def begin(self, upstream_id: str, return_to: str, start: Callable[[str], tuple[T, dict]]) -> tuple[T, str]:
+        """A new transaction. `start(state)` gives where to send the browser and what to keep with the
+        transaction (nonce, verifier, request ID); returns that destination and the binding secret
+        for this browser's cookie. Nothing is stored when `start` raises."""
         state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        destination, kept = start(state)
         self.store.put(TRANSACTION_KIND, state, {"upstream_id": upstream_id, "binding": binding,
-                                                 "return_to": return_to, "kept": {}}, TRANSACTION_LIFETIME)
-        return state, binding
-
-    def keep(self, state: str, kept: dict) -> None:
-        record = self.store.get(TRANSACTION_KIND, state)
-        if record is not None:
-            record["kept"] = kept
-            self.store.put(TRANSACTION_KIND, state, record, TRANSACTION_LIFETIME)
+                                                 "return_to": return_to, "kept": kept}, TRANSACTION_LIFETIME)
+        return destination, binding
 
     def take(self, state: str | None) -> dict | None:
         """The transaction, once: a replayed callback finds nothing."""

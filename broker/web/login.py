@@ -54,12 +54,10 @@ def begin(upstream_id: str):
     return_to = request.args.get("next", "/")
     if not is_local_path(return_to):
         return_to = "/"
-    state, binding = broker().transactions.begin(upstream_id, return_to)
     try:
-        destination, kept = connector.begin(state)
+        destination, binding = broker().transactions.begin(upstream_id, return_to, connector.begin)
     except LoginFailed as failure:
         _refuse(upstream_id, failure)
-    broker().transactions.keep(state, kept)
     response = redirect(destination.url, code=303)
     response.set_cookie(LOGIN_COOKIE, binding, **cookie_options(TRANSACTION_LIFETIME))
     return response
