@@ -13,10 +13,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
 COPY broker ./broker
+COPY broker_login ./broker_login
 COPY idp_mock ./idp_mock
 COPY sso_common ./sso_common
-# Binary wheels from PyPI for every dependency (lxml and xmlsec share one libxml2), the project built here.
-RUN pip wheel --wheel-dir /wheels -c requirements.lock .
+COPY devstack ./devstack
+# Binary wheels from PyPI for every dependency (lxml and xmlsec share one libxml2), the project built here,
+# with the AWS emulator (the compose stack runs moto from this image too).
+RUN pip wheel --wheel-dir /wheels -c requirements.lock '.[emulator]'
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
@@ -25,7 +28,7 @@ ENV PYTHONUNBUFFERED=1 \
     BROKER_CONFIG=/app/config/broker.yaml \
     IDP_CONFIG=/app/config/idp.yaml
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels --root-user-action=ignore sso-login-broker
+    pip install --no-cache-dir --no-index --find-links=/wheels --root-user-action=ignore 'sso-login-broker[emulator]'
 # State (keys, sqlite files) lives under /var/lib/sso, on the compose file's named volumes.
 RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/sso --create-home --shell /usr/sbin/nologin sso \
     && install -d -o sso -g sso /var/lib/sso/idp /var/lib/sso/broker /var/lib/sso/aws

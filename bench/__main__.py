@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .run import Bench, Config, table, to_json
+from bench.run import Bench, Config, table, to_json
 
 ALL = ("startup", "oidc", "saml", "reissue", "idp", "storm", "soak")
 DEFAULT = ALL[:-1]

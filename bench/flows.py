@@ -12,7 +12,7 @@ import json
 import secrets
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .browser import Browser, FlowError, forms
+from bench.browser import Browser, FlowError, forms
 
 OIDC_UPSTREAM = "example-corp-oidc"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -157,7 +157,7 @@ class StsDirect:
     def setup(self) -> None:
         import boto3
 
-        from broker.provisioning import AccountSessions
+        from broker.aws.accounts import AccountSessions
 
         management = boto3.Session(aws_access_key_id=self.keys[0], aws_secret_access_key=self.keys[1],
                                    region_name=self.region)

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 
-from .flows import FLOWS
+from bench.flows import FLOWS
 
 
 def run(spec: dict, wait_for_go=lambda: None) -> dict:

@@ -1,6 +1,6 @@
 """The benchmark: start the stack in production mode, drive it from separate processes, measure.
 
-Servers run exactly as in the demo (`broker.stack.Stack`: moto server, provisioning, IAM enforcement,
+Servers run exactly as in the demo (`devstack.stack.Stack`: moto server, provisioning, IAM enforcement,
 then the IdP and the portal under gunicorn), on free 127.0.0.1/localhost ports, reading a generated
 directory of employees through IDP_CONFIG/BROKER_CONFIG. Load comes from `python -m bench.load`
 processes over real HTTP; memory and CPU of every server are read from /proc (bench.monitor).
@@ -23,20 +23,15 @@ from pathlib import Path
 
 import requests
 
-from . import directory as gen
-from .monitor import Monitor, argon2_verify_ms, machine_busy_seconds
+from bench import directory as gen
+from devstack.processes import free_port
+from bench.monitor import Monitor, argon2_verify_ms, machine_busy_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
 OIDC_SCOPE = "openid email profile groups"
 PORTAL_CLIENT_SECRET = "demo-portal-oidc-secret"
 MB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -115,7 +110,7 @@ class Bench:
         return self.rows
 
     def start_stack(self) -> None:
-        from broker.stack import Stack
+        from devstack.stack import Stack
 
         generated = self.config.instance_dir / "generated"
         began = time.monotonic()
@@ -136,7 +131,7 @@ class Bench:
                  f"IdP {addresses['IDP_URL']}, AWS emulator {addresses['AWS_URL']}")
         self.portal, self.idp, self.aws = (addresses[k] for k in ("PORTAL_URL", "IDP_URL", "AWS_URL"))
         self.monitor = Monitor({"idp": self.stack.processes["idp"].pid, "broker": self.stack.processes["broker"].pid,
-                                "aws": self.stack.moto._process.pid})
+                                "aws": self.stack.moto.pid})
 
     def stop(self) -> None:
         if self.monitor:
@@ -278,10 +273,10 @@ class Bench:
 
     def _sts_direct_params(self) -> dict:
         """The broker's own AssumeRoleWithSAML request for one generated user, built like the broker does."""
-        from broker.access import load_access
-        from broker.aws_saml import build_saml_response
-        from broker.entitlements import check_entitlement
-        from broker.identity import Identity
+        from broker.core.access import load_access
+        from broker.aws.assertion import build_saml_response
+        from broker.core.entitlements import check_entitlement
+        from broker.core.identity import Identity
         from sso_common.keys import load_or_create_signing_identity
         import base64
 

@@ -10,11 +10,11 @@ from sso_common.serve import add_serve_command, serve_at
 
 
 def _serve(args) -> int:
-    from .app import create_app
-    from .settings import load_settings
+    from broker.app import create_app
+    from broker.settings import load_settings
 
     settings = load_settings(args.config)
-    # header_map: the sso API's bearer token arrives in `x-amz-sso_bearer_token` (see broker/sso_api).
+    # header_map: the sso API's bearer token arrives in `x-amz-sso_bearer_token` (see broker/http/sso_portal.py).
     serve_at(lambda: create_app(settings), settings.portal_url, args, header_map="dangerous")
     return 0
 
@@ -25,8 +25,8 @@ def _check_config(args) -> int:
 
     from sso_common.store.memory import MemoryStateStore
 
-    from .connectors.config import build_connectors
-    from .settings import load_settings
+    from broker.connectors.registry import build_connectors
+    from broker.settings import load_settings
 
     settings = load_settings(args.config)
     with tempfile.TemporaryDirectory() as scratch:  # the upstreams too, without touching the instance folder
@@ -43,9 +43,10 @@ def _provision(args) -> int:
 
     from sso_common.keys import load_or_create_signing_identity
 
-    from .aws_saml import idp_metadata_xml
-    from .provisioning import AccountSessions, provision
-    from .settings import load_settings
+    from broker.aws.assertion import idp_metadata_xml
+    from broker.aws.accounts import AccountSessions
+    from broker.aws.provisioning import provision
+    from broker.settings import load_settings
 
     settings = load_settings(args.config)
     signing = load_or_create_signing_identity(settings.instance_dir / "keys", "aws-idp-signing",

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sso_common.config import URL_PATTERN, load_yaml
-
-from .access import AccessConfig, load_access
+from broker.core.access import AccessConfig, load_access
+from sso_common.config import URL_PATTERN, Node, load_yaml
+from sso_common.store.registry import parse_store_urls
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "broker.yaml"
 
@@ -21,10 +21,9 @@ class BrokerSettings:
     aws_endpoint_url: str | None  # None: real AWS
     session_lifetime: int
     clock_skew: int
-    store_url: str
-    audit_url: str
+    stores: dict[str, str]  # URL per store contract: state, directory, audit
     instance_dir: Path
-    upstreams_node: object     # sso_common.config.Node of `upstreams:`, built into connectors by the app
+    upstreams_node: Node  # `upstreams:`, built into connectors by the app
     admin_group: str
 
     @property
@@ -45,7 +44,7 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
     config_path = Path(config_path or os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG))
     root = load_yaml(config_path).only_keys(
         "portal_url", "access", "known_groups_file", "aws_endpoint_url", "session_lifetime_seconds",
-        "clock_skew_seconds", "store", "audit", "upstreams", "admin_group",
+        "clock_skew_seconds", "stores", "upstreams", "admin_group",
     )
     portal_url = root.child("portal_url").string(URL_PATTERN, "an http(s) URL").rstrip("/")
     known_groups = None
@@ -56,7 +55,6 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
     access = load_access(config_path.parent / root.child("access").string(), known_groups)
     endpoint = root.child("aws_endpoint_url", "")
     instance = Path(instance_dir) if instance_dir else default_instance_dir()
-    store_pattern = r"sqlite:///.+|memory://"
     upstreams = root.child("upstreams")
     if not upstreams.elements():
         raise upstreams.error("must list at least one upstream identity provider")
@@ -66,10 +64,11 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         aws_endpoint_url=endpoint.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint.value else None,
         session_lifetime=root.child("session_lifetime_seconds", 8 * 3600).integer(300, 7 * 24 * 3600),
         clock_skew=root.child("clock_skew_seconds", 60).integer(0, 600),
-        store_url=root.child("store", f"sqlite:///{instance / 'broker-state.db'}").string(
-            store_pattern, "a store URL (sqlite:///PATH or memory://)"),
-        audit_url=root.child("audit", f"sqlite:///{instance / 'audit.db'}").string(
-            store_pattern, "an audit log URL (sqlite:///PATH or memory://)"),
+        stores=parse_store_urls(root.child("stores", {}), {
+            "state": f"sqlite:///{instance / 'broker-state.db'}",
+            "directory": f"sqlite:///{instance / 'directory.db'}",
+            "audit": f"sqlite:///{instance / 'audit.db'}",
+        }),
         instance_dir=instance,
         upstreams_node=upstreams,
         admin_group=root.child("admin_group", "aws-admins").string(),

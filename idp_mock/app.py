@@ -9,11 +9,12 @@ from pathlib import Path
 from flask import Flask
 
 from sso_common.keys import private_directory
-from sso_common.store import StateStore, open_state_store
+from sso_common.store import StateStore
+from sso_common.store.registry import open_state_store
 from sso_common.web import install_common, load_or_create_secret
 
-from .authn import Authenticator
-from .settings import IdPSettings, load_settings
+from idp_mock.authn import Authenticator
+from idp_mock.settings import IdPSettings, load_settings
 
 
 @dataclass
@@ -39,14 +40,14 @@ def create_app(settings: IdPSettings | None = None) -> Flask:
     app.config["SESSION_COOKIE_NAME"] = "idp_form"
     install_common(app, "Example Corp sign-in", secure_cookies=settings.secure_cookies)
 
-    store = open_state_store(settings.store_url)
+    store = open_state_store(settings.stores["state"])
     app.extensions["idp"] = IdPState(settings, store, Authenticator(settings.directory, store, settings.throttle))
 
-    from .login import blueprint as login_blueprint
+    from idp_mock.login import blueprint as login_blueprint
 
     app.register_blueprint(login_blueprint)
-    from .oidc import register as register_oidc
-    from .saml import register as register_saml
+    from idp_mock.oidc_provider import register as register_oidc
+    from idp_mock.saml_idp import register as register_saml
 
     register_oidc(app)
     register_saml(app)

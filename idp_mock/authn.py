@@ -12,8 +12,8 @@ from enum import Enum
 
 import pyotp
 
-from .directory import Directory, Employee
-from .passwords import verify_password
+from idp_mock.directory import Directory, Employee
+from idp_mock.passwords import verify_password
 
 
 class Outcome(Enum):

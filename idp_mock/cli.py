@@ -11,8 +11,8 @@ from sso_common.serve import add_serve_command, serve_at
 
 
 def _serve(args) -> int:
-    from .app import create_app
-    from .settings import load_settings
+    from idp_mock.app import create_app
+    from idp_mock.settings import load_settings
 
     settings = load_settings(args.config)
     serve_at(lambda: create_app(settings), settings.issuer, args)
@@ -20,7 +20,7 @@ def _serve(args) -> int:
 
 
 def _hash_password(args) -> int:
-    from .passwords import hash_password
+    from idp_mock.passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("New password: ")
@@ -37,7 +37,7 @@ def _hash_password(args) -> int:
 
 
 def _check_config(args) -> int:
-    from .settings import load_settings
+    from idp_mock.settings import load_settings
 
     settings = load_settings(args.config)
     print(f"OK: {len(settings.directory.employees)} users, {len(settings.directory.groups)} groups")
@@ -45,8 +45,8 @@ def _check_config(args) -> int:
 
 
 def _rotate_keys(args) -> int:
-    from .oidc.keys import rotate_signing_keys
-    from .settings import load_settings
+    from idp_mock.oidc_provider.keys import rotate_signing_keys
+    from idp_mock.settings import load_settings
 
     kid = rotate_signing_keys(load_settings(args.config))
     print(f"New active signing key: {kid} (the previous key stays published)")

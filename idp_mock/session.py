@@ -16,7 +16,7 @@ from flask import Response, current_app, g, redirect, request
 
 from sso_common.web import is_local_path
 
-from .directory import Employee
+from idp_mock.directory import Employee
 
 COOKIE_NAME = "idp_session"
 SESSION_KIND = "idp_session"

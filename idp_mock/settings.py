@@ -9,9 +9,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sso_common.config import URL_PATTERN, load_yaml
+from sso_common.store.registry import parse_store_urls
 
-from .authn import Throttle
-from .directory import Directory, load_directory
+from idp_mock.authn import Throttle
+from idp_mock.directory import Directory, load_directory
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -23,11 +24,11 @@ class IdPSettings:
     session_lifetime: int
     clock_skew: int
     throttle: Throttle
-    store_url: str
+    stores: dict[str, str]  # URL per store contract: state
     instance_dir: Path
     demo_hint: bool
-    oidc: Any                   # idp_mock.oidc.config.OIDCSettings
-    saml: Any                   # idp_mock.saml.config.SAMLSettings
+    oidc: Any                   # idp_mock.oidc_provider.config.OIDCSettings
+    saml: Any                   # idp_mock.saml_idp.config.SAMLSettings
 
     @property
     def secure_cookies(self) -> bool:
@@ -39,13 +40,13 @@ def default_instance_dir() -> Path:
 
 
 def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> IdPSettings:
-    from .oidc.config import parse_oidc_settings
-    from .saml.config import parse_saml_settings
+    from idp_mock.oidc_provider.config import parse_oidc_settings
+    from idp_mock.saml_idp.config import parse_saml_settings
 
     config_path = Path(config_path or os.environ.get("IDP_CONFIG", DEFAULT_CONFIG_DIR / "idp.yaml"))
     root = load_yaml(config_path).only_keys(
         "issuer", "directory", "session_lifetime_seconds", "clock_skew_seconds", "login_throttle",
-        "store", "demo_hint", "oidc", "saml",
+        "stores", "demo_hint", "oidc", "saml",
     )
     issuer = root.child("issuer").string(URL_PATTERN, "an http(s) URL").rstrip("/")
     directory_node = root.child("directory")
@@ -53,8 +54,6 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
     throttle = root.child("login_throttle", {}).only_keys(
         "max_failures_per_user", "max_failures_per_address", "window_seconds")
     instance = Path(instance_dir) if instance_dir else default_instance_dir()
-    store = root.child("store", f"sqlite:///{instance / 'idp-state.db'}").string(
-        r"sqlite:///.+|memory://", "a store URL (sqlite:///PATH or memory://)")
     return IdPSettings(
         issuer=issuer,
         directory=directory,
@@ -65,7 +64,7 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
             max_failures_per_address=throttle.child("max_failures_per_address", 50).integer(1, 100000),
             window_seconds=throttle.child("window_seconds", 300).integer(1, 86400),
         ),
-        store_url=store,
+        stores=parse_store_urls(root.child("stores", {}), {"state": f"sqlite:///{instance / 'idp-state.db'}"}),
         instance_dir=instance,
         demo_hint=root.child("demo_hint", False).boolean(),
         oidc=parse_oidc_settings(root.child("oidc", {}), issuer, directory),

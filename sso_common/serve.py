@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -74,13 +73,6 @@ def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = 
         "header_map": header_map,
     }
     _Gunicorn(app_factory, options).run()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (for tests, benchmarks and the emulator)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def add_serve_command(commands, run: Callable, what: str) -> None:

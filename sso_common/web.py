@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, jsonify, render_template, render_t
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 
-from .keys import _write_private
+from sso_common.keys import _write_private
 
 log = logging.getLogger(__name__)
 

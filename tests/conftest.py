@@ -8,7 +8,7 @@ from tests.support.servers import start_idp
 from tests.support.stack import start_stack
 
 # The in-process portal's fixtures (module_app, app, client, clock) for the sso-api tests.
-pytest_plugins = ["tests.support.sso"]
+pytest_plugins = ["tests.support.identity_center"]
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..identity import Identity
-from . import LoginFailed
+from broker.core.identity import Identity
+from broker.errors import LoginFailed
+from sso_common.config import Node
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,21 @@ class IdentityMapping:
     username: str | None = None  # None: the local part of the email address
     known_groups: frozenset[str] | None = None  # given: other upstream groups are dropped
 
-    def identity(self, subject: Any, values: Mapping[str, Any], *, authn_methods: frozenset[str],
-                 auth_time: int, issuer: str) -> Identity:
+    @classmethod
+    def from_config(
+        cls, node: Node, defaults: Mapping[str, str | None], known_groups: frozenset[str] | None
+    ) -> IdentityMapping:
+        """The `claims:` / `attributes:` mapping of an upstream entry; fields it leaves out take `defaults`."""
+        node.only_keys(*defaults)
+        names = {
+            field: node.child(field).string() if field in node.mapping() else default
+            for field, default in defaults.items()
+        }
+        return cls(**names, known_groups=known_groups)  # type: ignore[arg-type]
+
+    def identity(
+        self, subject: Any, values: Mapping[str, Any], *, authn_methods: frozenset[str], auth_time: int, issuer: str
+    ) -> Identity:
         """LoginFailed when the upstream vouched for nobody usable (no subject or no email address)."""
         if not isinstance(subject, str) or not subject.strip():
             raise LoginFailed("The identity provider sent no subject identifier.")

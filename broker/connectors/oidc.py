@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -30,12 +31,38 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from . import LoginFailed, Redirect, UpstreamLogin, UpstreamUnavailable
-from .mapping import IdentityMapping
+from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry
+from broker.connectors.mapping import IdentityMapping
+from broker.core.identity import LogoutHint, UpstreamLogin
+from broker.errors import LoginFailed, UpstreamUnavailable
+from sso_common.config import URL_PATTERN
 
 ALGORITHMS = ("RS256", "ES256")
 TIMEOUT = (3.0, 10.0)  # seconds: connect, read
 JWKS_REFRESH_INTERVAL = 30.0
+DEFAULT_SCOPES = ["openid", "email", "profile", "groups"]
+DEFAULT_CLAIMS = {
+    "email": "email",
+    "display_name": "name",
+    "groups": "groups",
+    "department": "department",
+    "username": "preferred_username",
+}
+
+
+@dataclass(frozen=True)
+class OIDCLoginState:
+    """Kept with the login transaction: the nonce the ID token must carry and the PKCE verifier."""
+
+    nonce: str
+    code_verifier: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {"nonce": self.nonce, "code_verifier": self.code_verifier}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OIDCLoginState:
+        return cls(record["nonce"], record["code_verifier"])
 
 
 class OIDCConnector:
@@ -54,14 +81,38 @@ class OIDCConnector:
         self._jwks: KeySet | None = None
         self._jwks_fetched_at = 0.0
 
-    def begin(self, state: str) -> tuple[Redirect, dict]:
+    @classmethod
+    def from_config(cls, entry: UpstreamEntry, context: ConnectorContext) -> OIDCConnector:
+        """An `type: oidc` entry of `upstreams:`; ConfigError naming the key when it is wrong."""
+        node = entry.node
+        node.only_keys(*COMMON_KEYS, "issuer", "client_id", "client_secret", "scopes", "claims")
+        scopes_node = node.child("scopes", DEFAULT_SCOPES)
+        scopes = scopes_node.strings()
+        if "openid" not in scopes:
+            raise scopes_node.error("must include openid")
+        return cls(
+            id=entry.id,
+            display_name=entry.display_name,
+            clock_skew=context.clock_skew,
+            issuer=node.child("issuer").string(URL_PATTERN, "an http(s) URL").rstrip("/"),
+            client_id=node.child("client_id").string(),
+            client_secret=node.child("client_secret").secret(context.portal_url, min_length=1),  # the IdP sets it
+            redirect_uri=f"{context.portal_url}/login/{entry.id}/callback",
+            scopes=scopes,
+            mapping=IdentityMapping.from_config(node.child("claims", {}), DEFAULT_CLAIMS, context.known_groups),
+        )
+
+    def begin(self, state: str) -> tuple[Redirect, OIDCLoginState]:
         nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
         with self._client() as client:
             url, _ = client.create_authorization_url(
                 self._provider()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier)
-        return Redirect(url), {"nonce": nonce, "code_verifier": verifier}
+        return Redirect(url), OIDCLoginState(nonce, verifier)
 
-    def complete(self, params: Mapping[str, str], kept: dict) -> UpstreamLogin:
+    def load_state(self, record: dict[str, Any]) -> OIDCLoginState:
+        return OIDCLoginState.from_record(record)
+
+    def complete(self, params: Mapping[str, str], kept: OIDCLoginState) -> UpstreamLogin:
         if "error" in params:
             description = _printable(params.get("error_description", ""), 200)
             raise LoginFailed(f"The identity provider refused the sign-in ({_printable(params['error'], 64)}"
@@ -70,19 +121,19 @@ class OIDCConnector:
             raise LoginFailed("The sign-in answer comes from another issuer.")
         if not params.get("code"):
             raise LoginFailed("The sign-in answer has no authorization code.")
-        token = self._redeem(params["code"], kept["code_verifier"])
+        token = self._redeem(params["code"], kept.code_verifier)
         if not isinstance(token.get("id_token"), str):
             raise LoginFailed("The identity provider sent no ID token.")
-        claims = self._verify(token["id_token"], kept["nonce"], token.get("access_token"))
+        claims = self._verify(token["id_token"], kept.nonce, token.get("access_token"))
         amr = claims.get("amr")
         methods = frozenset(m for m in amr if isinstance(m, str)) if isinstance(amr, list) else frozenset()
         auth_time = claims.get("auth_time")
         auth_time = auth_time if isinstance(auth_time, (int, float)) else claims["iat"]
         identity = self.mapping.identity(claims.get("sub"), claims, authn_methods=methods or frozenset({"pwd"}),
                                          auth_time=int(auth_time), issuer=self.issuer)
-        return UpstreamLogin(identity, {"id_token": token["id_token"]})
+        return UpstreamLogin(identity, LogoutHint(id_token=token["id_token"]))
 
-    def logout(self, logout_data: dict, return_to: str) -> Redirect | None:
+    def logout(self, hint: LogoutHint, return_to: str) -> Redirect | None:
         """RP-initiated logout. The local sign-out must not depend on the IdP: None if it is unreachable."""
         try:
             endpoint = self._provider().get("end_session_endpoint")
@@ -91,8 +142,8 @@ class OIDCConnector:
         if not isinstance(endpoint, str):
             return None
         params = [("post_logout_redirect_uri", return_to), ("client_id", self.client_id)]
-        if logout_data.get("id_token"):
-            params.insert(0, ("id_token_hint", logout_data["id_token"]))
+        if hint.id_token:
+            params.insert(0, ("id_token_hint", hint.id_token))
         return Redirect(add_params_to_uri(endpoint, params))
 
     # -- the IdP's documents ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """SAML 2.0 upstream: signed AuthnRequest over HTTP-Redirect, Response by HTTP-POST, python3-saml in strict mode.
 
-python3-saml does the protocol and the crypto. What it leaves to us (see the stack notes), done here:
+python3-saml does the protocol and the crypto. What it leaves to us (read in its 1.16 source), done here:
 - InResponseTo: it compares only when the Response carries one, so an unsolicited Response would pass;
   we require it to answer the AuthnRequest kept with the login transaction.
 - Replay: it keeps no state; each assertion ID is kept in the state store until it expires.
@@ -20,6 +20,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -35,13 +38,24 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from sso_common.keys import SigningIdentity
 from sso_common.store import StateStore
 
-from . import LoginFailed, Redirect, UpstreamLogin, UpstreamUnavailable
-from .mapping import IdentityMapping
+from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry
+from broker.connectors.mapping import IdentityMapping
+from broker.core.identity import LogoutHint, UpstreamLogin
+from broker.errors import LoginFailed, UpstreamUnavailable
+from sso_common.config import URL_PATTERN
+from sso_common.keys import load_or_create_signing_identity
 
 TIMEOUT = (3.0, 10.0)  # seconds: connect, read
 REPLAY_KIND = "saml_assertion_id"
 MFA_CONTEXTS = ("http://schemas.openid.net/pape/policies/2007/06/multi-factor", "https://refeds.org/profile/mfa")
 _ASSERTION = "/samlp:Response/saml:Assertion"
+DEFAULT_ATTRIBUTES = {
+    "email": "email",
+    "display_name": "displayName",
+    "groups": "groups",
+    "department": "department",
+    "username": None,
+}
 
 SECURITY = {
     "authnRequestsSigned": True,
@@ -77,6 +91,20 @@ _REASONS = {
 }
 
 
+@dataclass(frozen=True)
+class SAMLLoginState:
+    """Kept with the login transaction: the ID of the AuthnRequest the Response must answer."""
+
+    request_id: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {"request_id": self.request_id}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SAMLLoginState:
+        return cls(record["request_id"])
+
+
 class SAMLConnector:
     protocol = "saml"
 
@@ -105,6 +133,44 @@ class SAMLConnector:
         if metadata_xml is not None:
             self._settings = self._build_settings(metadata_xml)
 
+    @classmethod
+    def from_config(cls, entry: UpstreamEntry, context: ConnectorContext) -> SAMLConnector:
+        """A `type: saml` entry of `upstreams:`; ConfigError naming the key when it is wrong."""
+        node = entry.node
+        node.only_keys(*COMMON_KEYS, "metadata_url", "metadata_file", "attributes", "want_assertions_signed",
+                       "mfa_authn_contexts")
+        signed = node.child("want_assertions_signed", True)
+        if not signed.boolean():
+            raise signed.error("must be true: unsigned assertions are never accepted")
+        url, file = node.child("metadata_url", None), node.child("metadata_file", None)
+        if (url.value is None) == (file.value is None):
+            raise node.error("needs exactly one of metadata_url and metadata_file")
+        metadata_xml = None
+        if file.value is not None:
+            path = Path(node.source).parent / file.string()
+            try:
+                metadata_xml = path.read_text(encoding="utf-8")
+            except OSError as error:
+                raise file.error(f"cannot read {path} ({error.strerror})") from None
+        portal_url = context.portal_url
+        try:
+            return cls(
+                id=entry.id,
+                display_name=entry.display_name,
+                clock_skew=context.clock_skew,
+                portal_url=portal_url,
+                metadata_url=url.string(URL_PATTERN, "an http(s) URL") if url.value is not None else None,
+                metadata_xml=metadata_xml,
+                mapping=IdentityMapping.from_config(node.child("attributes", {}), DEFAULT_ATTRIBUTES,
+                                                    context.known_groups),
+                mfa_contexts=tuple(node.child("mfa_authn_contexts", list(MFA_CONTEXTS)).strings()),
+                sp_identity=load_or_create_signing_identity(context.instance_dir / "saml-sp", "sp",
+                                                            f"{portal_url}/saml/metadata"),
+                store=context.store,
+            )
+        except UpstreamUnavailable as error:  # a metadata_file that python3-saml cannot use
+            raise file.error(error.reason) from None
+
     def sp_metadata_xml(self) -> str:
         """The broker's SP metadata (entity ID, this ACS and SLO, the AuthnRequest signing certificate).
         Needs no IdP, so it is served even while the IdP is down."""
@@ -113,18 +179,21 @@ class SAMLConnector:
         metadata = settings.get_sp_metadata()
         return metadata.decode() if isinstance(metadata, bytes) else metadata
 
-    def begin(self, state: str) -> tuple[Redirect, dict]:
+    def begin(self, state: str) -> tuple[Redirect, SAMLLoginState]:
         auth = OneLogin_Saml2_Auth(self._request_data, old_settings=self._idp_settings())
         url = auth.login(return_to=state)
-        return Redirect(url), {"request_id": auth.get_last_request_id()}
+        return Redirect(url), SAMLLoginState(auth.get_last_request_id())
 
-    def complete(self, params: Mapping[str, str], kept: dict) -> UpstreamLogin:
+    def load_state(self, record: dict[str, Any]) -> SAMLLoginState:
+        return SAMLLoginState.from_record(record)
+
+    def complete(self, params: Mapping[str, str], kept: SAMLLoginState) -> UpstreamLogin:
         if not params.get("SAMLResponse"):
             raise LoginFailed("The sign-in answer has no SAMLResponse.")
         settings = self._idp_settings()
         try:
             response = OneLogin_Saml2_Response(settings, params["SAMLResponse"])
-            response.is_valid(self._request_data, request_id=kept["request_id"], raise_exceptions=True)
+            response.is_valid(self._request_data, request_id=kept.request_id, raise_exceptions=True)
             answers = response.get_in_response_to()
             name_id = response.get_nameid()
             attributes = response.get_attributes()
@@ -132,7 +201,7 @@ class SAMLConnector:
             raise _rejected(_REASONS.get(error.code, "it is not valid")) from None
         except Exception:  # noqa: BLE001 - malformed base64/XML: python3-saml raises anything
             raise _rejected("it is not a readable SAML response") from None
-        if answers != kept["request_id"]:
+        if answers != kept.request_id:
             raise _rejected("it does not answer our sign-in request (InResponseTo)")
         assertion = OneLogin_Saml2_XML.query(response.get_xml_document(), _ASSERTION)[0]  # decrypted if need be
         expires = self._check_conditions(assertion, response.get_assertion_not_on_or_after())
@@ -146,21 +215,20 @@ class SAMLConnector:
             authn_methods=frozenset({"mfa"} if contexts & self.mfa_contexts else {"pwd"}),
             auth_time=OneLogin_Saml2_Utils.parse_SAML_to_time(statement.get("AuthnInstant")),
             issuer=settings.get_idp_data()["entityId"])
-        return UpstreamLogin(identity, {"name_id": name_id, "name_id_format": response.get_nameid_format(),
-                                        "session_index": response.get_session_index()})
+        return UpstreamLogin(identity, LogoutHint(name_id=name_id, name_id_format=response.get_nameid_format(),
+                                                  session_index=response.get_session_index()))
 
-    def logout(self, logout_data: dict, return_to: str) -> Redirect | None:
+    def logout(self, hint: LogoutHint, return_to: str) -> Redirect | None:
         """SP-initiated LogoutRequest; None when the IdP has no logout endpoint or cannot be reached."""
         try:
             settings = self._idp_settings()
         except UpstreamUnavailable:
             return None
-        if not logout_data.get("name_id") or not settings.get_idp_slo_url():
+        if not hint.name_id or not settings.get_idp_slo_url():
             return None
         auth = OneLogin_Saml2_Auth(self._request_data, old_settings=settings)
-        return Redirect(auth.logout(return_to=return_to, name_id=logout_data["name_id"],
-                                    name_id_format=logout_data.get("name_id_format"),
-                                    session_index=logout_data.get("session_index")))
+        return Redirect(auth.logout(return_to=return_to, name_id=hint.name_id, name_id_format=hint.name_id_format,
+                                    session_index=hint.session_index))
 
     def _check_conditions(self, assertion, confirmation_expiry: int | None) -> float:
         """The Conditions window with our skew; returns until when the assertion could be accepted."""

@@ -13,8 +13,8 @@ from flask import Blueprint, current_app, make_response, redirect, render_templa
 
 from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
-from ..authn import Outcome
-from ..session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
+from idp_mock.authn import Outcome
+from idp_mock.session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("login", __name__)

@@ -1,9 +1,11 @@
-"""State stores: one small contract, several backends (SQLite is the embedded default).
+"""Stores: three small contracts, several backends each (SQLite is the embedded default).
 
-Every piece of server-side state (sessions, single-use codes, replay caches, throttles, device
-codes, tokens) is short-lived keyed JSON with an expiry, so one contract covers it all: `StateStore`.
-The audit trail is append-only and queryable: `AuditLog`. `tests/sso_common/test_store_conformance.py`
-is the suite every backend must pass.
+- `StateStore`: every piece of short-lived server-side state (sessions, single-use codes, replay
+  caches, throttles, device codes, tokens) is keyed JSON with an expiry, so one contract covers it all.
+- `DirectoryStore`: the lasting directory of people (who exists, in which groups, disabled or not,
+  revoked when).
+- `AuditLog`: the append-only audit trail, queryable by person, outcome, channel and time. `sso_common.store.conformance`
+holds the suites every backend must pass; `sso_common.store.registry` opens a backend by URL.
 
 Keys are hashed by the stores before they are kept, so a copy of the database never holds a
 usable code, token or session ID.
@@ -12,7 +14,9 @@ usable code, token or session ID.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 
 class StateStore(Protocol):
@@ -39,12 +43,55 @@ class StateStore(Protocol):
         """Drop expired entries; returns how many. Stores also purge on their own from time to time."""
 
 
+@dataclass(frozen=True)
+class Person:
+    """Someone an upstream identity provider vouches for, as the lasting directory keeps them.
+
+    A person's key is (upstream, subject): the same email at two upstreams is two people."""
+
+    upstream: str
+    subject: str
+    email: str
+    display_name: str = ""
+    groups: frozenset[str] = frozenset()
+    disabled: bool = False
+    revoked_at: float | None = None  # credentials and sign-ins from before this moment are void
+    updated_at: float = 0.0
+
+
+class DirectoryStore(Protocol):
+    """The lasting directory of people: no expiry; listed and filtered for provisioning and revocation."""
+
+    def put(self, person: Person) -> None:
+        """Insert or replace the person with this (upstream, subject)."""
+
+    def get(self, upstream: str, subject: str) -> Person | None:
+        """The person, or None."""
+
+    def delete(self, upstream: str, subject: str) -> bool:
+        """Remove the person; True when there was one."""
+
+    def find(self, *, upstream: str | None = None, email: str | None = None, group: str | None = None,
+             disabled: bool | None = None, offset: int = 0, limit: int = 100) -> list[Person]:
+        """People matching every filter given, ordered by (upstream, subject), one page of them."""
+
+    def count(self, *, upstream: str | None = None, email: str | None = None, group: str | None = None,
+              disabled: bool | None = None) -> int:
+        """How many people match (the total behind `find`'s pages)."""
+
+    def revoke(self, upstream: str, subject: str, at: float) -> bool:
+        """Void everything issued to the person before `at` (never moves back); False if unknown."""
+
+
 class AuditLog(Protocol):
     def append(self, event: dict) -> None:
         """Record one event (a JSON-serialisable dict with at least 'type'); time is added if absent."""
 
-    def recent(self, limit: int = 100, event_type: str | None = None) -> list[dict]:
-        """Newest first."""
+    def query(self, limit: int = 100, *, event_type: str | None = None, person: str | None = None,
+              outcome: str | None = None, channel: str | None = None, since: float | None = None,
+              until: float | None = None) -> list[dict]:
+        """Events matching every filter given, newest first. `person` matches the event's user, email
+        or subject; `since` and `until` bound its time (inclusive, exclusive)."""
 
     def export(self) -> Iterator[dict]:
         """Every event, oldest first (for JSON lines export)."""
@@ -52,29 +99,3 @@ class AuditLog(Protocol):
 
 def hashed_key(kind: str, key: str) -> str:
     return hashlib.sha256(f"{kind}\x00{key}".encode()).hexdigest()
-
-
-def open_state_store(url: str) -> StateStore:
-    """`sqlite:///path/to/file.db` or `memory://`."""
-    from .memory import MemoryStateStore
-    from .sqlite import SQLiteStateStore
-
-    if url == "memory://":
-        return MemoryStateStore()
-    if url.startswith("sqlite:///"):
-        return SQLiteStateStore(url[len("sqlite:///"):])
-    raise ValueError(f"unsupported store URL {url!r} (use sqlite:///PATH or memory://)")
-
-
-def open_audit_log(url: str) -> AuditLog:
-    from .memory import MemoryAuditLog
-    from .sqlite import SQLiteAuditLog
-
-    if url == "memory://":
-        return MemoryAuditLog()
-    if url.startswith("sqlite:///"):
-        return SQLiteAuditLog(url[len("sqlite:///"):])
-    raise ValueError(f"unsupported audit log URL {url!r} (use sqlite:///PATH or memory://)")
-
-
-JSONDict = dict[str, Any]

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Iterator
 
-from . import hashed_key
+from sso_common.store import hashed_key
 
 
 class MemoryStateStore:
@@ -84,10 +84,17 @@ class MemoryAuditLog:
         with self._lock:
             self._events.append(copy.deepcopy(record))
 
-    def recent(self, limit=100, event_type=None):
+    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None,
+              until=None):
+        def matches(event: dict) -> bool:
+            return ((event_type is None or event.get("type") == event_type)
+                    and (person is None or person in (event.get("user"), event.get("email"), event.get("subject")))
+                    and (outcome is None or event.get("outcome") == outcome)
+                    and (channel is None or event.get("channel") == channel)
+                    and (since is None or event["time"] >= since) and (until is None or event["time"] < until))
+
         with self._lock:
-            events = [e for e in reversed(self._events) if event_type is None or e.get("type") == event_type]
-            return copy.deepcopy(events[:limit])
+            return copy.deepcopy([e for e in reversed(self._events) if matches(e)][:limit])
 
     def export(self) -> Iterator[dict]:
         with self._lock:

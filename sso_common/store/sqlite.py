@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..keys import private_directory
-from . import hashed_key
+from sso_common.keys import private_directory
+from sso_common.store import hashed_key
 
 _PURGE_EVERY = 500  # writes between opportunistic purges of expired rows
 
@@ -138,13 +138,21 @@ class SQLiteAuditLog:
             (record["time"], str(record.get("type", "")), json.dumps(record, sort_keys=True)),
         )
 
-    def recent(self, limit=100, event_type=None):
-        if event_type is None:
-            rows = self._db.get().execute("SELECT event FROM audit ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._db.get().execute(
-                "SELECT event FROM audit WHERE type = ? ORDER BY id DESC LIMIT ?", (event_type, limit)
-            )
+    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None,
+              until=None):
+        clauses, params = [], []
+        for clause, value in (("type = ?", event_type), ("json_extract(event, '$.outcome') = ?", outcome),
+                              ("json_extract(event, '$.channel') = ?", channel), ("time >= ?", since),
+                              ("time < ?", until)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if person is not None:
+            clauses.append("? IN (json_extract(event, '$.user'), json_extract(event, '$.email'), "
+                           "json_extract(event, '$.subject'))")
+            params.append(person)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        rows = self._db.get().execute(f"SELECT event FROM audit {where}ORDER BY id DESC LIMIT ?", (*params, limit))
         return [json.loads(r[0]) for r in rows.fetchall()]
 
     def export(self) -> Iterator[dict]:

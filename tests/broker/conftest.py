@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.access import load_access
-from broker.aws_emulator import MotoServer
-from broker.identity import Identity
+from broker.core.access import load_access
+from devstack.aws_emulator import MotoServer
+from broker.core.identity import Identity
 from sso_common.keys import load_or_create_signing_identity
 
 REPO = Path(__file__).resolve().parents[2]

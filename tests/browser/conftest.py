@@ -1,7 +1,7 @@
 """Browser journeys: Playwright drives Debian's Chromium against the real stack on free ports.
 
 The browser is Debian's `/usr/bin/chromium` (installed by `./run test`), never a downloaded one
-(`playwright install` cannot work here). The stack is the one the demo runs (`broker.stack.Stack`):
+(`playwright install` cannot work here). The stack is the one the demo runs (`devstack.stack.Stack`):
 moto server with IAM enforcement on, the Example Corp IdP and the portal, started for this folder
 alone so that these journeys own the IdP's throttles and one-time TOTP codes.
 

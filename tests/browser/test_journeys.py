@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser.journey import (IDP_TITLE, OIDC, PORTAL_TITLE, SAML, check_page, expect_accounts_page, exports,
                                    role_row, shoot, sign_in, start_sign_in, tab_to, type_credentials, type_totp)
-from tests.support.sso import clean_env
+from tests.support.identity_center import clean_env
 
 SANDBOX, PRODUCTION = "111111111111", "222222222222"
 
@@ -169,7 +169,7 @@ def test_a_device_code_is_approved_in_the_browser(page, urls, tmp_path):
     """`broker-login` (the real CLI, in its own HOME) prints a code; the person signs in to the portal in
     the browser, types the code, approves; the CLI then gets the role's credentials."""
     cli = subprocess.Popen(
-        [sys.executable, "-m", "broker.login_cli", "--portal-url", urls["PORTAL_URL"], "--no-browser",
+        [sys.executable, "-m", "broker_login", "--portal-url", urls["PORTAL_URL"], "--no-browser",
          "--account-id", SANDBOX, "--role", "EmployeeDirectoryDeveloper", "--format", "json"],
         env=clean_env(tmp_path, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.servers import free_port
+from devstack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

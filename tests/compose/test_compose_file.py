@@ -54,7 +54,7 @@ def test_every_service_runs_the_projects_image():
 
 def test_the_emulator_runs_as_the_demo_runs_it(monkeypatch, tmp_path):
     """One implementation: the aws service's command and environment are those of MotoServer.start."""
-    from broker import aws_emulator
+    from devstack import aws_emulator, processes
 
     seen = {}
 
@@ -67,7 +67,10 @@ def test_the_emulator_runs_as_the_demo_runs_it(monkeypatch, tmp_path):
         def poll(self):
             return 1
 
-    monkeypatch.setattr(aws_emulator.subprocess, "Popen", Exited)
+        def wait(self, timeout=None):
+            return 1
+
+    monkeypatch.setattr(processes.subprocess, "Popen", Exited)
     with pytest.raises(RuntimeError):
         aws_emulator.MotoServer(tmp_path, port=8002, host="0.0.0.0").start(timeout=1)
     aws = services()["aws"]
@@ -147,7 +150,7 @@ def test_the_issuer_the_portal_checks_is_the_issuer_the_idp_serves(configured):
 
 def test_the_idp_sends_people_back_to_the_portals_published_address(configured):
     """The redirect, post-logout and ACS addresses the IdP allows resolve from PORTAL_URL to real portal routes."""
-    from broker.web import login
+    from broker.http import login
 
     portal = services()["broker"]["environment"]["PORTAL_URL"]
     assert configured["broker"].portal_url == portal == services()["idp"]["environment"]["PORTAL_URL"]
@@ -207,7 +210,7 @@ def test_published_ports_and_names_match_the_urls():
 
 
 def test_the_region_is_the_access_configs():
-    from broker.access import load_access
+    from broker.core.access import load_access
 
     region = load_access(REPO / "config" / "access.yaml").region
     assert services()["broker"]["environment"]["AWS_DEFAULT_REGION"] == region

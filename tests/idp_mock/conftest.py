@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.oidc import (
+from tests.support.oidc_rp import (
     PRIVATE_ACCESS_TOKEN_LIFETIME,
     PRIVATE_CODE_LIFETIME,
     register_client,

@@ -165,9 +165,9 @@ def _wal(tmp_path):
 def test_audit_log_append_recent_and_export(audit_log):
     for i in range(5):
         audit_log.append({"type": "sign_in" if i % 2 == 0 else "credentials", "n": i})
-    recent = audit_log.recent(limit=2)
+    recent = audit_log.query(limit=2)
     assert [e["n"] for e in recent] == [4, 3]
-    assert [e["n"] for e in audit_log.recent(event_type="credentials")] == [3, 1]
+    assert [e["n"] for e in audit_log.query(event_type="credentials")] == [3, 1]
     exported = list(audit_log.export())
     assert [e["n"] for e in exported] == [0, 1, 2, 3, 4]
     assert all("time" in e for e in exported)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.stack import Stack
-from sso_common.serve import free_port
+from devstack.stack import Stack
+from devstack.processes import free_port
 
 
 def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:

@@ -1,0 +1,146 @@
+"""The broker as the AWS accounts' SAML identity provider: the signed Response it hands to STS, and its
+IdP metadata that every account's IAM SAML provider holds.
+
+Pure functions: no network. XML is built with lxml's element API, so user data is always escaped text
+and never markup. AWS limits and character sets are applied here, because STS refuses the whole
+assertion when one attribute breaks them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+
+from lxml import etree
+
+from broker.core.entitlements import Entitlement
+from broker.core.identity import Identity
+from broker.errors import IdentityRefused
+from sso_common.keys import SigningIdentity
+from sso_common.xmlsign import DS_NAMESPACE, sign_element
+
+AWS_SAML_ENDPOINT = "https://signin.aws.amazon.com/saml"  # audience, recipient and destination
+AWS_ATTRIBUTE = "https://aws.amazon.com/SAML/Attributes/"
+ASSERTION_LIFETIME = 300  # seconds; the assertion is consumed within the same request
+
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+ATTRNAME_URI = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+MFA_CONTEXT = "https://refeds.org/profile/mfa"
+
+# Session tags: https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html
+PRINCIPAL_TAG_VALUE_MAX = 256
+_TAG_VALUE_DISALLOWED = re.compile(r"[^\w .:/=+@-]")
+# RoleSessionName and SourceIdentity: [\w+=,.@-], 2 to 64 characters.
+_AWS_NAME_DISALLOWED = re.compile(r"[^\w+=,.@-]", re.ASCII)
+
+
+def build_saml_response(identity: Identity, entitlement: Entitlement, idp_entity_id: str,
+                        signing_identity: SigningIdentity, now: float | None = None) -> bytes:
+    """A SAML 2.0 Response with one signed Assertion that lets `identity` assume `entitlement`'s role."""
+    issued = time.time() if now is None else now
+    issue_instant = _instant(issued)
+    expires = _instant(issued + ASSERTION_LIFETIME)
+    assertion_id = _new_id()
+
+    response = etree.Element(f"{{{SAMLP}}}Response", nsmap={"samlp": SAMLP, "saml": SAML}, ID=_new_id(),
+                             Version="2.0", IssueInstant=issue_instant, Destination=AWS_SAML_ENDPOINT)
+    _text(response, f"{{{SAML}}}Issuer", idp_entity_id)
+    status = etree.SubElement(response, f"{{{SAMLP}}}Status")
+    etree.SubElement(status, f"{{{SAMLP}}}StatusCode", Value="urn:oasis:names:tc:SAML:2.0:status:Success")
+
+    assertion = etree.SubElement(response, f"{{{SAML}}}Assertion", ID=assertion_id, Version="2.0",
+                                 IssueInstant=issue_instant)
+    assertion_issuer = _text(assertion, f"{{{SAML}}}Issuer", idp_entity_id)
+    subject = etree.SubElement(assertion, f"{{{SAML}}}Subject")
+    _text(subject, f"{{{SAML}}}NameID", identity.subject, Format=PERSISTENT)
+    confirmation = etree.SubElement(subject, f"{{{SAML}}}SubjectConfirmation", Method=BEARER)
+    etree.SubElement(confirmation, f"{{{SAML}}}SubjectConfirmationData", NotOnOrAfter=expires,
+                     Recipient=AWS_SAML_ENDPOINT)
+    conditions = etree.SubElement(assertion, f"{{{SAML}}}Conditions", NotBefore=issue_instant,
+                                  NotOnOrAfter=expires)
+    restriction = etree.SubElement(conditions, f"{{{SAML}}}AudienceRestriction")
+    _text(restriction, f"{{{SAML}}}Audience", AWS_SAML_ENDPOINT)
+    authn = etree.SubElement(assertion, f"{{{SAML}}}AuthnStatement", AuthnInstant=_instant(identity.auth_time),
+                             SessionIndex=assertion_id)
+    context = etree.SubElement(authn, f"{{{SAML}}}AuthnContext")
+    _text(context, f"{{{SAML}}}AuthnContextClassRef", MFA_CONTEXT if identity.mfa else PASSWORD_CONTEXT)
+
+    statement = etree.SubElement(assertion, f"{{{SAML}}}AttributeStatement")
+    for name, value in aws_attributes(identity, entitlement).items():
+        attribute = etree.SubElement(statement, f"{{{SAML}}}Attribute", Name=name, NameFormat=ATTRNAME_URI)
+        _text(attribute, f"{{{SAML}}}AttributeValue", value)
+
+    signed = sign_element(response, assertion_id, signing_identity, after=assertion_issuer)
+    return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
+
+
+def aws_attributes(identity: Identity, entitlement: Entitlement) -> dict[str, str]:
+    """The attributes STS reads, one value each (moto answers 500 to a multi-valued Role)."""
+    attributes = {
+        AWS_ATTRIBUTE + "Role": f"{entitlement.role_arn},{entitlement.provider_arn}",
+        AWS_ATTRIBUTE + "RoleSessionName": aws_name(identity.email, "email"),
+        AWS_ATTRIBUTE + "SourceIdentity": aws_name(identity.username, "username"),
+        AWS_ATTRIBUTE + "SessionDuration": str(entitlement.session_duration),
+    }
+    for key, value in principal_tags(identity).items():
+        attributes[f"{AWS_ATTRIBUTE}PrincipalTag:{key}"] = value
+    return attributes
+
+
+def principal_tags(identity: Identity) -> dict[str, str]:
+    """Session tags for attribute-based access control; empty values are left out."""
+    raw = {"username": identity.username, "email": identity.email, "department": identity.department}
+    tags = {key: tag_value(value) for key, value in raw.items()}
+    return {key: value for key, value in tags.items() if value}
+
+
+def tag_value(value: str) -> str:
+    """Fit a value to AWS's tag alphabet (letters, digits, spaces, `_.:/=+-@`) and length."""
+    return _TAG_VALUE_DISALLOWED.sub("_", value.strip())[:PRINCIPAL_TAG_VALUE_MAX]
+
+
+def aws_name(value: str, what: str) -> str:
+    """Fit a value to the RoleSessionName / SourceIdentity alphabet and its 64-character limit."""
+    name = _AWS_NAME_DISALLOWED.sub("_", value)[:64]
+    if len(name) < 2:
+        raise IdentityRefused(f"Your {what} is too short to name an AWS session (AWS needs at least 2 "
+                                 "characters). Ask the IT service desk to fix your directory entry.")
+    return name
+
+
+def idp_metadata_xml(entity_id: str, signing_identity: SigningIdentity, sso_url: str) -> str:
+    """The broker's IdP metadata, as IAM's CreateSAMLProvider takes it (the certificate is the trust)."""
+    descriptor = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "ds": DS_NAMESPACE},
+                               entityID=entity_id)
+    idp = etree.SubElement(descriptor, f"{{{MD}}}IDPSSODescriptor", WantAuthnRequestsSigned="false",
+                           protocolSupportEnumeration=SAMLP)
+    key_descriptor = etree.SubElement(idp, f"{{{MD}}}KeyDescriptor", use="signing")
+    key_info = etree.SubElement(key_descriptor, f"{{{DS_NAMESPACE}}}KeyInfo")
+    x509_data = etree.SubElement(key_info, f"{{{DS_NAMESPACE}}}X509Data")
+    _text(x509_data, f"{{{DS_NAMESPACE}}}X509Certificate", signing_identity.certificate_base64)
+    _text(idp, f"{{{MD}}}NameIDFormat", PERSISTENT)
+    for binding in ("HTTP-Redirect", "HTTP-POST"):
+        etree.SubElement(idp, f"{{{MD}}}SingleSignOnService",
+                         Binding=f"urn:oasis:names:tc:SAML:2.0:bindings:{binding}", Location=sso_url)
+    return etree.tostring(descriptor, xml_declaration=True, encoding="UTF-8", pretty_print=True).decode()
+
+
+def _text(parent: etree._Element, tag: str, text: str, **attributes: str) -> etree._Element:
+    element = etree.SubElement(parent, tag, **attributes)
+    element.text = text
+    return element
+
+
+def _new_id() -> str:
+    return "_" + secrets.token_hex(20)  # xs:ID must not start with a digit
+
+
+def _instant(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

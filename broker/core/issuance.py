@@ -1,0 +1,67 @@
+"""Credential issuance, the one place where entitlement is enforced and every outcome is audited.
+
+The portal and the Identity Center compatible API both call `Issuance.issue`, so the rules and the
+audit trail are the same whichever way a person asks. How credentials are minted is behind the
+`CredentialIssuer` interface (STS in `broker.aws.sts`; a stand-in in tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from broker.core.access import AccessConfig
+from broker.core.audit import RequestOrigin
+from broker.core.audit import issuance as audit_issuance
+from broker.core.entitlements import Entitlement, check_entitlement, entitlements_for
+from broker.core.identity import Identity
+from broker.errors import CredentialIssueError, EntitlementError, IdentityRefused, NotEntitled
+from sso_common.store import AuditLog
+
+
+@dataclass(frozen=True)
+class RoleCredentials:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expiration: datetime
+    assumed_role_arn: str
+
+
+class CredentialIssuer(Protocol):
+    def issue(self, identity: Identity, entitlement: Entitlement) -> RoleCredentials:
+        """Credentials for an entitlement `check_entitlement` granted; raises CredentialIssueError."""
+        ...
+
+
+class Issuance:
+    def __init__(self, access: AccessConfig, issuer: CredentialIssuer, audit: AuditLog):
+        self.access, self.issuer, self.audit = access, issuer, audit
+
+    def entitlements(self, identity: Identity) -> list[Entitlement]:
+        return entitlements_for(identity, self.access)
+
+    def issue(
+        self, identity: Identity, account_id: str, permission_set: str, origin: RequestOrigin
+    ) -> tuple[Entitlement, RoleCredentials]:
+        """Check, exchange, audit. Raises EntitlementError or CredentialIssueError (both audited)."""
+        try:
+            entitlement = check_entitlement(identity, self.access, account_id, permission_set)
+        except EntitlementError as refusal:
+            audit_issuance(self.audit, origin, identity, account_id, permission_set, reason=refusal.reason)
+            raise
+        try:
+            credentials = self.issuer.issue(identity, entitlement)
+        except IdentityRefused as refusal:  # about the person, not AWS: a refusal like any other
+            audit_issuance(self.audit, origin, identity, account_id, permission_set,
+                           role_arn=entitlement.role_arn, reason=str(refusal))
+            raise NotEntitled(str(refusal)) from None
+        except CredentialIssueError as failure:
+            audit_issuance(self.audit, origin, identity, account_id, permission_set,
+                           role_arn=entitlement.role_arn, reason=str(failure))
+            raise
+        audit_issuance(self.audit, origin, identity, account_id, permission_set, role_arn=entitlement.role_arn,
+                       session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
+                       source_identity=identity.username, expiration=credentials.expiration.isoformat())
+        return entitlement, credentials

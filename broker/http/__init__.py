@@ -1,0 +1,18 @@
+"""The portal's HTTP edge: blueprints that only glue connectors, sessions, issuance and the Identity
+Center domain together.
+
+- pages for people: `login` (sign-in, sign-out), `portal` (accounts, credentials), `admin` (audit),
+  `device` (approving a command-line sign-in), `metadata` (SAML metadata the broker publishes);
+- AWS's APIs: `sso_oidc` and `sso_portal`, in AWS's wire format (`aws_wire`).
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from broker.http import admin, device, login, metadata, portal, sso_oidc, sso_portal
+
+    for module in (login, portal, admin, metadata, device, sso_oidc, sso_portal):
+        app.register_blueprint(module.blueprint)

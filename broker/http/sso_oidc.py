@@ -1,0 +1,96 @@
+"""sso-oidc on the portal: RegisterClient, StartDeviceAuthorization and CreateToken, as botocore calls them.
+
+The browser half of each flow (the device verification page, /authorize) is in broker/http/device.py.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from broker.http.aws_wire import ApiError, install_error_handlers, json_body, string_field, string_list
+from broker.http.context import state
+from broker.identity_center.codes import display_user_code, is_loopback_redirect_uri
+from broker.identity_center.grants import (
+    CODE_GRANT,
+    DEFAULT_SCOPE,
+    DEVICE_GRANT,
+    GRANT_TYPES,
+    REFRESH_GRANT,
+    SCOPES,
+    Tokens,
+)
+
+blueprint = Blueprint("sso_oidc", __name__)
+install_error_handlers(blueprint)
+
+
+@blueprint.post("/client/register")
+def register_client():
+    body = json_body()
+    name = string_field(body, "clientName", max_length=128)
+    if string_field(body, "clientType", max_length=32) != "public":
+        raise ApiError("InvalidClientMetadataException", "clientType must be public.")
+    scopes = string_list(body, "scopes") or [DEFAULT_SCOPE]
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        raise ApiError("InvalidScopeException", f"Unknown scope {unknown[0]!r}; this portal offers {DEFAULT_SCOPE}.")
+    grant_types = string_list(body, "grantTypes") or [DEVICE_GRANT]
+    if not set(grant_types) <= GRANT_TYPES:
+        raise ApiError("UnsupportedGrantTypeException", "Supported grant types: " + ", ".join(sorted(GRANT_TYPES)))
+    redirect_uris = string_list(body, "redirectUris") or []
+    if not all(is_loopback_redirect_uri(uri) for uri in redirect_uris):
+        raise ApiError("InvalidRedirectUriException", "Redirect URIs must be http loopback addresses (127.0.0.1).")
+    if CODE_GRANT in grant_types and not redirect_uris:
+        raise ApiError("InvalidRedirectUriException", "The authorization_code grant needs a redirect URI.")
+    string_field(body, "issuerUrl", required=False, max_length=2048)
+    registration = state().grants.register_client(name, scopes, grant_types, redirect_uris, request.remote_addr or "")
+    portal = state().settings.portal_url
+    return jsonify(clientId=registration.client_id, clientSecret=registration.client_secret,
+                   clientIdIssuedAt=registration.issued_at, clientSecretExpiresAt=registration.secret_expires_at,
+                   authorizationEndpoint=f"{portal}/authorize", tokenEndpoint=f"{portal}/token")
+
+
+@blueprint.post("/device_authorization")
+def start_device_authorization():
+    body = json_body()
+    client_id = string_field(body, "clientId", max_length=256)
+    client = state().grants.client(client_id, string_field(body, "clientSecret", max_length=256))
+    start_url = string_field(body, "startUrl", max_length=2048)
+    portal = state().settings.portal_url
+    if start_url.rstrip("/") != portal:
+        raise ApiError("InvalidRequestException", f"startUrl must be this portal's URL, {portal}.")
+    started = state().grants.start_device_authorization(client_id, client)
+    shown = display_user_code(started.user_code)
+    return jsonify(deviceCode=started.device_code, userCode=shown, verificationUri=f"{portal}/device",
+                   verificationUriComplete=f"{portal}/device?user_code={shown}", expiresIn=started.expires_in,
+                   interval=started.interval)
+
+
+@blueprint.post("/token")
+def create_token():
+    body = json_body()
+    client_id = string_field(body, "clientId", max_length=256)
+    client = state().grants.client(client_id, string_field(body, "clientSecret", max_length=256))
+    grant_type = string_field(body, "grantType", max_length=128)
+    if grant_type not in GRANT_TYPES:
+        raise ApiError("UnsupportedGrantTypeException", f"Unsupported grant type {grant_type[:64]!r}.")
+    if grant_type not in client.grant_types:
+        raise ApiError("UnauthorizedClientException", f"This client is not registered for {grant_type}.")
+    grants = state().grants
+    if grant_type == REFRESH_GRANT:
+        return _token_answer(grants.refresh(client_id, string_field(body, "refreshToken", max_length=512)))
+    if grant_type == DEVICE_GRANT:
+        approval = grants.redeem_device_code(client_id, string_field(body, "deviceCode", max_length=512))
+    else:
+        approval = grants.redeem_authorization_code(
+            client_id, string_field(body, "code", max_length=512),
+            string_field(body, "redirectUri", required=False, max_length=2048),
+            string_field(body, "codeVerifier", required=False, max_length=128))
+    return _token_answer(grants.issue_tokens(client_id, client, approval))
+
+
+def _token_answer(tokens: Tokens):
+    answer = {"accessToken": tokens.access_token, "tokenType": "Bearer", "expiresIn": tokens.expires_in}
+    if tokens.refresh_token:
+        answer["refreshToken"] = tokens.refresh_token
+    return jsonify(answer)

@@ -1,0 +1,102 @@
+"""The sso portal API (GetRoleCredentials, ListAccounts, ListAccountRoles, Logout), as botocore calls it.
+
+Callers authenticate with the access token from CreateToken in the `x-amz-sso_bearer_token` header;
+the token is good only while the portal session that approved its sign-in is live.
+Credentials come from `Issuance.issue`, so the entitlement check and the audit record are the
+portal's own; `roleName` is the permission set's name, as in IAM Identity Center.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from itertools import groupby
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from broker.core.identity import Identity
+from broker.errors import CredentialIssueError, EntitlementError, IdentityCenterError, MfaRequired, StsRefused
+from broker.http.aws_wire import ApiError, error_response, install_error_handlers
+from broker.http.context import API_CHANNEL, request_origin, state
+from broker.identity_center.pagination import BadPageRequest, PageTokens, page_size, paginate
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("sso_portal", __name__)
+install_error_handlers(blueprint)
+
+BEARER_HEADER = "x-amz-sso_bearer_token"
+ACCOUNT_ID = re.compile(r"\d{12}")
+NO_ACCESS = "No access"  # what Identity Center says, whether the account, the role or both are not yours
+
+
+def _caller() -> Identity:
+    return state().grants.bearer(request.headers.get(BEARER_HEADER))[0]
+
+
+def _account_id() -> str:
+    account_id = request.args.get("account_id", "")
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise ApiError("InvalidRequestException", "account_id must be a 12-digit AWS account ID.")
+    return account_id
+
+
+def _page(items: list, context: str) -> tuple[list, dict]:
+    try:
+        page, next_token = paginate(items, PageTokens(current_app.secret_key), context,
+                                    request.args.get("next_token"), page_size(request.args.get("max_result")))
+    except BadPageRequest as problem:
+        raise ApiError("InvalidRequestException", str(problem)) from None
+    return page, ({"nextToken": next_token} if next_token else {})
+
+
+@blueprint.get("/federation/credentials")
+def get_role_credentials():
+    identity = _caller()
+    account_id, role_name = _account_id(), request.args.get("role_name", "")
+    if not 0 < len(role_name) <= 64:
+        raise ApiError("InvalidRequestException", "role_name is required.")
+    try:
+        _, issued = state().issuance.issue(identity, account_id, role_name, request_origin(API_CHANNEL))
+    except MfaRequired as refusal:
+        raise ApiError("ForbiddenException", refusal.reason) from None
+    except EntitlementError:
+        raise ApiError("ForbiddenException", NO_ACCESS) from None
+    except StsRefused as refusal:
+        log.warning("STS refused a role request: %s", refusal.code)
+        raise ApiError("InternalServerException", "AWS refused to issue credentials for this role.") from None
+    except CredentialIssueError:
+        raise ApiError("ServiceUnavailableException", "AWS could not be reached. Try again in a minute.") from None
+    return jsonify(roleCredentials={
+        "accessKeyId": issued.access_key_id, "secretAccessKey": issued.secret_access_key,
+        "sessionToken": issued.session_token, "expiration": int(issued.expiration.timestamp() * 1000)})
+
+
+@blueprint.get("/assignment/accounts")
+def list_accounts():
+    identity = _caller()
+    accounts = [key for key, _ in groupby(state().issuance.entitlements(identity),
+                                          key=lambda e: (e.account_id, e.account_name))]
+    page, more = _page(accounts, f"accounts\x00{identity.subject}")
+    # access.yaml names no account e-mail addresses, so emailAddress (optional in the API) is left out.
+    return jsonify(accountList=[{"accountId": account_id, "accountName": name} for account_id, name in page], **more)
+
+
+@blueprint.get("/assignment/roles")
+def list_account_roles():
+    identity = _caller()
+    account_id = _account_id()
+    roles = [e.permission_set for e in state().issuance.entitlements(identity) if e.account_id == account_id]
+    if not roles:
+        raise ApiError("ForbiddenException", NO_ACCESS)
+    page, more = _page(roles, f"roles\x00{identity.subject}\x00{account_id}")
+    return jsonify(roleList=[{"roleName": name, "accountId": account_id} for name in page], **more)
+
+
+def logout() -> Response:
+    """Logout (`POST /logout` with the bearer header; the portal's sign-out view hands it here): ends the
+    whole command-line sign-in."""
+    try:
+        state().grants.logout(request.headers.get(BEARER_HEADER))
+    except IdentityCenterError as refusal:
+        return error_response(ApiError(refusal.aws_error, refusal.message))
+    return Response(status=200)

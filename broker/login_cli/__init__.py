@@ -1,5 +1,0 @@
-"""`broker-login`, the command-line sign-in to the SSO login broker (see commands.py for usage)."""
-
-from .commands import main
-
-__all__ = ["main"]

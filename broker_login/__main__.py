@@ -1,0 +1,5 @@
+import sys
+
+from broker_login import main
+
+sys.exit(main())

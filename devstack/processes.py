@@ -1,0 +1,102 @@
+"""Start the project's processes on loopback and wait until they answer: one helper for the demo
+launcher, the AWS emulator wrapper, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG_TAIL = 3000  # characters of a failed process's log shown in the error
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """A started `python -m ...` process whose output goes to `log_path`."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(cls, name: str, module_args: list[str], *, log_path: Path, cwd: Path,
+              env: Mapping[str, str] | None = None, new_session: bool = True) -> Process:
+        """Run `python -m <module_args>` in `cwd`, appending its output to `log_path`. A new session
+        (the default) keeps Ctrl-C in a terminal from reaching it before the launcher stops it."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen([sys.executable, "-m", *module_args], cwd=cwd,
+                                     env=dict(env) if env is not None else None, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=new_session)
+        return cls(name, popen, log_path)
+
+    @property
+    def pid(self) -> int:
+        return int(self.popen.pid)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_healthy(self, url: str, timeout: float = 30.0) -> None:
+        """Wait until GET `url` answers 200; RuntimeError with the log's tail if the process exits or
+        the time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(f"{self.name} exited with code {self.popen.returncode}:\n{self.logs()[-LOG_TAIL:]}")
+            if answers(url):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f} s:\n{self.logs()[-LOG_TAIL:]}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+        if self.running():
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
+
+
+def stop_all(processes: list[Process], timeout: float = 10.0) -> None:
+    """Signal every process first, then wait for each: they stop in parallel."""
+    for process in processes:
+        if process.running():
+            process.popen.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.stop(timeout)
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether GET `url` answers 200 right now (no proxy: everything here is on loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child Python, unbuffered, plus `extra`."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}

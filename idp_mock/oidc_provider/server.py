@@ -1,0 +1,344 @@
+"""The authlib authorization server of the IdP, and the few hooks authlib leaves to the application.
+
+authlib does the protocol (request validation, PKCE, client authentication, token responses, ID token
+encoding, logout and registration rules); this module only connects it to the store, the directory,
+the shared SSO session and the signing keys.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuth2Request,
+    grants,
+)
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest
+from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
+from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591.errors import (
+    InvalidClientMetadataError,
+    InvalidRedirectURIError,
+)
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc import rpinitiated
+from authlib.oidc.core import UserInfoEndpoint
+from authlib.oidc.core.grants import OpenIDCode
+from flask import request as flask_request
+
+from idp_mock.session import ACR_MFA, ACR_PASSWORD, record_participant
+from idp_mock.oidc_provider.claims import CLAIMS, SCOPES, user_claims
+from idp_mock.oidc_provider.config import uri_problem
+from idp_mock.oidc_provider.keys import ALGORITHM, SigningKeys, keys_dir
+from idp_mock.oidc_provider.models import (
+    AUTH_METHODS,
+    GRANT_TYPES,
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    RefreshToken,
+    hash_secret,
+)
+from idp_mock.oidc_provider.storage import OIDCStore
+
+log = logging.getLogger(__name__)
+
+ID_TOKEN_LIFETIME = 300
+
+
+class ParamsRequest(OAuth2Request):
+    """An authorization request made of plain parameters: the browser's, or the ones stashed while
+    the user signs in."""
+
+    def __init__(self, params: dict):
+        super().__init__(flask_request.method, flask_request.url, headers=flask_request.headers)
+        self.payload = BasicOAuth2Payload(params)
+
+    @property
+    def args(self):
+        return self.payload.data
+
+    @property
+    def form(self):
+        return {}
+
+
+class OIDCServer(AuthorizationServer):
+    def __init__(self, settings, store):
+        super().__init__()
+        self.settings = settings
+        self.issuer = settings.issuer
+        self.directory = settings.directory
+        self.oidc_store = OIDCStore(store, settings)
+        self.keys = SigningKeys(keys_dir(settings))
+        lifetime = settings.oidc.access_token_lifetime
+        self.load_config({  # authlib's Flask settings, kept out of app.config (shared with SAML)
+            "OAUTH2_SCOPES_SUPPORTED": list(SCOPES),
+            "OAUTH2_REFRESH_TOKEN_GENERATOR": True,  # issued only to clients allowed the refresh_token grant
+            "OAUTH2_TOKEN_EXPIRES_IN": dict.fromkeys(GRANT_TYPES, lifetime),
+        })
+        self.metadata = self._metadata()
+
+    def _metadata(self) -> dict:
+        base = self.issuer
+        return {
+            "issuer": base,
+            "authorization_endpoint": f"{base}/oidc/authorize",
+            "token_endpoint": f"{base}/oidc/token",
+            "userinfo_endpoint": f"{base}/oidc/userinfo",
+            "jwks_uri": f"{base}/oidc/jwks",
+            "end_session_endpoint": f"{base}/oidc/logout",
+            "registration_endpoint": f"{base}/oidc/register",
+            "scopes_supported": list(SCOPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": list(GRANT_TYPES),
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [ALGORITHM],
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": ["iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "acr", "amr", *CLAIMS],
+            "acr_values_supported": [ACR_PASSWORD, ACR_MFA],
+            "prompt_values_supported": ["none", "login"],
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+        }
+
+    def query_client(self, client_id):
+        if not isinstance(client_id, str):
+            return None
+        client = self.settings.oidc.clients.get(client_id)
+        if client is None:
+            record = self.oidc_store.client(client_id)
+            client = Client.from_record(record) if record else None
+        return client
+
+    def active_employee(self, username: str):
+        employee = self.directory.find(username)
+        return employee if employee and not employee.disabled else None
+
+    def save_token(self, token, request):
+        source = request.authorization_code or request.refresh_token
+        if not self.oidc_store.save_tokens(token, source.grant_id, request.client.client_id):
+            raise InvalidGrantError("The grant was revoked.")
+
+    def create_oauth2_request(self, request):
+        if isinstance(request, dict):
+            return ParamsRequest(request)
+        return super().create_oauth2_request(request)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+
+    def save_authorization_code(self, code, request):
+        """At the authorization endpoint the user is the SignIn of the SSO session (auth_time, amr)."""
+        data = request.payload.data
+        self.server.oidc_store.save_code(
+            code, client_id=request.client.client_id, sign_in=request.user, scope=request.scope,
+            redirect_uri=request.payload.redirect_uri, nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"))
+        record_participant({"protocol": "oidc", "client_id": request.client.client_id})
+
+    def query_authorization_code(self, code, client):
+        found = self.server.oidc_store.take_code(code)
+        if found is None or found[0]["client_id"] != client.client_id:
+            return None
+        return AuthorizationCode(*found)
+
+    def delete_authorization_code(self, authorization_code):
+        """Nothing left to delete: query_authorization_code took the code atomically."""
+
+    def authenticate_user(self, authorization_code):
+        return self.server.active_employee(authorization_code.grant["username"])
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
+
+    def authenticate_refresh_token(self, refresh_token):
+        record = self.server.oidc_store.take_refresh_token(refresh_token)
+        return RefreshToken(record) if record else None
+
+    def authenticate_user(self, refresh_token):
+        grant = self.server.oidc_store.grant(refresh_token.grant_id)
+        return self.server.active_employee(grant["username"]) if grant else None
+
+    def revoke_old_credential(self, refresh_token):
+        """Nothing left to revoke: authenticate_refresh_token took the token atomically."""
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only (`plain` and a missing method are refused), required of public clients
+    already at the authorization endpoint rather than only when they redeem the code."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ("S256",)
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if data.get("code_challenge") or data.get("code_challenge_method"):
+            if data.get("code_challenge_method") != "S256":
+                raise InvalidRequestError("Only code_challenge_method=S256 is supported.")
+        elif grant.request.client.is_public:
+            raise InvalidRequestError("Public clients must send a code_challenge (PKCE, S256).")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class IDToken(OpenIDCode):
+    DEFAULT_EXPIRES_IN = ID_TOKEN_LIFETIME
+
+    def __init__(self, server: OIDCServer):
+        super().__init__(require_nonce=True)
+        self.server = server
+
+    def exists_nonce(self, nonce, request):
+        return self.server.oidc_store.nonce_used(request.payload.client_id, nonce)
+
+    def resolve_client_private_key(self, client):
+        return self.server.keys.private_keys
+
+    def get_encode_header(self, client):
+        return {"alg": ALGORITHM, "kid": self.server.keys.active_kid}
+
+    def get_client_claims(self, client):
+        return {"iss": self.server.issuer, "aud": client.client_id}
+
+    def generate_user_info(self, user, scope):
+        return user_claims(user, scope)
+
+
+class AccessTokenValidator(BearerTokenValidator):
+    def __init__(self, server: OIDCServer):
+        super().__init__()
+        self.server = server
+
+    def authenticate_token(self, token_string):
+        record = self.server.oidc_store.access_token(token_string)
+        if record is None:
+            return None
+        client = self.server.query_client(record["client_id"])
+        employee = self.server.active_employee(record["username"])
+        if client is None or employee is None:
+            return None
+        return AccessToken(record, client, employee, revoked=self.server.oidc_store.grant(record["grant_id"]) is None)
+
+
+class UserInfo(UserInfoEndpoint):
+    def generate_user_info(self, user, scope):
+        return user_claims(user, scope)
+
+
+class EndSession(rpinitiated.EndSessionEndpoint):
+    def get_server_jwks(self):
+        return self.server.keys.public_keys
+
+    def get_algorithms(self):
+        return [ALGORITHM]
+
+    def is_post_logout_redirect_uri_legitimate(self, request, post_logout_redirect_uri, client, logout_hint):
+        """Without an id_token_hint the user confirms the sign-out on our page before any redirect."""
+        return True
+
+
+class _Json(JsonPayload):
+    def __init__(self, data):
+        self._data = data
+
+    @property
+    def data(self):
+        return self._data
+
+
+class Registration(ClientRegistrationEndpoint):
+    """RFC 7591, open to holders of the configured initial access token."""
+
+    def __init__(self, server: OIDCServer):
+        super().__init__(server, [ClientMetadataClaims, rpinitiated.ClientMetadataClaims])
+
+    def create_endpoint_request(self, request):
+        """A body that is not JSON becomes None (refused below) instead of werkzeug's HTML 400/415."""
+        json_request = JsonRequest(flask_request.method, flask_request.url, flask_request.headers)
+        json_request.payload = _Json(flask_request.get_json(silent=True))
+        return json_request
+
+    def authenticate_token(self, request):
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        expected = self.server.settings.oidc.registration_token
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            raise InvalidTokenError("A valid initial access token is required to register a client.")
+        return token
+
+    def extract_client_metadata(self, request):
+        data = request.payload.data
+        if not isinstance(data, dict):
+            raise InvalidClientMetadataError("The request body must be a JSON object.")
+        redirect_uris = data.get("redirect_uris")
+        if not isinstance(redirect_uris, list) or not redirect_uris or any(uri_problem(u) for u in redirect_uris):
+            raise InvalidRedirectURIError("redirect_uris must list absolute http(s) URLs without fragments.")
+        logout_uris = data.get("post_logout_redirect_uris", [])
+        if not isinstance(logout_uris, list) or any(uri_problem(u) for u in logout_uris):
+            raise InvalidClientMetadataError("post_logout_redirect_uris must list absolute http(s) URLs.")
+        grant_types = data.get("grant_types", ["authorization_code"])
+        if not isinstance(grant_types, list) or "authorization_code" not in grant_types:
+            raise InvalidClientMetadataError("grant_types must be a list that includes authorization_code.")
+        name = data.get("client_name", "")
+        if not isinstance(name, str) or len(name) > 200:
+            raise InvalidClientMetadataError("client_name must be a string of at most 200 characters.")
+        try:
+            return super().extract_client_metadata(request)
+        except (TypeError, AttributeError, KeyError, ValueError) as error:
+            # authlib's metadata checks assume well-typed values (and signal some rules with ValueError):
+            # a number where a URL belongs is bad metadata, not a server error
+            raise InvalidClientMetadataError("The client metadata is malformed.") from error
+
+    def get_server_metadata(self):
+        return self.server.metadata
+
+    def generate_client_info(self, request):
+        info = super().generate_client_info(request)
+        if request.payload.data.get("token_endpoint_auth_method") == "none":
+            del info["client_secret"], info["client_secret_expires_at"]
+        return info
+
+    def save_client(self, client_info, client_metadata, request):
+        secret = client_info.get("client_secret")
+        client = Client(
+            client_id=client_info["client_id"],
+            name=client_metadata.get("client_name") or client_info["client_id"],
+            redirect_uris=tuple(client_metadata["redirect_uris"]),
+            post_logout_redirect_uris=tuple(client_metadata.get("post_logout_redirect_uris", [])),
+            token_endpoint_auth_method=client_metadata["token_endpoint_auth_method"],
+            grant_types=tuple(client_metadata.get("grant_types", ["authorization_code"])),
+            secret_hash=hash_secret(secret) if secret else None,
+        )
+        self.server.oidc_store.save_client(client.to_record())
+        log.info("registered OIDC client %s (%r)", client.client_id, client.name)
+        return client
+
+
+def _client_secret_basic(query_client, request):
+    """authlib's, except that an Authorization header that is not UTF-8 fails authentication (not a 500)."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        return None
+
+
+def build_server(settings, store) -> OIDCServer:
+    server = OIDCServer(settings, store)
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IDToken(server)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_client_auth_method("client_secret_basic", _client_secret_basic)
+    protector = ResourceProtector()
+    protector.register_token_validator(AccessTokenValidator(server))
+    server.register_endpoint(UserInfo(server, resource_protector=protector))
+    server.register_endpoint(EndSession(server))
+    server.register_endpoint(Registration(server))
+    return server

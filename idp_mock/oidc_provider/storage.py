@@ -1,0 +1,125 @@
+"""OIDC state in the shared StateStore, so every gunicorn worker sees the same codes, tokens and clients.
+
+A *grant* is what one authorization code starts: who signed in, how, for which client and scopes.
+Every token issued from that code or from its refresh tokens names the grant, and is valid only while
+the grant exists. So revoking a whole family (code replay, refresh-token reuse) is one delete.
+
+Codes and refresh tokens are single-use through the store's atomic `take`. To recognise a *replayed*
+code or refresh token after it was taken, each also leaves a marker naming its grant, kept as long as
+the grant can live.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from idp_mock.session import SignIn
+
+log = logging.getLogger(__name__)
+
+PENDING_TTL = 600                       # an authorization request waiting for the login
+REGISTERED_CLIENT_TTL = 30 * 24 * 3600  # dynamically registered clients
+
+
+class OIDCStore:
+    def __init__(self, store, settings):
+        self._store = store
+        self._oidc = settings.oidc
+        self._nonce_ttl = settings.session_lifetime
+
+    # --- authorization requests waiting for a login ----------------------------------------------
+
+    def stash_request(self, params: dict, requested_at: int, force: bool) -> str:
+        handle = secrets.token_urlsafe(32)
+        self._store.put("oidc_pending", handle, {"params": params, "requested_at": requested_at, "force": force},
+                        PENDING_TTL)
+        return handle
+
+    def pending_request(self, handle: str) -> dict | None:
+        return self._store.get("oidc_pending", handle)
+
+    def drop_pending_request(self, handle: str) -> None:
+        self._store.delete("oidc_pending", handle)
+
+    # --- grants and codes ------------------------------------------------------------------------
+
+    def save_code(self, code: str, *, client_id: str, sign_in: SignIn, scope: str, redirect_uri: str,
+                  nonce: str | None, code_challenge: str | None, code_challenge_method: str | None) -> None:
+        grant_id = secrets.token_urlsafe(24)
+        lifetime = self._oidc.refresh_token_lifetime
+        self._store.put("oidc_grant", grant_id, {
+            "client_id": client_id, "username": sign_in.employee.username, "scope": scope,
+            "auth_time": sign_in.auth_time, "amr": list(sign_in.amr), "acr": sign_in.acr,
+            "expires_at": time.time() + lifetime,
+        }, lifetime)
+        self._store.put("oidc_code", code, {
+            "grant_id": grant_id, "client_id": client_id, "redirect_uri": redirect_uri, "nonce": nonce,
+            "code_challenge": code_challenge, "code_challenge_method": code_challenge_method,
+        }, self._oidc.code_lifetime)
+        self._store.put("oidc_code_grant", code, {"grant_id": grant_id}, lifetime)
+        if nonce:
+            self._store.put("oidc_nonce", f"{client_id}\x00{nonce}", {}, self._nonce_ttl)
+
+    def nonce_used(self, client_id: str, nonce: str) -> bool:
+        return self._store.get("oidc_nonce", f"{client_id}\x00{nonce}") is not None
+
+    def take_code(self, code: str) -> tuple[dict, dict] | None:
+        """The code's record and its grant, once. A replayed code revokes what it was exchanged for."""
+        record = self._store.take("oidc_code", code)
+        if record is None:
+            marker = self._store.get("oidc_code_grant", code)
+            if marker and self.revoke_grant(marker["grant_id"]):
+                log.warning("authorization code used twice: its tokens are revoked")
+            return None
+        grant = self._store.get("oidc_grant", record["grant_id"])
+        return (record, grant) if grant else None
+
+    def grant(self, grant_id: str) -> dict | None:
+        return self._store.get("oidc_grant", grant_id)
+
+    def revoke_grant(self, grant_id: str) -> bool:
+        """End a grant and so every token issued under it; True if it was live."""
+        return self._store.take("oidc_grant", grant_id) is not None
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    def save_tokens(self, token: dict, grant_id: str, client_id: str) -> bool:
+        """Store issued tokens under their grant; False if the grant was revoked meanwhile (a replay)."""
+        grant = self.grant(grant_id)
+        if grant is None:
+            return False
+        now = time.time()
+        remaining = max(grant["expires_at"] - now, 1)
+        ttl = min(self._oidc.access_token_lifetime, remaining)
+        self._store.put("oidc_access", token["access_token"], {
+            "grant_id": grant_id, "client_id": client_id, "username": grant["username"],
+            "scope": token["scope"], "issued_at": now, "expires_at": now + ttl,
+        }, ttl)
+        if "refresh_token" in token:
+            self._store.put("oidc_refresh", token["refresh_token"],
+                            {"grant_id": grant_id, "client_id": client_id, "scope": token["scope"]}, remaining)
+            self._store.put("oidc_refresh_grant", token["refresh_token"], {"grant_id": grant_id}, remaining)
+        return True
+
+    def access_token(self, token: str) -> dict | None:
+        return self._store.get("oidc_access", token)
+
+    def take_refresh_token(self, token: str) -> dict | None:
+        """Rotation: a refresh token works once. Presenting a rotated one revokes the whole grant."""
+        record = self._store.take("oidc_refresh", token)
+        if record is None:
+            marker = self._store.get("oidc_refresh_grant", token)
+            if marker and self.revoke_grant(marker["grant_id"]):
+                log.warning("rotated refresh token used again: its grant is revoked")
+            return None
+        return record if self.grant(record["grant_id"]) else None
+
+    # --- dynamically registered clients ----------------------------------------------------------
+
+    def save_client(self, record: dict) -> None:
+        self._store.put("oidc_client", record["client_id"], record, REGISTERED_CLIENT_TTL)
+
+    def client(self, client_id: str) -> dict | None:
+        return self._store.get("oidc_client", client_id)

@@ -1,0 +1,182 @@
+"""HTTP endpoints of the OpenID provider.
+
+Browser-facing endpoints (authorize, logout) answer problems with a readable page, or, once the client
+and its redirect URI are known to be genuine, with an error redirect to that client. Machine-facing
+endpoints (token, userinfo, register) always answer in the protocol's JSON format.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError, UnsupportedResponseTypeError
+from authlib.oidc.core.errors import LoginRequiredError
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from sso_common.web import UserFacingError, check_csrf, csrf_token
+
+from idp_mock.session import current_sign_in, end_session, login_redirect
+
+pages = Blueprint("oidc_pages", __name__)
+api = Blueprint("oidc_api", __name__)
+
+MAX_PARAMETER_LENGTH = 4096
+UNKNOWN_CLIENT = ("The application that sent you here is not registered with Example Corp sign-in. "
+                  "Contact the application's administrator.")
+BAD_REDIRECT = ("The application that sent you here asked to return to an address it has not registered. "
+                "For your safety the sign-in stops here.")
+EXPIRED = "This sign-in request has expired. Go back to the application and start again."
+
+
+def _server():
+    return current_app.extensions["oidc"]
+
+
+def _parameters() -> tuple[dict, set]:
+    values = request.values
+    return {name: values[name] for name in values}, {name for name in values if len(values.getlist(name)) > 1}
+
+
+def _too_long(params: dict) -> bool:
+    return any(len(value) > MAX_PARAMETER_LENGTH for value in params.values())
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+@api.get("/.well-known/openid-configuration")
+def discovery():
+    return jsonify(_server().metadata)
+
+
+@api.get("/oidc/jwks")
+def jwks():
+    return jsonify(_server().keys.jwks())
+
+
+# --- authorization endpoint ---------------------------------------------------------------------
+
+@pages.route("/oidc/authorize", methods=["GET", "POST"])
+def authorize():
+    params, repeated = _parameters()
+    client = None if repeated & {"client_id", "redirect_uri"} else _server().query_client(params.get("client_id"))
+    if client is None:
+        raise UserFacingError(UNKNOWN_CLIENT, 400, "Unknown application")
+    if not client.check_redirect_uri(params.get("redirect_uri")):
+        raise UserFacingError(BAD_REDIRECT, 400, "Sign-in request refused")
+    state = params.get("state")
+    if repeated or _too_long(params):
+        state = state if "state" not in repeated and len(state or "") <= MAX_PARAMETER_LENGTH else None
+        return _server().handle_error_response(None, InvalidRequestError(
+            "A parameter is repeated or too long.", redirect_uri=params["redirect_uri"], state=state))
+    if params.get("response_type") != "code":
+        # authlib puts the raw value in an error description, which fails (a 500) on quotes or backslashes
+        return _server().handle_error_response(None, UnsupportedResponseTypeError(
+            params.get("response_type"), redirect_uri=params["redirect_uri"], state=state))
+    return _authorize(params)
+
+
+@pages.get("/oidc/authorize/continue/<handle>")
+def authorize_continue(handle: str):
+    """Where the login page sends the browser back to: the stashed request, now with a session."""
+    pending = _server().oidc_store.pending_request(handle)
+    if pending is None:
+        raise UserFacingError(EXPIRED, 400, "Sign-in expired")
+    return _authorize(pending["params"], pending, handle)
+
+
+def _authorize(params: dict, pending: dict | None = None, handle: str | None = None):
+    server = _server()
+    sign_in = current_sign_in()
+    try:
+        grant = server.get_consent_grant(params, end_user=sign_in)
+        state = params.get("state")
+        max_age = params.get("max_age")
+        if max_age is not None and not re.fullmatch(r"[0-9]{1,9}", max_age):
+            raise InvalidRequestError("max_age must be a whole number of seconds.",
+                                      redirect_uri=grant.redirect_uri, state=state)
+        prompts = (params.get("prompt") or "").split()
+        if pending:  # back from the login page: a forced login must be newer than the request
+            fresh_login_needed = pending["force"] and (sign_in is None or sign_in.auth_time < pending["requested_at"])
+        else:
+            fresh_login_needed = "login" in prompts or (
+                max_age is not None and sign_in is not None and time.time() - sign_in.auth_time > int(max_age))
+        if sign_in is None or fresh_login_needed:
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=grant.redirect_uri, state=state)
+            handle = handle or server.oidc_store.stash_request(params, int(time.time()), fresh_login_needed)
+            return login_redirect(f"/oidc/authorize/continue/{handle}", force=fresh_login_needed,
+                                  login_hint=params.get("login_hint"))
+        response = server.create_authorization_response(grant.request, grant=grant, grant_user=sign_in)
+    except OAuth2Error as error:
+        if not error.redirect_uri:
+            raise UserFacingError(f"This sign-in request is not valid: {error.get_error_description()}",
+                                  400, "Sign-in request refused") from None
+        response = server.handle_error_response(None, error)
+    if handle:
+        server.oidc_store.drop_pending_request(handle)
+    return response
+
+
+# --- token, userinfo, registration --------------------------------------------------------------
+
+@api.post("/oidc/token")
+def token():
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return _server().handle_error_response(None, InvalidRequestError(
+            "The token request must be application/x-www-form-urlencoded."))
+    return _server().create_token_response()
+
+
+@api.route("/oidc/userinfo", methods=["GET", "POST"])
+def userinfo():
+    return _server().create_endpoint_response("userinfo")
+
+
+@api.post("/oidc/register")
+def register_client():
+    return _server().create_endpoint_response("client_registration")
+
+
+@api.errorhandler(400)
+@api.errorhandler(413)
+def api_unreadable_body(error: HTTPException):
+    """Oversized or unreadable bodies get a protocol error, not the HTML error page."""
+    description = "The request is too large." if error.code == 413 else "The request could not be read."
+    return _server().handle_error_response(None, InvalidRequestError(description, status_code=error.code))
+
+
+# --- RP-initiated logout ------------------------------------------------------------------------
+
+@pages.route("/oidc/logout", methods=["GET", "POST"])
+def logout():
+    server = _server()
+    params, repeated = _parameters()
+    if repeated or _too_long(params):
+        raise UserFacingError("This sign-out request is not valid.", 400, "Sign-out request refused")
+    try:
+        logout_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error:
+        raise UserFacingError("This sign-out request is not valid: the ID token hint was not issued here "
+                              "or does not match the application.", 400, "Sign-out request refused") from None
+    if params.get("post_logout_redirect_uri") and not logout_request.redirect_uri:
+        raise UserFacingError("The application asked to return to an address it has not registered. "
+                              "You are still signed in.", 400, "Sign-out request refused")
+    sign_in = current_sign_in()
+    confirmed = request.method == "POST" and params.get("confirm") == "1"
+    if confirmed:
+        check_csrf()
+    hint = logout_request.id_token_claims or {}
+    hint_matches_session = sign_in is not None and hint.get("sub") == sign_in.employee.subject \
+        and hint.get("auth_time") == sign_in.auth_time
+    if sign_in is not None and not confirmed and not hint_matches_session:
+        hidden = {name: params[name] for name in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
+                  if params.get(name)}
+        client = logout_request.client
+        return render_template("logout.html", action="/oidc/logout", hidden={**hidden, "confirm": "1"},
+                               client_name=client.name if client else None, csrf_token=csrf_token())
+    response = redirect(logout_request.redirect_uri or "/?signed_out=1", code=303)
+    end_session(response)
+    return response

@@ -1,0 +1,319 @@
+"""The SAML IdP's endpoints: metadata, SSO (SP- and IdP-initiated), single logout, SP registration.
+
+A parsed AuthnRequest is kept server-side (state store, short TTL) while the user signs in, and the
+browser comes back to a local path (/saml/continue): a POST-binding request cannot be replayed by a
+redirect, and nothing the browser brings back is trusted except the random handle. A Response is only
+ever posted to an ACS URL registered for the SP that asked. Requests are authenticated by the SP's
+certificate (configured, registered, or from its published metadata): LogoutRequests always, AuthnRequests
+when the SP requires signed requests; an SP whose metadata cannot be fetched gets a 503, never a pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
+from lxml import etree
+from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
+
+from sso_common.keys import SigningIdentity
+from sso_common.web import UserFacingError
+
+from idp_mock.session import (
+    SignIn,
+    current_sign_in,
+    end_session,
+    login_redirect,
+    participants,
+    record_participant,
+)
+from idp_mock.saml_idp.config import SAMLSettings, ServiceProvider, name_id_value
+from idp_mock.saml_idp.messages import (
+    REQUEST_LIFETIME,
+    BadSignature,
+    Inbound,
+    Refused,
+    check_envelope,
+    check_relay_state,
+    parse_authn_request,
+    parse_logout_request,
+    receive,
+    verify,
+)
+from idp_mock.saml_idp.metadata import MetadataError
+from idp_mock.saml_idp.registry import AlreadyConfigured, ServiceProviders
+from idp_mock.saml_idp.responses import (
+    Grant,
+    logout_response,
+    new_id,
+    signed_post,
+    signed_redirect_url,
+    sso_response,
+    status_response,
+)
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("saml", __name__, static_folder="static", static_url_path="/saml/static")
+
+PENDING_KIND = "saml_pending"
+PENDING_TTL = 900         # time to sign in (password, TOTP) before the request is forgotten
+SEEN_REQUEST_KIND = "saml_request_seen"
+
+
+@dataclass
+class SAMLIdP:
+    """What the SAML endpoints share, kept in app.extensions['saml']."""
+
+    settings: SAMLSettings
+    identity: SigningIdentity
+    service_providers: ServiceProviders
+    metadata: bytes
+
+
+def _saml() -> SAMLIdP:
+    return current_app.extensions["saml"]
+
+
+def _idp():
+    return current_app.extensions["idp"]
+
+
+@blueprint.get("/saml/metadata")
+def metadata():
+    return Response(_saml().metadata, mimetype="application/samlmetadata+xml")
+
+
+def _known_sp(entity_id: str) -> ServiceProvider:
+    sp = _saml().service_providers.find(entity_id)
+    if sp is None:
+        raise Refused("The application that sent you here is not registered with Example Corp.")
+    return sp
+
+
+def _verified(message: Inbound, logout: bool) -> tuple[ServiceProvider, etree._Element]:
+    """The SP that sent the message, and the message's trusted root (see messages.verify). Every
+    LogoutRequest must be signed: an unsigned one would let anyone sign anyone out. When a signature
+    does not verify and the SP publishes its metadata, the metadata is fetched again once (key rotation)."""
+    sp = _known_sp(message.issuer)
+    required = logout or sp.require_signed_requests
+    try:
+        return sp, verify(message, sp, required=required)
+    except BadSignature:
+        newer = _saml().service_providers.refreshed(sp)
+        if newer is None:
+            raise
+        return newer, verify(message, newer, required=required)
+
+
+# --- single sign-on ---------------------------------------------------------------------------------
+
+@blueprint.route("/saml/sso", methods=["GET", "POST"])
+def sso():
+    message = receive()
+    sp, root = _verified(message, logout=False)
+    check_envelope(root, "AuthnRequest", _saml().settings.sso_url, _idp().settings.clock_skew)
+    authn = parse_authn_request(root)
+    acs_url = _acs_url(sp, authn.acs_url, authn.acs_index, authn.protocol_binding)
+    if not _idp().store.add(SEEN_REQUEST_KIND, f"{sp.entity_id}\x00{authn.id}", {},
+                            REQUEST_LIFETIME + 2 * _idp().settings.clock_skew):
+        raise Refused("This sign-in request was already used. Go back to the application and sign in again.")
+    return _proceed({
+        "sp": sp.entity_id, "acs_url": acs_url, "request_id": authn.id, "relay_state": message.relay_state,
+        "name_id_format": _name_id_format(sp, authn.name_id_format), "force": authn.force_authn,
+        "passive": authn.is_passive, "stale": _fingerprint(current_sign_in()) if authn.force_authn else None,
+    })
+
+
+def _acs_url(sp: ServiceProvider, url: str | None, index: int | None, binding: str | None) -> str:
+    """The registered ACS the request names (by URL or index), else the SP's default. Never an unregistered URL."""
+    if binding is not None and binding != SAML.BINDING_HTTP_POST:
+        raise Refused("Only the HTTP-POST binding is supported for the response (ProtocolBinding).")
+    if url is not None and index is not None:
+        raise Refused("The request names both an AssertionConsumerServiceURL and an index.")
+    if url is not None:
+        if not any(endpoint.url == url for endpoint in sp.acs):
+            raise Refused("The address the application asked to be answered at is not registered for it.")
+        return url
+    if index is not None:
+        endpoint = next((endpoint for endpoint in sp.acs if endpoint.index == index), None)
+        if endpoint is None:
+            raise Refused("The AssertionConsumerServiceIndex is not registered for this application.")
+        return endpoint.url
+    return sp.default_acs.url
+
+
+def _name_id_format(sp: ServiceProvider, requested: str | None) -> str:
+    """The SP's default format, unless it asks for another one it is set up for ("unspecified" leaves it to us)."""
+    if requested in (None, SAML.NAMEID_UNSPECIFIED):
+        return sp.name_id_formats[0]
+    if requested not in sp.name_id_formats:
+        raise Refused("The application asked for a NameID format it is not set up to receive.")
+    return requested
+
+
+def _fingerprint(sign_in: SignIn | None) -> str | None:
+    """Names a sign-in without keeping its session ID (a usable cookie value) in the store."""
+    return hashlib.sha256(sign_in.session_id.encode()).hexdigest() if sign_in else None
+
+
+def _good_enough(sign_in: SignIn | None, pending: dict) -> bool:
+    """Signed in, and for ForceAuthn signed in anew: every login starts a new session, so a session other
+    than the one present when the request arrived proves a fresh login."""
+    return sign_in is not None and not (pending["force"] and _fingerprint(sign_in) == pending["stale"])
+
+
+def _proceed(pending: dict) -> Response:
+    """Answer now if the browser's sign-in is good enough, else keep the request and send the user to log in."""
+    if _good_enough(current_sign_in(), pending):
+        return _answer(pending)
+    if pending["passive"]:
+        sp = _known_sp(pending["sp"])
+        xml = status_response(pending["acs_url"], pending["request_id"], SAML.STATUS_NO_PASSIVE,
+                              _saml().settings.entity_id, _saml().identity)
+        return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
+    handle = secrets.token_urlsafe(32)
+    _idp().store.put(PENDING_KIND, handle, pending, PENDING_TTL)
+    return login_redirect(f"/saml/continue?request={handle}", force=pending["force"])
+
+
+@blueprint.get("/saml/continue")
+def resume():
+    handle = request.args.get("request", "")
+    pending = _idp().store.get(PENDING_KIND, handle) if handle else None
+    if pending is None:
+        raise UserFacingError("This sign-in has expired or was already completed. Go back to the application "
+                              "and sign in again.", 400, "Sign-in expired")
+    if not _good_enough(current_sign_in(), pending):
+        return login_redirect(f"/saml/continue?request={handle}", force=pending["force"])
+    if _idp().store.take(PENDING_KIND, handle) is None:  # another tab completed it meanwhile
+        raise UserFacingError("This sign-in was already completed.", 400, "Sign-in expired")
+    return _answer(pending)
+
+
+@blueprint.get("/saml/idp-initiated")
+def idp_initiated():
+    """Start a sign-in to an SP from the IdP (e.g. an app launcher link): ?sp=<entity ID>&RelayState=..."""
+    sp = _saml().service_providers.find(request.args.get("sp", ""))
+    if sp is None:
+        raise UserFacingError("There is no application with that identifier.", 404, "Unknown application")
+    if not sp.allow_idp_initiated:
+        raise UserFacingError(f"{sp.name} does not accept sign-ins started here. Open {sp.name} and sign in "
+                              "from there.", 403, "Start at the application")
+    relay_state = check_relay_state(request.args.get("RelayState"))
+    return _proceed({
+        "sp": sp.entity_id, "acs_url": sp.default_acs.url, "request_id": None, "relay_state": relay_state,
+        "name_id_format": sp.name_id_formats[0], "force": False, "passive": False, "stale": None,
+    })
+
+
+def _answer(pending: dict) -> Response:
+    """Issue the Response for the signed-in user and post it to the (already checked) ACS URL."""
+    sp = _known_sp(pending["sp"])
+    sign_in = current_sign_in()
+    employee = sign_in.employee
+    if sp.aws is not None and not sp.aws.roles_for(employee):
+        raise UserFacingError(f"Your account has no role in {sp.name}. Ask the IT service desk for access.",
+                              403, "No access")
+    name_id = name_id_value(employee, pending["name_id_format"])
+    # One SessionIndex per SP and IdP session, remembered for single logout.
+    known = next((p for p in participants() if p.get("protocol") == "saml" and p.get("sp") == sp.entity_id
+                  and p.get("name_id") == name_id), None)
+    session_index = known["session_index"] if known else new_id()
+    record_participant({"protocol": "saml", "sp": sp.entity_id, "name_id": name_id,
+                        "name_id_format": pending["name_id_format"], "session_index": session_index})
+    grant = Grant(sp, pending["acs_url"], pending["request_id"], sign_in, pending["name_id_format"], session_index,
+                  sign_in.auth_time + _idp().settings.session_lifetime)
+    xml = sso_response(grant, _saml().settings.entity_id, _saml().identity, _idp().settings.clock_skew)
+    log.info("SAML assertion for %s to %s (%s)", employee.username, sp.entity_id,
+             "SP-initiated" if pending["request_id"] else "IdP-initiated")
+    return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
+
+
+def _post_form(sp_name: str, url: str, xml: bytes, relay_state: str | None) -> Response:
+    """A response by the HTTP-POST binding: a form that submits itself (static script) or by its button."""
+    fields = {"SAMLResponse": base64.b64encode(xml).decode()}
+    if relay_state is not None:
+        fields["RelayState"] = relay_state
+    return Response(render_template("saml_post.html", sp_name=sp_name, action=url, fields=fields))
+
+
+# --- single logout ------------------------------------------------------------------------------------
+
+@blueprint.route("/saml/slo", methods=["GET", "POST"])
+def slo():
+    """An SP's LogoutRequest ends the shared IdP session (both protocols) and is answered at its SLO URL."""
+    if "SAMLResponse" in request.values:
+        raise Refused("This IdP does not send logout requests, so it expects no logout response.")
+    message = receive()
+    sp, root = _verified(message, logout=True)
+    check_envelope(root, "LogoutRequest", _saml().settings.slo_url, _idp().settings.clock_skew)
+    if sp.slo is None:
+        raise Refused(f"{sp.name} has no single logout address registered, so it cannot be answered.")
+    logout = parse_logout_request(root)
+    sign_in = current_sign_in()
+    status = SAML.STATUS_SUCCESS
+    if sign_in is not None and logout.name_id not in {name_id_value(sign_in.employee, f) for f in sp.name_id_formats}:
+        status = SAML.STATUS_REQUESTER  # someone else is signed in here now: leave their session alone
+    message_out = logout_response(sp.slo.url, logout.id, status, _saml().settings.entity_id)
+    if sp.slo.binding == SAML.BINDING_HTTP_REDIRECT:
+        location = signed_redirect_url(sp.slo.url, message_out, message.relay_state, _saml().identity)
+        response = redirect(location, code=303)
+    else:
+        response = _post_form(sp.name, sp.slo.url, signed_post(message_out, _saml().identity),
+                              message.relay_state)
+    if sign_in is not None and status == SAML.STATUS_SUCCESS:
+        end_session(response)
+        log.info("single logout of %s requested by %s", sign_in.employee.username, sp.entity_id)
+    return response
+
+
+# --- run-time SP registration -------------------------------------------------------------------------
+
+def _api_error(status: int, message: str) -> Response:
+    response = jsonify(error={400: "invalid_metadata", 401: "unauthorized", 409: "conflict"}[status],
+                       error_description=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="saml-admin"'
+    return response
+
+
+@blueprint.post("/saml/admin/service-providers")
+def register_service_provider():
+    """Register an SP from its metadata (request body). Query options: sign=assertion|response|both,
+    encrypt_assertion=true|false, allow_idp_initiated=true|false."""
+    token = _saml().settings.admin_token
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+        return _api_error(401, "A valid admin bearer token is required.")
+    unknown = set(request.args) - {"sign", "encrypt_assertion", "allow_idp_initiated"}
+    if unknown:
+        return _api_error(400, f"Unknown option(s): {', '.join(sorted(unknown))}.")
+    flags = {}
+    for name in ("encrypt_assertion", "allow_idp_initiated"):
+        value = request.args.get(name, "false")
+        if value not in ("true", "false"):
+            return _api_error(400, f"{name} must be true or false.")
+        flags[name] = value == "true"
+    try:
+        sp = _saml().service_providers.register(request.get_data(), sign=request.args.get("sign", "assertion"),
+                                                **flags)
+    except MetadataError as error:
+        return _api_error(400, str(error))
+    except AlreadyConfigured:
+        return _api_error(409, "This entity ID is defined in the IdP's config file and cannot be replaced.")
+    log.info("SAML SP registered at run time: %s", sp.entity_id)
+    return jsonify(entity_id=sp.entity_id), 201

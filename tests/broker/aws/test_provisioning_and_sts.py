@@ -1,0 +1,223 @@
+"""Against a real moto server with IAM enforcement on: provisioning converges, issued credentials carry
+exactly their permission set's access, and STS failures surface as the issuer's own error types."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from broker.aws.assertion import idp_metadata_xml
+from broker.aws.sts import StsCredentialIssuer
+from broker.core.entitlements import Entitlement, check_entitlement
+from broker.core.naming import SSO_ROLE_PATH, provider_arn, role_arn
+from broker.errors import StsRefused, StsUnavailable
+from broker.aws.accounts import AccountSessions
+from broker.aws.provisioning import Change, provision, trust_policy
+from devstack.processes import free_port
+
+from tests.broker.conftest import BROKER_ENTITY_ID
+
+SANDBOX, PRODUCTION = "111111111111", "222222222222"
+BUCKET = "employee-directory-photos-{}"
+
+
+@pytest.fixture(scope="module")
+def metadata(signing_identity):
+    return idp_metadata_xml(BROKER_ENTITY_ID, signing_identity, "https://broker.example.test/saml/sso")
+
+
+@pytest.fixture(scope="module")
+def sessions(moto_server, access):
+    """An emulated organization, then IAM enforcement on for everything that follows."""
+    management = moto_server.create_organization(list(access.accounts))
+    moto_server.set_enforcement(True)
+    yield AccountSessions(management, access.region, endpoint_url=moto_server.endpoint_url)
+    moto_server.set_enforcement(False)
+
+
+@pytest.fixture(scope="module")
+def first_run(sessions, access, metadata):
+    return provision(access, metadata, sessions.client)
+
+
+@pytest.fixture(scope="module")
+def issuer(moto_server, access, signing_identity, sessions, first_run):
+    return StsCredentialIssuer(moto_server.endpoint_url, access.region, signing_identity, BROKER_ENTITY_ID,
+                            caller_sessions=sessions.session)
+
+
+def as_person(credentials, moto_server, service):
+    return boto3.client(service, endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id=credentials.access_key_id,
+                        aws_secret_access_key=credentials.secret_access_key,
+                        aws_session_token=credentials.session_token)
+
+
+def denied(call) -> bool:
+    try:
+        call()
+    except ClientError as error:
+        assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 403, error
+        return True
+    return False
+
+
+def test_first_run_creates_everything_and_a_second_run_changes_nothing(first_run, sessions, access, metadata):
+    created = {str(change) for change in first_run}
+    assert f"{SANDBOX}: created SAML provider ExampleCorpSSOBroker" in created
+    assert f"{PRODUCTION}: created table Employees" in created
+    roles = {c.resource for c in first_run if c.action == "created" and c.resource.startswith("role ")}
+    assert len(roles) == 6  # engineering 2 + aws-admins 2 + security 2
+    assert provision(access, metadata, sessions.client) == []
+
+
+def test_roles_trust_only_the_brokers_provider_for_saml_sign_in(first_run, sessions, person, access):
+    entitlement = check_entitlement(person("bob"), access, PRODUCTION, "EmployeeDirectoryReadOnly")
+    role = sessions.client(PRODUCTION, "iam").get_role(RoleName=entitlement.role_name)["Role"]
+    assert role["Path"] == SSO_ROLE_PATH and role["Arn"] == entitlement.role_arn
+    assert role["MaxSessionDuration"] == 4 * 3600
+    assert role["AssumeRolePolicyDocument"] == trust_policy(entitlement.provider_arn)
+    statement = role["AssumeRolePolicyDocument"]["Statement"][0]
+    assert statement["Condition"] == {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}}
+    assert set(statement["Action"]) == {"sts:AssumeRoleWithSAML", "sts:TagSession", "sts:SetSourceIdentity"}
+
+
+def test_changed_policies_are_updated_and_changed_back(first_run, sessions, access, metadata):
+    read_only = access.permission_sets["EmployeeDirectoryReadOnly"]
+    narrower = json.loads(read_only.inline_policy_template)
+    narrower["Statement"] = narrower["Statement"][:2]
+    changed = dataclasses.replace(access, permission_sets={
+        **access.permission_sets,
+        read_only.name: dataclasses.replace(read_only, inline_policy_template=json.dumps(narrower),
+                                            managed_policy_arns=("arn:aws:iam::aws:policy/ReadOnlyAccess",)),
+    })
+    changes = provision(changed, metadata, sessions.client)
+    assert {(c.account_id, c.action, c.resource.split(" ")[0]) for c in changes} == {
+        (PRODUCTION, "updated", "inline"), (PRODUCTION, "attached", "arn:aws:iam::aws:policy/ReadOnlyAccess")}
+    name = next(c.resource.split()[-1] for c in changes if c.action == "updated")
+    deployed = sessions.client(PRODUCTION, "iam").get_role_policy(RoleName=name, PolicyName="AwsSSOInlinePolicy")
+    assert len(deployed["PolicyDocument"]["Statement"]) == 2
+
+    restored = provision(access, metadata, sessions.client)
+    assert {c.action for c in restored} == {"updated", "detached"}
+    assert provision(access, metadata, sessions.client) == []
+
+
+def test_unassigned_permission_sets_lose_their_roles_and_foreign_roles_survive(first_run, sessions, access, metadata):
+    iam = sessions.client(SANDBOX, "iam")
+    # A role of a real IAM Identity Center in the same account, under the same path, not ours.
+    iam.create_role(Path=SSO_ROLE_PATH, RoleName="AWSReservedSSO_Billing_0000000000000000",
+                    AssumeRolePolicyDocument=json.dumps(trust_policy(provider_arn(SANDBOX, "AWSSSO"))))
+    without_security = dataclasses.replace(
+        access, assignments=tuple(a for a in access.assignments if a.group != "security"))
+    changes = provision(without_security, metadata, sessions.client)
+    assert [(c.account_id, c.action, c.resource.split("_")[1]) for c in changes] == [
+        (SANDBOX, "deleted", "SecurityAudit"), (PRODUCTION, "deleted", "SecurityAudit")]
+    assert iam.get_role(RoleName="AWSReservedSSO_Billing_0000000000000000")
+    assert {c.action for c in provision(access, metadata, sessions.client)} <= {"created", "attached"}
+
+
+def test_read_only_credentials_read_the_directory_and_cannot_write(issuer, moto_server, access, person):
+    bob = person("bob")
+    entitlement = check_entitlement(bob, access, PRODUCTION, "EmployeeDirectoryReadOnly")
+    started = datetime.now(timezone.utc)
+    credentials = issuer.issue(bob, entitlement)
+
+    caller = as_person(credentials, moto_server, "sts").get_caller_identity()
+    assert caller["Account"] == PRODUCTION
+    assert f"assumed-role/{entitlement.role_name}/bob@example.com" in caller["Arn"]
+    assert caller["Arn"] == credentials.assumed_role_arn
+    assert credentials.expiration - started == pytest.approx(timedelta(hours=4), abs=timedelta(minutes=1))
+    assert credentials.secret_access_key not in repr(credentials)
+    assert credentials.session_token not in repr(credentials)
+
+    s3 = as_person(credentials, moto_server, "s3")
+    assert s3.get_object(Bucket=BUCKET.format(PRODUCTION), Key="photos/bob.svg")["Body"].read().startswith(b"<?xml")
+    assert denied(lambda: s3.put_object(Bucket=BUCKET.format(PRODUCTION), Key="photos/eve.svg", Body=b"x"))
+    dynamodb = as_person(credentials, moto_server, "dynamodb")
+    item = dynamodb.get_item(TableName="Employees", Key={"username": {"S": "bob"}})["Item"]
+    assert item["department"] == {"S": "Engineering"}
+    assert denied(lambda: dynamodb.put_item(TableName="Employees", Item={"username": {"S": "eve"}}))
+    assert denied(lambda: as_person(credentials, moto_server, "iam").list_roles())
+
+
+def test_developer_credentials_write_the_directory(issuer, moto_server, access, person):
+    bob = person("bob")
+    credentials = issuer.issue(bob, check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper"))
+    assert "AWSReservedSSO_EmployeeDirectoryDeveloper_" in credentials.assumed_role_arn
+    s3 = as_person(credentials, moto_server, "s3")
+    s3.put_object(Bucket=BUCKET.format(SANDBOX), Key="photos/erin.svg", Body=b"<svg/>")
+    assert s3.get_object(Bucket=BUCKET.format(SANDBOX), Key="photos/erin.svg")["Body"].read() == b"<svg/>"
+    dynamodb = as_person(credentials, moto_server, "dynamodb")
+    dynamodb.put_item(TableName="Employees", Item={"username": {"S": "erin"}, "department": {"S": "QA"}})
+    assert dynamodb.get_item(TableName="Employees", Key={"username": {"S": "erin"}})["Item"]["department"] == {
+        "S": "QA"}
+    assert denied(lambda: as_person(credentials, moto_server, "iam").list_roles())
+
+
+def test_security_audit_with_mfa_reaches_its_role(issuer, access, person):
+    auditor = person("dana", groups=("security",), mfa=True)
+    credentials = issuer.issue(auditor, check_entitlement(auditor, access, SANDBOX, "SecurityAudit"))
+    assert "/AWSReservedSSO_SecurityAudit_" in credentials.assumed_role_arn
+    assert credentials.assumed_role_arn.endswith("/dana@example.com")
+
+
+def test_emulator_still_checks_dynamodb_against_resource_star(issuer, sessions, moto_server, access, person):
+    """Canary for the Allow-"*"-plus-Deny pattern in access.yaml: if moto starts matching table ARNs,
+    this fails and the directory policies can become plain table-scoped Allows."""
+    iam = sessions.client(SANDBOX, "iam")
+    name = "AWSReservedSSO_Canary_0000000000000000"
+    iam.create_role(Path=SSO_ROLE_PATH, RoleName=name,
+                    AssumeRolePolicyDocument=json.dumps(trust_policy(provider_arn(SANDBOX, "ExampleCorpSSOBroker"))))
+    iam.put_role_policy(RoleName=name, PolicyName="TableOnly", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "dynamodb:GetItem",
+                       "Resource": f"arn:aws:dynamodb:us-east-1:{SANDBOX}:table/Employees"}]}))
+    canary = Entitlement(SANDBOX, "example-sandbox", "Canary", name, role_arn(SANDBOX, name),
+                         provider_arn(SANDBOX, "ExampleCorpSSOBroker"), 3600, False)
+    try:
+        credentials = issuer.issue(person("bob"), canary)
+        dynamodb = as_person(credentials, moto_server, "dynamodb")
+        assert denied(lambda: dynamodb.get_item(TableName="Employees", Key={"username": {"S": "bob"}}))
+    finally:
+        iam.delete_role_policy(RoleName=name, PolicyName="TableOnly")
+        iam.delete_role(RoleName=name)
+
+
+def test_sts_down_is_reported_as_unavailable_quickly(access, person, signing_identity):
+    bob = person("bob")
+    entitlement = check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper")
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+    issuer = StsCredentialIssuer(nothing_listens, "us-east-1", signing_identity, BROKER_ENTITY_ID)
+    started = time.monotonic()
+    with pytest.raises(StsUnavailable) as failure:
+        issuer.issue(bob, entitlement)
+    assert time.monotonic() - started < 5
+    assert nothing_listens in str(failure.value)
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
+
+
+def test_sts_error_answer_is_reported_as_refused_without_the_assertion(moto_server, access, person,
+                                                                        signing_identity, first_run):
+    bob = person("bob")
+    entitlement = check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper")
+    unknown_caller = boto3.Session(aws_access_key_id="AKIAUNKNOWNCALLER000", aws_secret_access_key="wrong",
+                                   region_name="us-east-1")
+    issuer = StsCredentialIssuer(moto_server.endpoint_url, "us-east-1", signing_identity, BROKER_ENTITY_ID,
+                              caller_sessions=lambda account_id: unknown_caller)
+    with pytest.raises(StsRefused) as refusal:
+        issuer.issue(bob, entitlement)
+    assert refusal.value.code == "InvalidClientTokenId"
+    message = str(refusal.value)
+    assert "PHNhbWxwOlJlc3BvbnNl" not in message and "samlp" not in message  # base64 and XML of the assertion
+    assert refusal.value.__cause__ is None and refusal.value.__suppress_context__
+
+
+def test_change_reads_as_one_line():
+    assert str(Change(SANDBOX, "created", "bucket b")) == f"{SANDBOX}: created bucket b"
