@@ -22,11 +22,15 @@ DEFAULT = ALL[:-1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the table (and raw figures) as JSON")
-    parser.add_argument("--scenarios", default=",".join(DEFAULT),
-                        help=f"comma-separated, from: {', '.join(ALL)} (default: all but soak)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT),
+        help=f"comma-separated, from: {', '.join(ALL)} (default: all but soak)",
+    )
     parser.add_argument("--soak", action="store_true", help="add the soak: 10,000 logins, RSS after each 1,000")
     parser.add_argument("--soak-logins", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="tiny counts (the smoke test): seconds, not minutes")
@@ -34,12 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service (default 2)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the servers, e.g. WEB_THREADS=4 (repeatable)")
-    parser.add_argument("--max-seconds", type=float, default=300.0, help="time limit of each load run "
-                        "(operations not started by then are reported as not run)")
-    parser.add_argument("--instance-dir", type=Path,
-                        help="where the generated directory, state and logs go (default: a temporary folder)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the servers, e.g. WEB_THREADS=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300.0,
+        help="time limit of each load run (operations not started by then are reported as not run)",
+    )
+    parser.add_argument(
+        "--instance-dir",
+        type=Path,
+        help="where the generated directory, state and logs go (default: a temporary folder)",
+    )
     args = parser.parse_args(argv)
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -49,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="sso-bench-") as scratch:
-        config = Config(instance_dir=(args.instance_dir or Path(scratch)).resolve(), users=args.users,
-                        groups=args.groups, concurrency=args.concurrency, workers=args.workers,
-                        max_seconds=args.max_seconds, scenarios=tuple(scenarios),
-                        soak_logins=args.soak_logins if "soak" in scenarios else 0,
-                        server_env=dict(item.split("=", 1) for item in args.env))
+        config = Config(
+            instance_dir=(args.instance_dir or Path(scratch)).resolve(),
+            users=args.users,
+            groups=args.groups,
+            concurrency=args.concurrency,
+            workers=args.workers,
+            max_seconds=args.max_seconds,
+            scenarios=tuple(scenarios),
+            soak_logins=args.soak_logins if "soak" in scenarios else 0,
+            server_env=dict(item.split("=", 1) for item in args.env),
+        )
         if args.quick:
             config.users = min(config.users, 80)
             config.logins_oidc, config.logins_saml, config.reissues, config.idp_flows = 16, 16, 40, 40
@@ -63,13 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         began = time.monotonic()
         bench = Bench(config, log=lambda text: print(text, flush=True))
         rows = bench.run()
-        print(f"\nBenchmark finished in {time.monotonic() - began:.0f} s "
-              f"({config.concurrency} concurrent clients, {config.workers} gunicorn workers per service, "
-              f"{config.users} generated users; one argon2id verification took "
-              f"{bench.calibration.get('argon2_verify_ms')} ms of CPU at the start):\n")
+        print(
+            f"\nBenchmark finished in {time.monotonic() - began:.0f} s "
+            f"({config.concurrency} concurrent clients, {config.workers} gunicorn workers per service, "
+            f"{config.users} generated users; one argon2id verification took "
+            f"{bench.calibration.get('argon2_verify_ms')} ms of CPU at the start):\n"
+        )
         print(table(rows))
         if args.json:
-            Path(args.json).write_text(json.dumps(to_json(rows, config, bench.calibration), indent=2, default=str) + "\n")
+            Path(args.json).write_text(
+                json.dumps(to_json(rows, config, bench.calibration), indent=2, default=str) + "\n"
+            )
             print(f"\nJSON written to {args.json}")
     return 0 if all(row.errors == 0 for row in rows) else 1
 

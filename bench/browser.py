@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
 from dataclasses import dataclass
 from html import unescape
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -55,8 +54,13 @@ def forms(html: str) -> list[dict]:
             input_attrs = {k: unescape(v) for k, v in _ATTR.findall(tag)}
             if "name" in input_attrs:
                 fields[input_attrs["name"]] = input_attrs.get("value", "")
-        found.append({"action": unescape(attrs.get("action", "")), "method": attrs.get("method", "get").lower(),
-                      "fields": fields})
+        found.append(
+            {
+                "action": unescape(attrs.get("action", "")),
+                "method": attrs.get("method", "get").lower(),
+                "fields": fields,
+            }
+        )
     return found
 
 
@@ -87,15 +91,15 @@ class Browser:
             self._connections[key] = connection
         return connection
 
-    def request(self, method: str, url: str, form: dict | None = None, headers: dict | None = None,
-                body: bytes | None = None) -> Answer:
+    def request(
+        self, method: str, url: str, form: dict | None = None, headers: dict | None = None, body: bytes | None = None
+    ) -> Answer:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port or 80
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        all_headers = {"Host": parts.netloc, "Accept": "text/html,application/json;q=0.9",
-                       "User-Agent": "sso-bench/1"}
+        all_headers = {"Host": parts.netloc, "Accept": "text/html,application/json;q=0.9", "User-Agent": "sso-bench/1"}
         jar = self.cookies.get(host)
         if jar:
             all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
@@ -110,13 +114,18 @@ class Browser:
                 response = connection.getresponse()
                 data = response.read()
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+            except (
+                http.client.RemoteDisconnected,
+                ConnectionResetError,
+                BrokenPipeError,
+                http.client.CannotSendRequest,
+                http.client.ResponseNotReady,
+            ):
                 connection.close()
                 self._connections.pop((host, port), None)
                 if attempt == 2:
                     raise
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 connection.close()
                 self._connections.pop((host, port), None)
                 raise
@@ -155,7 +164,9 @@ class Browser:
                 answer = self.get(target)
                 continue
             if answer.status == 200 and (b"SAMLResponse" in answer.body or b"SAMLRequest" in answer.body):
-                posted = [f for f in forms(answer.text) if "SAMLResponse" in f["fields"] or "SAMLRequest" in f["fields"]]
+                posted = [
+                    f for f in forms(answer.text) if "SAMLResponse" in f["fields"] or "SAMLRequest" in f["fields"]
+                ]
                 if posted:
                     answer = self.post(urljoin(answer.url, posted[0]["action"]), posted[0]["fields"])
                     continue

@@ -48,16 +48,28 @@ class PortalLogin:
         browser = Browser()
         try:
             login_page = browser.follow(browser.get(f"{self.portal}/login/{upstream}"))
-            fields = next((f["fields"] for f in forms(login_page.text) if "csrf_token" in f["fields"]
-                           and "continue" in f["fields"]), None)
+            fields = next(
+                (
+                    f["fields"]
+                    for f in forms(login_page.text)
+                    if "csrf_token" in f["fields"] and "continue" in f["fields"]
+                ),
+                None,
+            )
             _expect(login_page.status == 200 and fields is not None, "no IdP login form", login_page)
             idp = login_page.url.split("/login")[0]
             answer = browser.post(f"{idp}/login", {**fields, "username": username, "password": self.password})
-            _expect(answer.status == 303 and answer.location and not answer.location.startswith(f"{idp}/login"),
-                    f"IdP login refused for {username}", answer)
+            _expect(
+                answer.status == 303 and answer.location and not answer.location.startswith(f"{idp}/login"),
+                f"IdP login refused for {username}",
+                answer,
+            )
             accounts = browser.follow(answer)
-            _expect(accounts.status == 200 and accounts.url.rstrip("/") == self.portal and b"AWS accounts" in accounts.body,
-                    "no accounts page after sign-in", accounts)
+            _expect(
+                accounts.status == 200 and accounts.url.rstrip("/") == self.portal and b"AWS accounts" in accounts.body,
+                "no accounts page after sign-in",
+                accounts,
+            )
             if self.credentials:
                 roles = _credential_forms(accounts)
                 _expect(bool(roles), f"{username} has no role to ask credentials for", accounts)
@@ -82,8 +94,9 @@ class Reissue:
         login_page = browser.follow(browser.get(f"{self.portal}/login/{OIDC_UPSTREAM}"))
         fields = next(f["fields"] for f in forms(login_page.text) if "continue" in f["fields"])
         idp = login_page.url.split("/login")[0]
-        accounts = browser.follow(browser.post(f"{idp}/login", {**fields, "username": self.username,
-                                                                 "password": self.password}))
+        accounts = browser.follow(
+            browser.post(f"{idp}/login", {**fields, "username": self.username, "password": self.password})
+        )
         roles = _credential_forms(accounts)
         _expect(bool(roles), "setup: no role", accounts)
         self.form = roles[0]["fields"]
@@ -105,8 +118,12 @@ class ApiReissue:
         self.token = self.account_id = self.role_name = None
 
     def _json(self, path: str, body: dict) -> dict:
-        answer = self.api.request("POST", f"{self.portal}{path}", body=json.dumps(body).encode(),
-                                  headers={"Content-Type": "application/json", "Accept": "application/json"})
+        answer = self.api.request(
+            "POST",
+            f"{self.portal}{path}",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
         _expect(answer.status == 200, f"setup: {path} refused", answer)
         return json.loads(answer.body)
 
@@ -116,13 +133,16 @@ class ApiReissue:
             login_page = browser.follow(browser.get(f"{self.portal}/login/{OIDC_UPSTREAM}"))
             fields = next(f["fields"] for f in forms(login_page.text) if "continue" in f["fields"])
             idp = login_page.url.split("/login")[0]
-            accounts = browser.follow(browser.post(f"{idp}/login", {**fields, "username": self.username,
-                                                                     "password": self.password}))
+            accounts = browser.follow(
+                browser.post(f"{idp}/login", {**fields, "username": self.username, "password": self.password})
+            )
             roles = _credential_forms(accounts)
             _expect(bool(roles), "setup: no role", accounts)
             self.account_id, self.role_name = roles[0]["fields"]["account_id"], roles[0]["fields"]["permission_set"]
-            client = self._json("/client/register", {"clientName": "sso-bench", "clientType": "public",
-                                                     "grantTypes": [DEVICE_GRANT, "refresh_token"]})
+            client = self._json(
+                "/client/register",
+                {"clientName": "sso-bench", "clientType": "public", "grantTypes": [DEVICE_GRANT, "refresh_token"]},
+            )
             secret = {"clientId": client["clientId"], "clientSecret": client["clientSecret"]}
             device = self._json("/device_authorization", {**secret, "startUrl": self.portal})
             page = browser.get(f"{self.portal}/device?{urlencode({'user_code': device['userCode']})}")
@@ -130,15 +150,18 @@ class ApiReissue:
             _expect(form is not None, "setup: no device approval form", page)
             approved = browser.post(f"{self.portal}/device", {**form["fields"], "decision": "approve"})
             _expect(approved.status == 200, "setup: device approval refused", approved)
-            self.token = self._json("/token", {**secret, "grantType": DEVICE_GRANT,
-                                               "deviceCode": device["deviceCode"]})["accessToken"]
+            self.token = self._json(
+                "/token", {**secret, "grantType": DEVICE_GRANT, "deviceCode": device["deviceCode"]}
+            )["accessToken"]
         finally:
             browser.close()
 
     def op(self, item) -> None:
         query = urlencode({"role_name": self.role_name, "account_id": self.account_id})
-        answer = self.api.get(f"{self.portal}/federation/credentials?{query}",
-                              headers={"x-amz-sso_bearer_token": self.token, "Accept": "application/json"})
+        answer = self.api.get(
+            f"{self.portal}/federation/credentials?{query}",
+            headers={"x-amz-sso_bearer_token": self.token, "Accept": "application/json"},
+        )
         _expect(answer.status == 200 and b"accessKeyId" in answer.body, "no role credentials", answer)
 
 
@@ -146,10 +169,19 @@ class StsDirect:
     """Scenario 3 baseline: the same AssumeRoleWithSAML call the broker makes, sent straight to the AWS
     emulator with boto3 (SigV4-signed with a session in the role's account, as the broker signs it)."""
 
-    def __init__(self, endpoint: str, region: str, access_key: str, secret_key: str, account_id: str,
-                 role_arn: str, provider_arn: str, assertion: str, duration: int):
-        self.args = dict(RoleArn=role_arn, PrincipalArn=provider_arn, SAMLAssertion=assertion,
-                         DurationSeconds=duration)
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        access_key: str,
+        secret_key: str,
+        account_id: str,
+        role_arn: str,
+        provider_arn: str,
+        assertion: str,
+        duration: int,
+    ):
+        self.args = dict(RoleArn=role_arn, PrincipalArn=provider_arn, SAMLAssertion=assertion, DurationSeconds=duration)
         self.endpoint, self.region, self.account_id = endpoint, region, account_id
         self.keys = (access_key, secret_key)
         self.client = None
@@ -159,8 +191,9 @@ class StsDirect:
 
         from broker.aws.accounts import AccountSessions
 
-        management = boto3.Session(aws_access_key_id=self.keys[0], aws_secret_access_key=self.keys[1],
-                                   region_name=self.region)
+        management = boto3.Session(
+            aws_access_key_id=self.keys[0], aws_secret_access_key=self.keys[1], region_name=self.region
+        )
         session = AccountSessions(management, self.region, self.endpoint).session(self.account_id)
         self.client = session.client("sts", endpoint_url=self.endpoint, region_name=self.region)
         self.client.meta.events.register_first("choose-signer.sts.AssumeRoleWithSAML", lambda **_: "v4")
@@ -184,8 +217,18 @@ class IdPCodeFlow:
     `login` says how the one-off session is made in setup: "form" (this IdP's login page, one password
     verification) or "auto" (the peer's interaction endpoint signs the bench user in without a form)."""
 
-    def __init__(self, authorize_url: str, token_url: str, client_id: str, client_secret: str,
-                 redirect_uri: str, scope: str, login: str, usernames: list[str] = ("",), password: str = ""):
+    def __init__(
+        self,
+        authorize_url: str,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scope: str,
+        login: str,
+        usernames: list[str] = ("",),
+        password: str = "",
+    ):
         self.authorize_url, self.token_url = authorize_url, token_url
         self.client_id, self.redirect_uri, self.scope = client_id, redirect_uri, scope
         self.basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
@@ -196,9 +239,18 @@ class IdPCodeFlow:
     def _authorize(self) -> tuple[object, str, str]:
         verifier, challenge = _pkce()
         state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        query = urlencode({"response_type": "code", "client_id": self.client_id, "redirect_uri": self.redirect_uri,
-                           "scope": self.scope, "state": state, "nonce": nonce, "code_challenge": challenge,
-                           "code_challenge_method": "S256"})
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.client_id,
+                "redirect_uri": self.redirect_uri,
+                "scope": self.scope,
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
         return self.browser.get(f"{self.authorize_url}?{query}"), verifier, state
 
     def setup(self) -> None:
@@ -207,19 +259,26 @@ class IdPCodeFlow:
             page = self.browser.follow(answer)
             fields = next(f["fields"] for f in forms(page.text) if "continue" in f["fields"])
             idp = page.url.split("/login")[0]
-            answer = self.browser.post(f"{idp}/login", {**fields, "username": self.username,
-                                                         "password": self.password})
+            answer = self.browser.post(f"{idp}/login", {**fields, "username": self.username, "password": self.password})
         answer = self.browser.follow(answer, stop_at=self.redirect_uri)
         self._redeem(answer, verifier, state)
 
     def _redeem(self, answer, verifier: str, state: str) -> None:
-        _expect(answer.is_redirect and answer.location.startswith(self.redirect_uri), "no redirect to the client",
-                answer)
+        _expect(
+            answer.is_redirect and answer.location.startswith(self.redirect_uri), "no redirect to the client", answer
+        )
         params = parse_qs(urlsplit(answer.location).query)
         _expect(params.get("state") == [state] and "code" in params, "no code in the redirect", answer)
-        token = self.tokens.post(self.token_url, {"grant_type": "authorization_code", "code": params["code"][0],
-                                                  "redirect_uri": self.redirect_uri, "code_verifier": verifier},
-                                 headers={"Authorization": self.basic, "Accept": "application/json"})
+        token = self.tokens.post(
+            self.token_url,
+            {
+                "grant_type": "authorization_code",
+                "code": params["code"][0],
+                "redirect_uri": self.redirect_uri,
+                "code_verifier": verifier,
+            },
+            headers={"Authorization": self.basic, "Accept": "application/json"},
+        )
         _expect(token.status == 200, "token request refused", token)
         _expect("id_token" in json.loads(token.body), "no ID token", token)
 

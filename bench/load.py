@@ -37,7 +37,9 @@ def run(spec: dict, wait_for_go=lambda: None) -> dict:
         try:
             params = dict(spec["params"])
             if "usernames" in params:  # one person per client thread, across all load processes
-                params["usernames"] = params["usernames"][spec.get("first_slot", 0) + index:][:1] or params["usernames"][:1]
+                params["usernames"] = (
+                    params["usernames"][spec.get("first_slot", 0) + index :][:1] or params["usernames"][:1]
+                )
             flow = flow_class(**params)
             flow.setup()
         except Exception as error:  # noqa: BLE001 - reported, the thread does no work
@@ -86,11 +88,16 @@ def run(spec: dict, wait_for_go=lambda: None) -> dict:
         except queue.Empty:
             break
     return {
-        "began": began, "ended": ended, "cpu_seconds": time.process_time(),
+        "began": began,
+        "ended": ended,
+        "cpu_seconds": time.process_time(),
         "latencies": [round(duration, 6) for _, duration, ok in ops if ok],
         "finished": [round(start + duration, 4) for start, duration, ok in ops],
-        "ok": sum(1 for op in ops if op[2]), "failed": sum(1 for op in ops if not op[2]), "not_done": not_done,
-        "errors": errors, "setup_errors": setup_errors,
+        "ok": sum(1 for op in ops if op[2]),
+        "failed": sum(1 for op in ops if not op[2]),
+        "not_done": not_done,
+        "errors": errors,
+        "setup_errors": setup_errors,
     }
 
 

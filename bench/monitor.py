@@ -79,7 +79,7 @@ def argon2_verify_ms(seconds: float = 1.0) -> float:
 
 class Monitor:
     def __init__(self, servers: dict[str, int], interval: float = 0.25):
-        self.servers = dict(servers)   # name -> root pid
+        self.servers = dict(servers)  # name -> root pid
         self.interval = interval
         self._lock = threading.Lock()
         self._peak_total: dict[str, int] = {}

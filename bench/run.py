@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from pathlib import Path
 import requests
 
 from bench import directory as gen
-from devstack.processes import free_port
 from bench.monitor import Monitor, argon2_verify_ms, machine_busy_seconds
+from devstack.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -40,16 +39,16 @@ class Config:
     users: int = 5000
     groups: int = 50
     concurrency: int = 8
-    processes: int = 2             # load processes; threads per process = concurrency / processes
-    workers: int = 2               # gunicorn workers per service
+    processes: int = 2  # load processes; threads per process = concurrency / processes
+    workers: int = 2  # gunicorn workers per service
     logins_oidc: int = 1200
     logins_saml: int = 800
     reissues: int = 3000
     idp_flows: int = 2000
-    warmup: int = 64               # logins before measuring (not counted)
+    warmup: int = 64  # logins before measuring (not counted)
     startup_runs: int = 3
-    soak_logins: int = 0           # 0: no soak
-    max_seconds: float = 300.0     # per load run
+    soak_logins: int = 0  # 0: no soak
+    max_seconds: float = 300.0  # per load run
     scenarios: tuple[str, ...] = ("startup", "oidc", "saml", "reissue", "idp", "storm")
     server_env: dict = field(default_factory=dict)  # extra environment of the servers (experiments)
 
@@ -94,8 +93,10 @@ class Bench:
     def run(self) -> list[Row]:
         scenarios = self.config.scenarios
         self.calibration = {"argon2_verify_ms": round(argon2_verify_ms(), 1), "load_average": os.getloadavg()}
-        self.log(f"this machine now: one argon2id verification {self.calibration['argon2_verify_ms']} ms of CPU "
-                 f"(stack facts: ~17.5 ms on a quiet machine); load average {self.calibration['load_average']}")
+        self.log(
+            f"this machine now: one argon2id verification {self.calibration['argon2_verify_ms']} ms of CPU "
+            f"(stack facts: ~17.5 ms on a quiet machine); load average {self.calibration['load_average']}"
+        )
         try:
             if "startup" in scenarios:
                 self.scenario_startup()
@@ -116,22 +117,35 @@ class Bench:
         began = time.monotonic()
         info = gen.generate(generated, self.config.users, self.config.groups)
         self.users = info["users"]
-        self.log(f"generated {len(self.users)} users in {len(info['groups'])} groups "
-                 f"({time.monotonic() - began:.1f} s) in {generated}")
+        self.log(
+            f"generated {len(self.users)} users in {len(info['groups'])} groups "
+            f"({time.monotonic() - began:.1f} s) in {generated}"
+        )
         # The stack reads BROKER_CONFIG from this process's environment too (provisioning).
         os.environ["IDP_CONFIG"], os.environ["BROKER_CONFIG"] = info["idp_config"], info["broker_config"]
-        addresses = {"PORTAL_URL": f"http://localhost:{free_port()}", "IDP_URL": f"http://127.0.0.1:{free_port()}",
-                     "AWS_URL": f"http://127.0.0.1:{free_port()}"}
+        addresses = {
+            "PORTAL_URL": f"http://localhost:{free_port()}",
+            "IDP_URL": f"http://127.0.0.1:{free_port()}",
+            "AWS_URL": f"http://127.0.0.1:{free_port()}",
+        }
         state = self.config.instance_dir / "stack"
         shutil.rmtree(state, ignore_errors=True)
         began = time.monotonic()
-        self.stack = Stack(state, addresses, workers=self.config.workers,
-                           extra_env={"LOG_LEVEL": "warning", **self.config.server_env}).start()
-        self.log(f"stack up in {time.monotonic() - began:.1f} s: portal {addresses['PORTAL_URL']}, "
-                 f"IdP {addresses['IDP_URL']}, AWS emulator {addresses['AWS_URL']}")
+        self.stack = Stack(
+            state, addresses, workers=self.config.workers, extra_env={"LOG_LEVEL": "warning", **self.config.server_env}
+        ).start()
+        self.log(
+            f"stack up in {time.monotonic() - began:.1f} s: portal {addresses['PORTAL_URL']}, "
+            f"IdP {addresses['IDP_URL']}, AWS emulator {addresses['AWS_URL']}"
+        )
         self.portal, self.idp, self.aws = (addresses[k] for k in ("PORTAL_URL", "IDP_URL", "AWS_URL"))
-        self.monitor = Monitor({"idp": self.stack.processes["idp"].pid, "broker": self.stack.processes["broker"].pid,
-                                "aws": self.stack.moto.pid})
+        self.monitor = Monitor(
+            {
+                "idp": self.stack.processes["idp"].pid,
+                "broker": self.stack.processes["broker"].pid,
+                "aws": self.stack.moto.pid,
+            }
+        )
 
     def stop(self) -> None:
         if self.monitor:
@@ -148,8 +162,9 @@ class Bench:
 
     # -- load -------------------------------------------------------------------------------------
 
-    def drive(self, flow: str, params: dict, items: list, *, concurrency: int | None = None,
-              max_seconds: float | None = None) -> dict:
+    def drive(
+        self, flow: str, params: dict, items: list, *, concurrency: int | None = None, max_seconds: float | None = None
+    ) -> dict:
         """Run `flow` over `items` from load processes; returns merged results and per-server costs."""
         concurrency = concurrency or self.config.concurrency
         processes = max(1, min(self.config.processes, concurrency))
@@ -157,10 +172,22 @@ class Bench:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         workers = []
         for index in range(processes):
-            spec = {"flow": flow, "params": params, "items": items[index::processes], "threads": threads[index],
-                    "duration": max_seconds or self.config.max_seconds, "first_slot": sum(threads[:index])}
-            process = subprocess.Popen([sys.executable, "-m", "bench.load"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+            spec = {
+                "flow": flow,
+                "params": params,
+                "items": items[index::processes],
+                "threads": threads[index],
+                "duration": max_seconds or self.config.max_seconds,
+                "first_slot": sum(threads[:index]),
+            }
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.load"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+                env=env,
+            )
             process.stdin.write(json.dumps(spec) + "\n")
             process.stdin.flush()
             workers.append(process)
@@ -190,12 +217,17 @@ class Bench:
         seconds = (max(finished) - began) if finished else 0.0
         ok = sum(r["ok"] for r in results)
         merged = {
-            "ok": ok, "failed": sum(r["failed"] for r in results), "not_done": sum(r["not_done"] for r in results),
+            "ok": ok,
+            "failed": sum(r["failed"] for r in results),
+            "not_done": sum(r["not_done"] for r in results),
             "setup_errors": [e for r in results for e in r["setup_errors"]],
-            "errors": [e for r in results for e in r["errors"]], "seconds": seconds,
-            "throughput": ok / seconds if seconds else 0.0, "latencies": latencies,
+            "errors": [e for r in results for e in r["errors"]],
+            "seconds": seconds,
+            "throughput": ok / seconds if seconds else 0.0,
+            "latencies": latencies,
             "cpu": {name: cpu_after.get(name, 0) - cpu_before.get(name, 0) for name in cpu_after},
-            "rss_peak": totals, "rss_worker_peak": largest,
+            "rss_peak": totals,
+            "rss_worker_peak": largest,
         }
         ours = sum(merged["cpu"].values()) + sum(r["cpu_seconds"] for r in results)
         # Cores kept busy by everything else on the machine meanwhile (other people's tests, say):
@@ -206,26 +238,49 @@ class Bench:
         merged["error_count"] = merged["failed"] + len(merged["setup_errors"])
         return merged
 
-    def row(self, scenario: str, what: str, result: dict, target: str = "", met: bool | None = None,
-            result_text: str = "", servers: tuple[str, ...] = ("idp", "broker", "aws"), **extra) -> Row:
+    def row(
+        self,
+        scenario: str,
+        what: str,
+        result: dict,
+        target: str = "",
+        met: bool | None = None,
+        result_text: str = "",
+        servers: tuple[str, ...] = ("idp", "broker", "aws"),
+        **extra,
+    ) -> Row:
         lat = result["latencies"]
 
         def pct(q: float) -> float | None:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None
 
         row = Row(
-            scenario=scenario, what=what, ops=result["ok"], seconds=round(result["seconds"], 2),
-            throughput=None if result["throughput"] is None else round(result["throughput"], 1), p50=pct(0.50), p95=pct(0.95), p99=pct(0.99),
-            errors=result["error_count"], unfinished=result.get("not_done", 0),
+            scenario=scenario,
+            what=what,
+            ops=result["ok"],
+            seconds=round(result["seconds"], 2),
+            throughput=None if result["throughput"] is None else round(result["throughput"], 1),
+            p50=pct(0.50),
+            p95=pct(0.95),
+            p99=pct(0.99),
+            errors=result["error_count"],
+            unfinished=result.get("not_done", 0),
             rss_peak_mb={k: round(v / MB, 1) for k, v in result["rss_peak"].items() if k in servers},
             rss_worker_peak_mb={k: round(v / MB, 1) for k, v in result["rss_worker_peak"].items() if k in servers},
-            cpu_ms_per_op={**{k: round(v * 1000 / result["ok"], 2) for k, v in result["cpu"].items()
-                              if k in servers and result["ok"]},
-                           **({"client": round(result["client_cpu_ms_per_op"], 2)}
-                              if result.get("client_cpu_ms_per_op") else {})},
-            target=target, result=result_text, met=met, other_cores=round(result.get("other_cores", 0.0), 2)
-            if "other_cores" in result else None,
-            error_samples=(result["setup_errors"] + result["errors"])[:5], extra=extra,
+            cpu_ms_per_op={
+                **{
+                    k: round(v * 1000 / result["ok"], 2)
+                    for k, v in result["cpu"].items()
+                    if k in servers and result["ok"]
+                },
+                **({"client": round(result["client_cpu_ms_per_op"], 2)} if result.get("client_cpu_ms_per_op") else {}),
+            },
+            target=target,
+            result=result_text,
+            met=met,
+            other_cores=round(result.get("other_cores", 0.0), 2) if "other_cores" in result else None,
+            error_samples=(result["setup_errors"] + result["errors"])[:5],
+            extra=extra,
         )
         self.rows.append(row)
         self.log(format_row_line(row))
@@ -237,7 +292,10 @@ class Bench:
         """A few logins through both protocols on every worker (discovery, JWKS and metadata fetches,
         STS clients, role sessions): not measured."""
         n = self.config.warmup
-        items = [[user, up] for user, up in zip(self.users[-n:], ["example-corp-oidc", "example-corp-saml"] * n)]
+        items = [
+            [user, up]
+            for user, up in zip(self.users[-n:], ["example-corp-oidc", "example-corp-saml"] * n, strict=False)
+        ]
         result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD}, items)
         if result["error_count"]:
             raise RuntimeError("warm-up logins failed: " + "; ".join((result["setup_errors"] + result["errors"])[:5]))
@@ -251,53 +309,89 @@ class Bench:
         per_op = (sum(result["cpu"].values()) * 1000 / result["ok"]) + result.get("client_cpu_ms_per_op", 0.0)
         cores = os.cpu_count() or 1
         argon2 = self.calibration.get("argon2_verify_ms")
-        return (f"CPU/login {per_op:.0f} ms over all processes: {cores}-core ceiling {cores * 1000 / per_op:.0f}/s"
-                + (f"; argon2id alone ({argon2} ms): {cores * 1000 / argon2:.0f}/s" if argon2 else ""))
+        return f"CPU/login {per_op:.0f} ms over all processes: {cores}-core ceiling {cores * 1000 / per_op:.0f}/s" + (
+            f"; argon2id alone ({argon2} ms): {cores * 1000 / argon2:.0f}/s" if argon2 else ""
+        )
 
     def scenario_oidc(self) -> None:
         n = self.config.logins_oidc
-        result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
-                                            "upstream": "example-corp-oidc"}, self.users[:n])
+        result = self.drive(
+            "PortalLogin",
+            {"portal": self.portal, "password": gen.GENERATED_PASSWORD, "upstream": "example-corp-oidc"},
+            self.users[:n],
+        )
         met = result["throughput"] >= 60 and result["error_count"] == 0
-        self.row("1 login OIDC", f"{n} distinct users, password + code/PKCE + callback + STS, "
-                 f"{self.config.concurrency} clients", result, ">= 60/s, 0 errors", met, self.ceiling(result))
+        self.row(
+            "1 login OIDC",
+            f"{n} distinct users, password + code/PKCE + callback + STS, {self.config.concurrency} clients",
+            result,
+            ">= 60/s, 0 errors",
+            met,
+            self.ceiling(result),
+        )
 
     def scenario_saml(self) -> None:
         n = self.config.logins_saml
         start = self.config.logins_oidc
-        result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
-                                            "upstream": "example-corp-saml"}, self.users[start:start + n])
+        result = self.drive(
+            "PortalLogin",
+            {"portal": self.portal, "password": gen.GENERATED_PASSWORD, "upstream": "example-corp-saml"},
+            self.users[start : start + n],
+        )
         met = result["throughput"] >= 40 and result["error_count"] == 0
-        self.row("2 login SAML", f"{n} distinct users, password + AuthnRequest/Response + ACS + STS, "
-                 f"{self.config.concurrency} clients", result, ">= 40/s, 0 errors", met, self.ceiling(result))
+        self.row(
+            "2 login SAML",
+            f"{n} distinct users, password + AuthnRequest/Response + ACS + STS, {self.config.concurrency} clients",
+            result,
+            ">= 40/s, 0 errors",
+            met,
+            self.ceiling(result),
+        )
 
     def _sts_direct_params(self) -> dict:
         """The broker's own AssumeRoleWithSAML request for one generated user, built like the broker does."""
-        from broker.core.access import load_access
+        import base64
+
         from broker.aws.assertion import build_saml_response
+        from broker.core.access import load_access
         from broker.core.entitlements import check_entitlement
         from broker.core.identity import Identity
         from sso_common.keys import load_or_create_signing_identity
-        import base64
 
         access = load_access(Path(os.environ["BROKER_CONFIG"]).parent / "access.yaml")
         user = self.users[0]
-        identity = Identity(subject="bench-subject", username=user, email=f"{user}@example.com",
-                            display_name=user, groups=frozenset({gen.group_name(0)}), department="Engineering",
-                            authn_methods=frozenset({"pwd"}), issuer=self.idp, auth_time=int(time.time()))
+        identity = Identity(
+            subject="bench-subject",
+            username=user,
+            email=f"{user}@example.com",
+            display_name=user,
+            groups=frozenset({gen.group_name(0)}),
+            department="Engineering",
+            authn_methods=frozenset({"pwd"}),
+            issuer=self.idp,
+            auth_time=int(time.time()),
+        )
         entitlement = None
         for assignment in access.assignments:
             if assignment.group == gen.group_name(0):
                 entitlement = check_entitlement(identity, access, assignment.account_id, assignment.permission_set)
                 break
         entity = f"{self.portal}/saml/idp-metadata"
-        signing = load_or_create_signing_identity(self.stack.instance_dir / "broker" / "keys", "aws-idp-signing",
-                                                  entity)
+        signing = load_or_create_signing_identity(
+            self.stack.instance_dir / "broker" / "keys", "aws-idp-signing", entity
+        )
         assertion = base64.b64encode(build_saml_response(identity, entitlement, entity, signing)).decode()
-        return {"endpoint": self.aws, "region": access.region, "access_key": self.stack.aws_env["AWS_ACCESS_KEY_ID"],
-                "secret_key": self.stack.aws_env["AWS_SECRET_ACCESS_KEY"], "account_id": entitlement.account_id,
-                "role_arn": entitlement.role_arn, "provider_arn": entitlement.provider_arn, "assertion": assertion,
-                "duration": entitlement.session_duration}
+        return {
+            "endpoint": self.aws,
+            "region": access.region,
+            "access_key": self.stack.aws_env["AWS_ACCESS_KEY_ID"],
+            "secret_key": self.stack.aws_env["AWS_SECRET_ACCESS_KEY"],
+            "account_id": entitlement.account_id,
+            "role_arn": entitlement.role_arn,
+            "provider_arn": entitlement.provider_arn,
+            "assertion": assertion,
+            "duration": entitlement.session_duration,
+        }
 
     def scenario_reissue(self) -> None:
         n = self.config.reissues
@@ -312,34 +406,65 @@ class Bench:
         # holding the GIL; the share of samples inside botocore's _make_api_call is taken off.
         sts_share = self.sts_share_of_broker_cpu(min(n, 600))
         own_ms = broker_ms * (1 - sts_share) if sts_share is not None else None
-        met = (ratio >= 0.8 and own_ms is not None and own_ms <= 2.0 and portal["error_count"] == 0)
-        self.row("3 credentials again", f"signed-in user, portal POST /credentials, {c} clients", portal,
-                 "broker CPU <= 2 ms/issuance (STS excl.); >= 80% of STS alone", met,
-                 f"{ratio:.0%} of STS alone; broker CPU/issuance {broker_ms:.2f} ms, "
-                 + (f"{own_ms:.2f} ms without the STS call ({sts_share:.0%} of it in botocore)"
-                    if own_ms is not None else "STS share not measured (py-spy missing)"),
-                 ratio=round(ratio, 3), broker_cpu_ms=round(broker_ms, 2),
-                 broker_cpu_ms_without_sts=None if own_ms is None else round(own_ms, 2),
-                 sts_call_share=sts_share)
-        self.row("3 STS alone", f"AssumeRoleWithSAML straight to the emulator (boto3), {c} clients", direct,
-                 "(baseline)", None, servers=("aws",))
-        api = self.drive("ApiReissue", {**self._reissue_params(),
-                                        "usernames": self.users[-self.config.warmup - 3 * c:-self.config.warmup - 2 * c]},
-                         list(range(n)))
+        met = ratio >= 0.8 and own_ms is not None and own_ms <= 2.0 and portal["error_count"] == 0
+        self.row(
+            "3 credentials again",
+            f"signed-in user, portal POST /credentials, {c} clients",
+            portal,
+            "broker CPU <= 2 ms/issuance (STS excl.); >= 80% of STS alone",
+            met,
+            f"{ratio:.0%} of STS alone; broker CPU/issuance {broker_ms:.2f} ms, "
+            + (
+                f"{own_ms:.2f} ms without the STS call ({sts_share:.0%} of it in botocore)"
+                if own_ms is not None
+                else "STS share not measured (py-spy missing)"
+            ),
+            ratio=round(ratio, 3),
+            broker_cpu_ms=round(broker_ms, 2),
+            broker_cpu_ms_without_sts=None if own_ms is None else round(own_ms, 2),
+            sts_call_share=sts_share,
+        )
+        self.row(
+            "3 STS alone",
+            f"AssumeRoleWithSAML straight to the emulator (boto3), {c} clients",
+            direct,
+            "(baseline)",
+            None,
+            servers=("aws",),
+        )
+        api = self.drive(
+            "ApiReissue",
+            {
+                **self._reissue_params(),
+                "usernames": self.users[-self.config.warmup - 3 * c : -self.config.warmup - 2 * c],
+            },
+            list(range(n)),
+        )
         api_ratio = api["throughput"] / direct["throughput"] if direct["throughput"] else 0.0
         api_ms = api["cpu"].get("broker", 0) * 1000 / api["ok"] if api["ok"] else 0.0
         api_own = api_ms * (1 - sts_share) if sts_share is not None else None
-        self.row("3 credentials again: API", f"GetRoleCredentials (GET /federation/credentials, bearer token), "
-                 f"{c} clients", api, "as above", api_ratio >= 0.8 and api_own is not None and api_own <= 2.0
-                 and api["error_count"] == 0,
-                 f"{api_ratio:.0%} of STS alone; broker CPU/issuance {api_ms:.2f} ms"
-                 + (f", about {api_own:.2f} ms without the STS call (the portal pass's botocore share)"
-                    if api_own is not None else ""), ratio=round(api_ratio, 3))
+        self.row(
+            "3 credentials again: API",
+            f"GetRoleCredentials (GET /federation/credentials, bearer token), {c} clients",
+            api,
+            "as above",
+            api_ratio >= 0.8 and api_own is not None and api_own <= 2.0 and api["error_count"] == 0,
+            f"{api_ratio:.0%} of STS alone; broker CPU/issuance {api_ms:.2f} ms"
+            + (
+                f", about {api_own:.2f} ms without the STS call (the portal pass's botocore share)"
+                if api_own is not None
+                else ""
+            ),
+            ratio=round(api_ratio, 3),
+        )
 
     def _reissue_params(self) -> dict:
         c = self.config.concurrency
-        return {"portal": self.portal, "password": gen.GENERATED_PASSWORD,
-                "usernames": self.users[-self.config.warmup - 2 * c:-self.config.warmup - c]}
+        return {
+            "portal": self.portal,
+            "password": gen.GENERATED_PASSWORD,
+            "usernames": self.users[-self.config.warmup - 2 * c : -self.config.warmup - c],
+        }
 
     def sts_share_of_broker_cpu(self, n: int) -> float | None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -347,9 +472,25 @@ class Bench:
             self.log("py-spy is not installed: the STS share of the broker's CPU is not measured")
             return None
         out = self.config.instance_dir / "broker-issuance.pyspy.txt"
-        profiler = subprocess.Popen([spy, "record", "--gil", "--subprocesses", "--nonblocking", "-r", "200",
-                                     "-f", "raw", "-o", str(out), "-p", str(self.stack.processes["broker"].pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profiler = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--gil",
+                "--subprocesses",
+                "--nonblocking",
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "-p",
+                str(self.stack.processes["broker"].pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             time.sleep(1.0)
             self.drive("Reissue", self._reissue_params(), list(range(n)))
@@ -380,15 +521,20 @@ class Bench:
                 self.log("npm is not installed: the oidc-provider comparison is skipped")
                 return False
             self.log("installing oidc-provider into bench/peers/node_modules (npm ci)")
-            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS, check=True,
-                           timeout=300)
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS, check=True, timeout=300
+            )
         port = free_port()
         self.peer_redirect = "http://127.0.0.1:9/callback"  # never contacted: the client stops at the redirect
         log = (self.config.instance_dir / "stack" / "logs" / "oidc-provider.log").open("ab")
-        self.peer = subprocess.Popen(["node", str(PEERS / "oidc_provider_peer.mjs")], cwd=PEERS,
-                                     env={**os.environ, "PORT": str(port), "REDIRECT_URI": self.peer_redirect,
-                                          "NODE_ENV": "production"},
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.peer = subprocess.Popen(
+            ["node", str(PEERS / "oidc_provider_peer.mjs")],
+            cwd=PEERS,
+            env={**os.environ, "PORT": str(port), "REDIRECT_URI": self.peer_redirect, "NODE_ENV": "production"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.peer_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -404,40 +550,79 @@ class Bench:
     def scenario_idp(self) -> None:
         n = self.config.idp_flows
         c = self.config.concurrency
-        ours = self.drive("IdPCodeFlow", {
-            "authorize_url": f"{self.idp}/oidc/authorize", "token_url": f"{self.idp}/oidc/token",
-            "client_id": "access-portal", "client_secret": PORTAL_CLIENT_SECRET,
-            "redirect_uri": f"{self.portal}/login/example-corp-oidc/callback", "scope": OIDC_SCOPE,
-            "login": "form", "usernames": self.users[-self.config.warmup - c:-self.config.warmup],
-            "password": gen.GENERATED_PASSWORD}, list(range(n)))
+        ours = self.drive(
+            "IdPCodeFlow",
+            {
+                "authorize_url": f"{self.idp}/oidc/authorize",
+                "token_url": f"{self.idp}/oidc/token",
+                "client_id": "access-portal",
+                "client_secret": PORTAL_CLIENT_SECRET,
+                "redirect_uri": f"{self.portal}/login/example-corp-oidc/callback",
+                "scope": OIDC_SCOPE,
+                "login": "form",
+                "usernames": self.users[-self.config.warmup - c : -self.config.warmup],
+                "password": gen.GENERATED_PASSWORD,
+            },
+            list(range(n)),
+        )
         if not self.start_peer():
-            self.row("4 IdP, session", f"authorize + code exchange, {c} clients (no peer to compare)", ours,
-                     servers=("idp",))
+            self.row(
+                "4 IdP, session", f"authorize + code exchange, {c} clients (no peer to compare)", ours, servers=("idp",)
+            )
             return
-        peer = self.drive("IdPCodeFlow", {
-            "authorize_url": f"{self.peer_url}/auth", "token_url": f"{self.peer_url}/token",
-            "client_id": "bench-client", "client_secret": "bench-client-secret", "redirect_uri": self.peer_redirect,
-            "scope": OIDC_SCOPE, "login": "auto"}, list(range(n)))
+        peer = self.drive(
+            "IdPCodeFlow",
+            {
+                "authorize_url": f"{self.peer_url}/auth",
+                "token_url": f"{self.peer_url}/token",
+                "client_id": "bench-client",
+                "client_secret": "bench-client-secret",
+                "redirect_uri": self.peer_redirect,
+                "scope": OIDC_SCOPE,
+                "login": "auto",
+            },
+            list(range(n)),
+        )
         ours_cpu = ours["cpu"]["idp"] * 1000 / max(1, ours["ok"])
         peer_cpu = peer["cpu"]["oidc-provider"] * 1000 / max(1, peer["ok"])
         met = ours["throughput"] >= peer["throughput"] and ours["error_count"] == 0
-        self.row("4 IdP, session: ours", f"authorize + code exchange (PKCE, RS256 ID token), {c} clients", ours,
-                 "match or beat oidc-provider", met,
-                 f"{ours['throughput'] / max(peer['throughput'], 1e-9):.0%} of oidc-provider's rate; "
-                 f"{ours_cpu:.2f} vs {peer_cpu:.2f} ms server CPU/flow", servers=("idp",))
-        self.row("4 IdP, session: oidc-provider", "the same flow against oidc-provider (node, one process)", peer,
-                 "(peer)", None, servers=("oidc-provider",))
+        self.row(
+            "4 IdP, session: ours",
+            f"authorize + code exchange (PKCE, RS256 ID token), {c} clients",
+            ours,
+            "match or beat oidc-provider",
+            met,
+            f"{ours['throughput'] / max(peer['throughput'], 1e-9):.0%} of oidc-provider's rate; "
+            f"{ours_cpu:.2f} vs {peer_cpu:.2f} ms server CPU/flow",
+            servers=("idp",),
+        )
+        self.row(
+            "4 IdP, session: oidc-provider",
+            "the same flow against oidc-provider (node, one process)",
+            peer,
+            "(peer)",
+            None,
+            servers=("oidc-provider",),
+        )
 
     def scenario_storm(self) -> None:
         users = self.users
         items = [[user, "example-corp-oidc" if i % 2 == 0 else "example-corp-saml"] for i, user in enumerate(users)]
-        result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD}, items,
-                            max_seconds=max(self.config.max_seconds, len(items) / 5))
-        self.row("7 storm", f"all {len(users)} employees ({self.config.groups} groups) log in and get credentials, "
-                 f"half OIDC half SAML, {self.config.concurrency} clients", result, "0 errors; report total time",
-                 result["error_count"] == 0 and result["not_done"] == 0,
-                 f"{result['ok']} of {len(users)} logins in {result['seconds']:.1f} s; "
-                 + self.ceiling(result))
+        result = self.drive(
+            "PortalLogin",
+            {"portal": self.portal, "password": gen.GENERATED_PASSWORD},
+            items,
+            max_seconds=max(self.config.max_seconds, len(items) / 5),
+        )
+        self.row(
+            "7 storm",
+            f"all {len(users)} employees ({self.config.groups} groups) log in and get credentials, "
+            f"half OIDC half SAML, {self.config.concurrency} clients",
+            result,
+            "0 errors; report total time",
+            result["error_count"] == 0 and result["not_done"] == 0,
+            f"{result['ok']} of {len(users)} logins in {result['seconds']:.1f} s; " + self.ceiling(result),
+        )
 
     def scenario_soak(self) -> None:
         """10,000 logins (alternating protocols) in batches of 1,000; RSS of every server process after
@@ -447,8 +632,10 @@ class Bench:
         samples: list[dict] = []
         all_latencies, ok, errors, not_done, seconds = [], 0, 0, 0, 0.0
         for done in range(0, total, batch):
-            items = [[self.users[(done + i) % len(self.users)], "example-corp-oidc" if i % 2 == 0 else
-                      "example-corp-saml"] for i in range(min(batch, total - done))]
+            items = [
+                [self.users[(done + i) % len(self.users)], "example-corp-oidc" if i % 2 == 0 else "example-corp-saml"]
+                for i in range(min(batch, total - done))
+            ]
             result = self.drive("PortalLogin", {"portal": self.portal, "password": gen.GENERATED_PASSWORD}, items)
             ok += result["ok"]
             errors += result["error_count"]
@@ -456,10 +643,16 @@ class Bench:
             seconds += result["seconds"]
             all_latencies += result["latencies"]
             sizes = self.monitor.per_process_rss()
-            samples.append({"logins": done + len(items),
-                            **{name: [round(s / MB, 1) for s in values] for name, values in sizes.items()}})
-            self.log(f"soak: {done + len(items)} logins, RSS MB per process: "
-                     + ", ".join(f"{k} {v}" for k, v in samples[-1].items() if k != "logins"))
+            samples.append(
+                {
+                    "logins": done + len(items),
+                    **{name: [round(s / MB, 1) for s in values] for name, values in sizes.items()},
+                }
+            )
+            self.log(
+                f"soak: {done + len(items)} logins, RSS MB per process: "
+                + ", ".join(f"{k} {v}" for k, v in samples[-1].items() if k != "logins")
+            )
         second = samples[1] if len(samples) > 1 else samples[0]
         last = samples[-1]
         growth = {name: round(sum(last[name]) - sum(second[name]), 1) for name in ("idp", "broker", "aws")}
@@ -467,16 +660,38 @@ class Bench:
         # The emulator keeps every session it issues (moto stores state in memory for ever, unlike AWS): its
         # growth is reported, but the target is about this project's servers.
         ours = ("idp", "broker")
-        met = errors == 0 and not_done == 0 and all(worker_max[n] <= 150 for n in ours) and all(
-            growth[n] <= 10 for n in ours)
-        merged = {"ok": ok, "error_count": errors, "not_done": not_done, "seconds": seconds, "throughput": ok / seconds if seconds else 0,
-                  "latencies": sorted(all_latencies), "cpu": {}, "rss_peak": {}, "rss_worker_peak": {},
-                  "setup_errors": [], "errors": []}
-        self.row("6 soak", f"{total} logins, half OIDC half SAML, {self.config.concurrency} clients", merged,
-                 "<= 150 MB per worker; flat from 2k to the end (IdP, portal)", met,
-                 "largest process MB " + ", ".join(f"{k} {v}" for k, v in worker_max.items())
-                 + "; growth 2k->end MB " + ", ".join(f"{k} {v:+}" for k, v in growth.items()),
-                 samples=samples, growth_mb=growth)
+        met = (
+            errors == 0
+            and not_done == 0
+            and all(worker_max[n] <= 150 for n in ours)
+            and all(growth[n] <= 10 for n in ours)
+        )
+        merged = {
+            "ok": ok,
+            "error_count": errors,
+            "not_done": not_done,
+            "seconds": seconds,
+            "throughput": ok / seconds if seconds else 0,
+            "latencies": sorted(all_latencies),
+            "cpu": {},
+            "rss_peak": {},
+            "rss_worker_peak": {},
+            "setup_errors": [],
+            "errors": [],
+        }
+        self.row(
+            "6 soak",
+            f"{total} logins, half OIDC half SAML, {self.config.concurrency} clients",
+            merged,
+            "<= 150 MB per worker; flat from 2k to the end (IdP, portal)",
+            met,
+            "largest process MB "
+            + ", ".join(f"{k} {v}" for k, v in worker_max.items())
+            + "; growth 2k->end MB "
+            + ", ".join(f"{k} {v:+}" for k, v in growth.items()),
+            samples=samples,
+            growth_mb=growth,
+        )
 
     def scenario_startup(self) -> None:
         """`./run demo` with the default config on free ports: seconds until the IdP's and the portal's
@@ -485,15 +700,27 @@ class Bench:
         folder = self.config.instance_dir / "startup"
         shutil.rmtree(folder, ignore_errors=True)
         for attempt in range(self.config.startup_runs):
-            addresses = {"PORTAL_URL": f"http://localhost:{free_port()}", "IDP_URL": f"http://127.0.0.1:{free_port()}",
-                         "AWS_URL": f"http://127.0.0.1:{free_port()}"}
+            addresses = {
+                "PORTAL_URL": f"http://localhost:{free_port()}",
+                "IDP_URL": f"http://127.0.0.1:{free_port()}",
+                "AWS_URL": f"http://127.0.0.1:{free_port()}",
+            }
             env = {k: v for k, v in os.environ.items() if k not in ("IDP_CONFIG", "BROKER_CONFIG")}
             env.update(addresses, INSTANCE_DIR=str(folder))
-            checks = [f"{addresses['IDP_URL']}/healthz", f"{addresses['PORTAL_URL'].replace('localhost', '127.0.0.1')}/healthz",
-                      f"{addresses['AWS_URL']}/moto-api/"]
+            checks = [
+                f"{addresses['IDP_URL']}/healthz",
+                f"{addresses['PORTAL_URL'].replace('localhost', '127.0.0.1')}/healthz",
+                f"{addresses['AWS_URL']}/moto-api/",
+            ]
             began = time.monotonic()
-            process = subprocess.Popen([str(REPO / "run"), "demo"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                [str(REPO / "run"), "demo"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             pending, took = list(checks), None
             try:
                 while time.monotonic() - began < 60 and process.poll() is None:
@@ -509,17 +736,35 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
             times.append(took)
-            self.log(f"start-up run {attempt + 1}: {'%.2f s' % took if took else 'FAILED'}"
-                     f"{' (empty instance folder)' if attempt == 0 else ''}")
+            self.log(
+                f"start-up run {attempt + 1}: {f'{took:.2f} s' if took else 'FAILED'}"
+                f"{' (empty instance folder)' if attempt == 0 else ''}"
+            )
         good = [t for t in times if t is not None]
-        result = {"ok": len(good), "error_count": len(times) - len(good), "seconds": sum(good),
-                  "throughput": None, "latencies": sorted(good), "cpu": {}, "rss_peak": {}, "rss_worker_peak": {},
-                  "setup_errors": [], "errors": []}
+        result = {
+            "ok": len(good),
+            "error_count": len(times) - len(good),
+            "seconds": sum(good),
+            "throughput": None,
+            "latencies": sorted(good),
+            "cpu": {},
+            "rss_peak": {},
+            "rss_worker_peak": {},
+            "setup_errors": [],
+            "errors": [],
+        }
         worst = max(good) if good else None
-        row = self.row("5 start-up", "`./run demo` until IdP and portal /healthz and the emulator answer", result,
-                       "<= 3 s", bool(good) and len(good) == len(times) and worst <= 3.0,
-                       "runs " + ", ".join("%.2f s" % t if t else "failed" for t in times)
-                       + " (first on an empty instance folder)", times=times)
+        row = self.row(
+            "5 start-up",
+            "`./run demo` until IdP and portal /healthz and the emulator answer",
+            result,
+            "<= 3 s",
+            bool(good) and len(good) == len(times) and worst <= 3.0,
+            "runs "
+            + ", ".join(f"{t:.2f} s" if t else "failed" for t in times)
+            + " (first on an empty instance folder)",
+            times=times,
+        )
         row.throughput = None
 
 
@@ -532,6 +777,7 @@ def _answers(url: str) -> bool:
 
 # -- report -----------------------------------------------------------------------------------------
 
+
 def _fmt(value, digits=1) -> str:
     if value is None:
         return "-"
@@ -539,15 +785,31 @@ def _fmt(value, digits=1) -> str:
 
 
 def format_row_line(row: Row) -> str:
-    return (f"[{row.scenario}] ops {row.ops}, {_fmt(row.throughput)}/s, p50/p95/p99 {_fmt(row.p50)}/"
-            f"{_fmt(row.p95)}/{_fmt(row.p99)} ms, errors {row.errors}"
-            + (f" ({row.unfinished} not run: time limit)" if row.unfinished else "") + f"; {row.result}"
-            + (f"; errors: {row.error_samples}" if row.error_samples else ""))
+    return (
+        f"[{row.scenario}] ops {row.ops}, {_fmt(row.throughput)}/s, p50/p95/p99 {_fmt(row.p50)}/"
+        f"{_fmt(row.p95)}/{_fmt(row.p99)} ms, errors {row.errors}"
+        + (f" ({row.unfinished} not run: time limit)" if row.unfinished else "")
+        + f"; {row.result}"
+        + (f"; errors: {row.error_samples}" if row.error_samples else "")
+    )
 
 
 def table(rows: list[Row]) -> str:
-    head = ["scenario", "ops", "per s", "p50 ms", "p95 ms", "p99 ms", "errors", "peak RSS MB (sum per server)",
-            "CPU ms/op", "other load (cores)", "target", "met", "result"]
+    head = [
+        "scenario",
+        "ops",
+        "per s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "peak RSS MB (sum per server)",
+        "CPU ms/op",
+        "other load (cores)",
+        "target",
+        "met",
+        "result",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         rss = ", ".join(f"{k} {v:.0f}" for k, v in row.rss_peak_mb.items()) or "-"
@@ -555,21 +817,55 @@ def table(rows: list[Row]) -> str:
         met = {True: "yes", False: "NO", None: ""}[row.met]
         errors = str(row.errors) + (f" ({row.unfinished} not run: time limit)" if row.unfinished else "")
         if row.scenario.startswith("5"):
-            cells = [row.scenario, str(row.ops), "-", _fmt(row.p50 and row.p50 / 1000, 2) + " s",
-                     "-", "-", errors, rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
+            cells = [
+                row.scenario,
+                str(row.ops),
+                "-",
+                _fmt(row.p50 and row.p50 / 1000, 2) + " s",
+                "-",
+                "-",
+                errors,
+                rss,
+                cpu,
+                _fmt(row.other_cores, 2),
+                row.target,
+                met,
+                row.result,
+            ]
         else:
-            cells = [row.scenario, str(row.ops), _fmt(row.throughput), _fmt(row.p50), _fmt(row.p95), _fmt(row.p99),
-                     errors, rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
+            cells = [
+                row.scenario,
+                str(row.ops),
+                _fmt(row.throughput),
+                _fmt(row.p50),
+                _fmt(row.p95),
+                _fmt(row.p99),
+                errors,
+                rss,
+                cpu,
+                _fmt(row.other_cores, 2),
+                row.target,
+                met,
+                row.result,
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def to_json(rows: list[Row], config: Config, calibration: dict | None = None) -> dict:
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    **(calibration or {})},
-        "settings": {"concurrency": config.concurrency, "load_processes": config.processes,
-                     "gunicorn_workers": config.workers, "users": config.users, "groups": config.groups},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            **(calibration or {}),
+        },
+        "settings": {
+            "concurrency": config.concurrency,
+            "load_processes": config.processes,
+            "gunicorn_workers": config.workers,
+            "users": config.users,
+            "groups": config.groups,
+        },
         "rows": [row.__dict__ for row in rows],
     }
-

@@ -46,9 +46,7 @@ def create_app(settings: BrokerSettings | None = None) -> Flask:
     app.secret_key = load_or_create_secret(Path(app.instance_path) / "flask-secret.bin")
     app.config["SESSION_COOKIE_NAME"] = "portal_form"
     install_common(app, "AWS access portal", secure_cookies=settings.secure_cookies)
-    app.jinja_env.filters["timestamp"] = lambda epoch: datetime.fromtimestamp(epoch, UTC).strftime(
-        "%Y-%m-%d %H:%M:%S"
-    )
+    app.jinja_env.filters["timestamp"] = lambda epoch: datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     store = open_state_store(settings.stores["state"])
     audit = open_audit_log(settings.stores["audit"])

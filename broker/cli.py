@@ -23,34 +23,38 @@ def _check_config(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from sso_common.store.memory import MemoryStateStore
-
     from broker.connectors.registry import build_connectors
     from broker.settings import load_settings
+    from sso_common.store.memory import MemoryStateStore
 
     settings = load_settings(args.config)
     with tempfile.TemporaryDirectory() as scratch:  # the upstreams too, without touching the instance folder
-        build_connectors(settings.upstreams_node, portal_url=settings.portal_url, instance_dir=Path(scratch),
-                         store=MemoryStateStore(), clock_skew=settings.clock_skew)
+        build_connectors(
+            settings.upstreams_node,
+            portal_url=settings.portal_url,
+            instance_dir=Path(scratch),
+            store=MemoryStateStore(),
+            clock_skew=settings.clock_skew,
+        )
     access = settings.access
-    print(f"OK: {len(access.accounts)} accounts, {len(access.permission_sets)} permission sets, "
-          f"{len(access.assignments)} assignments")
+    print(
+        f"OK: {len(access.accounts)} accounts, {len(access.permission_sets)} permission sets, "
+        f"{len(access.assignments)} assignments"
+    )
     return 0
 
 
 def _provision(args) -> int:
     import boto3
 
-    from sso_common.keys import load_or_create_signing_identity
-
-    from broker.aws.assertion import idp_metadata_xml
     from broker.aws.accounts import AccountSessions
+    from broker.aws.assertion import idp_metadata_xml
     from broker.aws.provisioning import provision
     from broker.settings import load_settings
+    from sso_common.keys import load_or_create_signing_identity
 
     settings = load_settings(args.config)
-    signing = load_or_create_signing_identity(settings.instance_dir / "keys", "aws-idp-signing",
-                                              settings.idp_entity_id)
+    signing = load_or_create_signing_identity(settings.instance_dir / "keys", "aws-idp-signing", settings.idp_entity_id)
     metadata = idp_metadata_xml(settings.idp_entity_id, signing, f"{settings.portal_url}/")
     accounts = AccountSessions(boto3.Session(), settings.access.region, settings.aws_endpoint_url)
     changes = provision(settings.access, metadata, accounts.client)
@@ -66,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     add_serve_command(commands, _serve, "portal")
     commands.add_parser("check-config", help="validate the config and exit").set_defaults(run=_check_config)
-    commands.add_parser("provision", help="create or update the SAML provider, roles and demo data in "
-                        "every account (idempotent)").set_defaults(run=_provision)
+    commands.add_parser(
+        "provision", help="create or update the SAML provider, roles and demo data in every account (idempotent)"
+    ).set_defaults(run=_provision)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

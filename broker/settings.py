@@ -16,7 +16,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "broker.yam
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    portal_url: str            # public base URL of the portal, as browsers see it
+    portal_url: str  # public base URL of the portal, as browsers see it
     access: AccessConfig
     aws_endpoint_url: str | None  # None: real AWS
     session_lifetime: int
@@ -43,8 +43,15 @@ def default_instance_dir() -> Path:
 def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> BrokerSettings:
     config_path = Path(config_path or os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG))
     root = load_yaml(config_path).only_keys(
-        "portal_url", "access", "known_groups_file", "aws_endpoint_url", "session_lifetime_seconds",
-        "clock_skew_seconds", "stores", "upstreams", "admin_group",
+        "portal_url",
+        "access",
+        "known_groups_file",
+        "aws_endpoint_url",
+        "session_lifetime_seconds",
+        "clock_skew_seconds",
+        "stores",
+        "upstreams",
+        "admin_group",
     )
     portal_url = root.child("portal_url").string(URL_PATTERN, "an http(s) URL").rstrip("/")
     known_groups = None
@@ -64,11 +71,14 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         aws_endpoint_url=endpoint.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint.value else None,
         session_lifetime=root.child("session_lifetime_seconds", 8 * 3600).integer(300, 7 * 24 * 3600),
         clock_skew=root.child("clock_skew_seconds", 60).integer(0, 600),
-        stores=parse_store_urls(root.child("stores", {}), {
-            "state": f"sqlite:///{instance / 'broker-state.db'}",
-            "directory": f"sqlite:///{instance / 'directory.db'}",
-            "audit": f"sqlite:///{instance / 'audit.db'}",
-        }),
+        stores=parse_store_urls(
+            root.child("stores", {}),
+            {
+                "state": f"sqlite:///{instance / 'broker-state.db'}",
+                "directory": f"sqlite:///{instance / 'directory.db'}",
+                "audit": f"sqlite:///{instance / 'audit.db'}",
+            },
+        ),
         instance_dir=instance,
         upstreams_node=upstreams,
         admin_group=root.child("admin_group", "aws-admins").string(),

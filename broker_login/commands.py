@@ -46,15 +46,26 @@ def _now() -> datetime:
 def _graphical_session() -> bool:
     """Whether opening a browser can work. Without a display, `webbrowser` would start a text-mode
     browser (lynx, w3m) in this very terminal, and the sign-in would wait behind it."""
-    return (sys.platform in ("darwin", "win32") or bool(os.environ.get("BROWSER"))
-            or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+    return (
+        sys.platform in ("darwin", "win32")
+        or bool(os.environ.get("BROWSER"))
+        or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    )
 
 
 class SignIn:
     """A usable access token for one portal and sso-session: cached, refreshed, or from a new sign-in."""
 
-    def __init__(self, portal: Portal, session_name: str, console: Console, *, non_interactive: bool,
-                 idp: str, open_browser: bool):
+    def __init__(
+        self,
+        portal: Portal,
+        session_name: str,
+        console: Console,
+        *,
+        non_interactive: bool,
+        idp: str,
+        open_browser: bool,
+    ):
         self.portal, self.session_name, self.console = portal, session_name, console
         self.non_interactive, self.idp, self.open_browser = non_interactive, idp, open_browser
 
@@ -77,8 +88,10 @@ class SignIn:
 
     def sign_in(self) -> Token:
         if not self.non_interactive and not self.console.reaches_the_person:
-            raise LoginError(f"not signed in to {self.portal.url} and no terminal to sign in on: run "
-                             f"`broker-login --session-name {self.session_name}` first")
+            raise LoginError(
+                f"not signed in to {self.portal.url} and no terminal to sign in on: run "
+                f"`broker-login --session-name {self.session_name}` first"
+            )
         registration = self._registration()
         if self.non_interactive:
             secrets = LoginSecrets.from_environment()
@@ -91,9 +104,11 @@ class SignIn:
         return self._keep(token, registration)
 
     def _show(self, authorization: dict) -> None:
-        self.console.say(f"To sign in, open {authorization['verificationUri']}\n"
-                         f"and enter the code {authorization['userCode']}\n"
-                         f"(or open {authorization['verificationUriComplete']})")
+        self.console.say(
+            f"To sign in, open {authorization['verificationUri']}\n"
+            f"and enter the code {authorization['userCode']}\n"
+            f"(or open {authorization['verificationUriComplete']})"
+        )
         if self.open_browser and _graphical_session() and webbrowser.open(authorization["verificationUriComplete"]):
             self.console.say("A browser window was opened for you.")
         self.console.say("Waiting for approval", end="")
@@ -121,6 +136,7 @@ class SignIn:
 
 # --- commands -----------------------------------------------------------------------------------
 
+
 def _pick_role(sign_in: SignIn, args, console: Console) -> tuple[str, str, str]:
     """(account ID, account name, role) from the options, asking on the terminal where they leave a choice."""
     portal = sign_in.portal
@@ -147,8 +163,10 @@ def _print_credentials(sign_in: SignIn, args, console: Console) -> int:
     kind = args.format[0]
     if kind == "profile":
         files.update_ini(files.credentials_file(), {args.format[1]: formats.credentials_section(credentials)})
-        console.say(f"Credentials for {role} in {account_name} are in profile {args.format[1]} "
-                    f"until {credentials.expiration:%H:%M} UTC.")
+        console.say(
+            f"Credentials for {role} in {account_name} are in profile {args.format[1]} "
+            f"until {credentials.expiration:%H:%M} UTC."
+        )
     elif kind == "json":
         sys.stdout.write(formats.as_json(credentials, account_id, role))
     elif kind == "credential-process":
@@ -171,22 +189,44 @@ def _credential_process(sign_in: SignIn, args, console: Console) -> int:
 def _configure(sign_in: SignIn, args, console: Console) -> int:
     portal = sign_in.portal
     accounts = sign_in.call(portal.accounts)
-    assignments = [(account_id, name, role) for account_id, name in accounts
-                   for role in sign_in.call(lambda token, a=account_id: portal.roles(token, a))]
+    assignments = [
+        (account_id, name, role)
+        for account_id, name in accounts
+        for role in sign_in.call(lambda token, a=account_id: portal.roles(token, a))
+    ]
     if args.use_credential_process:
         sections = {
             f"profile {formats.profile_name(name, role, args.profile_prefix)}": formats.credential_process_profile(
-                [sys.executable, "-m", "broker_login", "credential-process", "--portal-url", portal.url,
-                 "--session-name", sign_in.session_name, "--region", portal.region, "--account-id", account_id,
-                 "--role", role], portal.region)
-            for account_id, name, role in assignments}
+                [
+                    sys.executable,
+                    "-m",
+                    "broker_login",
+                    "credential-process",
+                    "--portal-url",
+                    portal.url,
+                    "--session-name",
+                    sign_in.session_name,
+                    "--region",
+                    portal.region,
+                    "--account-id",
+                    account_id,
+                    "--role",
+                    role,
+                ],
+                portal.region,
+            )
+            for account_id, name, role in assignments
+        }
     else:
-        sections = formats.sso_config_sections(sign_in.session_name, portal.url, portal.region, assignments,
-                                               args.profile_prefix)
+        sections = formats.sso_config_sections(
+            sign_in.session_name, portal.url, portal.region, assignments, args.profile_prefix
+        )
     files.update_ini(files.config_file(), sections)
     profiles = [name.removeprefix("profile ") for name in sections if name.startswith("profile ")]
-    console.say(f"Wrote {files.config_file()}: " + (", ".join(profiles) if profiles else
-                                                     "no profiles (you have no AWS access through this portal)"))
+    console.say(
+        f"Wrote {files.config_file()}: "
+        + (", ".join(profiles) if profiles else "no profiles (you have no AWS access through this portal)")
+    )
     return 0
 
 
@@ -205,19 +245,27 @@ def _logout(sign_in: SignIn, args, console: Console) -> int:
 
 # --- command line -------------------------------------------------------------------------------
 
+
 def _common_options() -> argparse.ArgumentParser:
     """Options every command takes. SUPPRESS keeps a subcommand's defaults from hiding values given
     before the subcommand's name."""
     common = argparse.ArgumentParser(add_help=False)
     hide = argparse.SUPPRESS
-    common.add_argument("--portal-url", default=hide, help="the access portal (default: $BROKER_URL, or the "
-                        "sso_start_url of the sso-session in ~/.aws/config)")
+    common.add_argument(
+        "--portal-url",
+        default=hide,
+        help="the access portal (default: $BROKER_URL, or the sso_start_url of the sso-session in ~/.aws/config)",
+    )
     common.add_argument("--region", default=hide, help=f"sso_region (default {DEFAULT_REGION})")
     common.add_argument("--session-name", default=hide, help=f"sso-session name (default {DEFAULT_SESSION})")
     common.add_argument("--idp", default=hide, help=f"identity provider for --non-interactive (default {DEFAULT_IDP})")
     common.add_argument("--no-browser", action="store_true", default=hide, help="do not open a browser")
-    common.add_argument("--non-interactive", action="store_true", default=hide,
-                        help="sign in without a browser, with secrets from the environment or standard input")
+    common.add_argument(
+        "--non-interactive",
+        action="store_true",
+        default=hide,
+        help="sign in without a browser, with secrets from the environment or standard input",
+    )
     return common
 
 
@@ -231,16 +279,25 @@ def _role_options(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(prog="broker-login", parents=[common], description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="broker-login", parents=[common], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _role_options(parser, required=False)
-    parser.add_argument("--format", nargs="+", default=["exports"], metavar="FORMAT",
-                        help="exports (default), json, credential-process, or profile NAME")
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        default=["exports"],
+        metavar="FORMAT",
+        help="exports (default), json, credential-process, or profile NAME",
+    )
     parser.set_defaults(run=_print_credentials, account_name=None)
     commands = parser.add_subparsers(dest="command")
     configure = commands.add_parser("configure", parents=[common], help="write ~/.aws/config profiles")
-    configure.add_argument("--use-credential-process", action="store_true",
-                           help="profiles that call `broker-login credential-process` instead of sso_session ones")
+    configure.add_argument(
+        "--use-credential-process",
+        action="store_true",
+        help="profiles that call `broker-login credential-process` instead of sso_session ones",
+    )
     configure.add_argument("--profile-prefix", default="", help="prefix for the profile names")
     configure.set_defaults(run=_configure)
     process = commands.add_parser("credential-process", parents=[common], help="for credential_process =")
@@ -262,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _check_format(parser, args)
+
     def option(name: str, default=None):
         return getattr(args, name, default)
 
@@ -271,9 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no portal: give --portal-url, set BROKER_URL, or run configure first")
     console = Console(messages_on_tty=args.run is _credential_process)
     try:
-        sign_in = SignIn(Portal(portal_url, option("region", DEFAULT_REGION)), session_name, console,
-                         non_interactive=option("non_interactive", False), idp=option("idp", DEFAULT_IDP),
-                         open_browser=not option("no_browser", False))
+        sign_in = SignIn(
+            Portal(portal_url, option("region", DEFAULT_REGION)),
+            session_name,
+            console,
+            non_interactive=option("non_interactive", False),
+            idp=option("idp", DEFAULT_IDP),
+            open_browser=not option("no_browser", False),
+        )
         return args.run(sign_in, args, console)
     except LoginError as error:
         print(f"broker-login: {error}", file=sys.stderr)

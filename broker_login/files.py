@@ -79,15 +79,21 @@ def _hashed_name(value: str) -> str:
 
 # --- botocore's SSO token cache ---------------------------------------------------------------
 
+
 def token_cache_path(session_name: str) -> Path:
     return aws_dir() / "sso" / "cache" / _hashed_name(session_name)
 
 
 def save_token(session_name: str, start_url: str, region: str, token: Token, registration: Registration) -> None:
-    record = {"startUrl": start_url, "region": region, "accessToken": token.access_token,
-              "expiresAt": _timestamp(token.expires_at), "clientId": registration.client_id,
-              "clientSecret": registration.client_secret,
-              "registrationExpiresAt": _timestamp(registration.expires_at)}
+    record = {
+        "startUrl": start_url,
+        "region": region,
+        "accessToken": token.access_token,
+        "expiresAt": _timestamp(token.expires_at),
+        "clientId": registration.client_id,
+        "clientSecret": registration.client_secret,
+        "registrationExpiresAt": _timestamp(registration.expires_at),
+    }
     if token.refresh_token:
         record["refreshToken"] = token.refresh_token
     write_private(token_cache_path(session_name), json.dumps(record, indent=2))
@@ -102,8 +108,9 @@ def load_token(session_name: str, start_url: str) -> tuple[Token, Registration |
         token = Token(record["accessToken"], _parse_time(record["expiresAt"]), record.get("refreshToken"))
         registration = None
         if {"clientId", "clientSecret", "registrationExpiresAt"} <= record.keys():
-            registration = Registration(record["clientId"], record["clientSecret"],
-                                        _parse_time(record["registrationExpiresAt"]))
+            registration = Registration(
+                record["clientId"], record["clientSecret"], _parse_time(record["registrationExpiresAt"])
+            )
     except (KeyError, TypeError, ValueError):
         return None
     return token, registration
@@ -131,18 +138,29 @@ def forget_token(session_name: str) -> None:
 
 # --- this CLI's own caches ---------------------------------------------------------------------
 
+
 def _cache_dir() -> Path:
     return aws_dir() / "broker-login" / "cache"
 
 
 def registration_path(start_url: str, region: str) -> Path:
-    return _cache_dir() / _hashed_name(json.dumps({"tool": "broker-login", "startUrl": start_url, "region": region},
-                                                  sort_keys=True))
+    return _cache_dir() / _hashed_name(
+        json.dumps({"tool": "broker-login", "startUrl": start_url, "region": region}, sort_keys=True)
+    )
 
 
 def save_registration(path: Path, registration: Registration) -> None:
-    write_private(path, json.dumps({"clientId": registration.client_id, "clientSecret": registration.client_secret,
-                                    "expiresAt": _timestamp(registration.expires_at)}, indent=2))
+    write_private(
+        path,
+        json.dumps(
+            {
+                "clientId": registration.client_id,
+                "clientSecret": registration.client_secret,
+                "expiresAt": _timestamp(registration.expires_at),
+            },
+            indent=2,
+        ),
+    )
 
 
 def load_registration(path: Path) -> Registration | None:
@@ -163,22 +181,32 @@ def credentials_path(start_url: str, session_name: str, account_id: str, role: s
 
 
 def save_credentials(path: Path, credentials: Credentials) -> None:
-    write_private(path, json.dumps({"AccessKeyId": credentials.access_key_id,
-                                    "SecretAccessKey": credentials.secret_access_key,
-                                    "SessionToken": credentials.session_token,
-                                    "Expiration": _timestamp(credentials.expiration)}, indent=2))
+    write_private(
+        path,
+        json.dumps(
+            {
+                "AccessKeyId": credentials.access_key_id,
+                "SecretAccessKey": credentials.secret_access_key,
+                "SessionToken": credentials.session_token,
+                "Expiration": _timestamp(credentials.expiration),
+            },
+            indent=2,
+        ),
+    )
 
 
 def load_credentials(path: Path) -> Credentials | None:
     record = _read_json(path)
     try:
-        return Credentials(record["AccessKeyId"], record["SecretAccessKey"], record["SessionToken"],
-                           _parse_time(record["Expiration"]))
+        return Credentials(
+            record["AccessKeyId"], record["SecretAccessKey"], record["SessionToken"], _parse_time(record["Expiration"])
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
 
 # --- INI files shared with the AWS CLI and SDKs -------------------------------------------------
+
 
 def merge_sections(text: str, sections: dict[str, list[str]]) -> str:
     """`text` with each named section's body replaced by the given lines, new sections appended.

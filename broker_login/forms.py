@@ -15,7 +15,7 @@ class Form:
     action: str
     method: str
     inputs: dict[str, str] = field(default_factory=dict)  # name -> value, every named input
-    types: dict[str, str] = field(default_factory=dict)   # name -> input type
+    types: dict[str, str] = field(default_factory=dict)  # name -> input type
     buttons: list[tuple[str, str]] = field(default_factory=list)  # (name, value) of submit buttons
 
     def has_type(self, kind: str) -> bool:

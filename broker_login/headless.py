@@ -55,10 +55,13 @@ class LoginSecrets:
                 raise LoginError(f"no {what}: set it in the environment or give it on standard input")
             return value
 
-        return cls(username=environ.get(USERNAME_ENV) or ask(f"username ({USERNAME_ENV})"),
-                   password=environ.get(PASSWORD_ENV) or ask(f"password ({PASSWORD_ENV})"),
-                   totp_secret=environ.get(TOTP_SECRET_ENV) or None, totp_code=environ.get(TOTP_ENV) or None,
-                   ask=ask)
+        return cls(
+            username=environ.get(USERNAME_ENV) or ask(f"username ({USERNAME_ENV})"),
+            password=environ.get(PASSWORD_ENV) or ask(f"password ({PASSWORD_ENV})"),
+            totp_secret=environ.get(TOTP_SECRET_ENV) or None,
+            totp_code=environ.get(TOTP_ENV) or None,
+            ask=ask,
+        )
 
 
 def headless_sign_in(portal: Portal, registration: Registration, idp: str, secrets: LoginSecrets) -> Token:
@@ -108,8 +111,10 @@ def approve_device(verification_url: str, idp: str, secrets: LoginSecrets, *, ti
             if step in tried and step != "post":
                 raise LoginError(f"{urlsplit(response.url).netloc} refused the sign-in: {page.summary}")
             if form is None:
-                raise LoginError(f"unexpected page from {urlsplit(response.url).netloc} "
-                                 f"(HTTP {response.status_code}): {page.summary}")
+                raise LoginError(
+                    f"unexpected page from {urlsplit(response.url).netloc} "
+                    f"(HTTP {response.status_code}): {page.summary}"
+                )
             tried.add(step)
             response = submit(response, form, **values)
         raise LoginError("the sign-in took too many steps; is --idp right?")

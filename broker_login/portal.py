@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 SCOPES = ["sso:account:access"]
 CLIENT_NAME = "broker-login"
-POLL_STATES = frozenset({"AuthorizationPendingException", "SlowDownException", "AccessDeniedException",
-                         "ExpiredTokenException"})
+POLL_STATES = frozenset(
+    {"AuthorizationPendingException", "SlowDownException", "AccessDeniedException", "ExpiredTokenException"}
+)
 
 
 class LoginError(Exception):
@@ -80,8 +81,12 @@ class Portal:
 
         self.url, self.region = url.rstrip("/"), region
         session = boto3.session.Session(region_name=region)
-        config = Config(signature_version=UNSIGNED, retries={"mode": "standard", "max_attempts": 3},
-                        connect_timeout=5, read_timeout=20)
+        config = Config(
+            signature_version=UNSIGNED,
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=20,
+        )
         self.oidc = session.client("sso-oidc", endpoint_url=self.url, config=config)
         self.sso = session.client("sso", endpoint_url=self.url, config=config)
 
@@ -90,17 +95,33 @@ class Portal:
             return operation(**kwargs)
 
     def register(self) -> Registration:
-        answer = self._call(self.oidc.register_client, clientName=CLIENT_NAME, clientType="public", scopes=SCOPES,
-                            grantTypes=[DEVICE_GRANT, "refresh_token"])
-        return Registration(answer["clientId"], answer["clientSecret"],
-                            datetime.fromtimestamp(answer["clientSecretExpiresAt"], UTC))
+        answer = self._call(
+            self.oidc.register_client,
+            clientName=CLIENT_NAME,
+            clientType="public",
+            scopes=SCOPES,
+            grantTypes=[DEVICE_GRANT, "refresh_token"],
+        )
+        return Registration(
+            answer["clientId"], answer["clientSecret"], datetime.fromtimestamp(answer["clientSecretExpiresAt"], UTC)
+        )
 
     def start_device_authorization(self, registration: Registration) -> dict:
-        return self._call(self.oidc.start_device_authorization, clientId=registration.client_id,
-                          clientSecret=registration.client_secret, startUrl=self.url)
+        return self._call(
+            self.oidc.start_device_authorization,
+            clientId=registration.client_id,
+            clientSecret=registration.client_secret,
+            startUrl=self.url,
+        )
 
-    def wait_for_token(self, registration: Registration, authorization: dict, *,
-                       sleep: Callable[[float], None] = time.sleep, on_wait: Callable[[], None] = lambda: None) -> Token:
+    def wait_for_token(
+        self,
+        registration: Registration,
+        authorization: dict,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        on_wait: Callable[[], None] = lambda: None,
+    ) -> Token:
         """Poll CreateToken as RFC 8628 says: `interval` seconds apart, 5 s more after each SlowDown,
         until approval, denial or expiry. The first poll goes at once: the request may be approved already."""
         interval = authorization.get("interval") or 5
@@ -125,18 +146,29 @@ class Portal:
 
         with _portal_errors(self.url):
             try:
-                return _token(self.oidc.create_token(clientId=registration.client_id,
-                                                     clientSecret=registration.client_secret,
-                                                     grantType=DEVICE_GRANT, deviceCode=device_code))
+                return _token(
+                    self.oidc.create_token(
+                        clientId=registration.client_id,
+                        clientSecret=registration.client_secret,
+                        grantType=DEVICE_GRANT,
+                        deviceCode=device_code,
+                    )
+                )
             except ClientError as error:
                 if _error_code(error) in POLL_STATES:
                     return _error_code(error)
                 raise
 
     def refresh(self, registration: Registration, refresh_token: str) -> Token:
-        return _token(self._call(self.oidc.create_token, clientId=registration.client_id,
-                                 clientSecret=registration.client_secret, grantType="refresh_token",
-                                 refreshToken=refresh_token))
+        return _token(
+            self._call(
+                self.oidc.create_token,
+                clientId=registration.client_id,
+                clientSecret=registration.client_secret,
+                grantType="refresh_token",
+                refreshToken=refresh_token,
+            )
+        )
 
     def accounts(self, token: Token) -> list[tuple[str, str]]:
         """(account ID, account name) of every account the person has a role in."""
@@ -144,8 +176,9 @@ class Portal:
         return [(a["accountId"], a["accountName"]) for page in self._pages(pages) for a in page["accountList"]]
 
     def roles(self, token: Token, account_id: str) -> list[str]:
-        pages = self.sso.get_paginator("list_account_roles").paginate(accessToken=token.access_token,
-                                                                       accountId=account_id)
+        pages = self.sso.get_paginator("list_account_roles").paginate(
+            accessToken=token.access_token, accountId=account_id
+        )
         return [r["roleName"] for page in self._pages(pages) for r in page["roleList"]]
 
     def _pages(self, pages):
@@ -153,15 +186,19 @@ class Portal:
             yield from pages
 
     def credentials(self, token: Token, account_id: str, role: str) -> Credentials:
-        answer = self._call(self.sso.get_role_credentials, accessToken=token.access_token, accountId=account_id,
-                            roleName=role)["roleCredentials"]
-        return Credentials(answer["accessKeyId"], answer["secretAccessKey"], answer["sessionToken"],
-                           datetime.fromtimestamp(answer["expiration"] / 1000, UTC))
+        answer = self._call(
+            self.sso.get_role_credentials, accessToken=token.access_token, accountId=account_id, roleName=role
+        )["roleCredentials"]
+        return Credentials(
+            answer["accessKeyId"],
+            answer["secretAccessKey"],
+            answer["sessionToken"],
+            datetime.fromtimestamp(answer["expiration"] / 1000, UTC),
+        )
 
     def logout(self, token: Token) -> None:
         self._call(self.sso.logout, accessToken=token.access_token)
 
 
 def _token(answer: dict) -> Token:
-    return Token(answer["accessToken"], _utc_now() + timedelta(seconds=answer["expiresIn"]),
-                 answer.get("refreshToken"))
+    return Token(answer["accessToken"], _utc_now() + timedelta(seconds=answer["expiresIn"]), answer.get("refreshToken"))

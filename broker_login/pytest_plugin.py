@@ -43,8 +43,15 @@ def broker_login(pytestconfig):
     idp = pytestconfig.getoption("broker_idp") or DEFAULT_IDP
     state: dict = {"portals": {}, "tokens": {}, "sessions": {}}
 
-    def login(username: str, *, account: str, role: str, password: str | None = None,
-              totp_secret: str | None = None, region: str = "us-east-1"):
+    def login(
+        username: str,
+        *,
+        account: str,
+        role: str,
+        password: str | None = None,
+        totp_secret: str | None = None,
+        region: str = "us-east-1",
+    ):
         if not url:
             pytest.fail("broker_login needs the broker's address: pass --broker-url or set BROKER_URL", pytrace=False)
         from broker_login.portal import LoginError
@@ -66,8 +73,17 @@ def broker_login(pytestconfig):
                 pass
 
 
-def _session(state: dict, url: str, idp: str, username: str, account: str, role: str, region: str,
-             password: str | None, totp_secret: str | None):
+def _session(
+    state: dict,
+    url: str,
+    idp: str,
+    username: str,
+    account: str,
+    role: str,
+    region: str,
+    password: str | None,
+    totp_secret: str | None,
+):
     """A boto3 Session for the role: reused while fresh, else from the person's (cached) sign-in."""
     import boto3
 
@@ -85,8 +101,11 @@ def _session(state: dict, url: str, idp: str, username: str, account: str, role:
             raise LoginError(f"no password: pass password= or set {PASSWORD_ENV}")
         secrets = LoginSecrets(username, password, totp_secret or os.environ.get(TOTP_SECRET_ENV))
         token = state["tokens"][(portal, username)] = headless_sign_in(portal, registration, idp, secrets)
-    account_id = account if ACCOUNT_ID.fullmatch(account) else next(
-        (account_id for account_id, name in portal.accounts(token) if name == account), None)
+    account_id = (
+        account
+        if ACCOUNT_ID.fullmatch(account)
+        else next((account_id for account_id, name in portal.accounts(token) if name == account), None)
+    )
     if account_id is None:
         raise LoginError(f"{username} has no role in an account named {account}")
     key = (username, account_id, role, region)
@@ -94,8 +113,11 @@ def _session(state: dict, url: str, idp: str, username: str, account: str, role:
     if cached and cached[1] - datetime.now(UTC) > REUSE_MARGIN:
         return cached[0]
     credentials = portal.credentials(token, account_id, role)
-    session = boto3.Session(aws_access_key_id=credentials.access_key_id,
-                            aws_secret_access_key=credentials.secret_access_key,
-                            aws_session_token=credentials.session_token, region_name=region)
+    session = boto3.Session(
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+        region_name=region,
+    )
     state["sessions"][key] = (session, credentials.expiration)
     return session

@@ -28,8 +28,7 @@ BOOTSTRAP_SECRET = "emulator-bootstrap"  # moto checks no signature while enforc
 class MotoServer:
     """One moto server process bound to `host:port`, started from `workdir`."""
 
-    def __init__(self, workdir: Path, port: int | None = None, host: str = "127.0.0.1",
-                 region: str = "us-east-1"):
+    def __init__(self, workdir: Path, port: int | None = None, host: str = "127.0.0.1", region: str = "us-east-1"):
         self.workdir, self.host, self.region = Path(workdir), host, region
         self.port = port or free_port(host)
         self.endpoint_url = f"http://{host}:{self.port}"
@@ -39,9 +38,14 @@ class MotoServer:
         # A clean environment: an inherited MOTO_ACCOUNT_ID would fold every account into one.
         # AWS managed policies (AdministratorAccess, SecurityAudit...) exist only when loaded.
         env = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "HOME": str(self.workdir)}
-        self._process = Process.start("moto server", ["devstack.aws_emulator", "-H", self.host, "-p", str(self.port)],
-                                      log_path=self.workdir / "moto_server.log", cwd=self.workdir, env=env,
-                                      new_session=False)
+        self._process = Process.start(
+            "moto server",
+            ["devstack.aws_emulator", "-H", self.host, "-p", str(self.port)],
+            log_path=self.workdir / "moto_server.log",
+            cwd=self.workdir,
+            env=env,
+            new_session=False,
+        )
         try:
             self._process.wait_healthy(f"{self.endpoint_url}/moto-api/", timeout)
         except RuntimeError:
@@ -61,22 +65,30 @@ class MotoServer:
     def __enter__(self) -> MotoServer:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop()
 
     def set_enforcement(self, enforce: bool) -> None:
         """Turn IAM policy enforcement on (every later request must be signed and allowed) or off."""
         request = urllib.request.Request(
-            f"{self.endpoint_url}/moto-api/reset-auth", data=b"0" if enforce else b"inf", method="POST",
+            f"{self.endpoint_url}/moto-api/reset-auth",
+            data=b"0" if enforce else b"inf",
+            method="POST",
             headers={"Content-Type": "text/plain"},  # a form content type would hide the body from moto
         )
         urllib.request.urlopen(request, timeout=5).close()
 
     def client_in_account(self, service: str, account_id: str):
         """A client acting in `account_id` through moto's `x-moto-account-id` header (enforcement off)."""
-        client = boto3.client(service, endpoint_url=self.endpoint_url, region_name=self.region,
-                              aws_access_key_id="AKIAEMULATORBOOTSTRAP", aws_secret_access_key=BOOTSTRAP_SECRET)
+        client = boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id="AKIAEMULATORBOOTSTRAP",
+            aws_secret_access_key=BOOTSTRAP_SECRET,
+        )
         client.meta.events.register_first(
             f"before-sign.{client.meta.service_model.endpoint_prefix}.*",
             lambda request, **_: request.headers.__setitem__("x-moto-account-id", account_id),
@@ -94,27 +106,44 @@ class MotoServer:
             iam = self.client_in_account("iam", account_id)
             iam.create_role(
                 RoleName=ORGANIZATION_ACCESS_ROLE,
-                AssumeRolePolicyDocument=json.dumps({
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                   "Principal": {"AWS": f"arn:aws:iam::{MANAGEMENT_ACCOUNT_ID}:root"}}],
-                }),
+                AssumeRolePolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": "sts:AssumeRole",
+                                "Principal": {"AWS": f"arn:aws:iam::{MANAGEMENT_ACCOUNT_ID}:root"},
+                            }
+                        ],
+                    }
+                ),
             )
-            iam.attach_role_policy(RoleName=ORGANIZATION_ACCESS_ROLE,
-                                   PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+            iam.attach_role_policy(
+                RoleName=ORGANIZATION_ACCESS_ROLE, PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+            )
         iam = self.client_in_account("iam", MANAGEMENT_ACCOUNT_ID)
         iam.create_user(UserName="sso-broker-provisioner")
         iam.put_user_policy(
-            UserName="sso-broker-provisioner", PolicyName="AssumeOrganizationAccess",
-            PolicyDocument=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                               "Resource": f"arn:aws:iam::*:role/{ORGANIZATION_ACCESS_ROLE}"}],
-            }),
+            UserName="sso-broker-provisioner",
+            PolicyName="AssumeOrganizationAccess",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "sts:AssumeRole",
+                            "Resource": f"arn:aws:iam::*:role/{ORGANIZATION_ACCESS_ROLE}",
+                        }
+                    ],
+                }
+            ),
         )
         key = iam.create_access_key(UserName="sso-broker-provisioner")["AccessKey"]
-        return boto3.Session(aws_access_key_id=key["AccessKeyId"],
-                             aws_secret_access_key=key["SecretAccessKey"], region_name=self.region)
+        return boto3.Session(
+            aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], region_name=self.region
+        )
 
 
 def _load_managed_policies_once() -> None:
@@ -137,8 +166,10 @@ def _load_managed_policies_once() -> None:
             return []
         if not parsed:
             parsed.update(json.loads(models.aws_managed_policies_data))
-        return [models.AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
-                for name, data in parsed.items()]
+        return [
+            models.AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
+            for name, data in parsed.items()
+        ]
 
     models.IAMBackend._init_aws_policies = init_aws_policies
 

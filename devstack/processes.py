@@ -34,15 +34,28 @@ class Process:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, module_args: list[str], *, log_path: Path, cwd: Path,
-              env: Mapping[str, str] | None = None, new_session: bool = True) -> Process:
+    def start(
+        cls,
+        name: str,
+        module_args: list[str],
+        *,
+        log_path: Path,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        new_session: bool = True,
+    ) -> Process:
         """Run `python -m <module_args>` in `cwd`, appending its output to `log_path`. A new session
         (the default) keeps Ctrl-C in a terminal from reaching it before the launcher stops it."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            popen = subprocess.Popen([sys.executable, "-m", *module_args], cwd=cwd,
-                                     env=dict(env) if env is not None else None, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=new_session)
+            popen = subprocess.Popen(
+                [sys.executable, "-m", *module_args],
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=new_session,
+            )
         return cls(name, popen, log_path)
 
     @property

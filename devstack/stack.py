@@ -53,8 +53,12 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = python_env(**self.addresses, IDP_INSTANCE_DIR=str(self.instance_dir / "idp"),
-                         BROKER_INSTANCE_DIR=str(self.instance_dir / "broker"), **self.extra_env)
+        env = python_env(
+            **self.addresses,
+            IDP_INSTANCE_DIR=str(self.instance_dir / "idp"),
+            BROKER_INSTANCE_DIR=str(self.instance_dir / "broker"),
+            **self.extra_env,
+        )
         if self.workers:
             env["WEB_WORKERS"] = str(self.workers)
         return env
@@ -66,7 +70,7 @@ class Stack:
         if self.progress:
             self.progress(line)
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         (self.instance_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self._say(f"starting the Example Corp IdP on {self.addresses['IDP_URL']}")
@@ -93,8 +97,9 @@ class Stack:
         self.aws_env = prepare_aws(self.moto, self.env, self.log_path("provision").open("wb"), on_keys=start_portal)
 
     def _launch(self, name: str, module_args: list[str], env: dict[str, str] | None = None) -> None:
-        self.processes[name] = Process.start(name, module_args, log_path=self.log_path(name), cwd=self.instance_dir,
-                                             env={**self.env, **(env or {})})
+        self.processes[name] = Process.start(
+            name, module_args, log_path=self.log_path(name), cwd=self.instance_dir, env={**self.env, **(env or {})}
+        )
 
     def logs(self, name: str) -> str:
         path = self.log_path(name)
@@ -108,9 +113,13 @@ class Stack:
             self.moto = None
 
 
-def prepare_aws(moto: MotoServer, env: dict[str, str], output: IO[bytes] | None = None,
-                known: dict[str, str] | None = None,
-                on_keys: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
+def prepare_aws(
+    moto: MotoServer,
+    env: dict[str, str],
+    output: IO[bytes] | None = None,
+    known: dict[str, str] | None = None,
+    on_keys: Callable[[dict[str, str]], None] | None = None,
+) -> dict[str, str]:
     """Make a running emulator ready for the portal: an organization and its management keys, then
     `python -m broker provision`, then IAM enforcement on. Returns the keys as environment variables;
     `on_keys(aws_env)`, if given, is called with them before provisioning starts.
@@ -128,8 +137,13 @@ def prepare_aws(moto: MotoServer, env: dict[str, str], output: IO[bytes] | None 
     aws_env = {**keys, "AWS_DEFAULT_REGION": access.region}
     if on_keys is not None:
         on_keys(aws_env)
-    subprocess.run([sys.executable, "-m", "broker", "provision"], env={**env, **aws_env},
-                   check=True, stdout=output, stderr=subprocess.STDOUT)
+    subprocess.run(
+        [sys.executable, "-m", "broker", "provision"],
+        env={**env, **aws_env},
+        check=True,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
     moto.set_enforcement(True)
     return aws_env
 
@@ -140,8 +154,13 @@ def _known_to(moto: MotoServer, keys: dict[str, str], region: str) -> bool:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    sts = boto3.client("sts", endpoint_url=moto.endpoint_url, region_name=region,
-                       aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto.endpoint_url,
+        region_name=region,
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+    )
     try:
         return sts.get_caller_identity()["Arn"].startswith(f"arn:aws:iam::{MANAGEMENT_ACCOUNT_ID}:user/")
     except (BotoCoreError, ClientError):
@@ -158,45 +177,64 @@ def prepare_running_emulator(credentials_file: Path) -> int:
     known.read(credentials_file)
     keys = None
     if known.has_option("default", "aws_access_key_id") and known.has_option("default", "aws_secret_access_key"):
-        keys = {"AWS_ACCESS_KEY_ID": known["default"]["aws_access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": known["default"]["aws_secret_access_key"]}
+        keys = {
+            "AWS_ACCESS_KEY_ID": known["default"]["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": known["default"]["aws_secret_access_key"],
+        }
     aws_env = prepare_aws(moto, python_env(), known=keys)
     credentials_file.parent.mkdir(parents=True, exist_ok=True)
     written = credentials_file.with_name(credentials_file.name + ".new")
     written.unlink(missing_ok=True)
     written.touch(mode=0o600)
-    written.write_text("# The AWS emulator's management keys, written by `python -m devstack.stack --prepare-aws`.\n"
-                       f"[default]\naws_access_key_id = {aws_env['AWS_ACCESS_KEY_ID']}\n"
-                       f"aws_secret_access_key = {aws_env['AWS_SECRET_ACCESS_KEY']}\n")
+    written.write_text(
+        "# The AWS emulator's management keys, written by `python -m devstack.stack --prepare-aws`.\n"
+        f"[default]\naws_access_key_id = {aws_env['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {aws_env['AWS_SECRET_ACCESS_KEY']}\n"
+    )
     written.replace(credentials_file)
-    print(f"The AWS emulator at {moto.endpoint_url} is ready (IAM enforcement on); keys in {credentials_file}.",
-          flush=True)
+    print(
+        f"The AWS emulator at {moto.endpoint_url} is ready (IAM enforcement on); keys in {credentials_file}.",
+        flush=True,
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--instance-dir", default=os.environ.get("INSTANCE_DIR", "instance"),
-                        help="where keys, state and logs are kept (created on first start; git-ignored)")
-    parser.add_argument("--prepare-aws", metavar="CREDENTIALS_FILE", type=Path,
-                        help="only make the AWS emulator already running at $AWS_URL ready and write its "
-                             "management keys to this file, then exit (the compose stack's provision step)")
+    parser.add_argument(
+        "--instance-dir",
+        default=os.environ.get("INSTANCE_DIR", "instance"),
+        help="where keys, state and logs are kept (created on first start; git-ignored)",
+    )
+    parser.add_argument(
+        "--prepare-aws",
+        metavar="CREDENTIALS_FILE",
+        type=Path,
+        help="only make the AWS emulator already running at $AWS_URL ready and write its "
+        "management keys to this file, then exit (the compose stack's provision step)",
+    )
     args = parser.parse_args(argv)
     if args.prepare_aws:
         return prepare_running_emulator(args.prepare_aws)
     began = time.monotonic()
-    stack = Stack(Path(args.instance_dir).resolve(), addresses_from_environment(),
-                  progress=lambda line: print(f"==> {line}", flush=True))
+    stack = Stack(
+        Path(args.instance_dir).resolve(),
+        addresses_from_environment(),
+        progress=lambda line: print(f"==> {line}", flush=True),
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         stack.start()
         urls = stack.addresses
-        print(f"\nThe demo is up ({time.monotonic() - began:.1f} s).\n"
-              f"  Open the AWS access portal:  {urls['PORTAL_URL']}/\n"
-              f"  Corporate IdP (Example Corp): {urls['IDP_URL']}/\n"
-              f"  AWS emulator (moto, IAM enforcement on): {urls['AWS_URL']}\n"
-              f"Users: alice, bob, carol, dave, erin (TOTP), frank (disabled), grace; password Welcome-2026.\n"
-              f"Logs: {stack.instance_dir / 'logs'}. Press Ctrl-C to stop.\n", flush=True)
+        print(
+            f"\nThe demo is up ({time.monotonic() - began:.1f} s).\n"
+            f"  Open the AWS access portal:  {urls['PORTAL_URL']}/\n"
+            f"  Corporate IdP (Example Corp): {urls['IDP_URL']}/\n"
+            f"  AWS emulator (moto, IAM enforcement on): {urls['AWS_URL']}\n"
+            f"Users: alice, bob, carol, dave, erin (TOTP), frank (disabled), grace; password Welcome-2026.\n"
+            f"Logs: {stack.instance_dir / 'logs'}. Press Ctrl-C to stop.\n",
+            flush=True,
+        )
         while all(process.running() for process in stack.processes.values()):
             time.sleep(0.5)
         print("A service stopped; stopping the others. See the logs.", file=sys.stderr)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 from flask import Flask
 
+from idp_mock.authn import Authenticator
+from idp_mock.settings import IdPSettings, load_settings
 from sso_common.keys import private_directory
 from sso_common.store import StateStore
 from sso_common.store.registry import open_state_store
 from sso_common.web import install_common, load_or_create_secret
-
-from idp_mock.authn import Authenticator
-from idp_mock.settings import IdPSettings, load_settings
 
 
 @dataclass

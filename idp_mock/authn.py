@@ -46,8 +46,10 @@ class Authenticator:
         self.directory, self.store, self.throttle = directory, store, throttle
 
     def _counters(self, username: str, address: str):
-        return (("login_failures_user", username, self.throttle.max_failures_per_user),
-                ("login_failures_address", address, self.throttle.max_failures_per_address))
+        return (
+            ("login_failures_user", username, self.throttle.max_failures_per_user),
+            ("login_failures_address", address, self.throttle.max_failures_per_address),
+        )
 
     def _admit(self, username: str, address: str) -> bool:
         window = self.throttle.window_seconds

@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="path to idp.yaml (default: config/idp.yaml or $IDP_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
     add_serve_command(commands, _serve, "IdP")
-    commands.add_parser("hash-password", help="read a password (prompt or stdin), print its argon2id hash") \
-        .set_defaults(run=_hash_password)
+    commands.add_parser(
+        "hash-password", help="read a password (prompt or stdin), print its argon2id hash"
+    ).set_defaults(run=_hash_password)
     commands.add_parser("check-config", help="validate the config and exit").set_defaults(run=_check_config)
     commands.add_parser("rotate-keys", help="rotate the OIDC token signing keys").set_defaults(run=_rotate_keys)
     args = parser.parse_args(argv)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pyotp
 
-from sso_common.config import EMAIL_PATTERN, NAME_PATTERN, ConfigError, Node, load_yaml
-
 from idp_mock.passwords import is_valid_hash
+from sso_common.config import EMAIL_PATTERN, NAME_PATTERN, ConfigError, Node, load_yaml
 
 # Subjects are UUIDs derived from the username unless the file names one: stable across restarts.
 _SUBJECT_NAMESPACE = uuid.UUID("0f6b2a8e-5d4c-4f0e-9a57-6c1e1d2b7c11")

@@ -14,9 +14,8 @@ from urllib.parse import urlencode
 
 from flask import Response, current_app, g, redirect, request
 
-from sso_common.web import is_local_path
-
 from idp_mock.directory import Employee
+from sso_common.web import is_local_path
 
 COOKIE_NAME = "idp_session"
 SESSION_KIND = "idp_session"
@@ -69,10 +68,21 @@ def start_session(employee: Employee, amr: tuple[str, ...], response: Response) 
     session_id = secrets.token_urlsafe(32)
     auth_time = int(time.time())
     lifetime = current_app.extensions["idp"].settings.session_lifetime
-    _store().put(SESSION_KIND, session_id, {"username": employee.username, "auth_time": auth_time,
-                                            "amr": list(amr), "participants": []}, lifetime)
-    response.set_cookie(COOKIE_NAME, session_id, max_age=lifetime, httponly=True, samesite="Lax",
-                        secure=current_app.config["SESSION_COOKIE_SECURE"], path="/")
+    _store().put(
+        SESSION_KIND,
+        session_id,
+        {"username": employee.username, "auth_time": auth_time, "amr": list(amr), "participants": []},
+        lifetime,
+    )
+    response.set_cookie(
+        COOKIE_NAME,
+        session_id,
+        max_age=lifetime,
+        httponly=True,
+        samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        path="/",
+    )
     g.sign_in = SignIn(session_id, employee, auth_time, amr)
     return g.sign_in
 
@@ -104,8 +114,9 @@ def end_session(response: Response | None = None) -> None:
         _store().delete(SESSION_KIND, session_id)
     g.sign_in = None
     if response is not None:
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax",
-                               secure=current_app.config["SESSION_COOKIE_SECURE"])
+        response.delete_cookie(
+            COOKIE_NAME, path="/", httponly=True, samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"]
+        )
 
 
 def login_redirect(continue_to: str, *, force: bool = False, login_hint: str | None = None) -> Response:

@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sso_common.config import URL_PATTERN, load_yaml
-from sso_common.store.registry import parse_store_urls
-
 from idp_mock.authn import Throttle
 from idp_mock.directory import Directory, load_directory
+from sso_common.config import URL_PATTERN, load_yaml
+from sso_common.store.registry import parse_store_urls
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
 @dataclass(frozen=True)
 class IdPSettings:
-    issuer: str                 # the IdP's public base URL, also the OIDC issuer
+    issuer: str  # the IdP's public base URL, also the OIDC issuer
     directory: Directory
     session_lifetime: int
     clock_skew: int
@@ -27,8 +26,8 @@ class IdPSettings:
     stores: dict[str, str]  # URL per store contract: state
     instance_dir: Path
     demo_hint: bool
-    oidc: Any                   # idp_mock.oidc_provider.config.OIDCSettings
-    saml: Any                   # idp_mock.saml_idp.config.SAMLSettings
+    oidc: Any  # idp_mock.oidc_provider.config.OIDCSettings
+    saml: Any  # idp_mock.saml_idp.config.SAMLSettings
 
     @property
     def secure_cookies(self) -> bool:
@@ -45,14 +44,22 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
 
     config_path = Path(config_path or os.environ.get("IDP_CONFIG", DEFAULT_CONFIG_DIR / "idp.yaml"))
     root = load_yaml(config_path).only_keys(
-        "issuer", "directory", "session_lifetime_seconds", "clock_skew_seconds", "login_throttle",
-        "stores", "demo_hint", "oidc", "saml",
+        "issuer",
+        "directory",
+        "session_lifetime_seconds",
+        "clock_skew_seconds",
+        "login_throttle",
+        "stores",
+        "demo_hint",
+        "oidc",
+        "saml",
     )
     issuer = root.child("issuer").string(URL_PATTERN, "an http(s) URL").rstrip("/")
     directory_node = root.child("directory")
     directory = load_directory(config_path.parent / directory_node.string())
     throttle = root.child("login_throttle", {}).only_keys(
-        "max_failures_per_user", "max_failures_per_address", "window_seconds")
+        "max_failures_per_user", "max_failures_per_address", "window_seconds"
+    )
     instance = Path(instance_dir) if instance_dir else default_instance_dir()
     return IdPSettings(
         issuer=issuer,

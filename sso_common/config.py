@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
@@ -71,7 +72,7 @@ def _construct_mapping(loader, node, deep=False):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_yaml(path: str | Path) -> "Node":
+def load_yaml(path: str | Path) -> Node:
     """Read a YAML file (with env interpolation) into a `Node` rooted at the file."""
     path = Path(path)
     source = str(path)
@@ -114,7 +115,7 @@ class Node:
             raise self.error(f"must be a mapping, not {_type_name(self.value)}")
         return self.value
 
-    def child(self, name: str, default: Any = _MISSING) -> "Node":
+    def child(self, name: str, default: Any = _MISSING) -> Node:
         mapping = self.mapping()
         if name not in mapping:
             if default is _MISSING:
@@ -122,18 +123,18 @@ class Node:
             return Node(self.source, self._child_key(name), default)
         return Node(self.source, self._child_key(name), mapping[name])
 
-    def items(self) -> Iterable[tuple[str, "Node"]]:
+    def items(self) -> Iterable[tuple[str, Node]]:
         for name, value in self.mapping().items():
             if not isinstance(name, str):
                 raise self.error(f"key {name!r} must be a string")
             yield name, Node(self.source, self._child_key(name), value)
 
-    def elements(self) -> list["Node"]:
+    def elements(self) -> list[Node]:
         if not isinstance(self.value, list):
             raise self.error(f"must be a list, not {_type_name(self.value)}")
         return [Node(self.source, self._child_key(i), v) for i, v in enumerate(self.value)]
 
-    def only_keys(self, *allowed: str) -> "Node":
+    def only_keys(self, *allowed: str) -> Node:
         """Refuse unknown keys, so a typo cannot silently disable a setting."""
         for name in self.mapping():
             if name not in allowed:
@@ -156,8 +157,10 @@ class Node:
         if len(value) < min_length:
             raise self.error(f"must be at least {min_length} characters")
         if value.startswith(DEMO_SECRET_PREFIX) and public_url.startswith("https://"):
-            raise self.error("is the public demo value; set your own secret (see the ${...} variable in the file) "
-                             "before serving over https")
+            raise self.error(
+                "is the public demo value; set your own secret (see the ${...} variable in the file) "
+                "before serving over https"
+            )
         return value
 
     def boolean(self) -> bool:
@@ -187,8 +190,14 @@ class Node:
 def _type_name(value: Any) -> str:
     if value is None:
         return "empty"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 DEMO_SECRET_PREFIX = "demo-"

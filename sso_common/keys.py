@@ -57,15 +57,16 @@ def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
     return key
 
 
-def load_or_create_certificate(path: Path, key: rsa.RSAPrivateKey, common_name: str,
-                               days: int = 3650) -> x509.Certificate:
+def load_or_create_certificate(
+    path: Path, key: rsa.RSAPrivateKey, common_name: str, days: int = 3650
+) -> x509.Certificate:
     """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata)."""
     if path.exists():
         cert = x509.load_pem_x509_certificate(path.read_bytes())
         if cert.public_key().public_numbers() == key.public_key().public_numbers():
             return cert
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

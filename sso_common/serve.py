@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from gunicorn import glogging
@@ -26,9 +26,16 @@ class _Logger(glogging.Logger):
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         sent = getattr(resp, "sent", None)
-        self.access_log.info('%s "%s %s" %s %s %d.%06ds', environ.get("REMOTE_ADDR", "-"),
-                             environ.get("REQUEST_METHOD") or "-", environ.get("PATH_INFO") or "-", status,
-                             "-" if sent is None else sent, request_time.seconds, request_time.microseconds)
+        self.access_log.info(
+            '%s "%s %s" %s %s %d.%06ds',
+            environ.get("REMOTE_ADDR", "-"),
+            environ.get("REQUEST_METHOD") or "-",
+            environ.get("PATH_INFO") or "-",
+            status,
+            "-" if sent is None else sent,
+            request_time.seconds,
+            request_time.microseconds,
+        )
 
 
 class _Gunicorn(BaseApplication):
@@ -44,8 +51,16 @@ class _Gunicorn(BaseApplication):
         return self._factory()
 
 
-def serve(app_factory: Callable, host: str, port: int, *, workers: int | None = None, threads: int | None = None,
-          access_log: bool = True, header_map: str = "drop") -> None:
+def serve(
+    app_factory: Callable,
+    host: str,
+    port: int,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    access_log: bool = True,
+    header_map: str = "drop",
+) -> None:
     """Serve in the foreground. The app is built once before forking, so keys are created once.
 
     `header_map` is gunicorn's rule for header names with underscores: dropped by default; the portal

@@ -136,11 +136,19 @@ def is_local_path(target: str) -> bool:
 
     Control characters are refused outright: Werkzeug cleans the Location header with urlsplit, which
     drops tabs and newlines, so "/\t/evil.example" would leave as "//evil.example"."""
-    return (isinstance(target, str) and target.startswith("/") and not target.startswith("//")
-            and "\\" not in target and target.isprintable() and target.isascii() and len(target) <= 2048)
+    return (
+        isinstance(target, str)
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+        and target.isascii()
+        and len(target) <= 2048
+    )
 
 
 # --- CSRF for HTML forms: a per-browser token kept in Flask's signed session cookie -------------
+
 
 def csrf_token() -> str:
     token = session.get("csrf")
@@ -155,5 +163,6 @@ def check_csrf() -> None:
     if not expected or not hmac.compare_digest(expected, sent):
         raise UserFacingError(
             "This form has expired or did not come from this site. Go back, reload the page and try again.",
-            400, "Form expired",
+            400,
+            "Form expired",
         )

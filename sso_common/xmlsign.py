@@ -17,8 +17,9 @@ from sso_common.keys import SigningIdentity
 DS_NAMESPACE = "http://www.w3.org/2000/09/xmldsig#"
 
 
-def sign_element(root: etree._Element, element_id: str, signing_identity: SigningIdentity,
-                 after: etree._Element) -> etree._Element:
+def sign_element(
+    root: etree._Element, element_id: str, signing_identity: SigningIdentity, after: etree._Element
+) -> etree._Element:
     """A signed copy of `root` in which the element with ID `element_id` carries a signature right after
     `after` (its Issuer). `root` itself is left unchanged. Call again on the result to sign an enclosing
     element too, innermost first."""
@@ -29,7 +30,6 @@ def sign_element(root: etree._Element, element_id: str, signing_identity: Signin
             signature_algorithm=SignatureMethod.RSA_SHA256,
             digest_algorithm=DigestAlgorithm.SHA256,
             c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
-        ).sign(root, key=signing_identity.key, cert=[signing_identity.certificate],
-               reference_uri=f"#{element_id}")
+        ).sign(root, key=signing_identity.key, cert=[signing_identity.certificate], reference_uri=f"#{element_id}")
     finally:
         placeholder.getparent().remove(placeholder)

@@ -22,8 +22,14 @@ class AccountSessions:
     Credentials are refreshed before they expire, so one instance serves a long-running broker.
     """
 
-    def __init__(self, management_session: boto3.Session, region: str, endpoint_url: str | None = None,
-                 role_name: str = ORGANIZATION_ACCESS_ROLE, session_name: str = "sso-broker"):
+    def __init__(
+        self,
+        management_session: boto3.Session,
+        region: str,
+        endpoint_url: str | None = None,
+        role_name: str = ORGANIZATION_ACCESS_ROLE,
+        session_name: str = "sso-broker",
+    ):
         self.region, self.endpoint_url = region, endpoint_url
         self.role_name, self.session_name = role_name, session_name
         self._sts = management_session.client("sts", region_name=region, endpoint_url=endpoint_url)
@@ -44,8 +50,12 @@ class AccountSessions:
 
         def fetch() -> dict:
             credentials = self._sts.assume_role(RoleArn=role_arn, RoleSessionName=self.session_name)["Credentials"]
-            return {"access_key": credentials["AccessKeyId"], "secret_key": credentials["SecretAccessKey"],
-                    "token": credentials["SessionToken"], "expiry_time": credentials["Expiration"].isoformat()}
+            return {
+                "access_key": credentials["AccessKeyId"],
+                "secret_key": credentials["SecretAccessKey"],
+                "token": credentials["SessionToken"],
+                "expiry_time": credentials["Expiration"].isoformat(),
+            }
 
         core = botocore.session.Session()
         core.register_component("credential_provider", CredentialResolver([_RefreshingProvider(fetch)]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from lxml import etree
 
@@ -41,34 +41,47 @@ _TAG_VALUE_DISALLOWED = re.compile(r"[^\w .:/=+@-]")
 _AWS_NAME_DISALLOWED = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 
-def build_saml_response(identity: Identity, entitlement: Entitlement, idp_entity_id: str,
-                        signing_identity: SigningIdentity, now: float | None = None) -> bytes:
+def build_saml_response(
+    identity: Identity,
+    entitlement: Entitlement,
+    idp_entity_id: str,
+    signing_identity: SigningIdentity,
+    now: float | None = None,
+) -> bytes:
     """A SAML 2.0 Response with one signed Assertion that lets `identity` assume `entitlement`'s role."""
     issued = time.time() if now is None else now
     issue_instant = _instant(issued)
     expires = _instant(issued + ASSERTION_LIFETIME)
     assertion_id = _new_id()
 
-    response = etree.Element(f"{{{SAMLP}}}Response", nsmap={"samlp": SAMLP, "saml": SAML}, ID=_new_id(),
-                             Version="2.0", IssueInstant=issue_instant, Destination=AWS_SAML_ENDPOINT)
+    response = etree.Element(
+        f"{{{SAMLP}}}Response",
+        nsmap={"samlp": SAMLP, "saml": SAML},
+        ID=_new_id(),
+        Version="2.0",
+        IssueInstant=issue_instant,
+        Destination=AWS_SAML_ENDPOINT,
+    )
     _text(response, f"{{{SAML}}}Issuer", idp_entity_id)
     status = etree.SubElement(response, f"{{{SAMLP}}}Status")
     etree.SubElement(status, f"{{{SAMLP}}}StatusCode", Value="urn:oasis:names:tc:SAML:2.0:status:Success")
 
-    assertion = etree.SubElement(response, f"{{{SAML}}}Assertion", ID=assertion_id, Version="2.0",
-                                 IssueInstant=issue_instant)
+    assertion = etree.SubElement(
+        response, f"{{{SAML}}}Assertion", ID=assertion_id, Version="2.0", IssueInstant=issue_instant
+    )
     assertion_issuer = _text(assertion, f"{{{SAML}}}Issuer", idp_entity_id)
     subject = etree.SubElement(assertion, f"{{{SAML}}}Subject")
     _text(subject, f"{{{SAML}}}NameID", identity.subject, Format=PERSISTENT)
     confirmation = etree.SubElement(subject, f"{{{SAML}}}SubjectConfirmation", Method=BEARER)
-    etree.SubElement(confirmation, f"{{{SAML}}}SubjectConfirmationData", NotOnOrAfter=expires,
-                     Recipient=AWS_SAML_ENDPOINT)
-    conditions = etree.SubElement(assertion, f"{{{SAML}}}Conditions", NotBefore=issue_instant,
-                                  NotOnOrAfter=expires)
+    etree.SubElement(
+        confirmation, f"{{{SAML}}}SubjectConfirmationData", NotOnOrAfter=expires, Recipient=AWS_SAML_ENDPOINT
+    )
+    conditions = etree.SubElement(assertion, f"{{{SAML}}}Conditions", NotBefore=issue_instant, NotOnOrAfter=expires)
     restriction = etree.SubElement(conditions, f"{{{SAML}}}AudienceRestriction")
     _text(restriction, f"{{{SAML}}}Audience", AWS_SAML_ENDPOINT)
-    authn = etree.SubElement(assertion, f"{{{SAML}}}AuthnStatement", AuthnInstant=_instant(identity.auth_time),
-                             SessionIndex=assertion_id)
+    authn = etree.SubElement(
+        assertion, f"{{{SAML}}}AuthnStatement", AuthnInstant=_instant(identity.auth_time), SessionIndex=assertion_id
+    )
     context = etree.SubElement(authn, f"{{{SAML}}}AuthnContext")
     _text(context, f"{{{SAML}}}AuthnContextClassRef", MFA_CONTEXT if identity.mfa else PASSWORD_CONTEXT)
 
@@ -110,25 +123,31 @@ def aws_name(value: str, what: str) -> str:
     """Fit a value to the RoleSessionName / SourceIdentity alphabet and its 64-character limit."""
     name = _AWS_NAME_DISALLOWED.sub("_", value)[:64]
     if len(name) < 2:
-        raise IdentityRefused(f"Your {what} is too short to name an AWS session (AWS needs at least 2 "
-                                 "characters). Ask the IT service desk to fix your directory entry.")
+        raise IdentityRefused(
+            f"Your {what} is too short to name an AWS session (AWS needs at least 2 "
+            "characters). Ask the IT service desk to fix your directory entry."
+        )
     return name
 
 
 def idp_metadata_xml(entity_id: str, signing_identity: SigningIdentity, sso_url: str) -> str:
     """The broker's IdP metadata, as IAM's CreateSAMLProvider takes it (the certificate is the trust)."""
-    descriptor = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "ds": DS_NAMESPACE},
-                               entityID=entity_id)
-    idp = etree.SubElement(descriptor, f"{{{MD}}}IDPSSODescriptor", WantAuthnRequestsSigned="false",
-                           protocolSupportEnumeration=SAMLP)
+    descriptor = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "ds": DS_NAMESPACE}, entityID=entity_id)
+    idp = etree.SubElement(
+        descriptor, f"{{{MD}}}IDPSSODescriptor", WantAuthnRequestsSigned="false", protocolSupportEnumeration=SAMLP
+    )
     key_descriptor = etree.SubElement(idp, f"{{{MD}}}KeyDescriptor", use="signing")
     key_info = etree.SubElement(key_descriptor, f"{{{DS_NAMESPACE}}}KeyInfo")
     x509_data = etree.SubElement(key_info, f"{{{DS_NAMESPACE}}}X509Data")
     _text(x509_data, f"{{{DS_NAMESPACE}}}X509Certificate", signing_identity.certificate_base64)
     _text(idp, f"{{{MD}}}NameIDFormat", PERSISTENT)
     for binding in ("HTTP-Redirect", "HTTP-POST"):
-        etree.SubElement(idp, f"{{{MD}}}SingleSignOnService",
-                         Binding=f"urn:oasis:names:tc:SAML:2.0:bindings:{binding}", Location=sso_url)
+        etree.SubElement(
+            idp,
+            f"{{{MD}}}SingleSignOnService",
+            Binding=f"urn:oasis:names:tc:SAML:2.0:bindings:{binding}",
+            Location=sso_url,
+        )
     return etree.tostring(descriptor, xml_declaration=True, encoding="UTF-8", pretty_print=True).decode()
 
 
@@ -143,4 +162,4 @@ def _new_id() -> str:
 
 
 def _instant(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,14 +12,15 @@ Per-account AWS clients come from a factory (account ID, service name) -> client
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 from lxml import etree
 
-from broker.core.access import AccessConfig, EmployeeDirectory, PermissionSet
 from broker.aws.assertion import AWS_SAML_ENDPOINT
+from broker.core.access import AccessConfig, EmployeeDirectory, PermissionSet
 from broker.core.naming import SSO_ROLE_PATH, provider_arn, role_name
 
 ClientFactory = Callable[[str, str], Any]  # (account ID, service name) -> boto3 client
@@ -42,12 +43,14 @@ def trust_policy(saml_provider_arn: str) -> dict:
     """Only this broker's SAML provider, only for sign-in assertions addressed to AWS."""
     return {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": saml_provider_arn},
-            "Action": ["sts:AssumeRoleWithSAML", "sts:TagSession", "sts:SetSourceIdentity"],
-            "Condition": {"StringEquals": {"SAML:aud": AWS_SAML_ENDPOINT}},
-        }],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": saml_provider_arn},
+                "Action": ["sts:AssumeRoleWithSAML", "sts:TagSession", "sts:SetSourceIdentity"],
+                "Condition": {"StringEquals": {"SAML:aud": AWS_SAML_ENDPOINT}},
+            }
+        ],
     }
 
 
@@ -59,8 +62,13 @@ def provision(access: AccessConfig, broker_idp_metadata_xml: str, clients: Clien
         changes += _ensure_saml_provider(iam, account_id, access.identity_provider_name, broker_idp_metadata_xml)
         changes += _ensure_roles(iam, account_id, access)
         if access.employee_directory:
-            changes += _seed_employee_directory(clients(account_id, "s3"), clients(account_id, "dynamodb"),
-                                                account_id, access.employee_directory, access.region)
+            changes += _seed_employee_directory(
+                clients(account_id, "s3"),
+                clients(account_id, "dynamodb"),
+                account_id,
+                access.employee_directory,
+                access.region,
+            )
     return changes
 
 
@@ -69,8 +77,9 @@ def _ensure_saml_provider(iam, account_id: str, name: str, metadata: str) -> lis
     try:
         current = iam.get_saml_provider(SAMLProviderArn=arn)["SAMLMetadataDocument"]
     except iam.exceptions.NoSuchEntityException:
-        iam.create_saml_provider(Name=name, SAMLMetadataDocument=metadata,
-                                 Tags=[{"Key": MANAGED_BY_TAG, "Value": name}])
+        iam.create_saml_provider(
+            Name=name, SAMLMetadataDocument=metadata, Tags=[{"Key": MANAGED_BY_TAG, "Value": name}]
+        )
         return [Change(account_id, "created", f"SAML provider {name}")]
     if current == metadata:
         return []
@@ -91,15 +100,19 @@ def _ensure_roles(iam, account_id: str, access: AccessConfig) -> list[Change]:
     return changes
 
 
-def _ensure_role(iam, account_id: str, name: str, permission_set: PermissionSet, trust: dict,
-                 access: AccessConfig) -> list[Change]:
+def _ensure_role(
+    iam, account_id: str, name: str, permission_set: PermissionSet, trust: dict, access: AccessConfig
+) -> list[Change]:
     changes: list[Change] = []
     try:
         role = iam.get_role(RoleName=name)["Role"]
     except iam.exceptions.NoSuchEntityException:
         iam.create_role(
-            Path=SSO_ROLE_PATH, RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
-            Description=permission_set.description, MaxSessionDuration=permission_set.session_duration,
+            Path=SSO_ROLE_PATH,
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=permission_set.description,
+            MaxSessionDuration=permission_set.session_duration,
             Tags=[{"Key": MANAGED_BY_TAG, "Value": access.identity_provider_name}],
         )
         changes.append(Change(account_id, "created", f"role {name}"))
@@ -108,9 +121,14 @@ def _ensure_role(iam, account_id: str, name: str, permission_set: PermissionSet,
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
             changes.append(Change(account_id, "updated", f"role {name} trust policy"))
         if (role.get("Description", ""), role["MaxSessionDuration"]) != (
-                permission_set.description, permission_set.session_duration):
-            iam.update_role(RoleName=name, Description=permission_set.description,
-                            MaxSessionDuration=permission_set.session_duration)
+            permission_set.description,
+            permission_set.session_duration,
+        ):
+            iam.update_role(
+                RoleName=name,
+                Description=permission_set.description,
+                MaxSessionDuration=permission_set.session_duration,
+            )
             changes.append(Change(account_id, "updated", f"role {name} description and session duration"))
 
     attached = set(_paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name, key="PolicyArn"))
@@ -123,8 +141,10 @@ def _ensure_role(iam, account_id: str, name: str, permission_set: PermissionSet,
 
     inline_names = set(_paginate(iam, "list_role_policies", "PolicyNames", RoleName=name))
     document = permission_set.inline_policy(account_id, access.region)
-    if document is not None and (INLINE_POLICY_NAME not in inline_names or iam.get_role_policy(
-            RoleName=name, PolicyName=INLINE_POLICY_NAME)["PolicyDocument"] != document):
+    if document is not None and (
+        INLINE_POLICY_NAME not in inline_names
+        or iam.get_role_policy(RoleName=name, PolicyName=INLINE_POLICY_NAME)["PolicyDocument"] != document
+    ):
         iam.put_role_policy(RoleName=name, PolicyName=INLINE_POLICY_NAME, PolicyDocument=json.dumps(document))
         action = "updated" if INLINE_POLICY_NAME in inline_names else "created"
         changes.append(Change(account_id, action, f"inline policy of role {name}"))
@@ -165,8 +185,7 @@ DEMO_EMPLOYEES = (
 )
 
 
-def _seed_employee_directory(s3, dynamodb, account_id: str, directory: EmployeeDirectory,
-                             region: str) -> list[Change]:
+def _seed_employee_directory(s3, dynamodb, account_id: str, directory: EmployeeDirectory, region: str) -> list[Change]:
     """Create the bucket, table, photos and records that are missing; never overwrite existing data."""
     bucket = directory.bucket(account_id)
     changes: list[Change] = []
@@ -176,23 +195,32 @@ def _seed_employee_directory(s3, dynamodb, account_id: str, directory: EmployeeD
         changes.append(Change(account_id, "created", f"bucket {bucket}"))
     if not _exists(lambda: dynamodb.describe_table(TableName=directory.table)):
         dynamodb.create_table(
-            TableName=directory.table, BillingMode="PAY_PER_REQUEST",
+            TableName=directory.table,
+            BillingMode="PAY_PER_REQUEST",
             KeySchema=[{"AttributeName": "username", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "username", "AttributeType": "S"}],
         )
-        dynamodb.get_waiter("table_exists").wait(TableName=directory.table,
-                                                 WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        dynamodb.get_waiter("table_exists").wait(
+            TableName=directory.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
         changes.append(Change(account_id, "created", f"table {directory.table}"))
     for employee in DEMO_EMPLOYEES:
         photo_key = f"photos/{employee['username']}.svg"
-        if not _exists(lambda: s3.head_object(Bucket=bucket, Key=photo_key)):
-            s3.put_object(Bucket=bucket, Key=photo_key, Body=_placeholder_photo(employee["display_name"]),
-                          ContentType="image/svg+xml")
+        if not _exists(lambda key=photo_key: s3.head_object(Bucket=bucket, Key=key)):
+            s3.put_object(
+                Bucket=bucket,
+                Key=photo_key,
+                Body=_placeholder_photo(employee["display_name"]),
+                ContentType="image/svg+xml",
+            )
             changes.append(Change(account_id, "created", f"object s3://{bucket}/{photo_key}"))
         record = {**employee, "email": f"{employee['username']}@example.com", "photo_key": photo_key}
         try:
-            dynamodb.put_item(TableName=directory.table, Item={k: {"S": v} for k, v in record.items()},
-                              ConditionExpression="attribute_not_exists(username)")
+            dynamodb.put_item(
+                TableName=directory.table,
+                Item={k: {"S": v} for k, v in record.items()},
+                ConditionExpression="attribute_not_exists(username)",
+            )
             changes.append(Change(account_id, "created", f"item {employee['username']} in {directory.table}"))
         except dynamodb.exceptions.ConditionalCheckFailedException:
             pass  # already there, possibly edited by a developer: keep it
@@ -201,11 +229,22 @@ def _seed_employee_directory(s3, dynamodb, account_id: str, directory: EmployeeD
 
 def _placeholder_photo(display_name: str) -> bytes:
     """A small SVG badge with the person's initials."""
-    svg = etree.Element("{http://www.w3.org/2000/svg}svg", nsmap={None: "http://www.w3.org/2000/svg"},
-                        width="96", height="96", viewBox="0 0 96 96")
+    svg = etree.Element(
+        "{http://www.w3.org/2000/svg}svg",
+        nsmap={None: "http://www.w3.org/2000/svg"},
+        width="96",
+        height="96",
+        viewBox="0 0 96 96",
+    )
     etree.SubElement(svg, "{http://www.w3.org/2000/svg}rect", width="96", height="96", fill="#3b5b92")
-    initials = etree.SubElement(svg, "{http://www.w3.org/2000/svg}text", x="48", y="60", fill="#ffffff",
-                                attrib={"text-anchor": "middle", "font-size": "36", "font-family": "sans-serif"})
+    initials = etree.SubElement(
+        svg,
+        "{http://www.w3.org/2000/svg}text",
+        x="48",
+        y="60",
+        fill="#ffffff",
+        attrib={"text-anchor": "middle", "font-size": "36", "font-family": "sans-serif"},
+    )
     initials.text = "".join(part[0] for part in display_name.split()[:2]).upper()
     return etree.tostring(svg, xml_declaration=True, encoding="UTF-8")
 

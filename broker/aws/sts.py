@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import base64
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC
 
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from broker.aws.assertion import build_saml_response
 from broker.core.entitlements import Entitlement
@@ -37,22 +37,39 @@ class StsCredentialIssuer:
     and keeps the new session in the caller's account.
     """
 
-    def __init__(self, sts_endpoint_url: str | None, region: str, signing_identity: SigningIdentity,
-                 broker_idp_entity_id: str, *,
-                 caller_sessions: Callable[[str], boto3.Session] | None = None,
-                 connect_timeout: float = 3, read_timeout: float = 10, max_attempts: int = 2):
+    def __init__(
+        self,
+        sts_endpoint_url: str | None,
+        region: str,
+        signing_identity: SigningIdentity,
+        broker_idp_entity_id: str,
+        *,
+        caller_sessions: Callable[[str], boto3.Session] | None = None,
+        connect_timeout: float = 3,
+        read_timeout: float = 10,
+        max_attempts: int = 2,
+    ):
         self.sts_endpoint_url = sts_endpoint_url
         self.region = region
         self.signing_identity = signing_identity
         self.broker_idp_entity_id = broker_idp_entity_id
         self._caller_sessions = caller_sessions
-        self._config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                              retries={"mode": "standard", "max_attempts": max_attempts})
+        self._config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+        )
         self._clients: dict[str, object] = {}
         self._lock = threading.Lock()
-        self._unsigned_client = None if caller_sessions else boto3.client(
-            "sts", endpoint_url=sts_endpoint_url, region_name=region,
-            config=self._config.merge(Config(signature_version=UNSIGNED)),
+        self._unsigned_client = (
+            None
+            if caller_sessions
+            else boto3.client(
+                "sts",
+                endpoint_url=sts_endpoint_url,
+                region_name=region,
+                config=self._config.merge(Config(signature_version=UNSIGNED)),
+            )
         )
 
     def issue(self, identity: Identity, entitlement: Entitlement) -> RoleCredentials:
@@ -61,16 +78,22 @@ class StsCredentialIssuer:
         `entitlement` must come from `broker.core.entitlements.check_entitlement`, which enforces who may
         have it; this only carries out the decision.
         """
-        assertion = base64.b64encode(build_saml_response(  # IdentityRefused if AWS could not name the person
-            identity, entitlement, self.broker_idp_entity_id, self.signing_identity)).decode()
+        assertion = base64.b64encode(
+            build_saml_response(  # IdentityRefused if AWS could not name the person
+                identity, entitlement, self.broker_idp_entity_id, self.signing_identity
+            )
+        ).decode()
         try:
             answer = self._client_for(entitlement.account_id).assume_role_with_saml(
-                RoleArn=entitlement.role_arn, PrincipalArn=entitlement.provider_arn,
-                SAMLAssertion=assertion, DurationSeconds=entitlement.session_duration,
+                RoleArn=entitlement.role_arn,
+                PrincipalArn=entitlement.provider_arn,
+                SAMLAssertion=assertion,
+                DurationSeconds=entitlement.session_duration,
             )
         except (BotoConnectionError, HTTPClientError) as exc:
             raise StsUnavailable(
-                f"STS at {self.sts_endpoint_url or self.region} is unreachable ({type(exc).__name__})") from None
+                f"STS at {self.sts_endpoint_url or self.region} is unreachable ({type(exc).__name__})"
+            ) from None
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
@@ -83,7 +106,7 @@ class StsCredentialIssuer:
             access_key_id=credentials["AccessKeyId"],
             secret_access_key=credentials["SecretAccessKey"],
             session_token=credentials["SessionToken"],
-            expiration=credentials["Expiration"].astimezone(timezone.utc),
+            expiration=credentials["Expiration"].astimezone(UTC),
             assumed_role_arn=answer["AssumedRoleUser"]["Arn"],
         )
 
@@ -93,7 +116,8 @@ class StsCredentialIssuer:
         with self._lock:
             if account_id not in self._clients:
                 client = self._caller_sessions(account_id).client(
-                    "sts", endpoint_url=self.sts_endpoint_url, region_name=self.region, config=self._config)
+                    "sts", endpoint_url=self.sts_endpoint_url, region_name=self.region, config=self._config
+                )
                 # botocore marks AssumeRoleWithSAML as unsigned; `register` would run too late to change that.
                 client.meta.events.register_first("choose-signer.sts.AssumeRoleWithSAML", lambda **_: "v4")
                 self._clients[account_id] = client

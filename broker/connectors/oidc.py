@@ -68,9 +68,21 @@ class OIDCLoginState:
 class OIDCConnector:
     protocol = "oidc"
 
-    def __init__(self, *, id: str, display_name: str, issuer: str, client_id: str, client_secret: str,
-                 redirect_uri: str, scopes: list[str], mapping: IdentityMapping, clock_skew: int,
-                 timeout: tuple[float, float] = TIMEOUT, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        id: str,
+        display_name: str,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: list[str],
+        mapping: IdentityMapping,
+        clock_skew: int,
+        timeout: tuple[float, float] = TIMEOUT,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.id, self.display_name = id, display_name
         self.issuer, self.client_id, self.client_secret = issuer, client_id, client_secret
         self.redirect_uri, self.scope = redirect_uri, " ".join(scopes)
@@ -106,7 +118,8 @@ class OIDCConnector:
         nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
         with self._client() as client:
             url, _ = client.create_authorization_url(
-                self._provider()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier)
+                self._provider()["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
+            )
         return Redirect(url), OIDCLoginState(nonce, verifier)
 
     def load_state(self, record: dict[str, Any]) -> OIDCLoginState:
@@ -115,8 +128,10 @@ class OIDCConnector:
     def complete(self, params: Mapping[str, str], kept: OIDCLoginState) -> UpstreamLogin:
         if "error" in params:
             description = _printable(params.get("error_description", ""), 200)
-            raise LoginFailed(f"The identity provider refused the sign-in ({_printable(params['error'], 64)}"
-                              + (f": {description})." if description else ")."))
+            raise LoginFailed(
+                f"The identity provider refused the sign-in ({_printable(params['error'], 64)}"
+                + (f": {description})." if description else ").")
+            )
         if params.get("iss", self.issuer) != self.issuer:  # RFC 9207: an answer meant for another IdP
             raise LoginFailed("The sign-in answer comes from another issuer.")
         if not params.get("code"):
@@ -129,8 +144,13 @@ class OIDCConnector:
         methods = frozenset(m for m in amr if isinstance(m, str)) if isinstance(amr, list) else frozenset()
         auth_time = claims.get("auth_time")
         auth_time = auth_time if isinstance(auth_time, (int, float)) else claims["iat"]
-        identity = self.mapping.identity(claims.get("sub"), claims, authn_methods=methods or frozenset({"pwd"}),
-                                         auth_time=int(auth_time), issuer=self.issuer)
+        identity = self.mapping.identity(
+            claims.get("sub"),
+            claims,
+            authn_methods=methods or frozenset({"pwd"}),
+            auth_time=int(auth_time),
+            issuer=self.issuer,
+        )
         return UpstreamLogin(identity, LogoutHint(id_token=token["id_token"]))
 
     def logout(self, hint: LogoutHint, return_to: str) -> Redirect | None:
@@ -194,23 +214,32 @@ class OIDCConnector:
     # -- the code and the ID token ------------------------------------------------------------------
 
     def _client(self) -> OAuth2Session:
-        return OAuth2Session(self.client_id, self.client_secret, scope=self.scope, redirect_uri=self.redirect_uri,
-                             code_challenge_method="S256", default_timeout=self.timeout)
+        return OAuth2Session(
+            self.client_id,
+            self.client_secret,
+            scope=self.scope,
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256",
+            default_timeout=self.timeout,
+        )
 
     def _redeem(self, code: str, verifier: str) -> dict:
         token_endpoint = self._provider()["token_endpoint"]
         with self._client() as client:
             try:
-                return client.fetch_token(token_endpoint, grant_type="authorization_code", code=code,
-                                          code_verifier=verifier)
+                return client.fetch_token(
+                    token_endpoint, grant_type="authorization_code", code=code, code_verifier=verifier
+                )
             except OAuthError as error:
-                raise LoginFailed(f"The identity provider refused the authorization code "
-                                  f"({_printable(error.error, 64)}).") from None
+                raise LoginFailed(
+                    f"The identity provider refused the authorization code ({_printable(error.error, 64)})."
+                ) from None
             except requests.Timeout:
                 raise UpstreamUnavailable(f"{self.display_name} did not answer in time (token endpoint).") from None
             except (requests.RequestException, ValueError) as error:
                 raise UpstreamUnavailable(
-                    f"{self.display_name}: the token endpoint failed ({type(error).__name__}).") from None
+                    f"{self.display_name}: the token endpoint failed ({type(error).__name__})."
+                ) from None
 
     def _verify(self, id_token: str, nonce: str, access_token: str | None) -> dict:
         try:
@@ -225,7 +254,9 @@ class OIDCConnector:
                 nonce={"essential": True, "value": nonce},
             ).validate(token.claims)
         except JoseError as error:
-            raise LoginFailed(f"The ID token was rejected: {_printable(error.description or error.error, 120)}.") from None
+            raise LoginFailed(
+                f"The ID token was rejected: {_printable(error.description or error.error, 120)}."
+            ) from None
         except ValueError:
             raise LoginFailed("The ID token was rejected: malformed.") from None
         claims = token.claims

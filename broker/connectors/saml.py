@@ -35,15 +35,13 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
-from sso_common.keys import SigningIdentity
-from sso_common.store import StateStore
-
 from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry
 from broker.connectors.mapping import IdentityMapping
 from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
 from sso_common.config import URL_PATTERN
-from sso_common.keys import load_or_create_signing_identity
+from sso_common.keys import SigningIdentity, load_or_create_signing_identity
+from sso_common.store import StateStore
 
 TIMEOUT = (3.0, 10.0)  # seconds: connect, read
 REPLAY_KIND = "saml_assertion_id"
@@ -108,10 +106,21 @@ class SAMLLoginState:
 class SAMLConnector:
     protocol = "saml"
 
-    def __init__(self, *, id: str, display_name: str, portal_url: str, mapping: IdentityMapping,
-                 sp_identity: SigningIdentity, store: StateStore, clock_skew: int,
-                 metadata_url: str | None = None, metadata_xml: str | None = None,
-                 mfa_contexts: tuple[str, ...] = MFA_CONTEXTS, timeout: tuple[float, float] = TIMEOUT):
+    def __init__(
+        self,
+        *,
+        id: str,
+        display_name: str,
+        portal_url: str,
+        mapping: IdentityMapping,
+        sp_identity: SigningIdentity,
+        store: StateStore,
+        clock_skew: int,
+        metadata_url: str | None = None,
+        metadata_xml: str | None = None,
+        mfa_contexts: tuple[str, ...] = MFA_CONTEXTS,
+        timeout: tuple[float, float] = TIMEOUT,
+    ):
         self.id, self.display_name = id, display_name
         self.mapping, self.store, self.clock_skew, self.timeout = mapping, store, clock_skew, timeout
         self.metadata_url, self.mfa_contexts = metadata_url, frozenset(mfa_contexts)
@@ -126,8 +135,14 @@ class SAMLConnector:
         }
         acs = urlsplit(self.acs_url)
         # What python3-saml reads to learn "where was this received": the configured ACS, not the Host header.
-        self._request_data = {"https": "on" if acs.scheme == "https" else "off", "http_host": acs.netloc,
-                              "script_name": "", "path_info": acs.path, "get_data": {}, "post_data": {}}
+        self._request_data = {
+            "https": "on" if acs.scheme == "https" else "off",
+            "http_host": acs.netloc,
+            "script_name": "",
+            "path_info": acs.path,
+            "get_data": {},
+            "post_data": {},
+        }
         self._lock = threading.Lock()
         self._settings: OneLogin_Saml2_Settings | None = None
         if metadata_xml is not None:
@@ -137,8 +152,9 @@ class SAMLConnector:
     def from_config(cls, entry: UpstreamEntry, context: ConnectorContext) -> SAMLConnector:
         """A `type: saml` entry of `upstreams:`; ConfigError naming the key when it is wrong."""
         node = entry.node
-        node.only_keys(*COMMON_KEYS, "metadata_url", "metadata_file", "attributes", "want_assertions_signed",
-                       "mfa_authn_contexts")
+        node.only_keys(
+            *COMMON_KEYS, "metadata_url", "metadata_file", "attributes", "want_assertions_signed", "mfa_authn_contexts"
+        )
         signed = node.child("want_assertions_signed", True)
         if not signed.boolean():
             raise signed.error("must be true: unsigned assertions are never accepted")
@@ -161,11 +177,13 @@ class SAMLConnector:
                 portal_url=portal_url,
                 metadata_url=url.string(URL_PATTERN, "an http(s) URL") if url.value is not None else None,
                 metadata_xml=metadata_xml,
-                mapping=IdentityMapping.from_config(node.child("attributes", {}), DEFAULT_ATTRIBUTES,
-                                                    context.known_groups),
+                mapping=IdentityMapping.from_config(
+                    node.child("attributes", {}), DEFAULT_ATTRIBUTES, context.known_groups
+                ),
                 mfa_contexts=tuple(node.child("mfa_authn_contexts", list(MFA_CONTEXTS)).strings()),
-                sp_identity=load_or_create_signing_identity(context.instance_dir / "saml-sp", "sp",
-                                                            f"{portal_url}/saml/metadata"),
+                sp_identity=load_or_create_signing_identity(
+                    context.instance_dir / "saml-sp", "sp", f"{portal_url}/saml/metadata"
+                ),
                 store=context.store,
             )
         except UpstreamUnavailable as error:  # a metadata_file that python3-saml cannot use
@@ -174,8 +192,9 @@ class SAMLConnector:
     def sp_metadata_xml(self) -> str:
         """The broker's SP metadata (entity ID, this ACS and SLO, the AuthnRequest signing certificate).
         Needs no IdP, so it is served even while the IdP is down."""
-        settings = OneLogin_Saml2_Settings({"strict": True, "sp": self._sp, "security": SECURITY},
-                                           sp_validation_only=True)
+        settings = OneLogin_Saml2_Settings(
+            {"strict": True, "sp": self._sp, "security": SECURITY}, sp_validation_only=True
+        )
         metadata = settings.get_sp_metadata()
         return metadata.decode() if isinstance(metadata, bytes) else metadata
 
@@ -211,12 +230,18 @@ class SAMLConnector:
         statement = OneLogin_Saml2_XML.query(assertion, "./saml:AuthnStatement")[0]
         contexts = set(response.get_authn_contexts())
         identity = self.mapping.identity(
-            name_id, attributes,
+            name_id,
+            attributes,
             authn_methods=frozenset({"mfa"} if contexts & self.mfa_contexts else {"pwd"}),
             auth_time=OneLogin_Saml2_Utils.parse_SAML_to_time(statement.get("AuthnInstant")),
-            issuer=settings.get_idp_data()["entityId"])
-        return UpstreamLogin(identity, LogoutHint(name_id=name_id, name_id_format=response.get_nameid_format(),
-                                                  session_index=response.get_session_index()))
+            issuer=settings.get_idp_data()["entityId"],
+        )
+        return UpstreamLogin(
+            identity,
+            LogoutHint(
+                name_id=name_id, name_id_format=response.get_nameid_format(), session_index=response.get_session_index()
+            ),
+        )
 
     def logout(self, hint: LogoutHint, return_to: str) -> Redirect | None:
         """SP-initiated LogoutRequest; None when the IdP has no logout endpoint or cannot be reached."""
@@ -227,8 +252,14 @@ class SAMLConnector:
         if not hint.name_id or not settings.get_idp_slo_url():
             return None
         auth = OneLogin_Saml2_Auth(self._request_data, old_settings=settings)
-        return Redirect(auth.logout(return_to=return_to, name_id=hint.name_id, name_id_format=hint.name_id_format,
-                                    session_index=hint.session_index))
+        return Redirect(
+            auth.logout(
+                return_to=return_to,
+                name_id=hint.name_id,
+                name_id_format=hint.name_id_format,
+                session_index=hint.session_index,
+            )
+        )
 
     def _check_conditions(self, assertion, confirmation_expiry: int | None) -> float:
         """The Conditions window with our skew; returns until when the assertion could be accepted."""
@@ -262,7 +293,8 @@ class SAMLConnector:
             raise UpstreamUnavailable(f"{self.display_name} did not answer in time (SAML metadata).") from None
         except requests.RequestException as error:
             raise UpstreamUnavailable(
-                f"{self.display_name} is unreachable (SAML metadata: {type(error).__name__}).") from None
+                f"{self.display_name} is unreachable (SAML metadata: {type(error).__name__})."
+            ) from None
 
     def _build_settings(self, metadata_xml: str) -> OneLogin_Saml2_Settings:
         """Only the `idp` part of the parsed metadata is used: merging all of it would let the IdP's
@@ -271,13 +303,19 @@ class SAMLConnector:
             idp = OneLogin_Saml2_IdPMetadataParser.parse(metadata_xml).get("idp", {})
         except Exception:  # noqa: BLE001 - parse errors of any kind
             raise UpstreamUnavailable(f"{self.display_name}: the SAML metadata is not valid XML.") from None
-        if not idp.get("entityId") or not idp.get("singleSignOnService") or not (
-                idp.get("x509cert") or idp.get("x509certMulti", {}).get("signing")):
-            raise UpstreamUnavailable(f"{self.display_name}: the SAML metadata lacks the entity ID, an "
-                                      "HTTP-Redirect sign-in endpoint or a signing certificate.")
+        if (
+            not idp.get("entityId")
+            or not idp.get("singleSignOnService")
+            or not (idp.get("x509cert") or idp.get("x509certMulti", {}).get("signing"))
+        ):
+            raise UpstreamUnavailable(
+                f"{self.display_name}: the SAML metadata lacks the entity ID, an "
+                "HTTP-Redirect sign-in endpoint or a signing certificate."
+            )
         try:
-            return OneLogin_Saml2_Settings({"strict": True, "debug": False, "sp": self._sp, "idp": idp,
-                                            "security": SECURITY})
+            return OneLogin_Saml2_Settings(
+                {"strict": True, "debug": False, "sp": self._sp, "idp": idp, "security": SECURITY}
+            )
         except Exception as error:  # noqa: BLE001 - OneLogin_Saml2_Error lists the bad settings
             raise UpstreamUnavailable(f"{self.display_name}: unusable SAML metadata ({error}).") from None
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 from sso_common.config import Node, load_yaml
 
@@ -99,7 +99,11 @@ class AccessConfig:
 def load_access(path: str | Path, known_groups: Iterable[str] | None = None) -> AccessConfig:
     """Read and validate the access file; with `known_groups`, assignments to other groups are refused."""
     root = load_yaml(path).only_keys(
-        "identity_provider_name", "region", "accounts", "permission_sets", "assignments",
+        "identity_provider_name",
+        "region",
+        "accounts",
+        "permission_sets",
+        "assignments",
         "employee_directory",
     )
     region = root.child("region").string(REGION_PATTERN, "an AWS region name such as us-east-1")
@@ -110,7 +114,8 @@ def load_access(path: str | Path, known_groups: Iterable[str] | None = None) -> 
     return AccessConfig(
         source=root.source,
         identity_provider_name=root.child("identity_provider_name").string(
-            PROVIDER_NAME_PATTERN, "a SAML provider name (letters, digits, '._-', at most 128)"),
+            PROVIDER_NAME_PATTERN, "a SAML provider name (letters, digits, '._-', at most 128)"
+        ),
         region=region,
         accounts=MappingProxyType(accounts),
         permission_sets=MappingProxyType(permission_sets),
@@ -143,8 +148,9 @@ def _accounts(node: Node) -> dict[str, Account]:
 def _permission_sets(node: Node, region: str) -> dict[str, PermissionSet]:
     permission_sets: dict[str, PermissionSet] = {}
     for element in node.elements():
-        element.only_keys("name", "description", "session_duration", "managed_policies", "inline_policy",
-                          "requires_mfa")
+        element.only_keys(
+            "name", "description", "session_duration", "managed_policies", "inline_policy", "requires_mfa"
+        )
         name_node = element.child("name")
         name = name_node.string(PERMISSION_SET_NAME_PATTERN, "a permission set name ([A-Za-z0-9+=,.@_-], 1 to 32)")
         if name in permission_sets:
@@ -152,7 +158,8 @@ def _permission_sets(node: Node, region: str) -> dict[str, PermissionSet]:
         managed = tuple(_managed_policy_arn(n) for n in element.child("managed_policies", []).elements())
         if len(managed) > MAX_MANAGED_POLICIES_PER_ROLE:
             raise element.child("managed_policies").error(
-                f"{len(managed)} policies; IAM attaches at most {MAX_MANAGED_POLICIES_PER_ROLE} to a role")
+                f"{len(managed)} policies; IAM attaches at most {MAX_MANAGED_POLICIES_PER_ROLE} to a role"
+            )
         inline_node = element.child("inline_policy", None)
         inline = None if inline_node.value is None else _inline_policy(inline_node, region)
         if not managed and inline is None:
@@ -160,7 +167,8 @@ def _permission_sets(node: Node, region: str) -> dict[str, PermissionSet]:
         permission_sets[name] = PermissionSet(
             name=name,
             description=element.child("description").string(
-                DESCRIPTION_PATTERN, "a description IAM accepts (Latin-1 text, at most 700 characters)"),
+                DESCRIPTION_PATTERN, "a description IAM accepts (Latin-1 text, at most 700 characters)"
+            ),
             session_duration=_duration_seconds(element.child("session_duration")),
             managed_policy_arns=managed,
             inline_policy_template=inline,
@@ -190,8 +198,11 @@ def _inline_policy(node: Node, region: str) -> str:
     template = node.string()
     unknown = {name for name in _PLACEHOLDER.findall(template) if name not in POLICY_PLACEHOLDERS}
     if unknown:
-        raise node.error(f"unknown placeholder {{{sorted(unknown)[0]}}} (known: "
-                         + ", ".join(f"{{{p}}}" for p in POLICY_PLACEHOLDERS) + ")")
+        raise node.error(
+            f"unknown placeholder {{{sorted(unknown)[0]}}} (known: "
+            + ", ".join(f"{{{p}}}" for p in POLICY_PLACEHOLDERS)
+            + ")"
+        )
     try:
         document = json.loads(_fill_placeholders(template, "123456789012", region))
     except json.JSONDecodeError as exc:
@@ -229,8 +240,12 @@ def _fill_placeholders(template: str, account_id: str, region: str) -> str:
     return template.replace("{account_id}", account_id).replace("{region}", region)
 
 
-def _assignments(node: Node, accounts: dict[str, Account], permission_sets: dict[str, PermissionSet],
-                 known_groups: frozenset[str] | None) -> tuple[Assignment, ...]:
+def _assignments(
+    node: Node,
+    accounts: dict[str, Account],
+    permission_sets: dict[str, PermissionSet],
+    known_groups: frozenset[str] | None,
+) -> tuple[Assignment, ...]:
     by_name = {account.name: account.id for account in accounts.values()}
     assignments: list[Assignment] = []
     for element in node.elements():
@@ -247,8 +262,7 @@ def _assignments(node: Node, accounts: dict[str, Account], permission_sets: dict
         set_node = element.child("permission_set")
         permission_set = set_node.string()
         if permission_set not in permission_sets:
-            raise set_node.error(
-                f"unknown permission set {permission_set!r} (known: {', '.join(permission_sets)})")
+            raise set_node.error(f"unknown permission set {permission_set!r} (known: {', '.join(permission_sets)})")
         assignment = Assignment(group, account_id, permission_set)
         if assignment in assignments:
             raise element.error(f"duplicate assignment of {permission_set} in {account} to {group}")

@@ -13,6 +13,7 @@ from broker.core.identity import Identity
 from broker.core.naming import provider_arn, role_arn, role_name
 from broker.errors import MfaRequired, NotEntitled
 
+
 @dataclass(frozen=True)
 class Entitlement:
     account_id: str
@@ -36,8 +37,7 @@ def entitlements_for(identity: Identity, access: AccessConfig) -> list[Entitleme
     return sorted(entitlements, key=lambda e: (e.account_name, e.account_id, e.permission_set))
 
 
-def check_entitlement(identity: Identity, access: AccessConfig, account_id: str,
-                      permission_set: str) -> Entitlement:
+def check_entitlement(identity: Identity, access: AccessConfig, account_id: str, permission_set: str) -> Entitlement:
     """The entitlement for a requested role, or `NotEntitled` / `MfaRequired` with a reason to show."""
     for entitlement in entitlements_for(identity, access):
         if entitlement.account_id == account_id and entitlement.permission_set == permission_set:

@@ -54,14 +54,36 @@ class Issuance:
         try:
             credentials = self.issuer.issue(identity, entitlement)
         except IdentityRefused as refusal:  # about the person, not AWS: a refusal like any other
-            audit_issuance(self.audit, origin, identity, account_id, permission_set,
-                           role_arn=entitlement.role_arn, reason=str(refusal))
+            audit_issuance(
+                self.audit,
+                origin,
+                identity,
+                account_id,
+                permission_set,
+                role_arn=entitlement.role_arn,
+                reason=str(refusal),
+            )
             raise NotEntitled(str(refusal)) from None
         except CredentialIssueError as failure:
-            audit_issuance(self.audit, origin, identity, account_id, permission_set,
-                           role_arn=entitlement.role_arn, reason=str(failure))
+            audit_issuance(
+                self.audit,
+                origin,
+                identity,
+                account_id,
+                permission_set,
+                role_arn=entitlement.role_arn,
+                reason=str(failure),
+            )
             raise
-        audit_issuance(self.audit, origin, identity, account_id, permission_set, role_arn=entitlement.role_arn,
-                       session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
-                       source_identity=identity.username, expiration=credentials.expiration.isoformat())
+        audit_issuance(
+            self.audit,
+            origin,
+            identity,
+            account_id,
+            permission_set,
+            role_arn=entitlement.role_arn,
+            session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
+            source_identity=identity.username,
+            expiration=credentials.expiration.isoformat(),
+        )
         return entitlement, credentials

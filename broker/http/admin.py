@@ -6,9 +6,8 @@ import json
 
 from flask import Blueprint, Response, render_template
 
-from sso_common.web import UserFacingError
-
 from broker.http.context import signed_in, signed_in_session, state
+from sso_common.web import UserFacingError
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -30,5 +29,6 @@ def audit_page():
 def audit_export():
     _require_admin()
     lines = (json.dumps(event, sort_keys=True) + "\n" for event in state().audit.export())
-    return Response(lines, mimetype="application/x-ndjson",
-                    headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'})
+    return Response(
+        lines, mimetype="application/x-ndjson", headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'}
+    )

@@ -67,8 +67,9 @@ def error_response(error: ApiError) -> Response:
     body = {"__type": error.name, "message": error.message}
     if oauth_code:
         body.update(error=oauth_code, error_description=error.message)
-    return Response(json.dumps(body), status=status, mimetype="application/json",
-                    headers={"x-amzn-ErrorType": error.name})
+    return Response(
+        json.dumps(body), status=status, mimetype="application/json", headers={"x-amzn-ErrorType": error.name}
+    )
 
 
 def json_body() -> dict:
@@ -103,8 +104,11 @@ def string_list(body: dict, name: str, *, max_items: int = 16) -> list[str] | No
     value = body.get(name)
     if value is None:
         return None
-    if (not isinstance(value, list) or len(value) > max_items
-            or not all(isinstance(item, str) and 0 < len(item) <= 1024 for item in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) > max_items
+        or not all(isinstance(item, str) and 0 < len(item) <= 1024 for item in value)
+    ):
         raise ApiError("InvalidRequestException", f"{name} must be a list of at most {max_items} strings.")
     return value
 

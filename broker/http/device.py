@@ -10,13 +10,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, redirect, render_template, request
 
-from sso_common.web import UserFacingError, check_csrf
-
 from broker.core import audit
-from broker.core.audit import RequestOrigin
+from broker.http.context import API_CHANNEL, current_session, request_origin, state
 from broker.identity_center.codes import display_user_code, normalise_user_code, redirect_uri_allowed
 from broker.identity_center.grants import CODE_GRANT, DEFAULT_SCOPE, SCOPES
-from broker.http.context import API_CHANNEL, current_session, request_origin, state
+from sso_common.web import UserFacingError, check_csrf
 
 blueprint = Blueprint("device", __name__)
 
@@ -25,8 +23,9 @@ AUTHORIZE_FIELDS = ("client_id", "redirect_uri", "state", "code_challenge", "cod
 
 def _sign_in_first(next_path: str, reason: str):
     """The sign-in choice, returning here afterwards (the portal's /login page does not carry `next`)."""
-    return render_template("device_signin.html", connectors=list(state().connectors.values()),
-                           next_path=next_path, reason=reason)
+    return render_template(
+        "device_signin.html", connectors=list(state().connectors.values()), next_path=next_path, reason=reason
+    )
 
 
 def _page(page: str, title: str, message: str = "", status: int = 200, **context):
@@ -40,27 +39,42 @@ def _sso_origin():
 
 # --- device verification (RFC 8628) ---------------------------------------------------------------
 
+
 def _device_request(raw_code: str, session):
     """(code, request) for what was typed, or an error page: malformed, guessed too often, unknown,
     expired, or already used."""
     user_code = normalise_user_code(raw_code)
     if user_code is None:
-        return None, _page("enter", "Enter your code", "That is not a valid code: it has 8 letters, "
-                           "shown as XXXX-XXXX.", 400)
+        return None, _page(
+            "enter", "Enter your code", "That is not a valid code: it has 8 letters, shown as XXXX-XXXX.", 400
+        )
     store, address = state().grants, request.remote_addr or ""
     if store.user_code_guessing_blocked(session.identity.subject, address):
-        raise UserFacingError("Too many unknown codes were entered. Wait 15 minutes and try again.", 429,
-                              "Too many attempts")
+        raise UserFacingError(
+            "Too many unknown codes were entered. Wait 15 minutes and try again.", 429, "Too many attempts"
+        )
     found = store.device_request(user_code, session.identity.subject, address)
     if found is None:
-        return None, _page("enter", "Unknown code", "This code is unknown. Check it against your terminal, "
-                           "or start again there to get a new one.", 404)
+        return None, _page(
+            "enter",
+            "Unknown code",
+            "This code is unknown. Check it against your terminal, or start again there to get a new one.",
+            404,
+        )
     if found.expired:
-        return None, _page("problem", "Code expired", "This code has expired. Start the sign-in again in "
-                           "your terminal to get a new one.", 410)
+        return None, _page(
+            "problem",
+            "Code expired",
+            "This code has expired. Start the sign-in again in your terminal to get a new one.",
+            410,
+        )
     if found.decided:
-        return None, _page("problem", "Code already used", "This code was already approved or denied. "
-                           "Start the sign-in again in your terminal if you still need one.", 409)
+        return None, _page(
+            "problem",
+            "Code already used",
+            "This code was already approved or denied. Start the sign-in again in your terminal if you still need one.",
+            409,
+        )
     return found, None
 
 
@@ -76,9 +90,15 @@ def device():
     found, problem = _device_request(raw_code, session)
     if problem:
         return problem
-    return _page("confirm", "Approve this request?", client_name=found.client_name,
-                 user_code=display_user_code(found.user_code), action="/device",
-                 fields={"user_code": found.user_code}, identity=session.identity)
+    return _page(
+        "confirm",
+        "Approve this request?",
+        client_name=found.client_name,
+        user_code=display_user_code(found.user_code),
+        action="/device",
+        fields={"user_code": found.user_code},
+        identity=session.identity,
+    )
 
 
 @blueprint.post("/device")
@@ -94,21 +114,41 @@ def device_decision():
     approve = request.form.get("decision") == "approve"
     reference = state().sessions.reference(session) if approve else None
     if approve and reference is None:
-        return _page("problem", "Signed out", "Your portal sign-in has ended. Sign in again and start again "
-                     "in your terminal.", 401)
+        return _page(
+            "problem",
+            "Signed out",
+            "Your portal sign-in has ended. Sign in again and start again in your terminal.",
+            401,
+        )
     if not state().grants.decide(found.user_code, session.identity if approve else None, session.expires, reference):
-        return _page("problem", "Code no longer valid", "This request expired or was decided meanwhile. "
-                     "Start again in your terminal.", 409)
-    audit.sign_in(state().audit, _sso_origin(), session.upstream_id, session.identity,
-                  None if approve else f"device request from {found.client_name} denied by the user")
+        return _page(
+            "problem",
+            "Code no longer valid",
+            "This request expired or was decided meanwhile. Start again in your terminal.",
+            409,
+        )
+    audit.sign_in(
+        state().audit,
+        _sso_origin(),
+        session.upstream_id,
+        session.identity,
+        None if approve else f"device request from {found.client_name} denied by the user",
+    )
     if approve:
-        return _page("done", "Request approved", f"{found.client_name} is signed in as you. "
-                     "You can close this window and return to your terminal.")
-    return _page("done", "Request denied", f"{found.client_name} was not signed in. If you did not start "
-                 "this request, tell your security team.")
+        return _page(
+            "done",
+            "Request approved",
+            f"{found.client_name} is signed in as you. You can close this window and return to your terminal.",
+        )
+    return _page(
+        "done",
+        "Request denied",
+        f"{found.client_name} was not signed in. If you did not start this request, tell your security team.",
+    )
 
 
 # --- authorization code with PKCE (the AWS CLI's default flow) --------------------------------------
+
 
 def _authorization_request(params) -> dict:
     """Check an authorization request. Until client and redirect URI are known good, problems are
@@ -116,8 +156,12 @@ def _authorization_request(params) -> dict:
     client_id, redirect_uri = params.get("client_id", ""), params.get("redirect_uri", "")
     client = state().grants.public_client(client_id[:256])
     if client is None or not redirect_uri_allowed(client.redirect_uris, redirect_uri[:2048]):
-        raise UserFacingError("The application's sign-in request is not valid (unknown client or redirect "
-                              "address). Start again from your terminal.", 400, "Invalid sign-in request")
+        raise UserFacingError(
+            "The application's sign-in request is not valid (unknown client or redirect "
+            "address). Start again from your terminal.",
+            400,
+            "Invalid sign-in request",
+        )
     fields = {name: params.get(name, "")[:2048] for name in AUTHORIZE_FIELDS}
     fields["scopes"] = fields["scopes"] or DEFAULT_SCOPE
     if params.get("response_type", "code") != "code":
@@ -159,8 +203,15 @@ def authorize():
         query = urlencode({"response_type": "code", **{name: fields[name] for name in AUTHORIZE_FIELDS}})
         return _sign_in_first(f"/authorize?{query}", f"Sign in to let {fields['client_name']} use your AWS access.")
     hidden = {name: fields[name] for name in AUTHORIZE_FIELDS}
-    return _page("confirm", "Allow access?", client_name=fields["client_name"], user_code=None,
-                 action="/authorize", fields=hidden, identity=session.identity)
+    return _page(
+        "confirm",
+        "Allow access?",
+        client_name=fields["client_name"],
+        user_code=None,
+        action="/authorize",
+        fields=hidden,
+        identity=session.identity,
+    )
 
 
 @blueprint.post("/authorize")
@@ -171,13 +222,25 @@ def authorize_decision():
     if session is None:
         raise UserFacingError("Your portal sign-in has ended. Start again from your terminal.", 401, "Signed out")
     if request.form.get("decision") != "approve":
-        audit.sign_in(state().audit, _sso_origin(), session.upstream_id, session.identity,
-                      f"code-flow request from {fields['client_name']} denied by the user")
+        audit.sign_in(
+            state().audit,
+            _sso_origin(),
+            session.upstream_id,
+            session.identity,
+            f"code-flow request from {fields['client_name']} denied by the user",
+        )
         return _back_to_client(fields, error="access_denied", error_description="The request was denied.")
     reference = state().sessions.reference(session)
     if reference is None:
         raise UserFacingError("Your portal sign-in has ended. Start again from your terminal.", 401, "Signed out")
-    code = state().grants.new_authorization_code(fields["client_id"], fields["redirect_uri"], fields["code_challenge"],
-                                              fields["scopes"].split(), session.identity, session.expires, reference)
+    code = state().grants.new_authorization_code(
+        fields["client_id"],
+        fields["redirect_uri"],
+        fields["code_challenge"],
+        fields["scopes"].split(),
+        session.identity,
+        session.expires,
+        reference,
+    )
     audit.sign_in(state().audit, _sso_origin(), session.upstream_id, session.identity)
     return _back_to_client(fields, code=code)

@@ -97,9 +97,7 @@ def saml_acs(upstream_id: str):
         login = connector.complete(request.form, transaction.kept)
     except LoginFailed as failure:
         _refuse(upstream_id, failure)
-    ticket = state().transactions.park(
-        ParkedLogin(login, upstream_id, transaction.binding, transaction.return_to)
-    )
+    ticket = state().transactions.park(ParkedLogin(login, upstream_id, transaction.binding, transaction.return_to))
     return redirect(f"/login/finish?ticket={ticket}", code=303)
 
 

@@ -45,9 +45,14 @@ def register_client():
     string_field(body, "issuerUrl", required=False, max_length=2048)
     registration = state().grants.register_client(name, scopes, grant_types, redirect_uris, request.remote_addr or "")
     portal = state().settings.portal_url
-    return jsonify(clientId=registration.client_id, clientSecret=registration.client_secret,
-                   clientIdIssuedAt=registration.issued_at, clientSecretExpiresAt=registration.secret_expires_at,
-                   authorizationEndpoint=f"{portal}/authorize", tokenEndpoint=f"{portal}/token")
+    return jsonify(
+        clientId=registration.client_id,
+        clientSecret=registration.client_secret,
+        clientIdIssuedAt=registration.issued_at,
+        clientSecretExpiresAt=registration.secret_expires_at,
+        authorizationEndpoint=f"{portal}/authorize",
+        tokenEndpoint=f"{portal}/token",
+    )
 
 
 @blueprint.post("/device_authorization")
@@ -61,9 +66,14 @@ def start_device_authorization():
         raise ApiError("InvalidRequestException", f"startUrl must be this portal's URL, {portal}.")
     started = state().grants.start_device_authorization(client_id, client)
     shown = display_user_code(started.user_code)
-    return jsonify(deviceCode=started.device_code, userCode=shown, verificationUri=f"{portal}/device",
-                   verificationUriComplete=f"{portal}/device?user_code={shown}", expiresIn=started.expires_in,
-                   interval=started.interval)
+    return jsonify(
+        deviceCode=started.device_code,
+        userCode=shown,
+        verificationUri=f"{portal}/device",
+        verificationUriComplete=f"{portal}/device?user_code={shown}",
+        expiresIn=started.expires_in,
+        interval=started.interval,
+    )
 
 
 @blueprint.post("/token")
@@ -83,9 +93,11 @@ def create_token():
         approval = grants.redeem_device_code(client_id, string_field(body, "deviceCode", max_length=512))
     else:
         approval = grants.redeem_authorization_code(
-            client_id, string_field(body, "code", max_length=512),
+            client_id,
+            string_field(body, "code", max_length=512),
             string_field(body, "redirectUri", required=False, max_length=2048),
-            string_field(body, "codeVerifier", required=False, max_length=128))
+            string_field(body, "codeVerifier", required=False, max_length=128),
+        )
     return _token_answer(grants.issue_tokens(client_id, client, approval))
 
 

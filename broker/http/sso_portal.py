@@ -42,8 +42,13 @@ def _account_id() -> str:
 
 def _page(items: list, context: str) -> tuple[list, dict]:
     try:
-        page, next_token = paginate(items, PageTokens(current_app.secret_key), context,
-                                    request.args.get("next_token"), page_size(request.args.get("max_result")))
+        page, next_token = paginate(
+            items,
+            PageTokens(current_app.secret_key),
+            context,
+            request.args.get("next_token"),
+            page_size(request.args.get("max_result")),
+        )
     except BadPageRequest as problem:
         raise ApiError("InvalidRequestException", str(problem)) from None
     return page, ({"nextToken": next_token} if next_token else {})
@@ -66,16 +71,22 @@ def get_role_credentials():
         raise ApiError("InternalServerException", "AWS refused to issue credentials for this role.") from None
     except CredentialIssueError:
         raise ApiError("ServiceUnavailableException", "AWS could not be reached. Try again in a minute.") from None
-    return jsonify(roleCredentials={
-        "accessKeyId": issued.access_key_id, "secretAccessKey": issued.secret_access_key,
-        "sessionToken": issued.session_token, "expiration": int(issued.expiration.timestamp() * 1000)})
+    return jsonify(
+        roleCredentials={
+            "accessKeyId": issued.access_key_id,
+            "secretAccessKey": issued.secret_access_key,
+            "sessionToken": issued.session_token,
+            "expiration": int(issued.expiration.timestamp() * 1000),
+        }
+    )
 
 
 @blueprint.get("/assignment/accounts")
 def list_accounts():
     identity = _caller()
-    accounts = [key for key, _ in groupby(state().issuance.entitlements(identity),
-                                          key=lambda e: (e.account_id, e.account_name))]
+    accounts = [
+        key for key, _ in groupby(state().issuance.entitlements(identity), key=lambda e: (e.account_id, e.account_name))
+    ]
     page, more = _page(accounts, f"accounts\x00{identity.subject}")
     # access.yaml names no account e-mail addresses, so emailAddress (optional in the API) is left out.
     return jsonify(accountList=[{"accountId": account_id, "accountName": name} for account_id, name in page], **more)

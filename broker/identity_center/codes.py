@@ -82,8 +82,14 @@ def _loopback_parts(uri: str) -> tuple[str, str] | None:
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:  # a port that is not a number
         return None
-    if not (port_ok and parts.hostname in LOOPBACK_HOSTS and not parts.fragment and "#" not in uri
-            and parts.username is None and parts.password is None):
+    if not (
+        port_ok
+        and parts.hostname in LOOPBACK_HOSTS
+        and not parts.fragment
+        and "#" not in uri
+        and parts.username is None
+        and parts.password is None
+    ):
         return None
     return match["host"], match["rest"] or "/"
 

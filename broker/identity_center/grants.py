@@ -53,11 +53,11 @@ DEFAULT_SCOPE = "sso:account:access"
 SCOPES = frozenset({DEFAULT_SCOPE})
 
 CLIENT_KIND = "sso_client"
-DEVICE_KIND = "sso_device"            # by internal reference: what was asked, by which client
+DEVICE_KIND = "sso_device"  # by internal reference: what was asked, by which client
 DEVICE_CODE_KIND = "sso_device_code"  # device code -> reference
-USER_CODE_KIND = "sso_user_code"      # user code -> reference
+USER_CODE_KIND = "sso_user_code"  # user code -> reference
 DECISION_KIND = "sso_device_decision"  # written once (StateStore.add): the first decision wins
-POLL_KIND = "sso_device_poll"         # last poll and current interval, apart from the decision
+POLL_KIND = "sso_device_poll"  # last poll and current interval, apart from the decision
 AUTH_CODE_KIND = "sso_auth_code"
 GRANT_KIND = "sso_grant"
 ACCESS_KIND = "sso_access_token"
@@ -108,13 +108,19 @@ class RegisteredClient:
     redirect_uris: list[str]
 
     def to_record(self) -> dict[str, Any]:
-        return {"name": self.name, "secret_digest": self.secret_digest, "scopes": self.scopes,
-                "grant_types": self.grant_types, "redirect_uris": self.redirect_uris}
+        return {
+            "name": self.name,
+            "secret_digest": self.secret_digest,
+            "scopes": self.scopes,
+            "grant_types": self.grant_types,
+            "redirect_uris": self.redirect_uris,
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RegisteredClient:
-        return cls(record["name"], record["secret_digest"], record["scopes"], record["grant_types"],
-                   record["redirect_uris"])
+        return cls(
+            record["name"], record["secret_digest"], record["scopes"], record["grant_types"], record["redirect_uris"]
+        )
 
 
 @dataclass(frozen=True)
@@ -148,13 +154,23 @@ class Grant:
     session: str | None  # reference to the approving portal session (Sessions.reference)
 
     def to_record(self) -> dict[str, Any]:
-        return {"identity": self.identity.to_record(), "client_id": self.client_id, "scopes": self.scopes,
-                "expires_at": self.expires_at, "session": self.session}
+        return {
+            "identity": self.identity.to_record(),
+            "client_id": self.client_id,
+            "scopes": self.scopes,
+            "expires_at": self.expires_at,
+            "session": self.session,
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Grant:
-        return cls(Identity.from_record(record["identity"]), record["client_id"], record["scopes"],
-                   record["expires_at"], record.get("session"))
+        return cls(
+            Identity.from_record(record["identity"]),
+            record["client_id"],
+            record["scopes"],
+            record["expires_at"],
+            record.get("session"),
+        )
 
 
 @dataclass(frozen=True)
@@ -201,14 +217,20 @@ class GrantStore:
     Refusals are `broker.errors.IdentityCenterError`s; `broker.http` answers them in AWS's wire format.
     `session_live` tells whether the portal session a grant refers to is still live."""
 
-    def __init__(self, store: StateStore, settings: GrantSettings, session_live: SessionLive,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: StateStore,
+        settings: GrantSettings,
+        session_live: SessionLive,
+        clock: Callable[[], float] = time.time,
+    ):
         self.store, self.settings, self._session_live, self._clock = store, settings, session_live, clock
 
     # --- clients --------------------------------------------------------------------------------
 
-    def register_client(self, name: str, scopes: list[str], grant_types: list[str], redirect_uris: list[str],
-                        address: str) -> Registration:
+    def register_client(
+        self, name: str, scopes: list[str], grant_types: list[str], redirect_uris: list[str], address: str
+    ) -> Registration:
         if self.store.incr(REGISTER_RATE_KIND, address, 60) > self.settings.registrations_per_minute:
             raise SlowDown("Too many client registrations. Try again in a minute.")
         now = int(self._clock())
@@ -240,9 +262,17 @@ class GrantStore:
         user_code = new_user_code()
         while not self.store.add(USER_CODE_KIND, user_code, {"ref": reference}, memory):
             user_code = new_user_code()
-        self.store.put(DEVICE_KIND, reference, {
-            "client_id": client_id, "client_name": client.name, "scopes": client.scopes,
-            "expires_at": self._clock() + lifetime}, memory)
+        self.store.put(
+            DEVICE_KIND,
+            reference,
+            {
+                "client_id": client_id,
+                "client_name": client.name,
+                "scopes": client.scopes,
+                "expires_at": self._clock() + lifetime,
+            },
+            memory,
+        )
         self.store.put(DEVICE_CODE_KIND, device_code, {"ref": reference}, memory)
         self.store.put(POLL_KIND, reference, {"last": 0, "interval": self.settings.poll_interval}, memory)
         return DeviceAuthorization(device_code, user_code, lifetime, self.settings.poll_interval)
@@ -266,8 +296,12 @@ class GrantStore:
             self.store.incr(MISS_ADDRESS_KIND, address, self.settings.user_code_window)
             return None
         reference, record = found
-        return DeviceRequest(user_code, record["client_name"], self._clock() >= record["expires_at"],
-                             self.store.get(DECISION_KIND, reference) is not None)
+        return DeviceRequest(
+            user_code,
+            record["client_name"],
+            self._clock() >= record["expires_at"],
+            self.store.get(DECISION_KIND, reference) is not None,
+        )
 
     def decide(self, user_code: str, identity: Identity | None, session_expires: float, session: str | None) -> bool:
         """Approve for `identity` (None: deny), within the portal session referred to by `session`.
@@ -276,11 +310,18 @@ class GrantStore:
         if found is None or self._clock() >= found[1]["expires_at"]:
             return False
         reference, record = found
-        decision = {"approved": identity is not None, "session_expires": session_expires,
-                    "identity": identity.to_record() if identity else None,
-                    "session": session if identity else None}
-        return self.store.add(DECISION_KIND, reference, decision,
-                              remaining_seconds(record["expires_at"], self._clock()) + self.settings.expired_memory)
+        decision = {
+            "approved": identity is not None,
+            "session_expires": session_expires,
+            "identity": identity.to_record() if identity else None,
+            "session": session if identity else None,
+        }
+        return self.store.add(
+            DECISION_KIND,
+            reference,
+            decision,
+            remaining_seconds(record["expires_at"], self._clock()) + self.settings.expired_memory,
+        )
 
     def redeem_device_code(self, client_id: str, device_code: str | None) -> Approval:
         """The approved sign-in behind a device code, once; otherwise the RFC 8628 answer for its state."""
@@ -299,8 +340,12 @@ class GrantStore:
             raise AccessDenied("The request was denied.")
         if device_code is None or self.store.take(DEVICE_CODE_KIND, device_code) is None:  # a concurrent poll won
             raise InvalidGrant("The device code is unknown or was already used.")
-        return Approval(Identity.from_record(decision["identity"]), decision["session_expires"],
-                        decision.get("session"), record["scopes"])
+        return Approval(
+            Identity.from_record(decision["identity"]),
+            decision["session_expires"],
+            decision.get("session"),
+            record["scopes"],
+        )
 
     def _note_poll(self, reference: str, record: dict, now: float) -> None:
         poll = self.store.get(POLL_KIND, reference) or {"last": 0, "interval": self.settings.poll_interval}
@@ -312,26 +357,52 @@ class GrantStore:
 
     # --- authorization code with PKCE ----------------------------------------------------------
 
-    def new_authorization_code(self, client_id: str, redirect_uri: str, code_challenge: str, scopes: list[str],
-                               identity: Identity, session_expires: float, session: str) -> str:
+    def new_authorization_code(
+        self,
+        client_id: str,
+        redirect_uri: str,
+        code_challenge: str,
+        scopes: list[str],
+        identity: Identity,
+        session_expires: float,
+        session: str,
+    ) -> str:
         code = new_secret("bac-")
-        self.store.put(AUTH_CODE_KIND, code, {
-            "client_id": client_id, "redirect_uri": redirect_uri, "challenge": code_challenge, "scopes": scopes,
-            "identity": identity.to_record(), "session_expires": session_expires, "session": session},
-            self.settings.code_lifetime)
+        self.store.put(
+            AUTH_CODE_KIND,
+            code,
+            {
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "challenge": code_challenge,
+                "scopes": scopes,
+                "identity": identity.to_record(),
+                "session_expires": session_expires,
+                "session": session,
+            },
+            self.settings.code_lifetime,
+        )
         return code
 
-    def redeem_authorization_code(self, client_id: str, code: str | None, redirect_uri: str | None,
-                                  verifier: str | None) -> Approval:
+    def redeem_authorization_code(
+        self, client_id: str, code: str | None, redirect_uri: str | None, verifier: str | None
+    ) -> Approval:
         """The sign-in behind a code, once (a second use finds nothing), for the client, redirect URI and
         PKCE verifier it was issued to."""
         record = self.store.take(AUTH_CODE_KIND, code) if code else None
-        if (record is None or record["client_id"] != client_id or record["redirect_uri"] != redirect_uri
-                or not pkce_matches(record["challenge"], verifier)):
-            raise InvalidGrant("The authorization code is unknown, used or expired, or does not match the "
-                               "redirect URI or code verifier.")
-        return Approval(Identity.from_record(record["identity"]), record["session_expires"], record.get("session"),
-                        record["scopes"])
+        if (
+            record is None
+            or record["client_id"] != client_id
+            or record["redirect_uri"] != redirect_uri
+            or not pkce_matches(record["challenge"], verifier)
+        ):
+            raise InvalidGrant(
+                "The authorization code is unknown, used or expired, or does not match the "
+                "redirect URI or code verifier."
+            )
+        return Approval(
+            Identity.from_record(record["identity"]), record["session_expires"], record.get("session"), record["scopes"]
+        )
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -369,8 +440,9 @@ class GrantStore:
         if not self._session_live(grant.session):
             self.store.delete(GRANT_KIND, grant_id)
             raise InvalidGrant("The portal sign-in behind this token has ended.")
-        if not self.store.add(SPENT_REFRESH_KIND, refresh_token, {},
-                              max(1, remaining_seconds(grant.expires_at, self._clock()))):
+        if not self.store.add(
+            SPENT_REFRESH_KIND, refresh_token, {}, max(1, remaining_seconds(grant.expires_at, self._clock()))
+        ):
             self.store.delete(GRANT_KIND, grant_id)
             log.warning("a rotated refresh token was presented again; its grant is revoked")
             raise refused

@@ -63,8 +63,9 @@ def page_size(raw: str | None) -> int:
     return int(raw)
 
 
-def paginate(items: Sequence[T], tokens: PageTokens, context: str, token: str | None,
-             size: int) -> tuple[list[T], str | None]:
+def paginate(
+    items: Sequence[T], tokens: PageTokens, context: str, token: str | None, size: int
+) -> tuple[list[T], str | None]:
     """One page of `items` and the token of the next page (None on the last page)."""
     offset = tokens.read(context, token) if token else 0
     if offset > len(items):

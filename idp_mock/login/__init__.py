@@ -11,10 +11,9 @@ import secrets
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
 
-from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
-
 from idp_mock.authn import Outcome
 from idp_mock.session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
+from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("login", __name__)
@@ -39,8 +38,15 @@ def _continue_target(value: str | None) -> str:
 
 
 def _login_page(status=200, error=None, username="", continue_to="/", force=False):
-    page = render_template("login.html", error=error, username=username, continue_to=continue_to,
-                           force=force, csrf_token=csrf_token(), demo_hint=_idp().settings.demo_hint)
+    page = render_template(
+        "login.html",
+        error=error,
+        username=username,
+        continue_to=continue_to,
+        force=force,
+        csrf_token=csrf_token(),
+        demo_hint=_idp().settings.demo_hint,
+    )
     return make_response(page, status)
 
 
@@ -88,8 +94,9 @@ def login_submit():
         return _login_page(403, DISABLED, username, continue_to, force)
     if result.outcome is Outcome.NEEDS_TOTP:
         handle = secrets.token_urlsafe(32)
-        _idp().store.put(PENDING_KIND, handle, {"username": result.employee.username, "continue": continue_to},
-                         PENDING_TTL)
+        _idp().store.put(
+            PENDING_KIND, handle, {"username": result.employee.username, "continue": continue_to}, PENDING_TTL
+        )
         session["pending_mfa"] = handle
         return redirect("/login/mfa", code=303)
     return _signed_in(result.employee, AMR_PASSWORD, continue_to)
@@ -107,8 +114,9 @@ def _pending():
 @blueprint.get("/login/mfa")
 def mfa_form():
     _, record, employee = _pending()
-    return render_template("mfa.html", username=employee.username, continue_to=record["continue"],
-                           csrf_token=csrf_token(), error=None)
+    return render_template(
+        "mfa.html", username=employee.username, continue_to=record["continue"], csrf_token=csrf_token(), error=None
+    )
 
 
 @blueprint.post("/login/mfa")
@@ -119,8 +127,9 @@ def mfa_submit():
     if result.outcome is not Outcome.OK:
         status, error = (429, THROTTLED) if result.outcome is Outcome.THROTTLED else (401, BAD_CODE)
         log.info("verification code refused for %s", employee.username)
-        page = render_template("mfa.html", username=employee.username, continue_to=record["continue"],
-                               csrf_token=csrf_token(), error=error)
+        page = render_template(
+            "mfa.html", username=employee.username, continue_to=record["continue"], csrf_token=csrf_token(), error=error
+        )
         return make_response(page, status)
     _idp().store.delete(PENDING_KIND, handle)
     session.pop("pending_mfa", None)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sso_common.config import Node
-
 from idp_mock.oidc_provider.models import AUTH_METHODS, Client, hash_secret
+from sso_common.config import Node
 
 MAX_URI_LENGTH = 2048
 MIN_SECRET_LENGTH = 16
@@ -62,10 +61,12 @@ def _uris(node: Node, required: bool) -> tuple[str, ...]:
 
 
 def _client(node: Node, issuer: str) -> Client:
-    node.only_keys("client_id", "name", "token_endpoint_auth_method", "client_secret", "redirect_uris",
-                   "post_logout_redirect_uris")
-    client_id = node.child("client_id").string(r"[A-Za-z0-9._~-]{1,128}",
-                                               "a client id (letters, digits, . _ ~ -, at most 128)")
+    node.only_keys(
+        "client_id", "name", "token_endpoint_auth_method", "client_secret", "redirect_uris", "post_logout_redirect_uris"
+    )
+    client_id = node.child("client_id").string(
+        r"[A-Za-z0-9._~-]{1,128}", "a client id (letters, digits, . _ ~ -, at most 128)"
+    )
     method_node = node.child("token_endpoint_auth_method", "client_secret_basic")
     method = method_node.string()
     if method not in AUTH_METHODS:
@@ -88,8 +89,13 @@ def _client(node: Node, issuer: str) -> Client:
 
 
 def parse_oidc_settings(node: Node, issuer: str, directory) -> OIDCSettings:
-    node.only_keys("code_lifetime_seconds", "access_token_lifetime_seconds", "refresh_token_lifetime_seconds",
-                   "registration_token", "clients")
+    node.only_keys(
+        "code_lifetime_seconds",
+        "access_token_lifetime_seconds",
+        "refresh_token_lifetime_seconds",
+        "registration_token",
+        "clients",
+    )
     clients: dict[str, Client] = {}
     for element in node.child("clients", []).elements():
         client = _client(element, issuer)

@@ -50,11 +50,14 @@ class SigningKeys:
             with self._lock:
                 if version != self._version:
                     ring = KeyRing(self._directory)
-                    keys = [RSAKey.import_key(private_key_pem(key), {"kid": kid, "use": "sig", "alg": ALGORITHM})
-                            for kid, key in ring.keys]
+                    keys = [
+                        RSAKey.import_key(private_key_pem(key), {"kid": kid, "use": "sig", "alg": ALGORITHM})
+                        for kid, key in ring.keys
+                    ]
                     private = KeySet(keys)
-                    self._loaded = _Loaded(ring.active[0], private,
-                                           KeySet.import_key_set(private.as_dict(private=False)))
+                    self._loaded = _Loaded(
+                        ring.active[0], private, KeySet.import_key_set(private.as_dict(private=False))
+                    )
                     self._version = version
         return self._loaded
 

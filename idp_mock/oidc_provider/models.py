@@ -73,16 +73,27 @@ class Client(ClientMixin):
         return grant_type in self.grant_types
 
     def to_record(self) -> dict:
-        return {"client_id": self.client_id, "name": self.name, "redirect_uris": list(self.redirect_uris),
-                "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
-                "token_endpoint_auth_method": self.token_endpoint_auth_method,
-                "grant_types": list(self.grant_types), "secret_hash": self.secret_hash}
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "redirect_uris": list(self.redirect_uris),
+            "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
+            "token_endpoint_auth_method": self.token_endpoint_auth_method,
+            "grant_types": list(self.grant_types),
+            "secret_hash": self.secret_hash,
+        }
 
     @classmethod
     def from_record(cls, record: dict) -> Client:
-        return cls(record["client_id"], record["name"], tuple(record["redirect_uris"]),
-                   tuple(record["post_logout_redirect_uris"]), record["token_endpoint_auth_method"],
-                   tuple(record["grant_types"]), record["secret_hash"])
+        return cls(
+            record["client_id"],
+            record["name"],
+            tuple(record["redirect_uris"]),
+            tuple(record["post_logout_redirect_uris"]),
+            record["token_endpoint_auth_method"],
+            tuple(record["grant_types"]),
+            record["secret_hash"],
+        )
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from authlib.oidc.core import UserInfoEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from flask import request as flask_request
 
-from idp_mock.session import ACR_MFA, ACR_PASSWORD, record_participant
 from idp_mock.oidc_provider.claims import CLAIMS, SCOPES, user_claims
 from idp_mock.oidc_provider.config import uri_problem
 from idp_mock.oidc_provider.keys import ALGORITHM, SigningKeys, keys_dir
@@ -45,6 +44,7 @@ from idp_mock.oidc_provider.models import (
     hash_secret,
 )
 from idp_mock.oidc_provider.storage import OIDCStore
+from idp_mock.session import ACR_MFA, ACR_PASSWORD, record_participant
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,13 @@ class OIDCServer(AuthorizationServer):
         self.oidc_store = OIDCStore(store, settings)
         self.keys = SigningKeys(keys_dir(settings))
         lifetime = settings.oidc.access_token_lifetime
-        self.load_config({  # authlib's Flask settings, kept out of app.config (shared with SAML)
-            "OAUTH2_SCOPES_SUPPORTED": list(SCOPES),
-            "OAUTH2_REFRESH_TOKEN_GENERATOR": True,  # issued only to clients allowed the refresh_token grant
-            "OAUTH2_TOKEN_EXPIRES_IN": dict.fromkeys(GRANT_TYPES, lifetime),
-        })
+        self.load_config(
+            {  # authlib's Flask settings, kept out of app.config (shared with SAML)
+                "OAUTH2_SCOPES_SUPPORTED": list(SCOPES),
+                "OAUTH2_REFRESH_TOKEN_GENERATOR": True,  # issued only to clients allowed the refresh_token grant
+                "OAUTH2_TOKEN_EXPIRES_IN": dict.fromkeys(GRANT_TYPES, lifetime),
+            }
+        )
         self.metadata = self._metadata()
 
     def _metadata(self) -> dict:
@@ -141,9 +143,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """At the authorization endpoint the user is the SignIn of the SSO session (auth_time, amr)."""
         data = request.payload.data
         self.server.oidc_store.save_code(
-            code, client_id=request.client.client_id, sign_in=request.user, scope=request.scope,
-            redirect_uri=request.payload.redirect_uri, nonce=data.get("nonce"),
-            code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"))
+            code,
+            client_id=request.client.client_id,
+            sign_in=request.user,
+            scope=request.scope,
+            redirect_uri=request.payload.redirect_uri,
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+        )
         record_participant({"protocol": "oidc", "client_id": request.client.client_id})
 
     def query_authorization_code(self, code, client):

@@ -19,7 +19,7 @@ from idp_mock.session import SignIn
 
 log = logging.getLogger(__name__)
 
-PENDING_TTL = 600                       # an authorization request waiting for the login
+PENDING_TTL = 600  # an authorization request waiting for the login
 REGISTERED_CLIENT_TTL = 30 * 24 * 3600  # dynamically registered clients
 
 
@@ -33,8 +33,9 @@ class OIDCStore:
 
     def stash_request(self, params: dict, requested_at: int, force: bool) -> str:
         handle = secrets.token_urlsafe(32)
-        self._store.put("oidc_pending", handle, {"params": params, "requested_at": requested_at, "force": force},
-                        PENDING_TTL)
+        self._store.put(
+            "oidc_pending", handle, {"params": params, "requested_at": requested_at, "force": force}, PENDING_TTL
+        )
         return handle
 
     def pending_request(self, handle: str) -> dict | None:
@@ -45,19 +46,47 @@ class OIDCStore:
 
     # --- grants and codes ------------------------------------------------------------------------
 
-    def save_code(self, code: str, *, client_id: str, sign_in: SignIn, scope: str, redirect_uri: str,
-                  nonce: str | None, code_challenge: str | None, code_challenge_method: str | None) -> None:
+    def save_code(
+        self,
+        code: str,
+        *,
+        client_id: str,
+        sign_in: SignIn,
+        scope: str,
+        redirect_uri: str,
+        nonce: str | None,
+        code_challenge: str | None,
+        code_challenge_method: str | None,
+    ) -> None:
         grant_id = secrets.token_urlsafe(24)
         lifetime = self._oidc.refresh_token_lifetime
-        self._store.put("oidc_grant", grant_id, {
-            "client_id": client_id, "username": sign_in.employee.username, "scope": scope,
-            "auth_time": sign_in.auth_time, "amr": list(sign_in.amr), "acr": sign_in.acr,
-            "expires_at": time.time() + lifetime,
-        }, lifetime)
-        self._store.put("oidc_code", code, {
-            "grant_id": grant_id, "client_id": client_id, "redirect_uri": redirect_uri, "nonce": nonce,
-            "code_challenge": code_challenge, "code_challenge_method": code_challenge_method,
-        }, self._oidc.code_lifetime)
+        self._store.put(
+            "oidc_grant",
+            grant_id,
+            {
+                "client_id": client_id,
+                "username": sign_in.employee.username,
+                "scope": scope,
+                "auth_time": sign_in.auth_time,
+                "amr": list(sign_in.amr),
+                "acr": sign_in.acr,
+                "expires_at": time.time() + lifetime,
+            },
+            lifetime,
+        )
+        self._store.put(
+            "oidc_code",
+            code,
+            {
+                "grant_id": grant_id,
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "nonce": nonce,
+                "code_challenge": code_challenge,
+                "code_challenge_method": code_challenge_method,
+            },
+            self._oidc.code_lifetime,
+        )
         self._store.put("oidc_code_grant", code, {"grant_id": grant_id}, lifetime)
         if nonce:
             self._store.put("oidc_nonce", f"{client_id}\x00{nonce}", {}, self._nonce_ttl)
@@ -93,13 +122,26 @@ class OIDCStore:
         now = time.time()
         remaining = max(grant["expires_at"] - now, 1)
         ttl = min(self._oidc.access_token_lifetime, remaining)
-        self._store.put("oidc_access", token["access_token"], {
-            "grant_id": grant_id, "client_id": client_id, "username": grant["username"],
-            "scope": token["scope"], "issued_at": now, "expires_at": now + ttl,
-        }, ttl)
+        self._store.put(
+            "oidc_access",
+            token["access_token"],
+            {
+                "grant_id": grant_id,
+                "client_id": client_id,
+                "username": grant["username"],
+                "scope": token["scope"],
+                "issued_at": now,
+                "expires_at": now + ttl,
+            },
+            ttl,
+        )
         if "refresh_token" in token:
-            self._store.put("oidc_refresh", token["refresh_token"],
-                            {"grant_id": grant_id, "client_id": client_id, "scope": token["scope"]}, remaining)
+            self._store.put(
+                "oidc_refresh",
+                token["refresh_token"],
+                {"grant_id": grant_id, "client_id": client_id, "scope": token["scope"]},
+                remaining,
+            )
             self._store.put("oidc_refresh_grant", token["refresh_token"], {"grant_id": grant_id}, remaining)
         return True
 

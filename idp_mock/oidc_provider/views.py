@@ -16,18 +16,21 @@ from authlib.oidc.core.errors import LoginRequiredError
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from sso_common.web import UserFacingError, check_csrf, csrf_token
-
 from idp_mock.session import current_sign_in, end_session, login_redirect
+from sso_common.web import UserFacingError, check_csrf, csrf_token
 
 pages = Blueprint("oidc_pages", __name__)
 api = Blueprint("oidc_api", __name__)
 
 MAX_PARAMETER_LENGTH = 4096
-UNKNOWN_CLIENT = ("The application that sent you here is not registered with Example Corp sign-in. "
-                  "Contact the application's administrator.")
-BAD_REDIRECT = ("The application that sent you here asked to return to an address it has not registered. "
-                "For your safety the sign-in stops here.")
+UNKNOWN_CLIENT = (
+    "The application that sent you here is not registered with Example Corp sign-in. "
+    "Contact the application's administrator."
+)
+BAD_REDIRECT = (
+    "The application that sent you here asked to return to an address it has not registered. "
+    "For your safety the sign-in stops here."
+)
 EXPIRED = "This sign-in request has expired. Go back to the application and start again."
 
 
@@ -46,6 +49,7 @@ def _too_long(params: dict) -> bool:
 
 # --- discovery ------------------------------------------------------------------------------------
 
+
 @api.get("/.well-known/openid-configuration")
 def discovery():
     return jsonify(_server().metadata)
@@ -58,6 +62,7 @@ def jwks():
 
 # --- authorization endpoint ---------------------------------------------------------------------
 
+
 @pages.route("/oidc/authorize", methods=["GET", "POST"])
 def authorize():
     params, repeated = _parameters()
@@ -69,12 +74,18 @@ def authorize():
     state = params.get("state")
     if repeated or _too_long(params):
         state = state if "state" not in repeated and len(state or "") <= MAX_PARAMETER_LENGTH else None
-        return _server().handle_error_response(None, InvalidRequestError(
-            "A parameter is repeated or too long.", redirect_uri=params["redirect_uri"], state=state))
+        return _server().handle_error_response(
+            None,
+            InvalidRequestError(
+                "A parameter is repeated or too long.", redirect_uri=params["redirect_uri"], state=state
+            ),
+        )
     if params.get("response_type") != "code":
         # authlib puts the raw value in an error description, which fails (a 500) on quotes or backslashes
-        return _server().handle_error_response(None, UnsupportedResponseTypeError(
-            params.get("response_type"), redirect_uri=params["redirect_uri"], state=state))
+        return _server().handle_error_response(
+            None,
+            UnsupportedResponseTypeError(params.get("response_type"), redirect_uri=params["redirect_uri"], state=state),
+        )
     return _authorize(params)
 
 
@@ -95,25 +106,29 @@ def _authorize(params: dict, pending: dict | None = None, handle: str | None = N
         state = params.get("state")
         max_age = params.get("max_age")
         if max_age is not None and not re.fullmatch(r"[0-9]{1,9}", max_age):
-            raise InvalidRequestError("max_age must be a whole number of seconds.",
-                                      redirect_uri=grant.redirect_uri, state=state)
+            raise InvalidRequestError(
+                "max_age must be a whole number of seconds.", redirect_uri=grant.redirect_uri, state=state
+            )
         prompts = (params.get("prompt") or "").split()
         if pending:  # back from the login page: a forced login must be newer than the request
             fresh_login_needed = pending["force"] and (sign_in is None or sign_in.auth_time < pending["requested_at"])
         else:
             fresh_login_needed = "login" in prompts or (
-                max_age is not None and sign_in is not None and time.time() - sign_in.auth_time > int(max_age))
+                max_age is not None and sign_in is not None and time.time() - sign_in.auth_time > int(max_age)
+            )
         if sign_in is None or fresh_login_needed:
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri, state=state)
             handle = handle or server.oidc_store.stash_request(params, int(time.time()), fresh_login_needed)
-            return login_redirect(f"/oidc/authorize/continue/{handle}", force=fresh_login_needed,
-                                  login_hint=params.get("login_hint"))
+            return login_redirect(
+                f"/oidc/authorize/continue/{handle}", force=fresh_login_needed, login_hint=params.get("login_hint")
+            )
         response = server.create_authorization_response(grant.request, grant=grant, grant_user=sign_in)
     except OAuth2Error as error:
         if not error.redirect_uri:
-            raise UserFacingError(f"This sign-in request is not valid: {error.get_error_description()}",
-                                  400, "Sign-in request refused") from None
+            raise UserFacingError(
+                f"This sign-in request is not valid: {error.get_error_description()}", 400, "Sign-in request refused"
+            ) from None
         response = server.handle_error_response(None, error)
     if handle:
         server.oidc_store.drop_pending_request(handle)
@@ -122,11 +137,13 @@ def _authorize(params: dict, pending: dict | None = None, handle: str | None = N
 
 # --- token, userinfo, registration --------------------------------------------------------------
 
+
 @api.post("/oidc/token")
 def token():
     if request.mimetype != "application/x-www-form-urlencoded":
-        return _server().handle_error_response(None, InvalidRequestError(
-            "The token request must be application/x-www-form-urlencoded."))
+        return _server().handle_error_response(
+            None, InvalidRequestError("The token request must be application/x-www-form-urlencoded.")
+        )
     return _server().create_token_response()
 
 
@@ -150,6 +167,7 @@ def api_unreadable_body(error: HTTPException):
 
 # --- RP-initiated logout ------------------------------------------------------------------------
 
+
 @pages.route("/oidc/logout", methods=["GET", "POST"])
 def logout():
     server = _server()
@@ -159,24 +177,42 @@ def logout():
     try:
         logout_request = server.validate_endpoint_request("end_session")
     except OAuth2Error:
-        raise UserFacingError("This sign-out request is not valid: the ID token hint was not issued here "
-                              "or does not match the application.", 400, "Sign-out request refused") from None
+        raise UserFacingError(
+            "This sign-out request is not valid: the ID token hint was not issued here "
+            "or does not match the application.",
+            400,
+            "Sign-out request refused",
+        ) from None
     if params.get("post_logout_redirect_uri") and not logout_request.redirect_uri:
-        raise UserFacingError("The application asked to return to an address it has not registered. "
-                              "You are still signed in.", 400, "Sign-out request refused")
+        raise UserFacingError(
+            "The application asked to return to an address it has not registered. You are still signed in.",
+            400,
+            "Sign-out request refused",
+        )
     sign_in = current_sign_in()
     confirmed = request.method == "POST" and params.get("confirm") == "1"
     if confirmed:
         check_csrf()
     hint = logout_request.id_token_claims or {}
-    hint_matches_session = sign_in is not None and hint.get("sub") == sign_in.employee.subject \
+    hint_matches_session = (
+        sign_in is not None
+        and hint.get("sub") == sign_in.employee.subject
         and hint.get("auth_time") == sign_in.auth_time
+    )
     if sign_in is not None and not confirmed and not hint_matches_session:
-        hidden = {name: params[name] for name in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
-                  if params.get(name)}
+        hidden = {
+            name: params[name]
+            for name in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
+            if params.get(name)
+        }
         client = logout_request.client
-        return render_template("logout.html", action="/oidc/logout", hidden={**hidden, "confirm": "1"},
-                               client_name=client.name if client else None, csrf_token=csrf_token())
+        return render_template(
+            "logout.html",
+            action="/oidc/logout",
+            hidden={**hidden, "confirm": "1"},
+            client_name=client.name if client else None,
+            csrf_token=csrf_token(),
+        )
     response = redirect(logout_request.redirect_uri or "/?signed_out=1", code=303)
     end_session(response)
     return response

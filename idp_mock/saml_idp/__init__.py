@@ -6,18 +6,19 @@ SPs that trusted the published metadata keep trusting it across restarts.
 
 from __future__ import annotations
 
-from sso_common.keys import load_or_create_signing_identity
-
 from idp_mock.saml_idp.metadata import idp_metadata
 from idp_mock.saml_idp.registry import ServiceProviders
 from idp_mock.saml_idp.views import SAMLIdP, blueprint
+from sso_common.keys import load_or_create_signing_identity
 
 
 def register(app):
     idp = app.extensions["idp"]
     settings = idp.settings.saml
-    identity = load_or_create_signing_identity(idp.settings.instance_dir, "saml-signing",
-                                               f"Example Corp SAML IdP {idp.settings.issuer}")
-    app.extensions["saml"] = SAMLIdP(settings, identity, ServiceProviders(settings.service_providers, idp.store),
-                                     idp_metadata(settings, identity))
+    identity = load_or_create_signing_identity(
+        idp.settings.instance_dir, "saml-signing", f"Example Corp SAML IdP {idp.settings.issuer}"
+    )
+    app.extensions["saml"] = SAMLIdP(
+        settings, identity, ServiceProviders(settings.service_providers, idp.store), idp_metadata(settings, identity)
+    )
     app.register_blueprint(blueprint)

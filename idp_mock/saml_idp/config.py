@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
-from sso_common.config import URL_PATTERN, Node
-
 from idp_mock.directory import Directory, Employee
+from sso_common.config import URL_PATTERN, Node
 
 NAME_ID_FORMATS = {
     "persistent": SAML.NAMEID_PERSISTENT,
@@ -36,8 +35,11 @@ NAME_ID_FORMATS = {
 
 def name_id_value(employee: Employee, name_id_format: str) -> str:
     """Persistent NameIDs are the directory subject (stable, opaque); unspecified is the username."""
-    return {SAML.NAMEID_PERSISTENT: employee.subject, SAML.NAMEID_EMAIL_ADDRESS: employee.email,
-            SAML.NAMEID_UNSPECIFIED: employee.username}[name_id_format]
+    return {
+        SAML.NAMEID_PERSISTENT: employee.subject,
+        SAML.NAMEID_EMAIL_ADDRESS: employee.email,
+        SAML.NAMEID_UNSPECIFIED: employee.username,
+    }[name_id_format]
 
 
 # Attributes an SP may be given, by their SAML name (basic name format).
@@ -72,7 +74,7 @@ class AWSRelease:
 
     roles: dict[str, tuple[tuple[str, str], ...]]  # group -> ((role ARN, provider ARN), ...)
     session_duration: int
-    principal_tags: dict[str, str]                  # tag name -> attribute source
+    principal_tags: dict[str, str]  # tag name -> attribute source
 
     def roles_for(self, employee: Employee) -> list[str]:
         pairs = [pair for group in employee.groups for pair in self.roles.get(group, ())]
@@ -83,9 +85,9 @@ class AWSRelease:
 class ServiceProvider:
     entity_id: str
     name: str
-    acs: tuple[Endpoint, ...]                       # HTTP-POST assertion consumer services (may be empty
-                                                    # until the SP's metadata is read, see metadata_url)
-    certificate: x509.Certificate | None = None     # verifies the SP's signed requests
+    acs: tuple[Endpoint, ...]  # HTTP-POST assertion consumer services (may be empty
+    # until the SP's metadata is read, see metadata_url)
+    certificate: x509.Certificate | None = None  # verifies the SP's signed requests
     encryption_certificate: x509.Certificate | None = None
     name_id_formats: tuple[str, ...] = (SAML.NAMEID_PERSISTENT,)  # the first is the default
     attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
@@ -95,8 +97,8 @@ class ServiceProvider:
     slo: Endpoint | None = None
     audience: str = ""
     aws: AWSRelease | None = None
-    metadata_url: str | None = None                 # certificates (and missing endpoints) come from there
-    require_signed_requests: bool = False           # an unsigned AuthnRequest is refused
+    metadata_url: str | None = None  # certificates (and missing endpoints) come from there
+    require_signed_requests: bool = False  # an unsigned AuthnRequest is refused
 
     @property
     def audience_uri(self) -> str:
@@ -161,9 +163,23 @@ def _url(node: Node) -> str:
 
 
 def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
-    node.only_keys("name", "entity_id", "audience", "acs", "certificate", "metadata_url", "require_signed_requests",
-                   "name_id_formats", "attributes", "sign", "allow_idp_initiated", "encrypt_assertion", "slo_url",
-                   "slo_binding", "aws")
+    node.only_keys(
+        "name",
+        "entity_id",
+        "audience",
+        "acs",
+        "certificate",
+        "metadata_url",
+        "require_signed_requests",
+        "name_id_formats",
+        "attributes",
+        "sign",
+        "allow_idp_initiated",
+        "encrypt_assertion",
+        "slo_url",
+        "slo_binding",
+        "aws",
+    )
     certificate = None
     cert_node = node.child("certificate", None)
     if cert_node.value is not None:
@@ -242,8 +258,11 @@ def _parse_acs(node: Node) -> tuple[Endpoint, ...]:
         if index in indexes:
             raise element.child("index").error(f"index {index} is used twice")
         indexes.add(index)
-        endpoints.append(Endpoint(_url(element.child("url")), SAML.BINDING_HTTP_POST, index,
-                                  element.child("default", False).boolean()))
+        endpoints.append(
+            Endpoint(
+                _url(element.child("url")), SAML.BINDING_HTTP_POST, index, element.child("default", False).boolean()
+            )
+        )
     if not endpoints:
         raise node.error("must name at least one assertion consumer service URL")
     if sum(endpoint.is_default for endpoint in endpoints) > 1:

@@ -29,13 +29,12 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from signxml import SignatureConfiguration, XMLVerifier
 
+from idp_mock.saml_idp.config import ServiceProvider
 from sso_common.web import UserFacingError
 
-from idp_mock.saml_idp.config import ServiceProvider
-
-MAX_MESSAGE_BYTES = 64 * 1024   # decoded XML; real AuthnRequests and LogoutRequests are a few KiB
-MAX_RELAY_STATE = 1024          # the spec says 80 bytes; SPs routinely send more, so be lenient
-REQUEST_LIFETIME = 300          # how long after its IssueInstant a request is still accepted
+MAX_MESSAGE_BYTES = 64 * 1024  # decoded XML; real AuthnRequests and LogoutRequests are a few KiB
+MAX_RELAY_STATE = 1024  # the spec says 80 bytes; SPs routinely send more, so be lenient
+REQUEST_LIFETIME = 300  # how long after its IssueInstant a request is still accepted
 
 # Query-signature algorithms accepted for the Redirect binding (SHA-1 is refused).
 _QUERY_SIG_HASHES = {
@@ -62,11 +61,11 @@ class BadSignature(Refused):
 class Inbound:
     """A decoded, parsed, schema-valid message, not yet authenticated."""
 
-    binding: str                    # SAML.BINDING_HTTP_REDIRECT or SAML.BINDING_HTTP_POST
+    binding: str  # SAML.BINDING_HTTP_REDIRECT or SAML.BINDING_HTTP_POST
     xml: bytes
     root: etree._Element
     relay_state: str | None
-    query: dict[str, str] | None    # Redirect only: parameters as received (still URL-encoded)
+    query: dict[str, str] | None  # Redirect only: parameters as received (still URL-encoded)
 
     @property
     def issuer(self) -> str:
@@ -168,12 +167,16 @@ def verify(message: Inbound, sp: ServiceProvider, *, required: bool) -> etree._E
         signed, partly = message.root.find(f"{{{SAML.NS_DS}}}Signature") is not None, False
     if sp.certificate is None:
         if required:
-            raise Refused(f"{sp.name} has no signing certificate registered with Example Corp, so this request, "
-                          "which must be signed, cannot be verified.")
+            raise Refused(
+                f"{sp.name} has no signing certificate registered with Example Corp, so this request, "
+                "which must be signed, cannot be verified."
+            )
         return message.root  # nothing to check a signature with (none is needed)
     if partly:
-        raise Refused("The request's signature is incomplete (it needs both SigAlg and Signature)"
-                      + (", and this application must sign its requests." if required else "."))
+        raise Refused(
+            "The request's signature is incomplete (it needs both SigAlg and Signature)"
+            + (", and this application must sign its requests." if required else ".")
+        )
     if not signed:
         if required:
             raise Refused("The request is not signed, but this application must sign its requests.")
@@ -183,8 +186,10 @@ def verify(message: Inbound, sp: ServiceProvider, *, required: bool) -> etree._E
         return message.root
     try:
         result = XMLVerifier().verify(
-            message.xml, x509_cert=sp.certificate,
-            expect_config=SignatureConfiguration(location="./", expect_references=1))
+            message.xml,
+            x509_cert=sp.certificate,
+            expect_config=SignatureConfiguration(location="./", expect_references=1),
+        )
     except Exception:  # noqa: BLE001 - fail closed: whatever signxml trips over in a hostile message is "not valid"
         raise BadSignature() from None
     signed_root = result.signed_xml
@@ -204,8 +209,9 @@ def _verify_query_signature(message: Inbound, sp: ServiceProvider) -> None:
     signed += f"&SigAlg={query['SigAlg']}"
     try:
         signature = base64.b64decode(unquote_plus(query["Signature"]), validate=True)
-        sp.certificate.public_key().verify(signature, signed.encode("latin-1"), padding.PKCS1v15(),
-                                           _QUERY_SIG_HASHES[sig_alg]())
+        sp.certificate.public_key().verify(
+            signature, signed.encode("latin-1"), padding.PKCS1v15(), _QUERY_SIG_HASHES[sig_alg]()
+        )
     except (InvalidSignature, binascii.Error, ValueError, TypeError):
         raise BadSignature() from None
 

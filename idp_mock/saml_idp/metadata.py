@@ -12,9 +12,6 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
-from sso_common.config import URL_PATTERN
-from sso_common.keys import SigningIdentity
-
 from idp_mock.saml_idp.config import (
     ENTITY_ID_PATTERN,
     NAME_ID_FORMATS,
@@ -24,6 +21,8 @@ from idp_mock.saml_idp.config import (
     check_options,
     load_certificate,
 )
+from sso_common.config import URL_PATTERN
+from sso_common.keys import SigningIdentity
 
 MAX_METADATA_BYTES = 64 * 1024
 _NS = {"md": SAML.NS_MD, "ds": SAML.NS_DS}
@@ -35,10 +34,12 @@ class MetadataError(ValueError):
 
 
 def idp_metadata(settings: SAMLSettings, identity: SigningIdentity) -> bytes:
-    root = etree.Element(_MD + "EntityDescriptor", nsmap={"md": SAML.NS_MD, "ds": SAML.NS_DS},
-                         entityID=settings.entity_id)
-    idp = etree.SubElement(root, _MD + "IDPSSODescriptor", WantAuthnRequestsSigned="false",
-                           protocolSupportEnumeration=SAML.NS_SAMLP)
+    root = etree.Element(
+        _MD + "EntityDescriptor", nsmap={"md": SAML.NS_MD, "ds": SAML.NS_DS}, entityID=settings.entity_id
+    )
+    idp = etree.SubElement(
+        root, _MD + "IDPSSODescriptor", WantAuthnRequestsSigned="false", protocolSupportEnumeration=SAML.NS_SAMLP
+    )
     key = etree.SubElement(idp, _MD + "KeyDescriptor", use="signing")
     x509_data = etree.SubElement(etree.SubElement(key, f"{{{SAML.NS_DS}}}KeyInfo"), f"{{{SAML.NS_DS}}}X509Data")
     etree.SubElement(x509_data, f"{{{SAML.NS_DS}}}X509Certificate").text = identity.certificate_base64
@@ -55,16 +56,21 @@ def idp_metadata(settings: SAMLSettings, identity: SigningIdentity) -> bytes:
 class Validity:
     """How long metadata may be used, as it says itself (both optional): validUntil and cacheDuration."""
 
-    valid_until: float | None     # epoch seconds
+    valid_until: float | None  # epoch seconds
     cache_duration: float | None  # seconds
 
 
-def parse_sp_metadata(xml: bytes, *, sign: str = "assertion", encrypt_assertion: bool = False,
-                      allow_idp_initiated: bool = False) -> ServiceProvider:
+def parse_sp_metadata(
+    xml: bytes, *, sign: str = "assertion", encrypt_assertion: bool = False, allow_idp_initiated: bool = False
+) -> ServiceProvider:
     """A ServiceProvider from an EntityDescriptor with one SPSSODescriptor, plus the options metadata cannot
     express. Parsed like any untrusted XML: size-limited, no DTD or entities, schema-checked."""
-    return _service_provider(_load_entity_descriptor(xml), sign=sign, encrypt_assertion=encrypt_assertion,
-                             allow_idp_initiated=allow_idp_initiated)
+    return _service_provider(
+        _load_entity_descriptor(xml),
+        sign=sign,
+        encrypt_assertion=encrypt_assertion,
+        allow_idp_initiated=allow_idp_initiated,
+    )
 
 
 def parse_sp_metadata_with_validity(xml: bytes, **options) -> tuple[ServiceProvider, Validity]:
@@ -102,13 +108,17 @@ def _validity(root: etree._Element) -> Validity:
     return Validity(valid_until, cache_duration)
 
 
-def _service_provider(root: etree._Element, *, sign: str = "assertion", encrypt_assertion: bool = False,
-                      allow_idp_initiated: bool = False) -> ServiceProvider:
+def _service_provider(
+    root: etree._Element, *, sign: str = "assertion", encrypt_assertion: bool = False, allow_idp_initiated: bool = False
+) -> ServiceProvider:
     entity_id = root.get("entityID")
     if len(entity_id) > 1024 or not re.fullmatch(ENTITY_ID_PATTERN, entity_id):
         raise MetadataError("The entityID must be an http(s) URL or a URN.")
-    descriptors = [d for d in root.findall("md:SPSSODescriptor", _NS)
-                   if SAML.NS_SAMLP in d.get("protocolSupportEnumeration", "").split()]
+    descriptors = [
+        d
+        for d in root.findall("md:SPSSODescriptor", _NS)
+        if SAML.NS_SAMLP in d.get("protocolSupportEnumeration", "").split()
+    ]
     if len(descriptors) != 1:
         raise MetadataError("The metadata must have exactly one SAML 2.0 SPSSODescriptor.")
     descriptor = descriptors[0]
@@ -128,8 +138,14 @@ def _service_provider(root: etree._Element, *, sign: str = "assertion", encrypt_
     acs = []
     for element in descriptor.findall("md:AssertionConsumerService", _NS):
         if element.get("Binding") == SAML.BINDING_HTTP_POST:
-            acs.append(Endpoint(_location(element, "Location"), SAML.BINDING_HTTP_POST, int(element.get("index")),
-                                element.get("isDefault") in ("true", "1")))
+            acs.append(
+                Endpoint(
+                    _location(element, "Location"),
+                    SAML.BINDING_HTTP_POST,
+                    int(element.get("index")),
+                    element.get("isDefault") in ("true", "1"),
+                )
+            )
     if not acs:
         raise MetadataError("The metadata has no AssertionConsumerService with the HTTP-POST binding.")
     if len({endpoint.index for endpoint in acs}) != len(acs):
@@ -139,8 +155,9 @@ def _service_provider(root: etree._Element, *, sign: str = "assertion", encrypt_
     for binding in (SAML.BINDING_HTTP_REDIRECT, SAML.BINDING_HTTP_POST):
         element = descriptor.find(f"md:SingleLogoutService[@Binding='{binding}']", _NS)
         if element is not None:
-            slo = Endpoint(_location(element, "ResponseLocation" if element.get("ResponseLocation") else "Location"),
-                           binding)
+            slo = Endpoint(
+                _location(element, "ResponseLocation" if element.get("ResponseLocation") else "Location"), binding
+            )
             break
 
     listed = [(element.text or "").strip() for element in descriptor.findall("md:NameIDFormat", _NS)]

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import base64
 
-from sso_common.store import StateStore
-
 from idp_mock.saml_idp.config import ServiceProvider
 from idp_mock.saml_idp.metadata import parse_sp_metadata
 from idp_mock.saml_idp.remote import PublishedMetadata
+from sso_common.store import StateStore
 
 KIND = "saml_sp"
 REGISTRATION_TTL = 365 * 24 * 3600  # re-register to renew
@@ -25,8 +24,9 @@ class AlreadyConfigured(Exception):
 
 
 class ServiceProviders:
-    def __init__(self, configured: dict[str, ServiceProvider], store: StateStore,
-                 published: PublishedMetadata | None = None):
+    def __init__(
+        self, configured: dict[str, ServiceProvider], store: StateStore, published: PublishedMetadata | None = None
+    ):
         self._configured, self._store = configured, store
         self._published = published or PublishedMetadata()
 
@@ -51,5 +51,7 @@ class ServiceProviders:
         sp = parse_sp_metadata(metadata, **options)
         if sp.entity_id in self._configured:
             raise AlreadyConfigured(sp.entity_id)
-        self._store.put(KIND, sp.entity_id, {"metadata": base64.b64encode(metadata).decode(), "options": options}, REGISTRATION_TTL)
+        self._store.put(
+            KIND, sp.entity_id, {"metadata": base64.b64encode(metadata).decode(), "options": options}, REGISTRATION_TTL
+        )
         return sp

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import requests
 
-from sso_common.web import UserFacingError
-
 from idp_mock.saml_idp.config import ServiceProvider
 from idp_mock.saml_idp.metadata import (
     MAX_METADATA_BYTES,
@@ -38,15 +36,16 @@ from idp_mock.saml_idp.metadata import (
     Validity,
     parse_sp_metadata_with_validity,
 )
+from sso_common.web import UserFacingError
 
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = (2.0, 3.0)  # seconds: connect, each read
-FETCH_DEADLINE = 5.0        # seconds for the whole body
-METADATA_TTL = 3600         # seconds a fetched copy is used before it is fetched again
-RETRY_AFTER_FAILURE = 5     # seconds without a new attempt after a failed fetch
-MIN_FORCED_REFRESH = 10     # seconds between refreshes caused by a signature that did not verify
-MAX_STALE = 24 * 3600       # how long past its refresh time a copy may serve while the SP's metadata is down
+FETCH_DEADLINE = 5.0  # seconds for the whole body
+METADATA_TTL = 3600  # seconds a fetched copy is used before it is fetched again
+RETRY_AFTER_FAILURE = 5  # seconds without a new attempt after a failed fetch
+MIN_FORCED_REFRESH = 10  # seconds between refreshes caused by a signature that did not verify
+MAX_STALE = 24 * 3600  # how long past its refresh time a copy may serve while the SP's metadata is down
 
 
 class MetadataUnavailable(UserFacingError):
@@ -56,19 +55,29 @@ class MetadataUnavailable(UserFacingError):
         super().__init__(
             f"Example Corp cannot verify requests from {sp.name} right now: the application's SAML metadata "
             "(with its signing certificate) could not be fetched. Try again in a few minutes. If this keeps "
-            "happening, tell the IT service desk.", 503, "The application cannot be verified")
+            "happening, tell the IT service desk.",
+            503,
+            "The application cannot be verified",
+        )
 
 
 def fetch_metadata(url: str) -> bytes:
     """The body of GET url: 200 only, no redirect, no Content-Encoding, bounded in size and time."""
     started = time.monotonic()
     try:
-        with requests.get(url, timeout=FETCH_TIMEOUT, stream=True, allow_redirects=False,
-                          headers={"Accept": "application/samlmetadata+xml, application/xml;q=0.9",
-                                   "Accept-Encoding": "identity"}) as answer:
+        with requests.get(
+            url,
+            timeout=FETCH_TIMEOUT,
+            stream=True,
+            allow_redirects=False,
+            headers={"Accept": "application/samlmetadata+xml, application/xml;q=0.9", "Accept-Encoding": "identity"},
+        ) as answer:
             if answer.status_code != 200:
-                raise MetadataError(f"HTTP {answer.status_code} (redirects are not followed)"
-                                    if answer.is_redirect else f"HTTP {answer.status_code}")
+                raise MetadataError(
+                    f"HTTP {answer.status_code} (redirects are not followed)"
+                    if answer.is_redirect
+                    else f"HTTP {answer.status_code}"
+                )
             if answer.headers.get("Content-Encoding", "identity").lower() != "identity":
                 raise MetadataError("compressed answer (Content-Encoding), which is not accepted")
             body = bytearray()
@@ -98,24 +107,35 @@ def merge(configured: ServiceProvider, published: ServiceProvider) -> ServicePro
     listed = {endpoint.url for endpoint in published.acs}
     for endpoint in configured.acs:
         if endpoint.url not in listed:
-            log.warning("SAML SP %s: the configured ACS %s is not in its metadata; using the configured one",
-                        configured.entity_id, endpoint.url)
+            log.warning(
+                "SAML SP %s: the configured ACS %s is not in its metadata; using the configured one",
+                configured.entity_id,
+                endpoint.url,
+            )
     if configured.slo and published.slo and configured.slo.url != published.slo.url:
-        log.warning("SAML SP %s: the configured SLO address %s differs from its metadata's %s; using the "
-                    "configured one", configured.entity_id, configured.slo.url, published.slo.url)
-    return dataclasses.replace(configured, certificate=published.certificate,
-                               encryption_certificate=published.encryption_certificate,
-                               acs=configured.acs or published.acs, slo=configured.slo or published.slo)
+        log.warning(
+            "SAML SP %s: the configured SLO address %s differs from its metadata's %s; using the configured one",
+            configured.entity_id,
+            configured.slo.url,
+            published.slo.url,
+        )
+    return dataclasses.replace(
+        configured,
+        certificate=published.certificate,
+        encryption_certificate=published.encryption_certificate,
+        acs=configured.acs or published.acs,
+        slo=configured.slo or published.slo,
+    )
 
 
 @dataclass
 class _Entry:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     sp: ServiceProvider | None = None  # the last good merge
-    refresh_at: float = 0.0            # monotonic: fetch again from then on
-    usable_until: float = 0.0          # monotonic: never use `sp` after this (stale limit, validUntil)
-    retry_at: float = 0.0              # monotonic: no fetch before this (after a failure)
-    forced_at: float = float("-inf")   # monotonic: the last refresh after a failed signature
+    refresh_at: float = 0.0  # monotonic: fetch again from then on
+    usable_until: float = 0.0  # monotonic: never use `sp` after this (stale limit, validUntil)
+    retry_at: float = 0.0  # monotonic: no fetch before this (after a failure)
+    forced_at: float = float("-inf")  # monotonic: the last refresh after a failed signature
 
 
 class PublishedMetadata:
@@ -153,8 +173,9 @@ class PublishedMetadata:
         finally:
             entry.lock.release()
 
-    def refresh_after_failed_signature(self, configured: ServiceProvider,
-                                       used: ServiceProvider) -> ServiceProvider | None:
+    def refresh_after_failed_signature(
+        self, configured: ServiceProvider, used: ServiceProvider
+    ) -> ServiceProvider | None:
         """After a signature did not verify with `used`: newer metadata to try, or None (nothing new, or
         a forced refresh happened less than MIN_FORCED_REFRESH ago, or the fetch failed)."""
         entry = self._entry(configured.entity_id)
@@ -165,8 +186,9 @@ class PublishedMetadata:
             if now - entry.forced_at < MIN_FORCED_REFRESH:
                 return None
             entry.forced_at = now
-            log.info("SAML SP %s: a request's signature did not verify; fetching its metadata again",
-                     configured.entity_id)
+            log.info(
+                "SAML SP %s: a request's signature did not verify; fetching its metadata again", configured.entity_id
+            )
             if not self._refresh(configured, entry, now) or entry.sp.certificate == used.certificate:
                 return None
             log.info("SAML SP %s: new signing certificate from its metadata", configured.entity_id)
@@ -176,14 +198,21 @@ class PublishedMetadata:
         """Fetch, parse and merge into entry; False (entry unchanged but for retry_at) on any problem."""
         try:
             published, validity = parse_sp_metadata_with_validity(
-                self._fetch(configured.metadata_url), sign=configured.sign,
-                encrypt_assertion=configured.encrypt_assertion, allow_idp_initiated=configured.allow_idp_initiated)
+                self._fetch(configured.metadata_url),
+                sign=configured.sign,
+                encrypt_assertion=configured.encrypt_assertion,
+                allow_idp_initiated=configured.allow_idp_initiated,
+            )
             sp = merge(configured, published)
             ttl, lifetime = self._lifetimes(validity)
         except MetadataError as error:
             entry.retry_at = now + RETRY_AFTER_FAILURE
-            log.warning("SAML SP %s: its metadata at %s cannot be used: %s", configured.entity_id,
-                        configured.metadata_url, error)
+            log.warning(
+                "SAML SP %s: its metadata at %s cannot be used: %s",
+                configured.entity_id,
+                configured.metadata_url,
+                error,
+            )
             return False
         entry.sp, entry.refresh_at, entry.usable_until = sp, now + ttl, now + lifetime
         entry.retry_at = 0.0

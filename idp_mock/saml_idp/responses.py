@@ -20,12 +20,11 @@ from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
+from idp_mock.directory import Employee
+from idp_mock.saml_idp.config import ATTRIBUTES, AWSRelease, ServiceProvider, name_id_value
+from idp_mock.session import SignIn
 from sso_common.keys import SigningIdentity
 from sso_common.xmlsign import sign_element
-
-from idp_mock.directory import Employee
-from idp_mock.session import SignIn
-from idp_mock.saml_idp.config import ATTRIBUTES, AWSRelease, ServiceProvider, name_id_value
 
 ASSERTION_LIFETIME = 300  # seconds an SP may take to consume the assertion
 _SAML, _SAMLP = f"{{{SAML.NS_SAML}}}", f"{{{SAML.NS_SAMLP}}}"
@@ -40,16 +39,18 @@ def _instant(timestamp: float) -> str:
     return OneLogin_Saml2_Utils.parse_time_to_SAML(timestamp)
 
 
-def _sub(parent: etree._Element, tag: str, text: str | None = None, nsmap: dict | None = None,
-         **attributes: str | None) -> etree._Element:
+def _sub(
+    parent: etree._Element, tag: str, text: str | None = None, nsmap: dict | None = None, **attributes: str | None
+) -> etree._Element:
     """A child element; attributes given as None are left out."""
     element = etree.SubElement(parent, tag, {k: v for k, v in attributes.items() if v is not None}, nsmap=nsmap)
     element.text = text
     return element
 
 
-def _message(kind: str, issuer: str, destination: str, in_response_to: str | None, status: str,
-             now: float) -> etree._Element:
+def _message(
+    kind: str, issuer: str, destination: str, in_response_to: str | None, status: str, now: float
+) -> etree._Element:
     """A protocol message with its Issuer and Status (a top-level StatusCode)."""
     attributes = {"ID": new_id(), "Version": "2.0", "IssueInstant": _instant(now), "Destination": destination}
     if in_response_to is not None:  # absent in IdP-initiated responses
@@ -68,7 +69,9 @@ class Attribute:
 
 
 def released_attributes(sp: ServiceProvider, employee: Employee) -> list[Attribute]:
-    attributes = [Attribute(name, SAML.ATTRNAME_FORMAT_BASIC, tuple(ATTRIBUTES[name](employee))) for name in sp.attributes]
+    attributes = [
+        Attribute(name, SAML.ATTRNAME_FORMAT_BASIC, tuple(ATTRIBUTES[name](employee))) for name in sp.attributes
+    ]
     if sp.aws is not None:
         attributes += _aws_attributes(sp.aws, employee)
     return [attribute for attribute in attributes if attribute.values]
@@ -109,17 +112,30 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
     subject = _sub(assertion, _SAML + "Subject")
     _sub(subject, _SAML + "NameID", name_id_value(employee, grant.name_id_format), Format=grant.name_id_format)
     confirmation = _sub(subject, _SAML + "SubjectConfirmation", Method=SAML.CM_BEARER)
-    _sub(confirmation, _SAML + "SubjectConfirmationData", NotOnOrAfter=_instant(now + ASSERTION_LIFETIME),
-         Recipient=grant.acs_url, InResponseTo=grant.in_response_to)
+    _sub(
+        confirmation,
+        _SAML + "SubjectConfirmationData",
+        NotOnOrAfter=_instant(now + ASSERTION_LIFETIME),
+        Recipient=grant.acs_url,
+        InResponseTo=grant.in_response_to,
+    )
 
     # NotBefore is back-dated by the allowed clock skew, so an SP whose clock runs behind accepts it.
-    conditions = _sub(assertion, _SAML + "Conditions", NotBefore=_instant(now - clock_skew),
-                      NotOnOrAfter=_instant(now + ASSERTION_LIFETIME))
+    conditions = _sub(
+        assertion,
+        _SAML + "Conditions",
+        NotBefore=_instant(now - clock_skew),
+        NotOnOrAfter=_instant(now + ASSERTION_LIFETIME),
+    )
     _sub(_sub(conditions, _SAML + "AudienceRestriction"), _SAML + "Audience", sp.audience_uri)
 
-    statement = _sub(assertion, _SAML + "AuthnStatement", AuthnInstant=_instant(grant.sign_in.auth_time),
-                     SessionIndex=grant.session_index,
-                     SessionNotOnOrAfter=_instant(grant.session_not_on_or_after))
+    statement = _sub(
+        assertion,
+        _SAML + "AuthnStatement",
+        AuthnInstant=_instant(grant.sign_in.auth_time),
+        SessionIndex=grant.session_index,
+        SessionNotOnOrAfter=_instant(grant.session_not_on_or_after),
+    )
     _sub(_sub(statement, _SAML + "AuthnContext"), _SAML + "AuthnContextClassRef", grant.sign_in.acr)
 
     attributes = released_attributes(sp, employee)
@@ -128,8 +144,13 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
         for attribute in attributes:
             element = _sub(statement, _SAML + "Attribute", Name=attribute.name, NameFormat=attribute.name_format)
             for value in attribute.values:
-                _sub(element, _SAML + "AttributeValue", value, nsmap={"xs": SAML.NS_XS, "xsi": SAML.NS_XSI},
-                     **{f"{{{SAML.NS_XSI}}}type": "xs:string"})
+                _sub(
+                    element,
+                    _SAML + "AttributeValue",
+                    value,
+                    nsmap={"xs": SAML.NS_XS, "xsi": SAML.NS_XSI},
+                    **{f"{{{SAML.NS_XSI}}}type": "xs:string"},
+                )
 
     assertion_id = assertion.get("ID")
     if sp.sign in ("assertion", "both"):
@@ -149,10 +170,12 @@ def _encrypt_assertion(assertion: etree._Element, certificate) -> None:
     assertion.addprevious(encrypted_assertion)
     encrypted_assertion.append(assertion)
     manager = xmlsec.KeysManager()
-    manager.add_key(xmlsec.Key.from_memory(certificate.public_bytes(serialization.Encoding.PEM),
-                                           xmlsec.KeyFormat.CERT_PEM, None))
-    template = xmlsec.template.encrypted_data_create(encrypted_assertion, xmlsec.Transform.AES256_GCM,
-                                                     type=xmlsec.EncryptionType.ELEMENT, ns="xenc")
+    manager.add_key(
+        xmlsec.Key.from_memory(certificate.public_bytes(serialization.Encoding.PEM), xmlsec.KeyFormat.CERT_PEM, None)
+    )
+    template = xmlsec.template.encrypted_data_create(
+        encrypted_assertion, xmlsec.Transform.AES256_GCM, type=xmlsec.EncryptionType.ELEMENT, ns="xenc"
+    )
     xmlsec.template.encrypted_data_ensure_cipher_value(template)
     key_info = xmlsec.template.encrypted_data_ensure_key_info(template, ns="ds")
     encrypted_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.Transform.RSA_OAEP)
@@ -162,8 +185,9 @@ def _encrypt_assertion(assertion: etree._Element, certificate) -> None:
     context.encrypt_xml(template, assertion)
 
 
-def status_response(acs_url: str, in_response_to: str, status: str, idp_entity_id: str,
-                    identity: SigningIdentity) -> bytes:
+def status_response(
+    acs_url: str, in_response_to: str, status: str, idp_entity_id: str, identity: SigningIdentity
+) -> bytes:
     """A Response without an Assertion (e.g. NoPassive), signed so the SP can trust the refusal."""
     response = _message("Response", idp_entity_id, acs_url, in_response_to, SAML.STATUS_RESPONDER, time.time())
     _sub(response.find(f"{_SAMLP}Status/{_SAMLP}StatusCode"), _SAMLP + "StatusCode", Value=status)
@@ -181,8 +205,9 @@ def signed_post(message: etree._Element, identity: SigningIdentity) -> bytes:
     return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
 
 
-def signed_redirect_url(location: str, message: etree._Element, relay_state: str | None,
-                        identity: SigningIdentity) -> str:
+def signed_redirect_url(
+    location: str, message: etree._Element, relay_state: str | None, identity: SigningIdentity
+) -> str:
     """A response by the HTTP-Redirect binding: DEFLATE + base64 in the query, signed over the query octets."""
     params = {"SAMLResponse": OneLogin_Saml2_Utils.deflate_and_base64_encode(etree.tostring(message))}
     if relay_state is not None:

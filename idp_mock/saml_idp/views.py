@@ -29,17 +29,6 @@ from flask import (
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
-from sso_common.keys import SigningIdentity
-from sso_common.web import UserFacingError
-
-from idp_mock.session import (
-    SignIn,
-    current_sign_in,
-    end_session,
-    login_redirect,
-    participants,
-    record_participant,
-)
 from idp_mock.saml_idp.config import SAMLSettings, ServiceProvider, name_id_value
 from idp_mock.saml_idp.messages import (
     REQUEST_LIFETIME,
@@ -64,12 +53,22 @@ from idp_mock.saml_idp.responses import (
     sso_response,
     status_response,
 )
+from idp_mock.session import (
+    SignIn,
+    current_sign_in,
+    end_session,
+    login_redirect,
+    participants,
+    record_participant,
+)
+from sso_common.keys import SigningIdentity
+from sso_common.web import UserFacingError
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("saml", __name__, static_folder="static", static_url_path="/saml/static")
 
 PENDING_KIND = "saml_pending"
-PENDING_TTL = 900         # time to sign in (password, TOTP) before the request is forgotten
+PENDING_TTL = 900  # time to sign in (password, TOTP) before the request is forgotten
 SEEN_REQUEST_KIND = "saml_request_seen"
 
 
@@ -120,6 +119,7 @@ def _verified(message: Inbound, logout: bool) -> tuple[ServiceProvider, etree._E
 
 # --- single sign-on ---------------------------------------------------------------------------------
 
+
 @blueprint.route("/saml/sso", methods=["GET", "POST"])
 def sso():
     message = receive()
@@ -127,14 +127,22 @@ def sso():
     check_envelope(root, "AuthnRequest", _saml().settings.sso_url, _idp().settings.clock_skew)
     authn = parse_authn_request(root)
     acs_url = _acs_url(sp, authn.acs_url, authn.acs_index, authn.protocol_binding)
-    if not _idp().store.add(SEEN_REQUEST_KIND, f"{sp.entity_id}\x00{authn.id}", {},
-                            REQUEST_LIFETIME + 2 * _idp().settings.clock_skew):
+    if not _idp().store.add(
+        SEEN_REQUEST_KIND, f"{sp.entity_id}\x00{authn.id}", {}, REQUEST_LIFETIME + 2 * _idp().settings.clock_skew
+    ):
         raise Refused("This sign-in request was already used. Go back to the application and sign in again.")
-    return _proceed({
-        "sp": sp.entity_id, "acs_url": acs_url, "request_id": authn.id, "relay_state": message.relay_state,
-        "name_id_format": _name_id_format(sp, authn.name_id_format), "force": authn.force_authn,
-        "passive": authn.is_passive, "stale": _fingerprint(current_sign_in()) if authn.force_authn else None,
-    })
+    return _proceed(
+        {
+            "sp": sp.entity_id,
+            "acs_url": acs_url,
+            "request_id": authn.id,
+            "relay_state": message.relay_state,
+            "name_id_format": _name_id_format(sp, authn.name_id_format),
+            "force": authn.force_authn,
+            "passive": authn.is_passive,
+            "stale": _fingerprint(current_sign_in()) if authn.force_authn else None,
+        }
+    )
 
 
 def _acs_url(sp: ServiceProvider, url: str | None, index: int | None, binding: str | None) -> str:
@@ -181,8 +189,13 @@ def _proceed(pending: dict) -> Response:
         return _answer(pending)
     if pending["passive"]:
         sp = _known_sp(pending["sp"])
-        xml = status_response(pending["acs_url"], pending["request_id"], SAML.STATUS_NO_PASSIVE,
-                              _saml().settings.entity_id, _saml().identity)
+        xml = status_response(
+            pending["acs_url"],
+            pending["request_id"],
+            SAML.STATUS_NO_PASSIVE,
+            _saml().settings.entity_id,
+            _saml().identity,
+        )
         return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
     handle = secrets.token_urlsafe(32)
     _idp().store.put(PENDING_KIND, handle, pending, PENDING_TTL)
@@ -194,8 +207,11 @@ def resume():
     handle = request.args.get("request", "")
     pending = _idp().store.get(PENDING_KIND, handle) if handle else None
     if pending is None:
-        raise UserFacingError("This sign-in has expired or was already completed. Go back to the application "
-                              "and sign in again.", 400, "Sign-in expired")
+        raise UserFacingError(
+            "This sign-in has expired or was already completed. Go back to the application and sign in again.",
+            400,
+            "Sign-in expired",
+        )
     if not _good_enough(current_sign_in(), pending):
         return login_redirect(f"/saml/continue?request={handle}", force=pending["force"])
     if _idp().store.take(PENDING_KIND, handle) is None:  # another tab completed it meanwhile
@@ -210,13 +226,24 @@ def idp_initiated():
     if sp is None:
         raise UserFacingError("There is no application with that identifier.", 404, "Unknown application")
     if not sp.allow_idp_initiated:
-        raise UserFacingError(f"{sp.name} does not accept sign-ins started here. Open {sp.name} and sign in "
-                              "from there.", 403, "Start at the application")
+        raise UserFacingError(
+            f"{sp.name} does not accept sign-ins started here. Open {sp.name} and sign in from there.",
+            403,
+            "Start at the application",
+        )
     relay_state = check_relay_state(request.args.get("RelayState"))
-    return _proceed({
-        "sp": sp.entity_id, "acs_url": sp.default_acs.url, "request_id": None, "relay_state": relay_state,
-        "name_id_format": sp.name_id_formats[0], "force": False, "passive": False, "stale": None,
-    })
+    return _proceed(
+        {
+            "sp": sp.entity_id,
+            "acs_url": sp.default_acs.url,
+            "request_id": None,
+            "relay_state": relay_state,
+            "name_id_format": sp.name_id_formats[0],
+            "force": False,
+            "passive": False,
+            "stale": None,
+        }
+    )
 
 
 def _answer(pending: dict) -> Response:
@@ -225,20 +252,45 @@ def _answer(pending: dict) -> Response:
     sign_in = current_sign_in()
     employee = sign_in.employee
     if sp.aws is not None and not sp.aws.roles_for(employee):
-        raise UserFacingError(f"Your account has no role in {sp.name}. Ask the IT service desk for access.",
-                              403, "No access")
+        raise UserFacingError(
+            f"Your account has no role in {sp.name}. Ask the IT service desk for access.", 403, "No access"
+        )
     name_id = name_id_value(employee, pending["name_id_format"])
     # One SessionIndex per SP and IdP session, remembered for single logout.
-    known = next((p for p in participants() if p.get("protocol") == "saml" and p.get("sp") == sp.entity_id
-                  and p.get("name_id") == name_id), None)
+    known = next(
+        (
+            p
+            for p in participants()
+            if p.get("protocol") == "saml" and p.get("sp") == sp.entity_id and p.get("name_id") == name_id
+        ),
+        None,
+    )
     session_index = known["session_index"] if known else new_id()
-    record_participant({"protocol": "saml", "sp": sp.entity_id, "name_id": name_id,
-                        "name_id_format": pending["name_id_format"], "session_index": session_index})
-    grant = Grant(sp, pending["acs_url"], pending["request_id"], sign_in, pending["name_id_format"], session_index,
-                  sign_in.auth_time + _idp().settings.session_lifetime)
+    record_participant(
+        {
+            "protocol": "saml",
+            "sp": sp.entity_id,
+            "name_id": name_id,
+            "name_id_format": pending["name_id_format"],
+            "session_index": session_index,
+        }
+    )
+    grant = Grant(
+        sp,
+        pending["acs_url"],
+        pending["request_id"],
+        sign_in,
+        pending["name_id_format"],
+        session_index,
+        sign_in.auth_time + _idp().settings.session_lifetime,
+    )
     xml = sso_response(grant, _saml().settings.entity_id, _saml().identity, _idp().settings.clock_skew)
-    log.info("SAML assertion for %s to %s (%s)", employee.username, sp.entity_id,
-             "SP-initiated" if pending["request_id"] else "IdP-initiated")
+    log.info(
+        "SAML assertion for %s to %s (%s)",
+        employee.username,
+        sp.entity_id,
+        "SP-initiated" if pending["request_id"] else "IdP-initiated",
+    )
     return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
 
 
@@ -251,6 +303,7 @@ def _post_form(sp_name: str, url: str, xml: bytes, relay_state: str | None) -> R
 
 
 # --- single logout ------------------------------------------------------------------------------------
+
 
 @blueprint.route("/saml/slo", methods=["GET", "POST"])
 def slo():
@@ -272,8 +325,7 @@ def slo():
         location = signed_redirect_url(sp.slo.url, message_out, message.relay_state, _saml().identity)
         response = redirect(location, code=303)
     else:
-        response = _post_form(sp.name, sp.slo.url, signed_post(message_out, _saml().identity),
-                              message.relay_state)
+        response = _post_form(sp.name, sp.slo.url, signed_post(message_out, _saml().identity), message.relay_state)
     if sign_in is not None and status == SAML.STATUS_SUCCESS:
         end_session(response)
         log.info("single logout of %s requested by %s", sign_in.employee.username, sp.entity_id)
@@ -282,9 +334,11 @@ def slo():
 
 # --- run-time SP registration -------------------------------------------------------------------------
 
+
 def _api_error(status: int, message: str) -> Response:
-    response = jsonify(error={400: "invalid_metadata", 401: "unauthorized", 409: "conflict"}[status],
-                       error_description=message)
+    response = jsonify(
+        error={400: "invalid_metadata", 401: "unauthorized", 409: "conflict"}[status], error_description=message
+    )
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="saml-admin"'
@@ -309,8 +363,7 @@ def register_service_provider():
             return _api_error(400, f"{name} must be true or false.")
         flags[name] = value == "true"
     try:
-        sp = _saml().service_providers.register(request.get_data(), sign=request.args.get("sign", "assertion"),
-                                                **flags)
+        sp = _saml().service_providers.register(request.get_data(), sign=request.args.get("sign", "assertion"), **flags)
     except MetadataError as error:
         return _api_error(400, str(error))
     except AlreadyConfigured:

@@ -4,8 +4,9 @@
   caches, throttles, device codes, tokens) is keyed JSON with an expiry, so one contract covers it all.
 - `DirectoryStore`: the lasting directory of people (who exists, in which groups, disabled or not,
   revoked when).
-- `AuditLog`: the append-only audit trail, queryable by person, outcome, channel and time. `sso_common.store.conformance`
-holds the suites every backend must pass; `sso_common.store.registry` opens a backend by URL.
+- `AuditLog`: the append-only audit trail, queryable by person, outcome, channel and time.
+`sso_common.store.conformance` holds the suites every backend must pass; `sso_common.store.registry`
+opens a backend by URL.
 
 Keys are hashed by the stores before they are kept, so a copy of the database never holds a
 usable code, token or session ID.
@@ -71,12 +72,26 @@ class DirectoryStore(Protocol):
     def delete(self, upstream: str, subject: str) -> bool:
         """Remove the person; True when there was one."""
 
-    def find(self, *, upstream: str | None = None, email: str | None = None, group: str | None = None,
-             disabled: bool | None = None, offset: int = 0, limit: int = 100) -> list[Person]:
+    def find(
+        self,
+        *,
+        upstream: str | None = None,
+        email: str | None = None,
+        group: str | None = None,
+        disabled: bool | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Person]:
         """People matching every filter given, ordered by (upstream, subject), one page of them."""
 
-    def count(self, *, upstream: str | None = None, email: str | None = None, group: str | None = None,
-              disabled: bool | None = None) -> int:
+    def count(
+        self,
+        *,
+        upstream: str | None = None,
+        email: str | None = None,
+        group: str | None = None,
+        disabled: bool | None = None,
+    ) -> int:
         """How many people match (the total behind `find`'s pages)."""
 
     def revoke(self, upstream: str, subject: str, at: float) -> bool:
@@ -87,9 +102,17 @@ class AuditLog(Protocol):
     def append(self, event: dict) -> None:
         """Record one event (a JSON-serialisable dict with at least 'type'); time is added if absent."""
 
-    def query(self, limit: int = 100, *, event_type: str | None = None, person: str | None = None,
-              outcome: str | None = None, channel: str | None = None, since: float | None = None,
-              until: float | None = None) -> list[dict]:
+    def query(
+        self,
+        limit: int = 100,
+        *,
+        event_type: str | None = None,
+        person: str | None = None,
+        outcome: str | None = None,
+        channel: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict]:
         """Events matching every filter given, newest first. `person` matches the event's user, email
         or subject; `since` and `until` bound its time (inclusive, exclusive)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from sso_common.store import hashed_key
 
@@ -84,14 +84,16 @@ class MemoryAuditLog:
         with self._lock:
             self._events.append(copy.deepcopy(record))
 
-    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None,
-              until=None):
+    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None, until=None):
         def matches(event: dict) -> bool:
-            return ((event_type is None or event.get("type") == event_type)
-                    and (person is None or person in (event.get("user"), event.get("email"), event.get("subject")))
-                    and (outcome is None or event.get("outcome") == outcome)
-                    and (channel is None or event.get("channel") == channel)
-                    and (since is None or event["time"] >= since) and (until is None or event["time"] < until))
+            return (
+                (event_type is None or event.get("type") == event_type)
+                and (person is None or person in (event.get("user"), event.get("email"), event.get("subject")))
+                and (outcome is None or event.get("outcome") == outcome)
+                and (channel is None or event.get("channel") == channel)
+                and (since is None or event["time"] >= since)
+                and (until is None or event["time"] < until)
+            )
 
         with self._lock:
             return copy.deepcopy([e for e in reversed(self._events) if matches(e)][:limit])

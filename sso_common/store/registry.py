@@ -87,16 +87,28 @@ def _sqlite_path(url: str) -> str:
 def _register_builtin() -> None:
     from sso_common.store import memory, sqlite
 
-    register_backend(Backend("memory", "memory://", {
-        "state": lambda url: memory.MemoryStateStore(),
-        "directory": lambda url: memory.MemoryDirectoryStore(),
-        "audit": lambda url: memory.MemoryAuditLog(),
-    }))
-    register_backend(Backend("sqlite", "sqlite:///PATH", {
-        "state": lambda url: sqlite.SQLiteStateStore(_sqlite_path(url)),
-        "directory": lambda url: sqlite.SQLiteDirectoryStore(_sqlite_path(url)),
-        "audit": lambda url: sqlite.SQLiteAuditLog(_sqlite_path(url)),
-    }))
+    register_backend(
+        Backend(
+            "memory",
+            "memory://",
+            {
+                "state": lambda url: memory.MemoryStateStore(),
+                "directory": lambda url: memory.MemoryDirectoryStore(),
+                "audit": lambda url: memory.MemoryAuditLog(),
+            },
+        )
+    )
+    register_backend(
+        Backend(
+            "sqlite",
+            "sqlite:///PATH",
+            {
+                "state": lambda url: sqlite.SQLiteStateStore(_sqlite_path(url)),
+                "directory": lambda url: sqlite.SQLiteDirectoryStore(_sqlite_path(url)),
+                "audit": lambda url: sqlite.SQLiteAuditLog(_sqlite_path(url)),
+            },
+        )
+    )
 
 
 _register_builtin()

@@ -7,8 +7,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sso_common.keys import private_directory
 from sso_common.store import hashed_key
@@ -81,15 +81,19 @@ class SQLiteStateStore:
         return cursor.rowcount == 1
 
     def get(self, kind, key):
-        row = self._db.get().execute(
-            "SELECT value FROM state WHERE hkey = ? AND expires > ?", (hashed_key(kind, key), self._clock())
-        ).fetchone()
+        row = (
+            self._db.get()
+            .execute("SELECT value FROM state WHERE hkey = ? AND expires > ?", (hashed_key(kind, key), self._clock()))
+            .fetchone()
+        )
         return json.loads(row[0]) if row else None
 
     def take(self, kind, key):
-        row = self._db.get().execute(
-            "DELETE FROM state WHERE hkey = ? RETURNING value, expires", (hashed_key(kind, key),)
-        ).fetchone()
+        row = (
+            self._db.get()
+            .execute("DELETE FROM state WHERE hkey = ? RETURNING value, expires", (hashed_key(kind, key),))
+            .fetchone()
+        )
         if row is None or row[1] <= self._clock():
             return None
         return json.loads(row[0])
@@ -99,15 +103,19 @@ class SQLiteStateStore:
 
     def incr(self, kind, key, ttl, amount=1):
         now = self._clock()
-        row = self._db.get().execute(
-            "INSERT INTO state (hkey, value, expires) VALUES (?, json_object('count', ?), ?) "
-            "ON CONFLICT(hkey) DO UPDATE SET "
-            "  value = CASE WHEN state.expires <= ? THEN excluded.value "
-            "          ELSE json_object('count', json_extract(state.value, '$.count') + ?) END, "
-            "  expires = CASE WHEN state.expires <= ? THEN excluded.expires ELSE state.expires END "
-            "RETURNING json_extract(value, '$.count')",
-            (hashed_key(kind, key), amount, now + ttl, now, amount, now),
-        ).fetchone()
+        row = (
+            self._db.get()
+            .execute(
+                "INSERT INTO state (hkey, value, expires) VALUES (?, json_object('count', ?), ?) "
+                "ON CONFLICT(hkey) DO UPDATE SET "
+                "  value = CASE WHEN state.expires <= ? THEN excluded.value "
+                "          ELSE json_object('count', json_extract(state.value, '$.count') + ?) END, "
+                "  expires = CASE WHEN state.expires <= ? THEN excluded.expires ELSE state.expires END "
+                "RETURNING json_extract(value, '$.count')",
+                (hashed_key(kind, key), amount, now + ttl, now, amount, now),
+            )
+            .fetchone()
+        )
         self._after_write()
         return int(row[0])
 
@@ -138,18 +146,22 @@ class SQLiteAuditLog:
             (record["time"], str(record.get("type", "")), json.dumps(record, sort_keys=True)),
         )
 
-    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None,
-              until=None):
+    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None, until=None):
         clauses, params = [], []
-        for clause, value in (("type = ?", event_type), ("json_extract(event, '$.outcome') = ?", outcome),
-                              ("json_extract(event, '$.channel') = ?", channel), ("time >= ?", since),
-                              ("time < ?", until)):
+        for clause, value in (
+            ("type = ?", event_type),
+            ("json_extract(event, '$.outcome') = ?", outcome),
+            ("json_extract(event, '$.channel') = ?", channel),
+            ("time >= ?", since),
+            ("time < ?", until),
+        ):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
         if person is not None:
-            clauses.append("? IN (json_extract(event, '$.user'), json_extract(event, '$.email'), "
-                           "json_extract(event, '$.subject'))")
+            clauses.append(
+                "? IN (json_extract(event, '$.user'), json_extract(event, '$.email'), json_extract(event, '$.subject'))"
+            )
             params.append(person)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         rows = self._db.get().execute(f"SELECT event FROM audit {where}ORDER BY id DESC LIMIT ?", (*params, limit))
@@ -158,9 +170,11 @@ class SQLiteAuditLog:
     def export(self) -> Iterator[dict]:
         last = 0
         while True:  # pages, so a large trail streams without loading it whole
-            rows = self._db.get().execute(
-                "SELECT id, event FROM audit WHERE id > ? ORDER BY id LIMIT 1000", (last,)
-            ).fetchall()
+            rows = (
+                self._db.get()
+                .execute("SELECT id, event FROM audit WHERE id > ? ORDER BY id LIMIT 1000", (last,))
+                .fetchall()
+            )
             if not rows:
                 return
             for row_id, event in rows:

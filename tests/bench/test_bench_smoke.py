@@ -11,17 +11,39 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = {"1 login OIDC", "2 login SAML", "3 credentials again", "3 STS alone",
-             "3 credentials again: API", "4 IdP, session: ours",
-             "5 start-up", "6 soak", "7 storm"}
+SCENARIOS = {
+    "1 login OIDC",
+    "2 login SAML",
+    "3 credentials again",
+    "3 STS alone",
+    "3 credentials again: API",
+    "4 IdP, session: ours",
+    "5 start-up",
+    "6 soak",
+    "7 storm",
+}
 
 
 def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     report = tmp_path / "bench.json"
     began = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--soak", "--json", str(report),
-                          "--instance-dir", str(tmp_path / "instance")],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--soak",
+            "--json",
+            str(report),
+            "--instance-dir",
+            str(tmp_path / "instance"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     took = time.monotonic() - began
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     rows = json.loads(report.read_text())["rows"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from broker.core.access import load_access
-from devstack.aws_emulator import MotoServer
 from broker.core.identity import Identity
+from devstack.aws_emulator import MotoServer
 from sso_common.keys import load_or_create_signing_identity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,13 +27,19 @@ def signing_identity(tmp_path_factory):
     return load_or_create_signing_identity(tmp_path_factory.mktemp("broker-keys"), "saml-idp", "sso-broker")
 
 
-def _person(username: str = "bob", groups: tuple[str, ...] = ("engineering",), mfa: bool = False,
-           **overrides) -> Identity:
+def _person(
+    username: str = "bob", groups: tuple[str, ...] = ("engineering",), mfa: bool = False, **overrides
+) -> Identity:
     """An identity as a connector would produce it after a successful upstream login."""
     fields = dict(
-        subject=f"subject-{username}", username=username, email=f"{username}@example.com",
-        display_name=username.title(), groups=frozenset(groups), department="Engineering",
-        authn_methods=frozenset({"pwd", "otp"} if mfa else {"pwd"}), issuer="https://idp.example.test",
+        subject=f"subject-{username}",
+        username=username,
+        email=f"{username}@example.com",
+        display_name=username.title(),
+        groups=frozenset(groups),
+        department="Engineering",
+        authn_methods=frozenset({"pwd", "otp"} if mfa else {"pwd"}),
+        issuer="https://idp.example.test",
         auth_time=int(time.time()),
     )
     fields.update(overrides)

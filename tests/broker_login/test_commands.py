@@ -44,14 +44,20 @@ output = json
 
 
 def test_merge_replaces_named_sections_and_keeps_everything_else():
-    merged = files.merge_sections(EXISTING, {"profile old-dev": ["sso_role_name = New"],
-                                             "sso-session broker": ["sso_start_url = http://portal"]})
+    merged = files.merge_sections(
+        EXISTING, {"profile old-dev": ["sso_role_name = New"], "sso-session broker": ["sso_start_url = http://portal"]}
+    )
     assert merged.startswith("# my settings\n[default]\nregion = eu-west-1\n")
     assert "[profile old-dev]\nsso_role_name = New\n" in merged and "Gone" not in merged and "a comment" not in merged
     assert "[profile mine]\noutput = json\n" in merged
     assert merged.endswith("[sso-session broker]\nsso_start_url = http://portal\n")
-    assert files.merge_sections(merged, {"profile old-dev": ["sso_role_name = New"],
-                                         "sso-session broker": ["sso_start_url = http://portal"]}) == merged
+    assert (
+        files.merge_sections(
+            merged,
+            {"profile old-dev": ["sso_role_name = New"], "sso-session broker": ["sso_start_url = http://portal"]},
+        )
+        == merged
+    )
 
 
 def test_merge_drops_duplicates_of_a_replaced_section_and_starts_empty_files():
@@ -60,17 +66,26 @@ def test_merge_drops_duplicates_of_a_replaced_section_and_starts_empty_files():
 
 
 def test_configure_sections_are_what_botocore_reads(home):
-    sections = formats.sso_config_sections("broker", "http://localhost:8000", "us-east-1",
-                                           [("111111111111", "example-sandbox", "EmployeeDirectoryDeveloper")])
+    sections = formats.sso_config_sections(
+        "broker",
+        "http://localhost:8000",
+        "us-east-1",
+        [("111111111111", "example-sandbox", "EmployeeDirectoryDeveloper")],
+    )
     files.update_ini(files.config_file(), sections)
     config = load_config(str(files.config_file()))
-    assert config["sso_sessions"]["broker"] == {"sso_start_url": "http://localhost:8000", "sso_region": "us-east-1",
-                                                "sso_registration_scopes": "sso:account:access"}
+    assert config["sso_sessions"]["broker"] == {
+        "sso_start_url": "http://localhost:8000",
+        "sso_region": "us-east-1",
+        "sso_registration_scopes": "sso:account:access",
+    }
     profile = config["profiles"]["example-sandbox-EmployeeDirectoryDeveloper"]
     assert profile["sso_session"] == "broker" and profile["sso_account_id"] == "111111111111"
     assert profile["services"] == "broker-endpoints"
-    assert config["services"]["broker-endpoints"] == {"sso": {"endpoint_url": "http://localhost:8000"},
-                                                      "sso_oidc": {"endpoint_url": "http://localhost:8000"}}
+    assert config["services"]["broker-endpoints"] == {
+        "sso": {"endpoint_url": "http://localhost:8000"},
+        "sso_oidc": {"endpoint_url": "http://localhost:8000"},
+    }
     assert stat.S_IMODE(files.config_file().stat().st_mode) == 0o600
 
 
@@ -83,8 +98,12 @@ def test_exports_are_shell_quoted():
 
 def test_credential_process_output_is_botocores_version_1():
     assert json.loads(formats.credential_process(CREDENTIALS)) == {
-        "Version": 1, "AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "secret/with+chars",
-        "SessionToken": "token'quote", "Expiration": "2026-11-29T13:00:00Z"}
+        "Version": 1,
+        "AccessKeyId": "ASIAEXAMPLE",
+        "SecretAccessKey": "secret/with+chars",
+        "SessionToken": "token'quote",
+        "Expiration": "2026-11-29T13:00:00Z",
+    }
     assert json.loads(formats.as_json(CREDENTIALS, "111111111111", "Dev"))["RoleName"] == "Dev"
 
 
@@ -92,8 +111,7 @@ def test_credential_process_profile_command_survives_botocores_split():
     import shlex
 
     line = formats.credential_process_profile(["/opt/my venv/bin/python", "-m", "broker_login"], "us-east-1")[0]
-    assert shlex.split(line.removeprefix("credential_process = ")) == ["/opt/my venv/bin/python", "-m",
-                                                                       "broker_login"]
+    assert shlex.split(line.removeprefix("credential_process = ")) == ["/opt/my venv/bin/python", "-m", "broker_login"]
 
 
 def test_token_cache_is_botocores_file_and_round_trips(home):
@@ -126,8 +144,9 @@ def test_freshness_leaves_a_margin():
 
 
 def test_secrets_from_the_environment_first_then_standard_input():
-    secrets = LoginSecrets.from_environment({"BROKER_LOGIN_USERNAME": "erin", "BROKER_LOGIN_TOTP": "123456"},
-                                            io.StringIO("Welcome-2026\n"))
+    secrets = LoginSecrets.from_environment(
+        {"BROKER_LOGIN_USERNAME": "erin", "BROKER_LOGIN_TOTP": "123456"}, io.StringIO("Welcome-2026\n")
+    )
     assert (secrets.username, secrets.password, secrets.one_time_code()) == ("erin", "Welcome-2026", "123456")
     from_stdin = LoginSecrets.from_environment({}, io.StringIO("bob\npw\n654321\n"))
     assert (from_stdin.username, from_stdin.password, from_stdin.one_time_code()) == ("bob", "pw", "654321")
@@ -167,14 +186,17 @@ def test_pages_are_read_like_a_browser_would():
 
 def test_login_steps_are_recognised_by_their_fields():
     secrets = LoginSecrets("bob", "pw", totp_code="123456")
-    login = read_page('<form method="post" action="/login"><input type="hidden" name="csrf_token" value="x">'
-                      '<input name="username"><input type="password" name="password"></form>').forms
+    login = read_page(
+        '<form method="post" action="/login"><input type="hidden" name="csrf_token" value="x">'
+        '<input name="username"><input type="password" name="password"></form>'
+    ).forms
     assert _login_step(login, secrets)[0] == "password"
     assert _login_step(login, secrets)[2] == {"username": "bob", "password": "pw"}
     mfa = read_page('<form method="post"><input type="text" name="totp"></form>').forms
     assert _login_step(mfa, secrets)[2] == {"totp": "123456"}
-    saml = read_page('<form method="post" action="https://sp/acs"><input type="hidden" name="SAMLResponse" '
-                     'value="PD94"></form>').forms
+    saml = read_page(
+        '<form method="post" action="https://sp/acs"><input type="hidden" name="SAMLResponse" value="PD94"></form>'
+    ).forms
     assert _login_step(saml, secrets)[0] == "post"
     assert _login_step(read_page("<p>nothing</p>").forms, secrets)[0] == "unknown"
 
@@ -210,9 +232,16 @@ def test_messages_never_go_to_standard_output(capsys):
     assert capsys.readouterr() == ("", "hello\n")
 
 
-@pytest.mark.parametrize("argv", [["--format", "yaml"], ["--format", "profile"], ["--format", "json", "x"],
-                                  ["credential-process", "--role", "Dev"],
-                                  ["--account-id", "1", "--account-name", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--format", "yaml"],
+        ["--format", "profile"],
+        ["--format", "json", "x"],
+        ["credential-process", "--role", "Dev"],
+        ["--account-id", "1", "--account-name", "x"],
+    ],
+)
 def test_bad_arguments_are_usage_errors(argv, monkeypatch):
     monkeypatch.setenv("BROKER_URL", "http://portal")
     with pytest.raises(SystemExit) as exit_:
@@ -233,8 +262,13 @@ def test_concurrent_processes_refresh_a_token_once(home):
 
     now = datetime.now(UTC)
     registration = Registration("client-1", "client-secret", now + timedelta(days=30))
-    files.save_token("broker", "http://portal", "us-east-1",
-                     Token("stale-access", now + timedelta(minutes=5), "refresh-1"), registration)
+    files.save_token(
+        "broker",
+        "http://portal",
+        "us-east-1",
+        Token("stale-access", now + timedelta(minutes=5), "refresh-1"),
+        registration,
+    )
 
     class Portal:
         url, region = "http://portal", "us-east-1"

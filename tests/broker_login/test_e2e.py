@@ -12,8 +12,16 @@ import subprocess
 import boto3
 import pytest
 
+from tests.support.identity_center import (
+    BROKER_LOGIN,
+    PRODUCTION,
+    SANDBOX,
+    approve_in_browser,
+    broker_login,
+    clean_env,
+    run_python,
+)
 from tests.support.idp_client import ERIN_TOTP_SECRET, fresh_totp
-from tests.support.identity_center import BROKER_LOGIN, PRODUCTION, SANDBOX, approve_in_browser, broker_login, clean_env, run_python
 
 BOB = {"BROKER_LOGIN_USERNAME": "bob", "BROKER_LOGIN_PASSWORD": "Welcome-2026"}
 READ_ONLY = ["--account-id", PRODUCTION, "--role", "EmployeeDirectoryReadOnly"]
@@ -58,14 +66,21 @@ def boto3_with_profile(stack, home, profile: str) -> dict:
 
 
 def read_only_arn(arn: str) -> bool:
-    return (arn.startswith(f"arn:aws:sts::{PRODUCTION}:assumed-role/AWSReservedSSO_EmployeeDirectoryReadOnly_")
-            and arn.endswith("/bob@example.com"))
+    return arn.startswith(
+        f"arn:aws:sts::{PRODUCTION}:assumed-role/AWSReservedSSO_EmployeeDirectoryReadOnly_"
+    ) and arn.endswith("/bob@example.com")
 
 
 def test_device_flow_approved_in_the_browser(stack, portal, tmp_path):
-    process = subprocess.Popen([*BROKER_LOGIN, "--portal-url", portal, "--no-browser", *READ_ONLY, "--format",
-                                "credential-process"], env=clean_env(tmp_path), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [*BROKER_LOGIN, "--portal-url", portal, "--no-browser", *READ_ONLY, "--format", "credential-process"],
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         shown = [process.stderr.readline() for _ in range(3)]
         assert shown[0].startswith(f"To sign in, open {portal}/device") and "enter the code" in shown[1]
@@ -79,16 +94,29 @@ def test_device_flow_approved_in_the_browser(stack, portal, tmp_path):
     assert "Waiting for approval" in err and "signed in." in err
     credentials = json.loads(out)
     assert credentials["Version"] == 1 and credentials["AccessKeyId"] not in err
-    assert read_only_arn(caller(stack, {"aws_access_key_id": credentials["AccessKeyId"],
-                                        "aws_secret_access_key": credentials["SecretAccessKey"],
-                                        "aws_session_token": credentials["SessionToken"]}))
+    assert read_only_arn(
+        caller(
+            stack,
+            {
+                "aws_access_key_id": credentials["AccessKeyId"],
+                "aws_secret_access_key": credentials["SecretAccessKey"],
+                "aws_session_token": credentials["SessionToken"],
+            },
+        )
+    )
     assert stat.S_IMODE((tmp_path / ".aws" / "sso" / "cache").stat().st_mode) == 0o700
 
 
 def test_a_request_denied_in_the_browser_fails_cleanly(portal, tmp_path):
-    process = subprocess.Popen([*BROKER_LOGIN, "--portal-url", portal, "--no-browser", *READ_ONLY],
-                               env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [*BROKER_LOGIN, "--portal-url", portal, "--no-browser", *READ_ONLY],
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         url = [process.stderr.readline() for _ in range(3)][2].strip().removeprefix("(or open ").removesuffix(")")
         assert "Request denied" in approve_in_browser(portal, "bob", url, decision="deny").text
@@ -107,8 +135,12 @@ def test_configure_writes_profiles_that_unmodified_boto3_uses(stack, portal, bob
     parsed.read_string(config)
     assert parsed["sso-session broker"]["sso_start_url"] == portal
     assert dict(parsed["profile example-sandbox-EmployeeDirectoryDeveloper"]) == {
-        "sso_session": "broker", "sso_account_id": SANDBOX, "sso_role_name": "EmployeeDirectoryDeveloper",
-        "region": "us-east-1", "services": "broker-endpoints"}
+        "sso_session": "broker",
+        "sso_account_id": SANDBOX,
+        "sso_role_name": "EmployeeDirectoryDeveloper",
+        "region": "us-east-1",
+        "services": "broker-endpoints",
+    }
     used = boto3_with_profile(stack, bob_home, "example-production-EmployeeDirectoryReadOnly")
     assert read_only_arn(used["arn"]) and used["photo"] == "<?xml"
 
@@ -117,15 +149,26 @@ def test_every_output_format_from_the_cached_sign_in(stack, bob_home):
     exports = broker_login(bob_home, *READ_ONLY)
     assert exports.returncode == 0, exports.stderr
     values = dict(line.removeprefix("export ").split("=", 1) for line in exports.stdout.splitlines())
-    assert set(values) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                           "AWS_CREDENTIAL_EXPIRATION"}
+    assert set(values) == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CREDENTIAL_EXPIRATION",
+    }
     assert "Signing in" not in exports.stderr  # the token cached by configure was used
 
     as_json = json.loads(broker_login(bob_home, "--account-name", "example-production", "--format", "json").stdout)
     assert as_json["AccountId"] == PRODUCTION and as_json["RoleName"] == "EmployeeDirectoryReadOnly"
-    assert read_only_arn(caller(stack, {"aws_access_key_id": as_json["AccessKeyId"],
-                                        "aws_secret_access_key": as_json["SecretAccessKey"],
-                                        "aws_session_token": as_json["SessionToken"]}))
+    assert read_only_arn(
+        caller(
+            stack,
+            {
+                "aws_access_key_id": as_json["AccessKeyId"],
+                "aws_secret_access_key": as_json["SecretAccessKey"],
+                "aws_session_token": as_json["SessionToken"],
+            },
+        )
+    )
 
     process = json.loads(broker_login(bob_home, *READ_ONLY, "--format", "credential-process").stdout)
     assert process["Version"] == 1 and process["Expiration"].endswith("Z")
@@ -160,8 +203,10 @@ def test_credential_process_profiles_used_by_boto3_and_cached(stack, bob_home):
     cached = list((bob_home / ".aws" / "broker-login" / "cache" / "credentials").rglob("*.json"))
     assert len(cached) == 1 and stat.S_IMODE(cached[0].stat().st_mode) == 0o600
     again = broker_login(bob_home, "credential-process", *READ_ONLY)
-    assert again.returncode == 0 and json.loads(again.stdout)["AccessKeyId"] == json.loads(
-        cached[0].read_text())["AccessKeyId"]
+    assert (
+        again.returncode == 0
+        and json.loads(again.stdout)["AccessKeyId"] == json.loads(cached[0].read_text())["AccessKeyId"]
+    )
 
 
 def test_credential_process_without_a_sign_in_or_terminal_fails_on_stderr(portal, tmp_path):
@@ -171,39 +216,81 @@ def test_credential_process_without_a_sign_in_or_terminal_fails_on_stderr(portal
 
 
 def test_erin_signs_in_with_a_verification_code_for_the_mfa_role(stack, portal, tmp_path):
-    run = broker_login(tmp_path, "--portal-url", portal, "--non-interactive", "--account-id", SANDBOX, "--role",
-                       "SecurityAudit", "--format", "json", BROKER_LOGIN_USERNAME="erin",
-                       BROKER_LOGIN_PASSWORD="Welcome-2026",
-                       BROKER_LOGIN_TOTP=fresh_totp(stack.addresses["IDP_URL"], ERIN_TOTP_SECRET))
+    run = broker_login(
+        tmp_path,
+        "--portal-url",
+        portal,
+        "--non-interactive",
+        "--account-id",
+        SANDBOX,
+        "--role",
+        "SecurityAudit",
+        "--format",
+        "json",
+        BROKER_LOGIN_USERNAME="erin",
+        BROKER_LOGIN_PASSWORD="Welcome-2026",
+        BROKER_LOGIN_TOTP=fresh_totp(stack.addresses["IDP_URL"], ERIN_TOTP_SECRET),
+    )
     assert run.returncode == 0, run.stderr
-    assert "AWSReservedSSO_SecurityAudit_" in caller(stack, {
-        "aws_access_key_id": json.loads(run.stdout)["AccessKeyId"],
-        "aws_secret_access_key": json.loads(run.stdout)["SecretAccessKey"],
-        "aws_session_token": json.loads(run.stdout)["SessionToken"]})
+    assert "AWSReservedSSO_SecurityAudit_" in caller(
+        stack,
+        {
+            "aws_access_key_id": json.loads(run.stdout)["AccessKeyId"],
+            "aws_secret_access_key": json.loads(run.stdout)["SecretAccessKey"],
+            "aws_session_token": json.loads(run.stdout)["SessionToken"],
+        },
+    )
 
 
 def test_secrets_can_come_on_standard_input(portal, tmp_path):
-    run = broker_login(tmp_path, "--portal-url", portal, "--non-interactive", *READ_ONLY, "--format", "json",
-                       input="bob\nWelcome-2026\n")
+    run = broker_login(
+        tmp_path,
+        "--portal-url",
+        portal,
+        "--non-interactive",
+        *READ_ONLY,
+        "--format",
+        "json",
+        input="bob\nWelcome-2026\n",
+    )
     assert run.returncode == 0, run.stderr
     assert "Welcome-2026" not in run.stderr + run.stdout
 
 
 def test_non_interactive_through_the_saml_upstream(portal, tmp_path):
     """The IdP answers SAML with an auto-posting form: submitted as a browser would, without JavaScript."""
-    run = broker_login(tmp_path, "--portal-url", portal, "--non-interactive", "--idp", "example-corp-saml",
-                       *READ_ONLY, "--format", "json", **BOB)
+    run = broker_login(
+        tmp_path,
+        "--portal-url",
+        portal,
+        "--non-interactive",
+        "--idp",
+        "example-corp-saml",
+        *READ_ONLY,
+        "--format",
+        "json",
+        **BOB,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["AccountId"] == PRODUCTION
 
 
-@pytest.mark.parametrize("username, password, message", [
-    ("dave", "Welcome-2026", "you have no account to choose from"),
-    ("carol", "not-her-password", "refused the sign-in"),
-])
+@pytest.mark.parametrize(
+    "username, password, message",
+    [
+        ("dave", "Welcome-2026", "you have no account to choose from"),
+        ("carol", "not-her-password", "refused the sign-in"),
+    ],
+)
 def test_no_access_and_wrong_passwords_fail_with_a_message(portal, tmp_path, username, password, message):
-    run = broker_login(tmp_path, "--portal-url", portal, "--non-interactive", BROKER_LOGIN_USERNAME=username,
-                       BROKER_LOGIN_PASSWORD=password)
+    run = broker_login(
+        tmp_path,
+        "--portal-url",
+        portal,
+        "--non-interactive",
+        BROKER_LOGIN_USERNAME=username,
+        BROKER_LOGIN_PASSWORD=password,
+    )
     assert run.returncode == 1 and run.stdout == "" and message in run.stderr, run.stderr
 
 

@@ -13,8 +13,10 @@ INNER = ("-p", "no:cacheprovider", "-p", "no:playwright", "-W", "ignore::pytest.
 
 def test_loading_the_plugin_costs_nothing():
     """Every pytest run in this environment loads it (pytest11 entry point): no boto3, no HTTP."""
-    script = ("import sys, broker_login.pytest_plugin; "
-              "print(sorted(m for m in ('boto3', 'botocore', 'requests') if m in sys.modules))")
+    script = (
+        "import sys, broker_login.pytest_plugin; "
+        "print(sorted(m for m in ('boto3', 'botocore', 'requests') if m in sys.modules))"
+    )
     run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
     assert run.stdout.strip() == "[]", run.stderr
 
@@ -29,8 +31,10 @@ def test_suites_that_do_not_ask_for_it_are_unaffected(pytester, monkeypatch):
 
 def test_without_a_broker_url_the_fixture_says_what_to_set(pytester, monkeypatch):
     monkeypatch.delenv("BROKER_URL", raising=False)
-    pytester.makepyfile("def test_needs_aws(broker_login):\n"
-                        "    broker_login('bob', account='example-production', role='EmployeeDirectoryReadOnly')\n")
+    pytester.makepyfile(
+        "def test_needs_aws(broker_login):\n"
+        "    broker_login('bob', account='example-production', role='EmployeeDirectoryReadOnly')\n"
+    )
     result = pytester.runpytest(*INNER)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*broker_login needs the broker's address: pass --broker-url or set BROKER_URL*"])
@@ -56,5 +60,11 @@ def test_broker_login_gives_boto3_sessions_with_the_roles_credentials(pytester, 
     """)
     result = pytester.runpytest("--broker-url", stack.addresses["PORTAL_URL"], *INNER)
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines([("*broker_login('bob', account='example-production', role='AdministratorAccess'): "
-                                  "ForbiddenException: No access*")])
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "*broker_login('bob', account='example-production', role='AdministratorAccess'): "
+                "ForbiddenException: No access*"
+            )
+        ]
+    )

@@ -25,16 +25,27 @@ CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 # Flags from the stack facts: headless, no sandbox (containers, root), nothing that phones home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `./run test` installs it (or `apt-get install -y chromium`). "
-                    "Do not run `playwright install`.", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: `./run test` installs it (or `apt-get install -y chromium`). "
+            "Do not run `playwright install`.",
+            pytrace=False,
+        )
     headless = browser_type_launch_args.get("headless", True)  # --headed turns it off
     args = [arg for arg in CHROMIUM_ARGS if headless or arg != "--headless"]
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": args}

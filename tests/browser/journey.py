@@ -21,8 +21,15 @@ OIDC, SAML = "Example Corp (OIDC)", "Example Corp (SAML)"
 IDP_TITLE = " - Example Corp"
 PORTAL_TITLE = " - AWS access portal"
 # The screens the README shows. `DOCS_SCREENSHOTS=1 ./run test tests/browser` refreshes docs/screenshots/.
-DOCS = {"idp-sign-in", "idp-verification-code", "portal-accounts", "portal-credentials", "portal-no-access",
-        "portal-mfa-required", "portal-device-approval"}
+DOCS = {
+    "idp-sign-in",
+    "idp-verification-code",
+    "portal-accounts",
+    "portal-credentials",
+    "portal-no-access",
+    "portal-mfa-required",
+    "portal-device-approval",
+}
 
 _UNLABELLED_FIELDS = """() => Array.from(document.querySelectorAll(
     'input:not([type=hidden]), select, textarea, button'))

@@ -14,8 +14,22 @@ import boto3
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.journey import (IDP_TITLE, OIDC, PORTAL_TITLE, SAML, check_page, expect_accounts_page, exports,
-                                   role_row, shoot, sign_in, start_sign_in, tab_to, type_credentials, type_totp)
+from tests.browser.journey import (
+    IDP_TITLE,
+    OIDC,
+    PORTAL_TITLE,
+    SAML,
+    check_page,
+    expect_accounts_page,
+    exports,
+    role_row,
+    shoot,
+    sign_in,
+    start_sign_in,
+    tab_to,
+    type_credentials,
+    type_totp,
+)
 from tests.support.identity_center import clean_env
 
 SANDBOX, PRODUCTION = "111111111111", "222222222222"
@@ -37,8 +51,10 @@ def test_sign_in_with_oidc_shows_the_accounts_and_roles(page, urls):
     type_credentials(page, "bob")
     expect_accounts_page(page, urls["PORTAL_URL"])
     expect(page.get_by_role("navigation", name="Account")).to_contain_text("Bob Brown")
-    assert roles_on_page(page) == {"example-sandbox": ["EmployeeDirectoryDeveloper"],
-                                   "example-production": ["EmployeeDirectoryReadOnly"]}
+    assert roles_on_page(page) == {
+        "example-sandbox": ["EmployeeDirectoryDeveloper"],
+        "example-production": ["EmployeeDirectoryReadOnly"],
+    }
     expect(page.get_by_role("link", name="Audit trail")).to_have_count(0)
     shoot(page, "portal-accounts-bob")
 
@@ -74,10 +90,14 @@ def test_a_roles_credentials_panel_shows_working_exports(page, urls):
     expect(page.locator("[data-countdown]")).to_have_text(re.compile(r"\dh \d\dm \d\ds left"))
     shoot(page, "portal-credentials")
     # What was shown works: the emulator (IAM enforcement on) knows these keys as bob in that role.
-    sts = boto3.client("sts", endpoint_url=urls["AWS_URL"], region_name="us-east-1",
-                       aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
-                       aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
-                       aws_session_token=values["AWS_SESSION_TOKEN"])
+    sts = boto3.client(
+        "sts",
+        endpoint_url=urls["AWS_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=values["AWS_SESSION_TOKEN"],
+    )
     caller = sts.get_caller_identity()
     assert caller["Account"] == SANDBOX
     assert "assumed-role/AWSReservedSSO_EmployeeDirectoryDeveloper_" in caller["Arn"]
@@ -169,10 +189,26 @@ def test_a_device_code_is_approved_in_the_browser(page, urls, tmp_path):
     """`broker-login` (the real CLI, in its own HOME) prints a code; the person signs in to the portal in
     the browser, types the code, approves; the CLI then gets the role's credentials."""
     cli = subprocess.Popen(
-        [sys.executable, "-m", "broker_login", "--portal-url", urls["PORTAL_URL"], "--no-browser",
-         "--account-id", SANDBOX, "--role", "EmployeeDirectoryDeveloper", "--format", "json"],
-        env=clean_env(tmp_path, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "broker_login",
+            "--portal-url",
+            urls["PORTAL_URL"],
+            "--no-browser",
+            "--account-id",
+            SANDBOX,
+            "--role",
+            "EmployeeDirectoryDeveloper",
+            "--format",
+            "json",
+        ],
+        env=clean_env(tmp_path, PYTHONUNBUFFERED="1"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         said = ""
         while "(or open" not in said:
@@ -213,8 +249,12 @@ def test_a_device_code_is_approved_in_the_browser(page, urls, tmp_path):
             cli.communicate()
     assert cli.returncode == 0, err
     credentials = json.loads(out)
-    caller = boto3.client("sts", endpoint_url=urls["AWS_URL"], region_name="us-east-1",
-                          aws_access_key_id=credentials["AccessKeyId"],
-                          aws_secret_access_key=credentials["SecretAccessKey"],
-                          aws_session_token=credentials["SessionToken"]).get_caller_identity()
+    caller = boto3.client(
+        "sts",
+        endpoint_url=urls["AWS_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    ).get_caller_identity()
     assert caller["Account"] == SANDBOX and caller["Arn"].endswith("/bob@example.com")

@@ -33,8 +33,10 @@ class _Probe(BaseHTTPRequestHandler):
             self._answer("<title>set</title>set", {"Set-Cookie": "probe=1; Path=/; HttpOnly"})
         else:
             target = f"http://localhost:{self.server.server_port}/echo"
-            self._answer(f'<title>form</title><form method="post" action="{target}">'
-                         '<input type="hidden" name="x" value="1"><button>Send</button></form>')
+            self._answer(
+                f'<title>form</title><form method="post" action="{target}">'
+                '<input type="hidden" name="x" value="1"><button>Send</button></form>'
+            )
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -74,8 +76,10 @@ def test_sign_in_after_more_than_two_minutes_on_the_idp_page(new_context, urls, 
     pages, acs_posts, started = {}, [], {}
     for protocol, upstream in (("saml", SAML), ("oidc", OIDC)):
         page = pages[protocol] = new_context().new_page()
-        page.on("request", lambda request: acs_posts.append((time.monotonic(), request))
-                if request.url.endswith("/acs") else None)
+        page.on(
+            "request",
+            lambda request: acs_posts.append((time.monotonic(), request)) if request.url.endswith("/acs") else None,
+        )
         start_sign_in(page, urls["PORTAL_URL"], upstream)  # the portal has set its sign-in cookie now
         started[protocol] = time.monotonic()
     control = new_context().new_page()
@@ -89,8 +93,9 @@ def test_sign_in_after_more_than_two_minutes_on_the_idp_page(new_context, urls, 
         page.get_by_label("Username", exact=True).focus()
         type_credentials(page, "bob")
         expect_accounts_page(page, urls["PORTAL_URL"])
-        expect(page.get_by_role("button", name="Access keys for EmployeeDirectoryDeveloper in example-sandbox")) \
-            .to_be_visible()
+        expect(
+            page.get_by_role("button", name="Access keys for EmployeeDirectoryDeveloper in example-sandbox")
+        ).to_be_visible()
         shoot(page, f"slow-sign-in-{protocol}")
         assert time.monotonic() - started[protocol] > GRACE_SECONDS
     # The SAML answer came as a cross-site POST, well after the grace would have run out.

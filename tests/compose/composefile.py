@@ -114,14 +114,15 @@ def start_order(all_services: dict[str, dict]) -> list[str]:
 class LocalRewrite:
     """Addresses and container paths of the compose file, mapped onto this machine."""
 
-    ports: dict[int, int]     # container port -> free local port
-    hosts: dict[str, str]     # compose host name -> local host name
-    paths: dict[str, Path]    # container path prefix -> local path
+    ports: dict[int, int]  # container port -> free local port
+    hosts: dict[str, str]  # compose host name -> local host name
+    paths: dict[str, Path]  # container path prefix -> local path
 
     @classmethod
-    def for_compose(cls, all_services: dict[str, dict], scratch: Path) -> "LocalRewrite":
-        ports = {container: free_port() for service in all_services.values()
-                 for _, _, container in published_ports(service)}
+    def for_compose(cls, all_services: dict[str, dict], scratch: Path) -> LocalRewrite:
+        ports = {
+            container: free_port() for service in all_services.values() for _, _, container in published_ports(service)
+        }
         # Service names and network aliases become loopback; `localhost` stays `localhost` (the portal's own
         # site, distinct from 127.0.0.1); listening on every interface becomes listening on loopback.
         hosts = {"0.0.0.0": "127.0.0.1", "127.0.0.1": "127.0.0.1", "localhost": "localhost"}
@@ -143,9 +144,11 @@ class LocalRewrite:
 
     def text(self, value: str) -> str:
         host_names = "|".join(re.escape(h) for h in sorted(self.hosts, key=len, reverse=True))
-        value = re.sub(rf"\b({host_names}):(\d+)\b",
-                       lambda m: f"{self.hosts[m.group(1)]}:{self.ports.get(int(m.group(2)), int(m.group(2)))}",
-                       value)
+        value = re.sub(
+            rf"\b({host_names}):(\d+)\b",
+            lambda m: f"{self.hosts[m.group(1)]}:{self.ports.get(int(m.group(2)), int(m.group(2)))}",
+            value,
+        )
         for prefix in sorted(self.paths, key=len, reverse=True):
             value = re.sub(rf"(?<![\w/]){re.escape(prefix)}(?=/|$|\b)", str(self.paths[prefix]), value)
         return value
@@ -164,8 +167,9 @@ class LocalRewrite:
         return [sys.executable, *(self.argument(a) for a in arguments)]
 
     def environment(self, service: dict) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("AWS_", "IDP_", "BROKER_", "PORTAL_", "MOTO_"))}
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IDP_", "BROKER_", "PORTAL_", "MOTO_"))
+        }
         image = {k: self.text(v) for k, v in image_env().items()}
         own = {k: self.text(str(v)) for k, v in (service.get("environment") or {}).items()}
         return {**inherited, **image, "HOME": str(self.paths[image_workdir()]), **own}
@@ -183,8 +187,14 @@ def healthcheck_command(service: dict) -> list[str]:
 
 
 def run_healthcheck(rewrite: LocalRewrite, service: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(rewrite.command(healthcheck_command(service)), env=rewrite.environment(service),
-                          cwd=rewrite.workdir(service), capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        rewrite.command(healthcheck_command(service)),
+        env=rewrite.environment(service),
+        cwd=rewrite.workdir(service),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def seconds(duration: str) -> float:

@@ -15,15 +15,27 @@ import pytest
 import yaml
 from flask import Flask
 
-from tests.compose.composefile import (COMPOSE_FILE, REPO, compose, healthcheck_command, published_ports,
-                                       services, start_order, volume_mounts)
+from tests.compose.composefile import (
+    COMPOSE_FILE,
+    REPO,
+    compose,
+    healthcheck_command,
+    published_ports,
+    services,
+    start_order,
+    volume_mounts,
+)
 
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 
 def check_schema(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_file_follows_the_compose_specification():
@@ -42,8 +54,13 @@ def test_docker_compose_accepts_the_file():
     # Never skipped: `./run test` installs Debian's docker-compose, and a missing binary must fail loudly.
     assert shutil.which("docker-compose"), "Debian's docker-compose is missing (./run test installs it)"
     # 1.29 also catches undefined services and a missing build folder (and rejects keys it predates).
-    answer = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    answer = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert answer.returncode == 0, answer.stdout + answer.stderr
 
 
@@ -105,8 +122,11 @@ def test_state_and_keys_live_on_named_volumes():
         assert set(volume_mounts(service).values()) <= declared, f"{name}: bind mount or undeclared volume"
 
     def on_volume(service: dict, path: str) -> str:
-        return next(volume for target, volume in volume_mounts(service).items() if path.startswith(target + "/")
-                    or path == target)
+        return next(
+            volume
+            for target, volume in volume_mounts(service).items()
+            if path.startswith(target + "/") or path == target
+        )
 
     idp, broker, provision = all_services["idp"], all_services["broker"], all_services["provision"]
     assert on_volume(idp, idp["environment"]["IDP_INSTANCE_DIR"]) == "idp-state"
@@ -121,6 +141,7 @@ def test_state_and_keys_live_on_named_volumes():
 
 
 # --- the addresses in the file against what the services read ------------------------------------
+
 
 @pytest.fixture
 def configured(monkeypatch, tmp_path):
@@ -166,16 +187,18 @@ def test_the_idp_sends_people_back_to_the_portals_published_address(configured):
     client = configured["idp"].oidc.clients["access-portal"]
     assert [route(uri, "GET") for uri in client.redirect_uris] == ["login.oidc_callback"]
     assert [route(uri, "GET") for uri in client.post_logout_redirect_uris] == ["login.signed_out"]
-    portal_sp = next(sp for sp in configured["idp"].saml.service_providers.values()
-                     if sp.entity_id.startswith(portal))
+    portal_sp = next(sp for sp in configured["idp"].saml.service_providers.values() if sp.entity_id.startswith(portal))
     assert [route(acs.url, "POST") for acs in portal_sp.acs] == ["login.saml_acs"]
 
 
 def test_the_idp_fetches_the_portals_metadata_from_inside_the_network(configured):
     """The portal's published entity ID is what the browser sees; the IdP fetches the same document by
     service name, since localhost inside the idp container is the idp container."""
-    portal_sp = next(sp for sp in configured["idp"].saml.service_providers.values()
-                     if sp.entity_id == services()["broker"]["environment"]["PORTAL_URL"] + "/saml/metadata")
+    portal_sp = next(
+        sp
+        for sp in configured["idp"].saml.service_providers.values()
+        if sp.entity_id == services()["broker"]["environment"]["PORTAL_URL"] + "/saml/metadata"
+    )
     fetched = urlsplit(portal_sp.metadata_url)
     broker_port = int(services()["broker"]["command"][services()["broker"]["command"].index("--port") + 1])
     assert (fetched.hostname, fetched.port, fetched.path) == ("broker", broker_port, "/saml/metadata")

@@ -37,7 +37,7 @@ def test_the_base_image_is_a_pinned_slim_python_3_11():
 
 
 def test_the_builder_makes_wheels_from_the_lock_file():
-    runs = [rest for word, rest in instructions()[:-len(final_stage(instructions()))] if word == "RUN"]
+    runs = [rest for word, rest in instructions()[: -len(final_stage(instructions()))] if word == "RUN"]
     assert any("pip wheel" in run and "-c requirements.lock" in run for run in runs), runs
 
 

@@ -18,8 +18,15 @@ import boto3
 import pytest
 import requests
 
-from tests.compose.composefile import (LocalRewrite, healthcheck_command, published_ports, run_healthcheck, seconds,
-                                       services, start_order)
+from tests.compose.composefile import (
+    LocalRewrite,
+    healthcheck_command,
+    published_ports,
+    run_healthcheck,
+    seconds,
+    services,
+    start_order,
+)
 from tests.support.portal import credentials_from_page, request_credentials, signed_in_session
 
 SANDBOX = "111111111111"
@@ -46,9 +53,14 @@ class Composed:
     def run(self, name: str) -> subprocess.Popen:
         service = self.services[name]
         with (self.logs / f"{name}.log").open("ab") as log:
-            return subprocess.Popen(self.rewrite.command(service["command"]), env=self.env(name),
-                                    cwd=self.rewrite.workdir(service), stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                self.rewrite.command(service["command"]),
+                env=self.env(name),
+                cwd=self.rewrite.workdir(service),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start(self, name: str) -> None:
         service = self.services[name]
@@ -70,8 +82,11 @@ class Composed:
             assert self.exit_codes[name] == 0, f"{name} exited {self.exit_codes[name]}:\n{self.log(name)}"
             return
         check = service["healthcheck"]
-        deadline = began + seconds(check.get("start_period", "0s")) + \
-            seconds(check.get("interval", "30s")) * check.get("retries", 3)
+        deadline = (
+            began
+            + seconds(check.get("start_period", "0s"))
+            + seconds(check.get("interval", "30s")) * check.get("retries", 3)
+        )
         while time.monotonic() < deadline:
             assert process.poll() is None, f"{name} exited {process.returncode}:\n{self.log(name)}"
             if run_healthcheck(self.rewrite, service).returncode == 0:
@@ -152,8 +167,9 @@ def test_a_person_signs_in_through_the_composed_services_and_gets_credentials(co
         answer = request_credentials(http, portal, SANDBOX, "EmployeeDirectoryDeveloper")
         assert answer.status_code == 200, answer.text[:2000]
         credentials = credentials_from_page(answer.text)
-        caller = boto3.client("sts", endpoint_url=url(composed, "broker", "AWS_URL"), region_name="us-east-1",
-                              **credentials).get_caller_identity()
+        caller = boto3.client(
+            "sts", endpoint_url=url(composed, "broker", "AWS_URL"), region_name="us-east-1", **credentials
+        ).get_caller_identity()
         assert caller["Account"] == SANDBOX and caller["Arn"].endswith("/bob@example.com")
 
 

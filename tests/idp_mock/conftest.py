@@ -13,14 +13,20 @@ from tests.support.servers import start_idp
 
 # --- OIDC ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def private_idp(tmp_path_factory):
     """A second IdP (two workers, short-lived codes and access tokens) for OIDC tests that change server
     state (key rotation), wait for a code or token to expire, or log in erin (a TOTP code works once,
     so her logins must not race other tests on `idp`)."""
-    service = start_idp(tmp_path_factory.mktemp("private-idp"),
-                        env={"WEB_WORKERS": "2", "IDP_OIDC_CODE_LIFETIME_SECONDS": str(PRIVATE_CODE_LIFETIME),
-                             "IDP_OIDC_ACCESS_TOKEN_LIFETIME_SECONDS": str(PRIVATE_ACCESS_TOKEN_LIFETIME)})
+    service = start_idp(
+        tmp_path_factory.mktemp("private-idp"),
+        env={
+            "WEB_WORKERS": "2",
+            "IDP_OIDC_CODE_LIFETIME_SECONDS": str(PRIVATE_CODE_LIFETIME),
+            "IDP_OIDC_ACCESS_TOKEN_LIFETIME_SECONDS": str(PRIVATE_ACCESS_TOKEN_LIFETIME),
+        },
+    )
     yield service
     service.stop()
 

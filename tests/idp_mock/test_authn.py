@@ -50,12 +50,15 @@ def test_the_address_limit_holds_across_users(tmp_path):
     assert authenticator.check_password("bob", DEMO_PASSWORD, "10.0.0.4").outcome is Outcome.OK
 
 
-@pytest.mark.parametrize("respell", [
-    lambda code: code.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"}),     # fullwidth digits
-    lambda code: code.translate({ord(d): 0x1D7CE + int(d) for d in "0123456789"}),    # mathematical bold
-    lambda code: code[:-1] + chr(0x0660 + int(code[-1])),                             # Arabic-Indic last digit
-    lambda code: f" {code[:3]} {code[3:]} ",
-])
+@pytest.mark.parametrize(
+    "respell",
+    [
+        lambda code: code.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"}),  # fullwidth digits
+        lambda code: code.translate({ord(d): 0x1D7CE + int(d) for d in "0123456789"}),  # mathematical bold
+        lambda code: code[:-1] + chr(0x0660 + int(code[-1])),  # Arabic-Indic last digit
+        lambda code: f" {code[:3]} {code[3:]} ",
+    ],
+)
 def test_a_used_code_is_refused_in_any_spelling(authenticator, respell):
     erin = DIRECTORY.find("erin")
     code = pyotp.TOTP(ERIN_TOTP_SECRET).now()

@@ -20,16 +20,22 @@ def directory_file(tmp_path, users: str, groups: str = "  engineering: {}\n") ->
 
 
 def user(name="bob", email=None, groups="[engineering]", extra=""):
-    return (f"  {name}:\n    name: Test User\n    email: {email or name + '@example.com'}\n"
-            f"    groups: {groups}\n    password_hash: '{HASH}'\n{extra}")
+    return (
+        f"  {name}:\n    name: Test User\n    email: {email or name + '@example.com'}\n"
+        f"    groups: {groups}\n    password_hash: '{HASH}'\n{extra}"
+    )
 
 
 def test_seeded_directory_has_the_expected_employees():
     directory = load_directory(REPO_CONFIG / "directory.yaml")
     groups = {name: set(e.groups) for name, e in directory.employees.items()}
     assert groups == {
-        "alice": {"engineering", "aws-admins"}, "bob": {"engineering"}, "carol": {"finance"},
-        "dave": {"contractors"}, "erin": {"security", "engineering"}, "frank": {"engineering"},
+        "alice": {"engineering", "aws-admins"},
+        "bob": {"engineering"},
+        "carol": {"finance"},
+        "dave": {"contractors"},
+        "erin": {"security", "engineering"},
+        "frank": {"engineering"},
         "grace": {"security"},
     }
     assert directory.employees["erin"].mfa_required and not directory.employees["bob"].mfa_required
@@ -47,20 +53,22 @@ def test_subjects_are_stable_and_unique():
 
 
 def test_no_plain_passwords_in_the_config():
-    assert "Welcome-2026" not in (REPO_CONFIG / "directory.yaml").read_text().replace(
-        "password is Welcome-2026", "")
+    assert "Welcome-2026" not in (REPO_CONFIG / "directory.yaml").read_text().replace("password is Welcome-2026", "")
 
 
-@pytest.mark.parametrize("users, groups, key, problem", [
-    (user(groups="[engineering, nope]"), "  engineering: {}\n", "users.bob.groups[1]", "unknown group 'nope'"),
-    (user() + user(), "  engineering: {}\n", "bob", "duplicate key"),
-    (user(email="not-an-email"), "  engineering: {}\n", "users.bob.email", "not a valid email address"),
-    (user() + user("eve", email="bob@example.com"), "  engineering: {}\n", "users.eve.email", "already used"),
-    (user(extra="    colour: blue\n"), "  engineering: {}\n", "users.bob.colour", "unknown key"),
-    (user(extra="    totp_secret: short\n"), "  engineering: {}\n", "users.bob.totp_secret", "base32"),
-    (user(extra="    disabled: maybe\n"), "  engineering: {}\n", "users.bob.disabled", "true or false"),
-    (user("Bad Name"), "  engineering: {}\n", "users.Bad Name", "not a valid username"),
-])
+@pytest.mark.parametrize(
+    "users, groups, key, problem",
+    [
+        (user(groups="[engineering, nope]"), "  engineering: {}\n", "users.bob.groups[1]", "unknown group 'nope'"),
+        (user() + user(), "  engineering: {}\n", "bob", "duplicate key"),
+        (user(email="not-an-email"), "  engineering: {}\n", "users.bob.email", "not a valid email address"),
+        (user() + user("eve", email="bob@example.com"), "  engineering: {}\n", "users.eve.email", "already used"),
+        (user(extra="    colour: blue\n"), "  engineering: {}\n", "users.bob.colour", "unknown key"),
+        (user(extra="    totp_secret: short\n"), "  engineering: {}\n", "users.bob.totp_secret", "base32"),
+        (user(extra="    disabled: maybe\n"), "  engineering: {}\n", "users.bob.disabled", "true or false"),
+        (user("Bad Name"), "  engineering: {}\n", "users.Bad Name", "not a valid username"),
+    ],
+)
 def test_bad_directories_are_refused(tmp_path, users, groups, key, problem):
     path = directory_file(tmp_path, users, groups)
     with pytest.raises(ConfigError) as error:
@@ -82,8 +90,11 @@ def test_idp_refuses_to_start_on_a_bad_directory(tmp_path):
 
     shutil.copy(REPO_CONFIG / "idp.yaml", tmp_path / "idp.yaml")
     directory_file(tmp_path, user(groups="[engineering, ghosts]"))
-    result = subprocess.run([sys.executable, "-m", "idp_mock", "--config", str(tmp_path / "idp.yaml"),
-                             "check-config"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "idp_mock", "--config", str(tmp_path / "idp.yaml"), "check-config"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "directory.yaml: users.bob.groups[1]: unknown group 'ghosts'" in result.stderr
 
@@ -92,8 +103,13 @@ def test_hash_password_command_reads_stdin_and_prints_a_verifiable_hash():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "idp_mock", "hash-password"], input="a-new-long-password\n",
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "idp_mock", "hash-password"],
+        input="a-new-long-password\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     encoded = result.stdout.strip()
     assert encoded.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert verify_password(encoded, "a-new-long-password") and not verify_password(encoded, "wrong")

@@ -39,8 +39,11 @@ def test_mfa_user_needs_a_valid_totp_code(idp):
 
 def test_mfa_wrong_code_is_refused(idp):
     http = requests.Session()
-    first = http.post(f"{idp.url}/login", allow_redirects=False, data={
-        **form_fields(http.get(f"{idp.url}/login").text), "username": "erin", "password": DEMO_PASSWORD})
+    first = http.post(
+        f"{idp.url}/login",
+        allow_redirects=False,
+        data={**form_fields(http.get(f"{idp.url}/login").text), "username": "erin", "password": DEMO_PASSWORD},
+    )
     assert first.headers["Location"] == "/login/mfa"
     page = http.get(f"{idp.url}/login/mfa")
     valid = {pyotp.TOTP(ERIN_TOTP_SECRET).at(time.time() + offset) for offset in (-30, 0, 30)}
@@ -56,11 +59,16 @@ def test_a_totp_code_works_only_once(idp):
     answers = []
     for _ in range(2):
         http = requests.Session()
-        http.post(f"{idp.url}/login", data={**form_fields(http.get(f"{idp.url}/login").text),
-                                            "username": "erin", "password": DEMO_PASSWORD})
+        http.post(
+            f"{idp.url}/login",
+            data={**form_fields(http.get(f"{idp.url}/login").text), "username": "erin", "password": DEMO_PASSWORD},
+        )
         page = http.get(f"{idp.url}/login/mfa")
-        answers.append(http.post(f"{idp.url}/login/mfa", data={**form_fields(page.text), "totp": code},
-                                 allow_redirects=False).status_code)
+        answers.append(
+            http.post(
+                f"{idp.url}/login/mfa", data={**form_fields(page.text), "totp": code}, allow_redirects=False
+            ).status_code
+        )
     assert answers == [303, 401]
 
 
@@ -116,8 +124,9 @@ def test_continue_must_stay_on_the_idp(idp, target):
 
 
 def test_form_without_csrf_token_is_refused(idp):
-    answer = requests.post(f"{idp.url}/login", data={"username": "bob", "password": DEMO_PASSWORD},
-                           allow_redirects=False)
+    answer = requests.post(
+        f"{idp.url}/login", data={"username": "bob", "password": DEMO_PASSWORD}, allow_redirects=False
+    )
     assert answer.status_code == 400 and "Form expired" in answer.text
 
 
@@ -147,8 +156,10 @@ def test_no_password_in_the_logs(idp):
 @pytest.fixture(scope="module")
 def strict_idp(tmp_path_factory):
     """An IdP with low throttling limits, so the tests can reach them quickly."""
-    service = start_idp(tmp_path_factory.mktemp("strict-idp"), env={
-        "IDP_MAX_FAILURES_PER_USER": "3", "IDP_MAX_FAILURES_PER_ADDRESS": "8"})
+    service = start_idp(
+        tmp_path_factory.mktemp("strict-idp"),
+        env={"IDP_MAX_FAILURES_PER_USER": "3", "IDP_MAX_FAILURES_PER_ADDRESS": "8"},
+    )
     yield service
     service.stop()
 

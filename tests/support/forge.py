@@ -51,8 +51,12 @@ class FakeOIDCProvider:
 
     def __init__(self, client_id: str = "access-portal"):
         self.client_id = client_id
-        self.keys = KeySet([RSAKey.generate_key(2048, {"kid": "rsa-1", "use": "sig"}),
-                            ECKey.generate_key("P-256", {"kid": "ec-1", "use": "sig"})])
+        self.keys = KeySet(
+            [
+                RSAKey.generate_key(2048, {"kid": "rsa-1", "use": "sig"}),
+                ECKey.generate_key("P-256", {"kid": "ec-1", "use": "sig"}),
+            ]
+        )
         self.token_answers: list[tuple[int, dict]] = []
         self.token_requests: list[dict] = []
         self.jwks_requests = 0
@@ -88,8 +92,9 @@ class FakeOIDCProvider:
                 length = int(self.headers.get("Content-Length", 0))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 provider.token_requests.append({**form, "authorization": self.headers.get("Authorization")})
-                status, document = provider.token_answers.pop(0) if provider.token_answers else (
-                    400, {"error": "invalid_grant"})
+                status, document = (
+                    provider.token_answers.pop(0) if provider.token_answers else (400, {"error": "invalid_grant"})
+                )
                 self._json(status, document)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -99,17 +104,32 @@ class FakeOIDCProvider:
         self._thread.start()
 
     def discovery(self) -> dict:
-        return {"issuer": self.url, "authorization_endpoint": f"{self.url}/authorize",
-                "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks",
-                "end_session_endpoint": f"{self.url}/logout"}
+        return {
+            "issuer": self.url,
+            "authorization_endpoint": f"{self.url}/authorize",
+            "token_endpoint": f"{self.url}/token",
+            "jwks_uri": f"{self.url}/jwks",
+            "end_session_endpoint": f"{self.url}/logout",
+        }
 
     def claims(self, nonce: str, /, **overrides) -> dict:
         """Claims of a valid ID token for `nonce`; overrides replace them (None removes one)."""
         now = int(time.time())
-        claims = {"iss": self.url, "sub": "subject-alice", "aud": self.client_id, "iat": now, "exp": now + 300,
-                  "auth_time": now - 5, "nonce": nonce, "email": "alice@example.com", "name": "Alice Anderson",
-                  "preferred_username": "alice", "groups": ["engineering", "aws-admins"],
-                  "department": "Engineering", "amr": ["pwd"]}
+        claims = {
+            "iss": self.url,
+            "sub": "subject-alice",
+            "aud": self.client_id,
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": now - 5,
+            "nonce": nonce,
+            "email": "alice@example.com",
+            "name": "Alice Anderson",
+            "preferred_username": "alice",
+            "groups": ["engineering", "aws-admins"],
+            "department": "Engineering",
+            "amr": ["pwd"],
+        }
         claims.update(overrides)
         return {name: value for name, value in claims.items() if value is not None}
 
@@ -117,8 +137,9 @@ class FakeOIDCProvider:
         key = key or self.keys.get_by_kid(kid)
         return jwt.encode({"alg": alg, "kid": kid}, claims, key, algorithms=[alg])
 
-    def answer_token(self, id_token: str | None, access_token: str = "access-token-1", status: int = 200,
-                     **extra) -> None:
+    def answer_token(
+        self, id_token: str | None, access_token: str = "access-token-1", status: int = 200, **extra
+    ) -> None:
         """Queue the token endpoint's next answer."""
         document = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, **extra}
         if id_token is not None:
@@ -144,8 +165,9 @@ def unsigned_token(claims: dict, kid: str = "rsa-1") -> str:
 
 def hmac_token(claims: dict, secret: bytes, kid: str = "rsa-1") -> str:
     """An HS256 JWT keyed with `secret` (the classic attack: the IdP's public key as the HMAC secret)."""
-    signing_input = f"{_b64url(json.dumps({'alg': 'HS256', 'kid': kid}).encode())}." \
-                    f"{_b64url(json.dumps(claims).encode())}"
+    signing_input = (
+        f"{_b64url(json.dumps({'alg': 'HS256', 'kid': kid}).encode())}.{_b64url(json.dumps(claims).encode())}"
+    )
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64url(signature)}"
 
@@ -188,6 +210,7 @@ def idp_answer(idp_url: str, start_url: str, username: str, totp_secret: str | N
 
 # -- SAML ------------------------------------------------------------------------------------------
 
+
 def decode_response(saml_response: str) -> etree._Element:
     return etree.fromstring(base64.b64decode(saml_response))
 
@@ -213,12 +236,19 @@ def idp_metadata(entity_id: str, sso_url: str, identity: SigningIdentity) -> str
     """IdP metadata that vouches for `identity`'s certificate under `entity_id`."""
     md = f"{{{MD}}}"
     root = etree.Element(f"{md}EntityDescriptor", entityID=entity_id, nsmap={"md": MD, "ds": DS_NAMESPACE})
-    descriptor = etree.SubElement(root, f"{md}IDPSSODescriptor",
-                                  protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol")
-    key_info = etree.SubElement(etree.SubElement(descriptor, f"{md}KeyDescriptor", use="signing"),
-                                f"{{{DS_NAMESPACE}}}KeyInfo")
-    etree.SubElement(etree.SubElement(key_info, f"{{{DS_NAMESPACE}}}X509Data"),
-                     f"{{{DS_NAMESPACE}}}X509Certificate").text = identity.certificate_base64
-    etree.SubElement(descriptor, f"{md}SingleSignOnService", Location=sso_url,
-                     Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect")
+    descriptor = etree.SubElement(
+        root, f"{md}IDPSSODescriptor", protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"
+    )
+    key_info = etree.SubElement(
+        etree.SubElement(descriptor, f"{md}KeyDescriptor", use="signing"), f"{{{DS_NAMESPACE}}}KeyInfo"
+    )
+    etree.SubElement(
+        etree.SubElement(key_info, f"{{{DS_NAMESPACE}}}X509Data"), f"{{{DS_NAMESPACE}}}X509Certificate"
+    ).text = identity.certificate_base64
+    etree.SubElement(
+        descriptor,
+        f"{md}SingleSignOnService",
+        Location=sso_url,
+        Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect",
+    )
     return etree.tostring(root).decode()

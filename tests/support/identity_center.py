@@ -22,9 +22,9 @@ import requests
 from broker.app import create_app
 from broker.core.identity import LogoutHint
 from broker.core.issuance import RoleCredentials
-from broker_login.forms import read_page
-from broker.settings import load_settings
 from broker.identity_center.grants import DEVICE_GRANT, GrantSettings, GrantStore
+from broker.settings import load_settings
+from broker_login.forms import read_page
 from sso_common.store.memory import MemoryStateStore
 from tests.support.portal import signed_in_session
 
@@ -46,10 +46,13 @@ class FakeIssuer:
 
     def issue(self, identity, entitlement) -> RoleCredentials:
         return RoleCredentials(
-            access_key_id="ASIAFAKE" + entitlement.account_id[-4:], secret_access_key="fake-secret",
-            session_token="fake-session-token", expiration=datetime.now(UTC) + timedelta(hours=1),
+            access_key_id="ASIAFAKE" + entitlement.account_id[-4:],
+            secret_access_key="fake-secret",
+            session_token="fake-session-token",
+            expiration=datetime.now(UTC) + timedelta(hours=1),
             assumed_role_arn=f"arn:aws:sts::{entitlement.account_id}:assumed-role/{entitlement.role_name}/"
-                             f"{identity.email}")
+            f"{identity.email}",
+        )
 
 
 def portal_app(instance_dir: Path):
@@ -64,8 +67,12 @@ def portal_app(instance_dir: Path):
 def fresh_sso_state(app, clock: FakeClock) -> None:
     """Give the sso-api a new, empty store that runs (expiry included) on `clock`."""
     state = app.extensions["broker"]
-    state.grants = GrantStore(MemoryStateStore(clock), GrantSettings.from_environment(state.settings.session_lifetime),
-                              state.sessions.is_live, clock)
+    state.grants = GrantStore(
+        MemoryStateStore(clock),
+        GrantSettings.from_environment(state.settings.session_lifetime),
+        state.sessions.is_live,
+        clock,
+    )
 
 
 def sign_in(app, client, identity):
@@ -81,14 +88,22 @@ def register(client, **body):
 
 
 def start(client, registration: dict):
-    return client.post("/device_authorization", json={"clientId": registration["clientId"],
-                                                      "clientSecret": registration["clientSecret"],
-                                                      "startUrl": PORTAL})
+    return client.post(
+        "/device_authorization",
+        json={"clientId": registration["clientId"], "clientSecret": registration["clientSecret"], "startUrl": PORTAL},
+    )
 
 
 def poll(client, registration: dict, device_code: str):
-    return client.post("/token", json={"clientId": registration["clientId"], "clientSecret": registration["clientSecret"],
-                                       "grantType": DEVICE_GRANT, "deviceCode": device_code})
+    return client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": DEVICE_GRANT,
+            "deviceCode": device_code,
+        },
+    )
 
 
 def decide(client, user_code: str, decision: str = "approve"):
@@ -115,39 +130,62 @@ def bearer(tokens: dict) -> dict:
 
 # --- against the real stack ---------------------------------------------------------------------
 
+
 def clean_env(home: Path, **extra: str) -> dict:
     """The environment of a subprocess that must find its AWS setup in `home` only."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("AWS_", "BROKER_LOGIN_")) and name != "BROKER_URL"}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "BROKER_LOGIN_")) and name != "BROKER_URL"
+    }
     return {**env, "HOME": str(home), "PYTHONPATH": str(REPO), **extra}
 
 
 def run_python(home: Path, script: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script, *args], check=False, env=clean_env(home, **env), capture_output=True,
-                          text=True, timeout=timeout, start_new_session=True)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        check=False,
+        env=clean_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
 
 
 BROKER_LOGIN = [sys.executable, "-m", "broker_login"]
 
 
-def broker_login(home: Path, *args: str, input: str | None = None, timeout: float = 60,
-                 **env: str) -> subprocess.CompletedProcess:
+def broker_login(
+    home: Path, *args: str, input: str | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, but without a controlling terminal (a new session), so it can
     never stop and wait on /dev/tty."""
-    return subprocess.run([*BROKER_LOGIN, *args], check=False, env=clean_env(home, **env), capture_output=True, text=True,
-                          input=input if input is not None else "", timeout=timeout, start_new_session=True)
+    return subprocess.run(
+        [*BROKER_LOGIN, *args],
+        check=False,
+        env=clean_env(home, **env),
+        capture_output=True,
+        text=True,
+        input=input if input is not None else "",
+        timeout=timeout,
+        start_new_session=True,
+    )
 
 
 def sso_profile_config(portal_url: str, account_id: str, role: str, session: str = "broker") -> str:
     """An ~/.aws/config as `aws configure sso` writes it; the endpoints come from the environment."""
-    return (f"[sso-session {session}]\nsso_start_url = {portal_url}\nsso_region = us-east-1\n"
-            f"sso_registration_scopes = sso:account:access\n\n"
-            f"[profile dev]\nsso_session = {session}\nsso_account_id = {account_id}\n"
-            f"sso_role_name = {role}\nregion = us-east-1\n")
+    return (
+        f"[sso-session {session}]\nsso_start_url = {portal_url}\nsso_region = us-east-1\n"
+        f"sso_registration_scopes = sso:account:access\n\n"
+        f"[profile dev]\nsso_session = {session}\nsso_account_id = {account_id}\n"
+        f"sso_role_name = {role}\nregion = us-east-1\n"
+    )
 
 
-def approve_in_browser(portal_url: str, username: str, verification_url: str,
-                       decision: str = "approve") -> requests.Response:
+def approve_in_browser(
+    portal_url: str, username: str, verification_url: str, decision: str = "approve"
+) -> requests.Response:
     """What a person does with the URL the CLI printed: sign in to the portal, open it, press a button."""
     http = signed_in_session(portal_url, username)
     page = http.get(verification_url)
@@ -156,6 +194,7 @@ def approve_in_browser(portal_url: str, username: str, verification_url: str,
 
 
 # Fixtures of the in-process portal (a plugin of tests/conftest.py); module_app is one per test module.
+
 
 @pytest.fixture(scope="module")
 def module_app(tmp_path_factory):

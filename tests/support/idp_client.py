@@ -43,8 +43,14 @@ def form_fields(html: str) -> dict[str, str]:
     return fields
 
 
-def submit_login(http: requests.Session, idp_url: str, login_page: requests.Response, username: str,
-                 password: str = DEMO_PASSWORD, totp_secret: str | None = None) -> requests.Response:
+def submit_login(
+    http: requests.Session,
+    idp_url: str,
+    login_page: requests.Response,
+    username: str,
+    password: str = DEMO_PASSWORD,
+    totp_secret: str | None = None,
+) -> requests.Response:
     """Fill the login form shown in `login_page` (and the TOTP step if asked); returns the final answer
     without following the redirect that leaves the IdP."""
     fields = form_fields(login_page.text)
@@ -53,6 +59,5 @@ def submit_login(http: requests.Session, idp_url: str, login_page: requests.Resp
     if answer.status_code == 303 and answer.headers["Location"] == "/login/mfa":
         page = http.get(f"{idp_url}/login/mfa")
         code = fresh_totp(idp_url, totp_secret) if totp_secret else "000000"
-        answer = http.post(f"{idp_url}/login/mfa", data={**form_fields(page.text), "totp": code},
-                           allow_redirects=False)
+        answer = http.post(f"{idp_url}/login/mfa", data={**form_fields(page.text), "totp": code}, allow_redirects=False)
     return answer

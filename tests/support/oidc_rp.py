@@ -39,15 +39,19 @@ class Client:
     post_logout_redirect_uri: str = SIGNED_OUT
 
 
-def register_client(idp_url: str, auth_method: str = "client_secret_basic", refresh: bool = True,
-                    **metadata) -> Client:
+def register_client(idp_url: str, auth_method: str = "client_secret_basic", refresh: bool = True, **metadata) -> Client:
     """A new client via Dynamic Client Registration (each test can have its own)."""
-    body = {"client_name": f"test client ({auth_method})", "redirect_uris": [CALLBACK],
-            "post_logout_redirect_uris": [SIGNED_OUT], "token_endpoint_auth_method": auth_method,
-            "grant_types": ["authorization_code", "refresh_token"] if refresh else ["authorization_code"],
-            **metadata}
-    answer = requests.post(f"{idp_url}/oidc/register", json=body,
-                           headers={"Authorization": f"Bearer {REGISTRATION_TOKEN}"}, timeout=10)
+    body = {
+        "client_name": f"test client ({auth_method})",
+        "redirect_uris": [CALLBACK],
+        "post_logout_redirect_uris": [SIGNED_OUT],
+        "token_endpoint_auth_method": auth_method,
+        "grant_types": ["authorization_code", "refresh_token"] if refresh else ["authorization_code"],
+        **metadata,
+    }
+    answer = requests.post(
+        f"{idp_url}/oidc/register", json=body, headers={"Authorization": f"Bearer {REGISTRATION_TOKEN}"}, timeout=10
+    )
     assert answer.status_code == 201, answer.text
     data = answer.json()
     return Client(data["client_id"], auth_method, data.get("client_secret"))
@@ -78,8 +82,14 @@ class Authorization:
 def authorization(client: Client, pkce: bool = True, **params) -> Authorization:
     """Parameters of an authorization request; pass a keyword as None to leave it out."""
     verifier, challenge = pkce_pair() if pkce else (None, None)
-    values = {"response_type": "code", "client_id": client.client_id, "redirect_uri": client.redirect_uri,
-              "scope": DEFAULT_SCOPE, "state": secrets.token_urlsafe(16), "nonce": secrets.token_urlsafe(16)}
+    values = {
+        "response_type": "code",
+        "client_id": client.client_id,
+        "redirect_uri": client.redirect_uri,
+        "scope": DEFAULT_SCOPE,
+        "state": secrets.token_urlsafe(16),
+        "nonce": secrets.token_urlsafe(16),
+    }
     if pkce:
         values.update(code_challenge=challenge, code_challenge_method="S256")
     values.update(params)
@@ -110,8 +120,9 @@ def is_login_page(answer: requests.Response) -> bool:
     return answer.status_code == 200 and 'action="/login"' in answer.text
 
 
-def sign_in(http: requests.Session, idp_url: str, request: Authorization, username: str | None,
-            totp_secret: str | None = None) -> requests.Response:
+def sign_in(
+    http: requests.Session, idp_url: str, request: Authorization, username: str | None, totp_secret: str | None = None
+) -> requests.Response:
     """Start the request; if the IdP shows its login page, sign in as `username`. Returns the answer
     that leaves the IdP (a redirect to the client) or the page where the flow stopped."""
     answer = follow_to_client(http, idp_url, http.get(authorize_url(idp_url, request), allow_redirects=False))
@@ -140,16 +151,18 @@ def redeem(idp_url: str, client: Client, request: Authorization, code: str) -> r
     return token_request(idp_url, client, **data)
 
 
-def sign_in_for_code(http: requests.Session, idp_url: str, client: Client, username: str,
-                     totp_secret: str | None = None, **params) -> tuple[Authorization, str]:
+def sign_in_for_code(
+    http: requests.Session, idp_url: str, client: Client, username: str, totp_secret: str | None = None, **params
+) -> tuple[Authorization, str]:
     request = authorization(client, **params)
     answer = redirect_params(sign_in(http, idp_url, request, username, totp_secret))
     assert "code" in answer and answer["state"] == request.state, answer
     return request, answer["code"]
 
 
-def sign_in_for_tokens(http: requests.Session, idp_url: str, client: Client, username: str,
-                       totp_secret: str | None = None, **params) -> dict:
+def sign_in_for_tokens(
+    http: requests.Session, idp_url: str, client: Client, username: str, totp_secret: str | None = None, **params
+) -> dict:
     """The whole flow; the token response gets the request's nonce added as `_nonce` for checks."""
     request, code = sign_in_for_code(http, idp_url, client, username, totp_secret, **params)
     answer = redeem(idp_url, client, request, code)
@@ -160,13 +173,21 @@ def sign_in_for_tokens(http: requests.Session, idp_url: str, client: Client, use
 def verify_id_token(idp_url: str, id_token: str, client: Client, nonce: str | None = None) -> dict:
     """Check an ID token as an independent RP would (PyJWT against the published JWKS)."""
     key = jwt.PyJWKClient(f"{idp_url}/oidc/jwks", cache_keys=False).get_signing_key_from_jwt(id_token)
-    claims = jwt.decode(id_token, key.key, algorithms=["RS256"], audience=client.client_id, issuer=idp_url,
-                        leeway=60, options={"require": ["exp", "iat", "sub", "aud", "iss", "auth_time"]})
+    claims = jwt.decode(
+        id_token,
+        key.key,
+        algorithms=["RS256"],
+        audience=client.client_id,
+        issuer=idp_url,
+        leeway=60,
+        options={"require": ["exp", "iat", "sub", "aud", "iss", "auth_time"]},
+    )
     if nonce is not None:
         assert claims["nonce"] == nonce
     return claims
 
 
 def userinfo(idp_url: str, access_token: str, method: str = "GET") -> requests.Response:
-    return requests.request(method, f"{idp_url}/oidc/userinfo", headers={"Authorization": f"Bearer {access_token}"},
-                            timeout=10)
+    return requests.request(
+        method, f"{idp_url}/oidc/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
+    )

@@ -21,8 +21,9 @@ class _Forms(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "form":
-            self.forms.append({"action": attrs.get("action") or "", "method": (attrs.get("method") or "get").lower(),
-                               "fields": {}})
+            self.forms.append(
+                {"action": attrs.get("action") or "", "method": (attrs.get("method") or "get").lower(), "fields": {}}
+            )
         elif tag == "input" and self.forms and attrs.get("name"):
             self.forms[-1]["fields"][attrs["name"]] = attrs.get("value") or ""
 
@@ -33,8 +34,9 @@ def forms(html: str) -> list[dict]:
     return parser.forms
 
 
-def follow(http: requests.Session, response: requests.Response, stop_at: str | None = None,
-           limit: int = 15) -> requests.Response:
+def follow(
+    http: requests.Session, response: requests.Response, stop_at: str | None = None, limit: int = 15
+) -> requests.Response:
     """Follow redirects and SAML auto-post forms (no JavaScript needed) until a page that is neither,
     or until a redirect to a URL that starts with `stop_at`."""
     for _ in range(limit):
@@ -53,8 +55,13 @@ def follow(http: requests.Session, response: requests.Response, stop_at: str | N
     raise AssertionError("too many redirects")
 
 
-def portal_login(portal_url: str, username: str, upstream: str = "example-corp-oidc",
-                 password: str = DEMO_PASSWORD, http: requests.Session | None = None) -> requests.Response:
+def portal_login(
+    portal_url: str,
+    username: str,
+    upstream: str = "example-corp-oidc",
+    password: str = DEMO_PASSWORD,
+    http: requests.Session | None = None,
+) -> requests.Response:
     """Start at the portal, sign in at the IdP, come back. Returns the last page (the accounts page
     on success); the session's cookies are then signed in."""
     http = http or requests.Session()
@@ -72,17 +79,23 @@ def signed_in_session(portal_url: str, username: str, upstream: str = "example-c
     return http
 
 
-def request_credentials(http: requests.Session, portal_url: str, account_id: str,
-                        permission_set: str) -> requests.Response:
+def request_credentials(
+    http: requests.Session, portal_url: str, account_id: str, permission_set: str
+) -> requests.Response:
     accounts = http.get(f"{portal_url}/")
     csrf = next(f["fields"]["csrf_token"] for f in forms(accounts.text) if "csrf_token" in f["fields"])
-    return http.post(f"{portal_url}/credentials", data={"csrf_token": csrf, "account_id": account_id,
-                                                        "permission_set": permission_set}, allow_redirects=False)
+    return http.post(
+        f"{portal_url}/credentials",
+        data={"csrf_token": csrf, "account_id": account_id, "permission_set": permission_set},
+        allow_redirects=False,
+    )
 
 
 def credentials_from_page(html: str) -> dict[str, str]:
     """The three values from the bash export snippet of the credentials page."""
     values = dict(re.findall(r'export (AWS_[A-Z_]+)=(?:&#34;|&quot;|")([^"&]+)', html))
-    return {"aws_access_key_id": values["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": values["AWS_SECRET_ACCESS_KEY"],
-            "aws_session_token": values["AWS_SESSION_TOKEN"]}
+    return {
+        "aws_access_key_id": values["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": values["AWS_SECRET_ACCESS_KEY"],
+        "aws_session_token": values["AWS_SESSION_TOKEN"],
+    }

@@ -85,19 +85,30 @@ class MetadataSite:
 
 def portal_sp(idp_url: str, site_url: str, identity: SigningIdentity | None, **options) -> OneLoginSP:
     """The portal as config/idp.yaml describes it when PORTAL_URL is site_url, signing with `identity`."""
-    return OneLoginSP(idp_url, identity, entity_id=f"{site_url}/saml/metadata",
-                      acs_url=f"{site_url}/login/{PORTAL_UPSTREAM}/acs",
-                      slo_url=f"{site_url}/login/{PORTAL_UPSTREAM}/slo", **options)
+    return OneLoginSP(
+        idp_url,
+        identity,
+        entity_id=f"{site_url}/saml/metadata",
+        acs_url=f"{site_url}/login/{PORTAL_UPSTREAM}/acs",
+        slo_url=f"{site_url}/login/{PORTAL_UPSTREAM}/slo",
+        **options,
+    )
 
 
-def logout_request_xml(issuer: str, destination: str, name_id: str, name_id_format: str = SAML.NAMEID_PERSISTENT,
-                       issue_instant: float | None = None) -> bytes:
+def logout_request_xml(
+    issuer: str,
+    destination: str,
+    name_id: str,
+    name_id_format: str = SAML.NAMEID_PERSISTENT,
+    issue_instant: float | None = None,
+) -> bytes:
     """A hand-made, unsigned LogoutRequest, as anyone can write one."""
     root = etree.Element(f"{{{SAML.NS_SAMLP}}}LogoutRequest", nsmap={"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML})
     root.set("ID", f"_{uuid.uuid4().hex}")
     root.set("Version", "2.0")
-    root.set("IssueInstant", OneLogin_Saml2_Utils.parse_time_to_SAML(time.time() if issue_instant is None
-                                                                      else issue_instant))
+    root.set(
+        "IssueInstant", OneLogin_Saml2_Utils.parse_time_to_SAML(time.time() if issue_instant is None else issue_instant)
+    )
     root.set("Destination", destination)
     etree.SubElement(root, f"{{{SAML.NS_SAML}}}Issuer").text = issuer
     etree.SubElement(root, f"{{{SAML.NS_SAML}}}NameID", Format=name_id_format).text = name_id
@@ -113,13 +124,17 @@ def new_sp_identity(directory: Path) -> SigningIdentity:
 def register_sp(idp_url: str, metadata: bytes | str, token: str = ADMIN_TOKEN, **options) -> requests.Response:
     """POST SP metadata to the IdP's admin endpoint; options become query parameters."""
     query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in options.items()}
-    return requests.post(f"{idp_url}/saml/admin/service-providers", params=query,
-                         data=metadata if isinstance(metadata, bytes) else metadata.encode(),
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/samlmetadata+xml"},
-                         timeout=10)
+    return requests.post(
+        f"{idp_url}/saml/admin/service-providers",
+        params=query,
+        data=metadata if isinstance(metadata, bytes) else metadata.encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/samlmetadata+xml"},
+        timeout=10,
+    )
 
 
 # --- browser side ------------------------------------------------------------------------------------
+
 
 @dataclass
 class PostedMessage:
@@ -140,8 +155,14 @@ def post_form(page: requests.Response) -> PostedMessage:
     return PostedMessage(unescape(match.group(1)), form_fields(page.text))
 
 
-def sign_in_through(http: requests.Session, idp_url: str, start: requests.Response, username: str,
-                    totp_secret: str | None = None, password: str = DEMO_PASSWORD) -> requests.Response:
+def sign_in_through(
+    http: requests.Session,
+    idp_url: str,
+    start: requests.Response,
+    username: str,
+    totp_secret: str | None = None,
+    password: str = DEMO_PASSWORD,
+) -> requests.Response:
     """From the IdP's first answer to an SSO request, log in if asked and return the page with the post form."""
     answer = start
     if answer.status_code == 302 and answer.headers["Location"].startswith("/login?"):
@@ -152,22 +173,29 @@ def sign_in_through(http: requests.Session, idp_url: str, start: requests.Respon
     return answer
 
 
-def http_post_binding(http: requests.Session, url: str, parameter: str, xml: bytes | str,
-                      relay_state: str | None = None) -> requests.Response:
+def http_post_binding(
+    http: requests.Session, url: str, parameter: str, xml: bytes | str, relay_state: str | None = None
+) -> requests.Response:
     data = {parameter: base64.b64encode(xml if isinstance(xml, bytes) else xml.encode()).decode()}
     if relay_state is not None:
         data["RelayState"] = relay_state
     return http.post(url, data=data, allow_redirects=False)
 
 
-def authn_request_xml(issuer: str, destination: str | None, issue_instant: float | None = None,
-                      request_id: str | None = None, **attributes: str) -> bytes:
+def authn_request_xml(
+    issuer: str,
+    destination: str | None,
+    issue_instant: float | None = None,
+    request_id: str | None = None,
+    **attributes: str,
+) -> bytes:
     """A hand-made AuthnRequest, for requests no SP library would send (odd times, addresses, bindings)."""
     root = etree.Element(f"{{{SAML.NS_SAMLP}}}AuthnRequest", nsmap={"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML})
     root.set("ID", request_id or f"_{uuid.uuid4().hex}")
     root.set("Version", "2.0")
-    root.set("IssueInstant", OneLogin_Saml2_Utils.parse_time_to_SAML(time.time() if issue_instant is None
-                                                                      else issue_instant))
+    root.set(
+        "IssueInstant", OneLogin_Saml2_Utils.parse_time_to_SAML(time.time() if issue_instant is None else issue_instant)
+    )
     if destination is not None:
         root.set("Destination", destination)
     for name, value in attributes.items():
@@ -176,8 +204,13 @@ def authn_request_xml(issuer: str, destination: str | None, issue_instant: float
     return etree.tostring(root)
 
 
-def signed_redirect_query(identity: SigningIdentity, parameter: str, xml: bytes, relay_state: str | None = None,
-                          sig_alg: str = SAML.RSA_SHA256) -> str:
+def signed_redirect_query(
+    identity: SigningIdentity,
+    parameter: str,
+    xml: bytes,
+    relay_state: str | None = None,
+    sig_alg: str = SAML.RSA_SHA256,
+) -> str:
     """An HTTP-Redirect query string signed with the SP's key, for hand-made messages."""
     params = {parameter: deflate_base64(xml)}
     if relay_state is not None:
@@ -198,6 +231,7 @@ def deflate_base64(xml: bytes | str) -> str:
 
 # --- python3-saml SP -----------------------------------------------------------------------------------
 
+
 @dataclass
 class OneLoginSP:
     """A service provider built on python3-saml in strict mode, as an SP developer would configure it."""
@@ -217,24 +251,36 @@ class OneLoginSP:
         signs = self.identity is not None
         idp = OneLogin_Saml2_IdPMetadataParser.parse(requests.get(f"{self.idp_url}/saml/metadata", timeout=10).text)
         security = {
-            "authnRequestsSigned": signs, "logoutRequestSigned": signs, "logoutResponseSigned": signs,
-            "wantAssertionsSigned": True, "wantMessagesSigned": False, "wantNameId": True,
-            "signatureAlgorithm": SAML.RSA_SHA256, "digestAlgorithm": SAML.SHA256,
-            "rejectDeprecatedAlgorithm": True, "wantAttributeStatement": True,
+            "authnRequestsSigned": signs,
+            "logoutRequestSigned": signs,
+            "logoutResponseSigned": signs,
+            "wantAssertionsSigned": True,
+            "wantMessagesSigned": False,
+            "wantNameId": True,
+            "signatureAlgorithm": SAML.RSA_SHA256,
+            "digestAlgorithm": SAML.SHA256,
+            "rejectDeprecatedAlgorithm": True,
+            "wantAttributeStatement": True,
             **self.security,
         }
-        self.settings = OneLogin_Saml2_Settings({
-            "strict": True,
-            "sp": {
-                "entityId": self.entity_id,
-                "assertionConsumerService": {"url": self.acs_url, "binding": SAML.BINDING_HTTP_POST},
-                "singleLogoutService": {"url": self.slo_url, "binding": self.slo_binding},
-                "NameIDFormat": self.name_id_format,
-                **({"x509cert": self.identity.certificate_pem, "privateKey": self.identity.key_pem} if signs else {}),
-            },
-            "idp": idp["idp"],
-            "security": security,
-        })
+        self.settings = OneLogin_Saml2_Settings(
+            {
+                "strict": True,
+                "sp": {
+                    "entityId": self.entity_id,
+                    "assertionConsumerService": {"url": self.acs_url, "binding": SAML.BINDING_HTTP_POST},
+                    "singleLogoutService": {"url": self.slo_url, "binding": self.slo_binding},
+                    "NameIDFormat": self.name_id_format,
+                    **(
+                        {"x509cert": self.identity.certificate_pem, "privateKey": self.identity.key_pem}
+                        if signs
+                        else {}
+                    ),
+                },
+                "idp": idp["idp"],
+                "security": security,
+            }
+        )
 
     def metadata(self) -> str:
         metadata = self.settings.get_sp_metadata()
@@ -246,8 +292,12 @@ class OneLoginSP:
 
     def _request_data(self, url: str, **data) -> dict:
         parts = urlsplit(url)
-        return {"https": "on" if parts.scheme == "https" else "off", "http_host": parts.netloc,
-                "script_name": parts.path, **data}
+        return {
+            "https": "on" if parts.scheme == "https" else "off",
+            "http_host": parts.netloc,
+            "script_name": parts.path,
+            **data,
+        }
 
     def login_url(self, relay_state: str | None = None, **options) -> tuple[str, str]:
         """An AuthnRequest over HTTP-Redirect (signed per the settings): (URL at the IdP, request ID)."""
@@ -260,8 +310,13 @@ class OneLoginSP:
         request = OneLogin_Saml2_Authn_Request(self.settings, **options)
         xml = request.get_xml()
         if signed:
-            xml = OneLogin_Saml2_Utils.add_sign(xml, self.identity.key_pem, self.identity.certificate_pem,
-                                                sign_algorithm=SAML.RSA_SHA256, digest_algorithm=SAML.SHA256)
+            xml = OneLogin_Saml2_Utils.add_sign(
+                xml,
+                self.identity.key_pem,
+                self.identity.certificate_pem,
+                sign_algorithm=SAML.RSA_SHA256,
+                digest_algorithm=SAML.SHA256,
+            )
         return (xml.decode() if isinstance(xml, bytes) else xml), request.get_id()
 
     def accept(self, posted: PostedMessage, request_id: str | None) -> OneLogin_Saml2_Auth:
@@ -275,16 +330,22 @@ class OneLoginSP:
 
     def logout_url(self, name_id: str, session_index: str | None, relay_state: str | None = None) -> tuple[str, str]:
         auth = OneLogin_Saml2_Auth(self._request_data(self.slo_url), self.settings)
-        url = auth.logout(return_to=relay_state, name_id=name_id, session_index=session_index,
-                          name_id_format=self.name_id_format)
+        url = auth.logout(
+            return_to=relay_state, name_id=name_id, session_index=session_index, name_id_format=self.name_id_format
+        )
         return url, auth.get_last_request_id()
 
     def logout_request_xml(self, name_id: str, signed: bool = True) -> tuple[str, str]:
         request = OneLogin_Saml2_Logout_Request(self.settings, name_id=name_id, name_id_format=self.name_id_format)
         xml = request.get_xml()
         if signed:
-            xml = OneLogin_Saml2_Utils.add_sign(xml, self.identity.key_pem, self.identity.certificate_pem,
-                                                sign_algorithm=SAML.RSA_SHA256, digest_algorithm=SAML.SHA256)
+            xml = OneLogin_Saml2_Utils.add_sign(
+                xml,
+                self.identity.key_pem,
+                self.identity.certificate_pem,
+                sign_algorithm=SAML.RSA_SHA256,
+                digest_algorithm=SAML.SHA256,
+            )
         return (xml.decode() if isinstance(xml, bytes) else xml), request.id
 
     def accept_logout_response(self, location: str, request_id: str) -> None:
@@ -292,13 +353,15 @@ class OneLoginSP:
         assert location.startswith(self.slo_url + "?"), location
         query = urlsplit(location).query
         get_data = {k: v[0] for k, v in parse_qs(query).items()}
-        auth = OneLogin_Saml2_Auth(self._request_data(self.slo_url, get_data=get_data, query_string=query),
-                                   self.settings)
+        auth = OneLogin_Saml2_Auth(
+            self._request_data(self.slo_url, get_data=get_data, query_string=query), self.settings
+        )
         auth.process_slo(request_id=request_id, delete_session_cb=lambda: None)
         assert not auth.get_errors(), f"{auth.get_errors()}: {auth.get_last_error_reason()}"
 
 
 # --- pysaml2 SP ----------------------------------------------------------------------------------------
+
 
 def pysaml2_client(idp_url: str, identity: SigningIdentity, directory: Path, entity_id: str | None = None):
     """A pysaml2 Saml2Client trusting the IdP's published metadata; returns (client, its SP metadata XML)."""
@@ -314,25 +377,29 @@ def pysaml2_client(idp_url: str, identity: SigningIdentity, directory: Path, ent
     cert_file.write_text(identity.certificate_pem)
     base = entity_id.rsplit("/", 1)[0]
     config = SPConfig()
-    config.load({
-        "entityid": entity_id,
-        "xmlsec_binary": XMLSEC1,
-        "allow_unknown_attributes": True,
-        "key_file": str(key_file),
-        "cert_file": str(cert_file),
-        "metadata": {"inline": [requests.get(f"{idp_url}/saml/metadata", timeout=10).text]},
-        "service": {"sp": {
-            "endpoints": {
-                "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)],
-                "single_logout_service": [(f"{base}/slo", BINDING_HTTP_REDIRECT)],
+    config.load(
+        {
+            "entityid": entity_id,
+            "xmlsec_binary": XMLSEC1,
+            "allow_unknown_attributes": True,
+            "key_file": str(key_file),
+            "cert_file": str(cert_file),
+            "metadata": {"inline": [requests.get(f"{idp_url}/saml/metadata", timeout=10).text]},
+            "service": {
+                "sp": {
+                    "endpoints": {
+                        "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)],
+                        "single_logout_service": [(f"{base}/slo", BINDING_HTTP_REDIRECT)],
+                    },
+                    "authn_requests_signed": True,
+                    "signing_algorithm": SAML.RSA_SHA256,  # pysaml2 still defaults to SHA-1, which the IdP refuses
+                    "digest_algorithm": SAML.SHA256,
+                    "want_assertions_signed": True,
+                    "want_response_signed": False,
+                    "allow_unsolicited": False,
+                    "name_id_format": [SAML.NAMEID_PERSISTENT],
+                }
             },
-            "authn_requests_signed": True,
-            "signing_algorithm": SAML.RSA_SHA256,  # pysaml2 still defaults to SHA-1, which the IdP refuses
-            "digest_algorithm": SAML.SHA256,
-            "want_assertions_signed": True,
-            "want_response_signed": False,
-            "allow_unsolicited": False,
-            "name_id_format": [SAML.NAMEID_PERSISTENT],
-        }},
-    })
+        }
+    )
     return Saml2Client(config=config), create_metadata_string(None, config=config).decode()

@@ -25,8 +25,15 @@ class ServiceProcess:
         self.process.stop()
 
 
-def start_service(name: str, args: list[str], url: str, workdir: Path, env: dict[str, str] | None = None,
-                  health_path: str = "/healthz", timeout: float = 30) -> ServiceProcess:
+def start_service(
+    name: str,
+    args: list[str],
+    url: str,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    health_path: str = "/healthz",
+    timeout: float = 30,
+) -> ServiceProcess:
     """Run `python -m <args>` and wait until GET url+health_path answers 200."""
     full_env = python_env(**{"WEB_WORKERS": "1", **(env or {})})
     process = Process.start(name, args, log_path=workdir / f"{name}.log", cwd=workdir, env=full_env)
@@ -42,5 +49,6 @@ def start_idp(workdir: Path, config: Path | None = None, env: dict[str, str] | N
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["idp_mock"] + (["--config", str(config)] if config else []) + ["serve", "--port", str(port)]
-    return start_service("idp", args, url, workdir,
-                         {"IDP_URL": url, "IDP_INSTANCE_DIR": str(workdir / "instance"), **(env or {})})
+    return start_service(
+        "idp", args, url, workdir, {"IDP_URL": url, "IDP_INSTANCE_DIR": str(workdir / "instance"), **(env or {})}
+    )

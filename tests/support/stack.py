@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devstack.stack import Stack
 from devstack.processes import free_port
+from devstack.stack import Stack
 
 
 def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:

@@ -11,17 +11,25 @@ from signxml import XMLVerifier
 from signxml.exceptions import InvalidSignature
 
 from broker.aws.assertion import (
-    AWS_ATTRIBUTE, AWS_SAML_ENDPOINT, aws_name, build_saml_response, idp_metadata_xml, tag_value,
+    AWS_ATTRIBUTE,
+    AWS_SAML_ENDPOINT,
+    aws_name,
+    build_saml_response,
+    idp_metadata_xml,
+    tag_value,
 )
 from broker.core.entitlements import check_entitlement
 from broker.errors import IdentityRefused
 from sso_common.keys import load_or_create_signing_identity
 from sso_common.xmlsign import sign_element
-
 from tests.broker.conftest import BROKER_ENTITY_ID
 
-NS = {"samlp": "urn:oasis:names:tc:SAML:2.0:protocol", "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
-      "ds": "http://www.w3.org/2000/09/xmldsig#", "md": "urn:oasis:names:tc:SAML:2.0:metadata"}
+NS = {
+    "samlp": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "ds": "http://www.w3.org/2000/09/xmldsig#",
+    "md": "urn:oasis:names:tc:SAML:2.0:metadata",
+}
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 
 
@@ -42,16 +50,19 @@ def response(bob, developer, signing_identity) -> bytes:
 
 def attributes(xml: bytes) -> dict[str, list[str]]:
     root = etree.fromstring(xml)
-    return {a.get("Name"): [v.text for v in a.findall("saml:AttributeValue", NS)]
-            for a in root.iterfind(".//saml:Attribute", NS)}
+    return {
+        a.get("Name"): [v.text for v in a.findall("saml:AttributeValue", NS)]
+        for a in root.iterfind(".//saml:Attribute", NS)
+    }
 
 
 def test_signature_verifies_against_the_brokers_certificate_and_covers_the_assertion(response, signing_identity):
     verified = XMLVerifier().verify(response, x509_cert=signing_identity.certificate_pem)
     assert verified.signed_xml.tag == f"{{{NS['saml']}}}Assertion"
     # An independent implementation (xmlsec, through python3-saml) agrees.
-    assert OneLogin_Saml2_Utils.validate_sign(response, cert=signing_identity.certificate_pem,
-                                              xpath="//saml:Assertion/ds:Signature")
+    assert OneLogin_Saml2_Utils.validate_sign(
+        response, cert=signing_identity.certificate_pem, xpath="//saml:Assertion/ds:Signature"
+    )
 
 
 def test_signature_sits_right_after_the_assertion_issuer_with_exclusive_c14n(response):
@@ -81,14 +92,18 @@ def test_envelope_addresses_aws_for_five_minutes_as_a_bearer_assertion(response,
     assert assertion.findtext("saml:Issuer", namespaces=NS) == BROKER_ENTITY_ID
     name_id = assertion.find("saml:Subject/saml:NameID", NS)
     assert (name_id.text, name_id.get("Format")) == (
-        bob.subject, "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent")
+        bob.subject,
+        "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+    )
     confirmation = assertion.find("saml:Subject/saml:SubjectConfirmation", NS)
     assert confirmation.get("Method") == "urn:oasis:names:tc:SAML:2.0:cm:bearer"
     data = confirmation.find("saml:SubjectConfirmationData", NS)
     assert (data.get("Recipient"), data.get("NotOnOrAfter")) == (AWS_SAML_ENDPOINT, "2027-01-15T08:05:00Z")
     conditions = assertion.find("saml:Conditions", NS)
     assert (conditions.get("NotBefore"), conditions.get("NotOnOrAfter")) == (
-        "2027-01-15T08:00:00Z", "2027-01-15T08:05:00Z")
+        "2027-01-15T08:00:00Z",
+        "2027-01-15T08:05:00Z",
+    )
     assert conditions.findtext("saml:AudienceRestriction/saml:Audience", namespaces=NS) == AWS_SAML_ENDPOINT
 
 
@@ -97,7 +112,7 @@ def test_a_tampered_assertion_fails_verification(response, access, person, signi
     admin_role = check_entitlement(admin, access, "111111111111", "AdministratorAccess").role_arn
     root = etree.fromstring(response)
     role = root.find(f".//saml:Attribute[@Name='{AWS_ATTRIBUTE}Role']/saml:AttributeValue", NS)
-    role.text = admin_role + role.text[role.text.index(","):]
+    role.text = admin_role + role.text[role.text.index(",") :]
     with pytest.raises(InvalidSignature):
         XMLVerifier().verify(etree.tostring(root), x509_cert=signing_identity.certificate_pem)
 
@@ -109,8 +124,13 @@ def test_another_keys_certificate_does_not_verify(response, tmp_path):
 
 
 def test_user_data_is_escaped_text_never_markup(access, person, signing_identity):
-    mallory = person("mallory", email='m"</saml:AttributeValue><x>@example.com', display_name="<b>",
-                     subject="</saml:NameID><saml:NameID>admin", groups=("engineering",))
+    mallory = person(
+        "mallory",
+        email='m"</saml:AttributeValue><x>@example.com',
+        display_name="<b>",
+        subject="</saml:NameID><saml:NameID>admin",
+        groups=("engineering",),
+    )
     entitlement = check_entitlement(mallory, access, "111111111111", "EmployeeDirectoryDeveloper")
     xml = build_saml_response(mallory, entitlement, BROKER_ENTITY_ID, signing_identity)
     XMLVerifier().verify(xml, x509_cert=signing_identity.certificate_pem)
@@ -149,8 +169,10 @@ def test_metadata_describes_the_broker_as_idp(signing_identity):
     root = etree.fromstring(metadata.encode())
     assert root.get("entityID") == BROKER_ENTITY_ID
     idp = root.find("md:IDPSSODescriptor", NS)
-    certificate = idp.findtext("md:KeyDescriptor[@use='signing']/ds:KeyInfo/ds:X509Data/ds:X509Certificate",
-                               namespaces=NS)
+    certificate = idp.findtext(
+        "md:KeyDescriptor[@use='signing']/ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=NS
+    )
     assert base64.b64decode(certificate) == base64.b64decode(signing_identity.certificate_base64)
     assert {s.get("Location") for s in idp.findall("md:SingleSignOnService", NS)} == {
-        "https://broker.example.test/saml/sso"}
+        "https://broker.example.test/saml/sso"
+    }

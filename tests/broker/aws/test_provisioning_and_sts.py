@@ -6,21 +6,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from broker.aws.accounts import AccountSessions
 from broker.aws.assertion import idp_metadata_xml
+from broker.aws.provisioning import Change, provision, trust_policy
 from broker.aws.sts import StsCredentialIssuer
 from broker.core.entitlements import Entitlement, check_entitlement
 from broker.core.naming import SSO_ROLE_PATH, provider_arn, role_arn
 from broker.errors import StsRefused, StsUnavailable
-from broker.aws.accounts import AccountSessions
-from broker.aws.provisioning import Change, provision, trust_policy
 from devstack.processes import free_port
-
 from tests.broker.conftest import BROKER_ENTITY_ID
 
 SANDBOX, PRODUCTION = "111111111111", "222222222222"
@@ -48,15 +47,20 @@ def first_run(sessions, access, metadata):
 
 @pytest.fixture(scope="module")
 def issuer(moto_server, access, signing_identity, sessions, first_run):
-    return StsCredentialIssuer(moto_server.endpoint_url, access.region, signing_identity, BROKER_ENTITY_ID,
-                            caller_sessions=sessions.session)
+    return StsCredentialIssuer(
+        moto_server.endpoint_url, access.region, signing_identity, BROKER_ENTITY_ID, caller_sessions=sessions.session
+    )
 
 
 def as_person(credentials, moto_server, service):
-    return boto3.client(service, endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
-                        aws_access_key_id=credentials.access_key_id,
-                        aws_secret_access_key=credentials.secret_access_key,
-                        aws_session_token=credentials.session_token)
+    return boto3.client(
+        service,
+        endpoint_url=moto_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+    )
 
 
 def denied(call) -> bool:
@@ -92,14 +96,22 @@ def test_changed_policies_are_updated_and_changed_back(first_run, sessions, acce
     read_only = access.permission_sets["EmployeeDirectoryReadOnly"]
     narrower = json.loads(read_only.inline_policy_template)
     narrower["Statement"] = narrower["Statement"][:2]
-    changed = dataclasses.replace(access, permission_sets={
-        **access.permission_sets,
-        read_only.name: dataclasses.replace(read_only, inline_policy_template=json.dumps(narrower),
-                                            managed_policy_arns=("arn:aws:iam::aws:policy/ReadOnlyAccess",)),
-    })
+    changed = dataclasses.replace(
+        access,
+        permission_sets={
+            **access.permission_sets,
+            read_only.name: dataclasses.replace(
+                read_only,
+                inline_policy_template=json.dumps(narrower),
+                managed_policy_arns=("arn:aws:iam::aws:policy/ReadOnlyAccess",),
+            ),
+        },
+    )
     changes = provision(changed, metadata, sessions.client)
     assert {(c.account_id, c.action, c.resource.split(" ")[0]) for c in changes} == {
-        (PRODUCTION, "updated", "inline"), (PRODUCTION, "attached", "arn:aws:iam::aws:policy/ReadOnlyAccess")}
+        (PRODUCTION, "updated", "inline"),
+        (PRODUCTION, "attached", "arn:aws:iam::aws:policy/ReadOnlyAccess"),
+    }
     name = next(c.resource.split()[-1] for c in changes if c.action == "updated")
     deployed = sessions.client(PRODUCTION, "iam").get_role_policy(RoleName=name, PolicyName="AwsSSOInlinePolicy")
     assert len(deployed["PolicyDocument"]["Statement"]) == 2
@@ -112,13 +124,19 @@ def test_changed_policies_are_updated_and_changed_back(first_run, sessions, acce
 def test_unassigned_permission_sets_lose_their_roles_and_foreign_roles_survive(first_run, sessions, access, metadata):
     iam = sessions.client(SANDBOX, "iam")
     # A role of a real IAM Identity Center in the same account, under the same path, not ours.
-    iam.create_role(Path=SSO_ROLE_PATH, RoleName="AWSReservedSSO_Billing_0000000000000000",
-                    AssumeRolePolicyDocument=json.dumps(trust_policy(provider_arn(SANDBOX, "AWSSSO"))))
+    iam.create_role(
+        Path=SSO_ROLE_PATH,
+        RoleName="AWSReservedSSO_Billing_0000000000000000",
+        AssumeRolePolicyDocument=json.dumps(trust_policy(provider_arn(SANDBOX, "AWSSSO"))),
+    )
     without_security = dataclasses.replace(
-        access, assignments=tuple(a for a in access.assignments if a.group != "security"))
+        access, assignments=tuple(a for a in access.assignments if a.group != "security")
+    )
     changes = provision(without_security, metadata, sessions.client)
     assert [(c.account_id, c.action, c.resource.split("_")[1]) for c in changes] == [
-        (SANDBOX, "deleted", "SecurityAudit"), (PRODUCTION, "deleted", "SecurityAudit")]
+        (SANDBOX, "deleted", "SecurityAudit"),
+        (PRODUCTION, "deleted", "SecurityAudit"),
+    ]
     assert iam.get_role(RoleName="AWSReservedSSO_Billing_0000000000000000")
     assert {c.action for c in provision(access, metadata, sessions.client)} <= {"created", "attached"}
 
@@ -126,7 +144,7 @@ def test_unassigned_permission_sets_lose_their_roles_and_foreign_roles_survive(f
 def test_read_only_credentials_read_the_directory_and_cannot_write(issuer, moto_server, access, person):
     bob = person("bob")
     entitlement = check_entitlement(bob, access, PRODUCTION, "EmployeeDirectoryReadOnly")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     credentials = issuer.issue(bob, entitlement)
 
     caller = as_person(credentials, moto_server, "sts").get_caller_identity()
@@ -157,7 +175,8 @@ def test_developer_credentials_write_the_directory(issuer, moto_server, access, 
     dynamodb = as_person(credentials, moto_server, "dynamodb")
     dynamodb.put_item(TableName="Employees", Item={"username": {"S": "erin"}, "department": {"S": "QA"}})
     assert dynamodb.get_item(TableName="Employees", Key={"username": {"S": "erin"}})["Item"]["department"] == {
-        "S": "QA"}
+        "S": "QA"
+    }
     assert denied(lambda: as_person(credentials, moto_server, "iam").list_roles())
 
 
@@ -173,14 +192,37 @@ def test_emulator_still_checks_dynamodb_against_resource_star(issuer, sessions, 
     this fails and the directory policies can become plain table-scoped Allows."""
     iam = sessions.client(SANDBOX, "iam")
     name = "AWSReservedSSO_Canary_0000000000000000"
-    iam.create_role(Path=SSO_ROLE_PATH, RoleName=name,
-                    AssumeRolePolicyDocument=json.dumps(trust_policy(provider_arn(SANDBOX, "ExampleCorpSSOBroker"))))
-    iam.put_role_policy(RoleName=name, PolicyName="TableOnly", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "dynamodb:GetItem",
-                       "Resource": f"arn:aws:dynamodb:us-east-1:{SANDBOX}:table/Employees"}]}))
-    canary = Entitlement(SANDBOX, "example-sandbox", "Canary", name, role_arn(SANDBOX, name),
-                         provider_arn(SANDBOX, "ExampleCorpSSOBroker"), 3600, False)
+    iam.create_role(
+        Path=SSO_ROLE_PATH,
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(trust_policy(provider_arn(SANDBOX, "ExampleCorpSSOBroker"))),
+    )
+    iam.put_role_policy(
+        RoleName=name,
+        PolicyName="TableOnly",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "dynamodb:GetItem",
+                        "Resource": f"arn:aws:dynamodb:us-east-1:{SANDBOX}:table/Employees",
+                    }
+                ],
+            }
+        ),
+    )
+    canary = Entitlement(
+        SANDBOX,
+        "example-sandbox",
+        "Canary",
+        name,
+        role_arn(SANDBOX, name),
+        provider_arn(SANDBOX, "ExampleCorpSSOBroker"),
+        3600,
+        False,
+    )
     try:
         credentials = issuer.issue(person("bob"), canary)
         dynamodb = as_person(credentials, moto_server, "dynamodb")
@@ -203,14 +245,21 @@ def test_sts_down_is_reported_as_unavailable_quickly(access, person, signing_ide
     assert failure.value.__cause__ is None and failure.value.__suppress_context__
 
 
-def test_sts_error_answer_is_reported_as_refused_without_the_assertion(moto_server, access, person,
-                                                                        signing_identity, first_run):
+def test_sts_error_answer_is_reported_as_refused_without_the_assertion(
+    moto_server, access, person, signing_identity, first_run
+):
     bob = person("bob")
     entitlement = check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper")
-    unknown_caller = boto3.Session(aws_access_key_id="AKIAUNKNOWNCALLER000", aws_secret_access_key="wrong",
-                                   region_name="us-east-1")
-    issuer = StsCredentialIssuer(moto_server.endpoint_url, "us-east-1", signing_identity, BROKER_ENTITY_ID,
-                              caller_sessions=lambda account_id: unknown_caller)
+    unknown_caller = boto3.Session(
+        aws_access_key_id="AKIAUNKNOWNCALLER000", aws_secret_access_key="wrong", region_name="us-east-1"
+    )
+    issuer = StsCredentialIssuer(
+        moto_server.endpoint_url,
+        "us-east-1",
+        signing_identity,
+        BROKER_ENTITY_ID,
+        caller_sessions=lambda account_id: unknown_caller,
+    )
     with pytest.raises(StsRefused) as refusal:
         issuer.issue(bob, entitlement)
     assert refusal.value.code == "InvalidClientTokenId"

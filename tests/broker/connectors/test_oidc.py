@@ -15,11 +15,11 @@ import requests
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc.jwk import RSAKey
 
+from broker.connectors.mapping import IdentityMapping
+from broker.connectors.oidc import DEFAULT_CLAIMS as OIDC_CLAIMS
+from broker.connectors.oidc import JWKS_REFRESH_INTERVAL, OIDCConnector
 from broker.core.identity import LogoutHint
 from broker.errors import LoginFailed, UpstreamUnavailable
-from broker.connectors.oidc import DEFAULT_CLAIMS as OIDC_CLAIMS
-from broker.connectors.mapping import IdentityMapping
-from broker.connectors.oidc import JWKS_REFRESH_INTERVAL, OIDCConnector
 from devstack.processes import free_port
 from tests.support.forge import (
     FakeOIDCProvider,
@@ -35,12 +35,21 @@ PORTAL = "http://localhost:8000"
 STRANGER_KEY = RSAKey.generate_key(2048)  # a key the provider never published
 
 
-def make_connector(issuer: str, client_secret: str = "test-secret", upstream_id: str = "test-oidc",
-                   **options) -> OIDCConnector:
-    return OIDCConnector(id=upstream_id, display_name="Test IdP", issuer=issuer, client_id="access-portal",
-                         client_secret=client_secret, redirect_uri=f"{PORTAL}/login/{upstream_id}/callback",
-                         scopes=["openid", "email", "profile", "groups"], mapping=IdentityMapping(**OIDC_CLAIMS),
-                         clock_skew=60, **options)
+def make_connector(
+    issuer: str, client_secret: str = "test-secret", upstream_id: str = "test-oidc", **options
+) -> OIDCConnector:
+    return OIDCConnector(
+        id=upstream_id,
+        display_name="Test IdP",
+        issuer=issuer,
+        client_id="access-portal",
+        client_secret=client_secret,
+        redirect_uri=f"{PORTAL}/login/{upstream_id}/callback",
+        scopes=["openid", "email", "profile", "groups"],
+        mapping=IdentityMapping(**OIDC_CLAIMS),
+        clock_skew=60,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +95,7 @@ def refused(fake, connector, id_token=None, **claims) -> str:
 
 
 # -- the protocol -------------------------------------------------------------------------------
+
 
 def test_authorization_request_uses_pkce_state_and_nonce(fake):
     connector = make_connector(fake.url)
@@ -134,6 +144,7 @@ def test_a_token_within_the_clock_skew_is_accepted(fake):
 
 
 # -- bad ID tokens ----------------------------------------------------------------------------
+
 
 def test_alg_none_is_refused(fake):
     connector = make_connector(fake.url)
@@ -238,6 +249,7 @@ def test_a_token_answer_without_id_token_is_refused(fake):
 
 # -- keys -------------------------------------------------------------------------------------
 
+
 def test_key_rotation_is_picked_up_but_unknown_kids_do_not_hammer_the_idp(fake):
     clock = Clock()
     connector = make_connector(fake.url, monotonic=clock)
@@ -260,6 +272,7 @@ def test_key_rotation_is_picked_up_but_unknown_kids_do_not_hammer_the_idp(fake):
 
 
 # -- the IdP's answers ----------------------------------------------------------------------------
+
 
 def test_an_error_callback_is_a_readable_refusal(fake):
     connector = make_connector(fake.url)
@@ -316,20 +329,28 @@ def test_a_slow_idp_is_unavailable_after_the_timeout(fake):
 
 # -- logout -----------------------------------------------------------------------------------
 
+
 def test_logout_sends_the_browser_to_the_end_session_endpoint(fake):
     connector = make_connector(fake.url)
     redirect = connector.logout(LogoutHint(id_token="the-id-token"), f"{PORTAL}/signed-out")
     url = urlsplit(redirect.url)
     assert f"{url.scheme}://{url.netloc}{url.path}" == f"{fake.url}/logout"
-    assert parse_qs(url.query) == {"id_token_hint": ["the-id-token"], "post_logout_redirect_uri": [f"{PORTAL}/signed-out"],
-                                   "client_id": ["access-portal"]}
+    assert parse_qs(url.query) == {
+        "id_token_hint": ["the-id-token"],
+        "post_logout_redirect_uri": [f"{PORTAL}/signed-out"],
+        "client_id": ["access-portal"],
+    }
 
 
 def test_logout_when_the_idp_is_down_is_local_only():
-    assert make_connector(f"http://127.0.0.1:{free_port()}").logout(LogoutHint(id_token="t"), f"{PORTAL}/signed-out") is None
+    assert (
+        make_connector(f"http://127.0.0.1:{free_port()}").logout(LogoutHint(id_token="t"), f"{PORTAL}/signed-out")
+        is None
+    )
 
 
 # -- the real mock IdP --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def idp_connector(idp):
@@ -342,10 +363,13 @@ def callback_params(answer) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(location.query).items()}
 
 
-@pytest.mark.parametrize("username, totp, groups, department, mfa", [
-    ("alice", None, {"engineering", "aws-admins"}, "Engineering", False),
-    ("erin", ERIN_TOTP_SECRET, {"security", "engineering"}, "Security", True),
-])
+@pytest.mark.parametrize(
+    "username, totp, groups, department, mfa",
+    [
+        ("alice", None, {"engineering", "aws-admins"}, "Engineering", False),
+        ("erin", ERIN_TOTP_SECRET, {"security", "engineering"}, "Security", True),
+    ],
+)
 def test_sign_in_at_the_mock_idp(idp, idp_connector, username, totp, groups, department, mfa):
     redirect, kept = idp_connector.begin("state-real")
     params = callback_params(idp_answer(idp.url, redirect.url, username, totp))

@@ -19,13 +19,13 @@ import pytest
 from lxml import etree
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
+from broker.connectors.mapping import IdentityMapping
+from broker.connectors.saml import DEFAULT_ATTRIBUTES as SAML_ATTRIBUTES
+from broker.connectors.saml import SAMLConnector, SAMLLoginState
 from broker.core.identity import LogoutHint
 from broker.errors import LoginFailed, UpstreamUnavailable
-from broker.connectors.saml import DEFAULT_ATTRIBUTES as SAML_ATTRIBUTES
-from broker.connectors.mapping import IdentityMapping
-from broker.connectors.saml import SAMLConnector, SAMLLoginState
-from sso_common.keys import load_or_create_signing_identity
 from devstack.processes import free_port
+from sso_common.keys import load_or_create_signing_identity
 from sso_common.store.memory import MemoryStateStore
 from tests.support.forge import (
     NS,
@@ -59,9 +59,18 @@ def idp(tmp_path_factory, sp_keys):
     same 30 s window would otherwise refuse each other's code), configured with PORTAL as the portal,
     whose metadata (with sp_keys' certificate) the site publishes as the real portal does."""
     site = MetadataSite(int(PORTAL.rsplit(":", 1)[1])).start()
-    site.publish(SAMLConnector(id=UPSTREAM, display_name="Example Corp (SAML)", portal_url=PORTAL,
-                               mapping=IdentityMapping(**SAML_ATTRIBUTES), sp_identity=sp_keys,
-                               store=MemoryStateStore(), clock_skew=60, metadata_url=f"{PORTAL}/none").sp_metadata_xml())
+    site.publish(
+        SAMLConnector(
+            id=UPSTREAM,
+            display_name="Example Corp (SAML)",
+            portal_url=PORTAL,
+            mapping=IdentityMapping(**SAML_ATTRIBUTES),
+            sp_identity=sp_keys,
+            store=MemoryStateStore(),
+            clock_skew=60,
+            metadata_url=f"{PORTAL}/none",
+        ).sp_metadata_xml()
+    )
     service = start_idp(tmp_path_factory.mktemp("idp"), env={"PORTAL_URL": PORTAL})
     yield service
     service.stop()
@@ -76,19 +85,29 @@ def attacker(tmp_path_factory):
 @pytest.fixture
 def connect(idp, sp_keys):
     """Factory: a SAML connector with its own replay cache (the real IdP's metadata unless given)."""
+
     def make(portal: str = PORTAL, **options) -> SAMLConnector:
         options.setdefault("metadata_url", f"{idp.url}/saml/metadata")
-        return SAMLConnector(id=UPSTREAM, display_name="Example Corp (SAML)", portal_url=portal,
-                             mapping=IdentityMapping(**SAML_ATTRIBUTES), sp_identity=sp_keys,
-                             store=MemoryStateStore(), clock_skew=60, **options)
+        return SAMLConnector(
+            id=UPSTREAM,
+            display_name="Example Corp (SAML)",
+            portal_url=portal,
+            mapping=IdentityMapping(**SAML_ATTRIBUTES),
+            sp_identity=sp_keys,
+            store=MemoryStateStore(),
+            clock_skew=60,
+            **options,
+        )
+
     return make
 
 
 @pytest.fixture
 def trusting(idp, connect, attacker):
     """A connector whose metadata names the real IdP's entity ID with the attacker's certificate."""
-    return connect(metadata_url=None,
-                   metadata_xml=idp_metadata(f"{idp.url}/saml/metadata", f"{idp.url}/saml/sso", attacker))
+    return connect(
+        metadata_url=None, metadata_xml=idp_metadata(f"{idp.url}/saml/metadata", f"{idp.url}/saml/sso", attacker)
+    )
 
 
 def sign_in(idp, connector, username="alice", totp=None, state="state-1"):
@@ -102,9 +121,16 @@ def sign_in(idp, connector, username="alice", totp=None, state="state-1"):
 @pytest.fixture(scope="module")
 def genuine(idp, sp_keys):
     """One genuine Response for alice and the kept data of its AuthnRequest, to mutate."""
-    connector = SAMLConnector(id=UPSTREAM, display_name="Example Corp (SAML)", portal_url=PORTAL,
-                              mapping=IdentityMapping(**SAML_ATTRIBUTES), sp_identity=sp_keys,
-                              store=MemoryStateStore(), clock_skew=60, metadata_url=f"{idp.url}/saml/metadata")
+    connector = SAMLConnector(
+        id=UPSTREAM,
+        display_name="Example Corp (SAML)",
+        portal_url=PORTAL,
+        mapping=IdentityMapping(**SAML_ATTRIBUTES),
+        sp_identity=sp_keys,
+        store=MemoryStateStore(),
+        clock_skew=60,
+        metadata_url=f"{idp.url}/saml/metadata",
+    )
     return sign_in(idp, connector)
 
 
@@ -147,10 +173,14 @@ def set_times(root, *, not_before=None, not_on_or_after=None, confirmation_until
 
 # -- real sign-ins ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("username, totp, groups, department, mfa", [
-    ("alice", None, {"engineering", "aws-admins"}, "Engineering", False),
-    ("erin", ERIN_TOTP_SECRET, {"security", "engineering"}, "Security", True),
-])
+
+@pytest.mark.parametrize(
+    "username, totp, groups, department, mfa",
+    [
+        ("alice", None, {"engineering", "aws-admins"}, "Engineering", False),
+        ("erin", ERIN_TOTP_SECRET, {"security", "engineering"}, "Security", True),
+    ],
+)
 def test_sign_in_at_the_mock_idp(idp, connect, username, totp, groups, department, mfa):
     connector = connect()
     params, kept = sign_in(idp, connector, username, totp)
@@ -203,6 +233,7 @@ def test_logout_sends_a_logout_request_for_the_session(idp, connect):
 
 # -- broken signatures --------------------------------------------------------------------------
 
+
 def test_a_replayed_response_is_refused(idp, connect):
     connector = connect()
     params, kept = sign_in(idp, connector)
@@ -211,7 +242,9 @@ def test_a_replayed_response_is_refused(idp, connect):
 
 
 def test_an_unsigned_response_is_refused(connect, genuine):
-    strip = lambda root: [s.getparent().remove(s) for s in list(root.iter(f"{{{NS['ds']}}}Signature"))]
+    def strip(root):
+        return [s.getparent().remove(s) for s in list(root.iter(f"{{{NS['ds']}}}Signature"))]
+
     rejected(connect(), unsigned(genuine, strip), genuine[1], "not signed")
 
 
@@ -224,6 +257,7 @@ def test_a_changed_assertion_breaks_the_signature(connect, genuine):
         for value in root.iter(f"{{{NS['saml']}}}AttributeValue"):
             if value.text == "engineering":
                 value.text = "security"
+
     rejected(connect(), unsigned(genuine, promote), genuine[1], "signature is not valid")
 
 
@@ -233,13 +267,20 @@ def test_a_response_for_another_request_is_refused(connect, genuine):
 
 def test_a_response_to_another_address_is_refused(connect, genuine):
     """Destination sits on the unsigned Response envelope: changing it needs no key."""
-    rejected(connect(), unsigned(genuine, lambda root: root.set("Destination", "https://evil.example.test/acs")),
-             genuine[1], "destination")
+    rejected(
+        connect(),
+        unsigned(genuine, lambda root: root.set("Destination", "https://evil.example.test/acs")),
+        genuine[1],
+        "destination",
+    )
 
 
 def test_garbage_is_refused(connect, genuine):
-    for garbage in ("not base64 at all!", base64.b64encode(b"<not-saml/>").decode(),
-                    base64.b64encode(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>').decode()):
+    for garbage in (
+        "not base64 at all!",
+        base64.b64encode(b"<not-saml/>").decode(),
+        base64.b64encode(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>').decode(),
+    ):
         rejected(connect(), {"SAMLResponse": garbage}, genuine[1], "rejected")
     with pytest.raises(LoginFailed, match="no SAMLResponse"):
         connect().complete({"RelayState": "state-1"}, genuine[1])
@@ -247,32 +288,46 @@ def test_garbage_is_refused(connect, genuine):
 
 # -- validly signed, semantically bad (the trusting connector) ----------------------------------
 
+
 def test_a_resigned_response_is_accepted_as_is(trusting, genuine, attacker):
     assert trusting.complete(forged(genuine, attacker), genuine[1]).identity.email == "alice@example.com"
 
 
 def test_an_expired_assertion_is_refused(trusting, genuine, attacker):
-    change = lambda root: set_times(root, not_before=-900, not_on_or_after=-600, confirmation_until=-600)
+    def change(root):
+        return set_times(root, not_before=-900, not_on_or_after=-600, confirmation_until=-600)
+
     rejected(trusting, forged(genuine, attacker, change), genuine[1], "expired")
 
 
 def test_a_not_yet_valid_assertion_is_refused(trusting, genuine, attacker):
-    change = lambda root: set_times(root, not_before=900, not_on_or_after=1200)
+    def change(root):
+        return set_times(root, not_before=900, not_on_or_after=1200)
+
     rejected(trusting, forged(genuine, attacker, change), genuine[1], "not valid yet")
 
 
 def test_the_configured_clock_skew_applies_not_python3_saml_s_300_seconds(trusting, genuine, attacker):
-    early = lambda root: set_times(root, not_before=120)
+    def early(root):
+        return set_times(root, not_before=120)
+
     rejected(trusting, forged(genuine, attacker, early), genuine[1], "not valid yet")
-    late = lambda root: set_times(root, not_on_or_after=-120)
+
+    def late(root):
+        return set_times(root, not_on_or_after=-120)
+
     rejected(trusting, forged(genuine, attacker, late), genuine[1], "expired")
-    within = lambda root: set_times(root, not_before=30, not_on_or_after=-30)
+
+    def within(root):
+        return set_times(root, not_before=30, not_on_or_after=-30)
+
     assert trusting.complete(forged(genuine, attacker, within), genuine[1]).identity
 
 
 def test_an_assertion_for_another_audience_is_refused(trusting, genuine, attacker):
     def audience(root):
         assertion_of(root).find("saml:Conditions/saml:AudienceRestriction/saml:Audience", NS).text = "urn:other-sp"
+
     rejected(trusting, forged(genuine, attacker, audience), genuine[1], "audience")
 
 
@@ -280,15 +335,18 @@ def test_an_assertion_for_another_recipient_is_refused(trusting, genuine, attack
     def recipient(root):
         for data in root.iter(f"{{{NS['saml']}}}SubjectConfirmationData"):
             data.set("Recipient", "https://evil.example.test/acs")
+
     rejected(trusting, forged(genuine, attacker, recipient), genuine[1], "recipient")
 
 
 def test_an_unsolicited_response_is_refused(trusting, genuine, attacker):
     """python3-saml only compares InResponseTo when there is one: without it, it would accept."""
+
     def unsolicited(root):
         root.attrib.pop("InResponseTo")
         for data in root.iter(f"{{{NS['saml']}}}SubjectConfirmationData"):
             data.attrib.pop("InResponseTo", None)
+
     rejected(trusting, forged(genuine, attacker, unsolicited), genuine[1], "InResponseTo")
 
 
@@ -299,6 +357,7 @@ def test_a_replayed_forgery_with_a_new_signature_is_still_a_replay(trusting, gen
 
 
 # -- the IdP unreachable ------------------------------------------------------------------------
+
 
 def test_an_idp_that_is_down_is_unavailable_quickly(connect):
     connector = connect(metadata_url=f"http://127.0.0.1:{free_port()}/saml/metadata")

@@ -11,24 +11,34 @@ import yaml
 
 from broker.core.access import load_access
 from sso_common.config import ConfigError
-
 from tests.broker.conftest import ACCESS_FILE
 
-POLICY = {"Version": "2012-10-17",
-          "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
-                         "Resource": "arn:aws:s3:::photos-{account_id}/*"}]}
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::photos-{account_id}/*"}],
+}
 VALID = {
     "identity_provider_name": "TestBroker",
     "region": "eu-west-1",
     "accounts": [{"id": "111111111111", "name": "sandbox"}, {"id": "222222222222", "name": "production"}],
     "permission_sets": [
-        {"name": "Admin", "description": "Everything", "session_duration": "PT1H",
-         "managed_policies": ["arn:aws:iam::aws:policy/AdministratorAccess"]},
-        {"name": "Reader", "description": "Read photos", "session_duration": "PT2H30M",
-         "inline_policy": json.dumps(POLICY)},
+        {
+            "name": "Admin",
+            "description": "Everything",
+            "session_duration": "PT1H",
+            "managed_policies": ["arn:aws:iam::aws:policy/AdministratorAccess"],
+        },
+        {
+            "name": "Reader",
+            "description": "Read photos",
+            "session_duration": "PT2H30M",
+            "inline_policy": json.dumps(POLICY),
+        },
     ],
-    "assignments": [{"group": "admins", "account": "sandbox", "permission_set": "Admin"},
-                    {"group": "staff", "account": "222222222222", "permission_set": "Reader"}],
+    "assignments": [
+        {"group": "admins", "account": "sandbox", "permission_set": "Admin"},
+        {"group": "staff", "account": "222222222222", "permission_set": "Reader"},
+    ],
 }
 
 
@@ -46,17 +56,25 @@ def with_change(change) -> dict:
 
 def test_seed_file_has_the_accounts_sets_and_assignments_the_organization_expects(access):
     assert {a.id: a.name for a in access.accounts.values()} == {
-        "111111111111": "example-sandbox", "222222222222": "example-production"}
+        "111111111111": "example-sandbox",
+        "222222222222": "example-production",
+    }
     assert list(access.permission_sets) == [
-        "AdministratorAccess", "EmployeeDirectoryDeveloper", "EmployeeDirectoryReadOnly", "SecurityAudit"]
+        "AdministratorAccess",
+        "EmployeeDirectoryDeveloper",
+        "EmployeeDirectoryReadOnly",
+        "SecurityAudit",
+    ]
     assert access.permission_sets["SecurityAudit"].requires_mfa
     assert access.permission_sets["SecurityAudit"].managed_policy_arns == ("arn:aws:iam::aws:policy/SecurityAudit",)
     assert not access.permission_sets["EmployeeDirectoryDeveloper"].requires_mfa
     groups = {a.group for a in access.assignments}
     assert groups == {"engineering", "aws-admins", "security"}  # finance and contractors get nothing
     engineering = {(a.account_id, a.permission_set) for a in access.assignments if a.group == "engineering"}
-    assert engineering == {("111111111111", "EmployeeDirectoryDeveloper"),
-                           ("222222222222", "EmployeeDirectoryReadOnly")}
+    assert engineering == {
+        ("111111111111", "EmployeeDirectoryDeveloper"),
+        ("222222222222", "EmployeeDirectoryReadOnly"),
+    }
 
 
 def test_inline_policies_name_each_accounts_own_resources(access):
@@ -82,7 +100,9 @@ def test_minimal_valid_file_loads_with_durations_in_seconds(tmp_path):
     access = load_access(write(tmp_path, VALID), known_groups={"admins", "staff", "finance"})
     assert access.permission_sets["Reader"].session_duration == 2 * 3600 + 30 * 60
     assert [(a.group, a.account_id) for a in access.assignments] == [
-        ("admins", "111111111111"), ("staff", "222222222222")]
+        ("admins", "111111111111"),
+        ("staff", "222222222222"),
+    ]
     assert access.employee_directory is None
 
 
@@ -92,48 +112,93 @@ def set_in(path: list, value):
         for step in path[:-1]:
             target = target[step]
         target[path[-1]] = value
+
     return change
 
 
 BAD_INPUTS = {
-    "unknown permission set": (set_in(["assignments", 0, "permission_set"], "Admn"),
-                               "assignments[0].permission_set", "unknown permission set 'Admn'"),
-    "unknown account": (set_in(["assignments", 1, "account"], "staging"),
-                        "assignments[1].account", "unknown account 'staging'"),
+    "unknown permission set": (
+        set_in(["assignments", 0, "permission_set"], "Admn"),
+        "assignments[0].permission_set",
+        "unknown permission set 'Admn'",
+    ),
+    "unknown account": (
+        set_in(["assignments", 1, "account"], "staging"),
+        "assignments[1].account",
+        "unknown account 'staging'",
+    ),
     "short account id": (set_in(["accounts", 0, "id"], "12345"), "accounts[0].id", "12-digit"),
     "unquoted account id": (set_in(["accounts", 0, "id"], 111111111111), "accounts[0].id", "must be quoted"),
     "duplicate account": (set_in(["accounts", 1, "id"], "111111111111"), "accounts[1].id", "listed twice"),
-    "duration over 12 hours": (set_in(["permission_sets", 0, "session_duration"], "PT13H"),
-                               "permission_sets[0].session_duration", "out of range"),
-    "duration under 1 hour": (set_in(["permission_sets", 0, "session_duration"], "PT30M"),
-                              "permission_sets[0].session_duration", "out of range"),
-    "duration not ISO-8601": (set_in(["permission_sets", 0, "session_duration"], "8h"),
-                              "permission_sets[0].session_duration", "not an ISO-8601 duration"),
-    "malformed policy JSON": (set_in(["permission_sets", 1, "inline_policy"], '{"Version": "2012-10-17",'),
-                              "permission_sets[1].inline_policy", "not valid JSON"),
-    "policy without Version": (set_in(["permission_sets", 1, "inline_policy"], '{"Statement": []}'),
-                               "permission_sets[1].inline_policy", '"Version": "2012-10-17"'),
+    "duration over 12 hours": (
+        set_in(["permission_sets", 0, "session_duration"], "PT13H"),
+        "permission_sets[0].session_duration",
+        "out of range",
+    ),
+    "duration under 1 hour": (
+        set_in(["permission_sets", 0, "session_duration"], "PT30M"),
+        "permission_sets[0].session_duration",
+        "out of range",
+    ),
+    "duration not ISO-8601": (
+        set_in(["permission_sets", 0, "session_duration"], "8h"),
+        "permission_sets[0].session_duration",
+        "not an ISO-8601 duration",
+    ),
+    "malformed policy JSON": (
+        set_in(["permission_sets", 1, "inline_policy"], '{"Version": "2012-10-17",'),
+        "permission_sets[1].inline_policy",
+        "not valid JSON",
+    ),
+    "policy without Version": (
+        set_in(["permission_sets", 1, "inline_policy"], '{"Statement": []}'),
+        "permission_sets[1].inline_policy",
+        '"Version": "2012-10-17"',
+    ),
     "statement without Effect": (
-        set_in(["permission_sets", 1, "inline_policy"],
-               '{"Version": "2012-10-17", "Statement": [{"Action": "s3:*", "Resource": "*"}]}'),
-        "permission_sets[1].inline_policy", "Statement[0]: needs \"Effect\""),
+        set_in(
+            ["permission_sets", 1, "inline_policy"],
+            '{"Version": "2012-10-17", "Statement": [{"Action": "s3:*", "Resource": "*"}]}',
+        ),
+        "permission_sets[1].inline_policy",
+        'Statement[0]: needs "Effect"',
+    ),
     "unknown placeholder": (
         set_in(["permission_sets", 1, "inline_policy"], json.dumps(POLICY).replace("{account_id}", "{acount}")),
-        "permission_sets[1].inline_policy", "unknown placeholder {acount}"),
-    "customer managed policy": (set_in(["permission_sets", 0, "managed_policies"],
-                                       ["arn:aws:iam::111111111111:policy/Mine"]),
-                                "permission_sets[0].managed_policies[0]", "AWS managed policy ARN"),
-    "permission set name too long": (set_in(["permission_sets", 0, "name"], "A" * 33),
-                                     "permission_sets[0].name", "permission set name"),
-    "permission set granting nothing": (set_in(["permission_sets", 0, "managed_policies"], []),
-                                        "permission_sets[0]", "grants nothing"),
-    "description IAM refuses": (set_in(["permission_sets", 0, "description"], "x" * 701),
-                                "permission_sets[0].description", "description IAM accepts"),
-    "misspelt key": (set_in(["permission_sets", 0, "sesion_duration"], "PT1H"),
-                     "permission_sets[0].sesion_duration", "unknown key"),
+        "permission_sets[1].inline_policy",
+        "unknown placeholder {acount}",
+    ),
+    "customer managed policy": (
+        set_in(["permission_sets", 0, "managed_policies"], ["arn:aws:iam::111111111111:policy/Mine"]),
+        "permission_sets[0].managed_policies[0]",
+        "AWS managed policy ARN",
+    ),
+    "permission set name too long": (
+        set_in(["permission_sets", 0, "name"], "A" * 33),
+        "permission_sets[0].name",
+        "permission set name",
+    ),
+    "permission set granting nothing": (
+        set_in(["permission_sets", 0, "managed_policies"], []),
+        "permission_sets[0]",
+        "grants nothing",
+    ),
+    "description IAM refuses": (
+        set_in(["permission_sets", 0, "description"], "x" * 701),
+        "permission_sets[0].description",
+        "description IAM accepts",
+    ),
+    "misspelt key": (
+        set_in(["permission_sets", 0, "sesion_duration"], "PT1H"),
+        "permission_sets[0].sesion_duration",
+        "unknown key",
+    ),
     "unknown top-level key": (set_in(["acounts"], []), "acounts", "unknown key"),
-    "duplicate assignment": (set_in(["assignments", 1], VALID["assignments"][0]),
-                             "assignments[1]", "duplicate assignment"),
+    "duplicate assignment": (
+        set_in(["assignments", 1], VALID["assignments"][0]),
+        "assignments[1]",
+        "duplicate assignment",
+    ),
 }
 
 

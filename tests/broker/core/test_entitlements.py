@@ -43,10 +43,16 @@ def test_groups_without_assignments_get_nothing(access, person, group):
 
 def test_role_names_are_stable_across_runs_and_distinct_per_broker_account_and_set():
     # Pinned: a change here would rename, so orphan and recreate, every role already provisioned.
-    assert role_name("ExampleCorpSSOBroker", SANDBOX, "EmployeeDirectoryDeveloper") == \
-        "AWSReservedSSO_EmployeeDirectoryDeveloper_c7eabffcfc5c4649"
-    names = {role_name(broker, account, ps) for broker in ("A", "B") for account in (SANDBOX, PRODUCTION)
-             for ps in ("Admin", "Reader")}
+    assert (
+        role_name("ExampleCorpSSOBroker", SANDBOX, "EmployeeDirectoryDeveloper")
+        == "AWSReservedSSO_EmployeeDirectoryDeveloper_c7eabffcfc5c4649"
+    )
+    names = {
+        role_name(broker, account, ps)
+        for broker in ("A", "B")
+        for account in (SANDBOX, PRODUCTION)
+        for ps in ("Admin", "Reader")
+    }
     assert len(names) == 8
     assert len(role_name("ExampleCorpSSOBroker", SANDBOX, "X" * 32)) == 64  # IAM's role name limit
 
@@ -62,13 +68,16 @@ def test_mfa_sets_are_listed_without_mfa_but_refused_at_issuance(access, person)
     assert check_entitlement(with_mfa, access, PRODUCTION, "SecurityAudit").permission_set == "SecurityAudit"
 
 
-@pytest.mark.parametrize("account_id, permission_set", [
-    (SANDBOX, "AdministratorAccess"),  # a real set in a real account, assigned to another group
-    (PRODUCTION, "EmployeeDirectoryDeveloper"),  # the engineer's set, but in the other account
-    ("333333333333", "EmployeeDirectoryDeveloper"),  # an account the broker does not manage
-    (SANDBOX, "employeedirectorydeveloper"),  # names are exact
-    (SANDBOX, "EmployeeDirectoryDeveloper,arn:aws:iam::111111111111:role/x"),
-])
+@pytest.mark.parametrize(
+    "account_id, permission_set",
+    [
+        (SANDBOX, "AdministratorAccess"),  # a real set in a real account, assigned to another group
+        (PRODUCTION, "EmployeeDirectoryDeveloper"),  # the engineer's set, but in the other account
+        ("333333333333", "EmployeeDirectoryDeveloper"),  # an account the broker does not manage
+        (SANDBOX, "employeedirectorydeveloper"),  # names are exact
+        (SANDBOX, "EmployeeDirectoryDeveloper,arn:aws:iam::111111111111:role/x"),
+    ],
+)
 def test_tampered_requests_are_refused(access, person, account_id, permission_set):
     with pytest.raises(NotEntitled):
         check_entitlement(person("bob"), access, account_id, permission_set)
@@ -81,9 +90,14 @@ def test_identity_mfa_needs_a_second_factor(person):
 
 
 assignments_strategy = st.lists(
-    st.builds(Assignment, group=st.sampled_from(GROUPS), account_id=st.sampled_from([SANDBOX, PRODUCTION]),
-              permission_set=st.sampled_from(SETS)),
-    unique=True, max_size=20,
+    st.builds(
+        Assignment,
+        group=st.sampled_from(GROUPS),
+        account_id=st.sampled_from([SANDBOX, PRODUCTION]),
+        permission_set=st.sampled_from(SETS),
+    ),
+    unique=True,
+    max_size=20,
 )
 groups_strategy = st.frozensets(st.sampled_from(GROUPS) | st.text(min_size=1, max_size=12), max_size=6)
 

@@ -41,8 +41,11 @@ def post_to_acs(http, form, **changes):
 def assert_refused(stack, answer, since):
     assert 400 <= answer.status_code < 500, answer.text[:500]
     assert "Sign-in failed" in answer.text and "portal_session" not in answer.headers.get("Set-Cookie", "")
-    failures = [e for e in audit(stack).query(limit=20, event_type="sign_in")
-                if e["outcome"] == "failure" and e["time"] >= since]
+    failures = [
+        e
+        for e in audit(stack).query(limit=20, event_type="sign_in")
+        if e["outcome"] == "failure" and e["time"] >= since
+    ]
     assert failures, "no audit record for the refused sign-in"
     return failures[0]
 
@@ -57,8 +60,10 @@ def test_genuine_answer_signs_in_once_and_its_replay_is_refused(stack):
     http, form = genuine_saml_answer(stack)
     first = post_to_acs(http, form)
     assert first.status_code == 303 and first.headers["Location"].startswith("/login/finish?ticket=")
-    assert "AWS accounts" in follow(http, http.get(urljoin(form["action"], first.headers["Location"]),
-                                                   allow_redirects=False)).text
+    assert (
+        "AWS accounts"
+        in follow(http, http.get(urljoin(form["action"], first.headers["Location"]), allow_redirects=False)).text
+    )
     since = time.time()
     assert_refused(stack, post_to_acs(http, form), since)
 
@@ -143,11 +148,14 @@ def with_query(url, **changes):
     return parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
 
 
-@pytest.mark.parametrize("change", [
-    {"state": "made-up"},
-    {"code": "forged-code"},
-    {"error": "access_denied", "code": ""},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"state": "made-up"},
+        {"code": "forged-code"},
+        {"error": "access_denied", "code": ""},
+    ],
+)
 def test_bad_oidc_callbacks_are_refused(stack, change):
     http, callback = oidc_callback(stack)
     since = time.time()
@@ -167,8 +175,9 @@ def test_oidc_callback_replay_is_refused(stack):
     assert_refused(stack, http.get(callback, allow_redirects=False), since)
 
 
-@pytest.mark.parametrize("target", ["/%09/evil.example/x", "/%0A/evil.example", "//evil.example", "https://evil.example",
-                                    "/\\evil.example"])
+@pytest.mark.parametrize(
+    "target", ["/%09/evil.example/x", "/%0A/evil.example", "//evil.example", "https://evil.example", "/\\evil.example"]
+)
 def test_next_never_leaves_the_portal(stack, target):
     """A sign-in link may name where to land afterwards, but only a path on the portal."""
     http = requests.Session()

@@ -11,8 +11,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.portal import (UPSTREAMS, credentials_from_page, follow, forms, portal_login,
-                                  request_credentials, signed_in_session)
+from tests.support.portal import (
+    UPSTREAMS,
+    credentials_from_page,
+    follow,
+    forms,
+    portal_login,
+    request_credentials,
+    signed_in_session,
+)
 
 SANDBOX, PRODUCTION = "111111111111", "222222222222"
 
@@ -66,17 +73,26 @@ def test_developer_credentials_can_write(stack, bob):
 def test_credentials_page_has_every_format_and_the_expiry(stack, bob):
     _, http = bob
     page = request_credentials(http, stack.addresses["PORTAL_URL"], SANDBOX, "EmployeeDirectoryDeveloper").text
-    for marker in ("export AWS_ACCESS_KEY_ID=", "set -gx AWS_ACCESS_KEY_ID", "$Env:AWS_ACCESS_KEY_ID=",
-                   "aws_access_key_id=", "data-countdown=", "<time datetime="):
+    for marker in (
+        "export AWS_ACCESS_KEY_ID=",
+        "set -gx AWS_ACCESS_KEY_ID",
+        "$Env:AWS_ACCESS_KEY_ID=",
+        "aws_access_key_id=",
+        "data-countdown=",
+        "<time datetime=",
+    ):
         assert marker in page
 
 
-@pytest.mark.parametrize("account_id, permission_set", [
-    (PRODUCTION, "EmployeeDirectoryDeveloper"),  # a real set, in the wrong account
-    (SANDBOX, "AdministratorAccess"),           # someone else's role
-    ("999999999999", "EmployeeDirectoryReadOnly"),  # an account that does not exist
-    (SANDBOX, "../../AdministratorAccess"),
-])
+@pytest.mark.parametrize(
+    "account_id, permission_set",
+    [
+        (PRODUCTION, "EmployeeDirectoryDeveloper"),  # a real set, in the wrong account
+        (SANDBOX, "AdministratorAccess"),  # someone else's role
+        ("999999999999", "EmployeeDirectoryReadOnly"),  # an account that does not exist
+        (SANDBOX, "../../AdministratorAccess"),
+    ],
+)
 def test_tampered_account_or_role_is_refused(stack, bob, account_id, permission_set):
     _, http = bob
     answer = request_credentials(http, stack.addresses["PORTAL_URL"], account_id, permission_set)
@@ -90,8 +106,12 @@ def test_users_without_assignments_get_an_explanation_and_no_credentials(stack, 
     page = http.get(stack.addresses["PORTAL_URL"] + "/").text
     assert "You have no AWS access" in page and "Access keys" not in page
     for account_id in (SANDBOX, PRODUCTION):
-        for permission_set in ("AdministratorAccess", "EmployeeDirectoryDeveloper", "EmployeeDirectoryReadOnly",
-                               "SecurityAudit"):
+        for permission_set in (
+            "AdministratorAccess",
+            "EmployeeDirectoryDeveloper",
+            "EmployeeDirectoryReadOnly",
+            "SecurityAudit",
+        ):
             answer = request_credentials(http, stack.addresses["PORTAL_URL"], account_id, permission_set)
             assert answer.status_code == 403 and "AWS_SESSION_TOKEN" not in answer.text
 
@@ -114,13 +134,16 @@ def test_admin_sees_the_audit_trail_and_exports_it(stack):
     request_credentials(alice, portal, SANDBOX, "AdministratorAccess")
     assert "Audit trail" in alice.get(portal + "/admin/audit").text
     events = [json.loads(line) for line in alice.get(portal + "/admin/audit.jsonl").text.splitlines()]
-    issued = [e for e in events if e["type"] == "credentials" and e.get("user") == "alice"
-              and e["outcome"] == "success"]
+    issued = [
+        e for e in events if e["type"] == "credentials" and e.get("user") == "alice" and e["outcome"] == "success"
+    ]
     assert issued, events[-5:]
     record = issued[-1]
     assert record["account_id"] == SANDBOX and "AWSReservedSSO_AdministratorAccess_" in record["role_arn"]
     assert record["session_name"] == "alice@example.com" and record["source_identity"] == "alice"
-    assert record["expiration"] and record["client_address"] == "127.0.0.1" and "python-requests" in record["user_agent"]
+    assert (
+        record["expiration"] and record["client_address"] == "127.0.0.1" and "python-requests" in record["user_agent"]
+    )
     assert "aws-admins" in record["groups"]
     assert any(e["type"] == "sign_in" and e.get("user") == "alice" for e in events)
     text = alice.get(portal + "/admin/audit.jsonl").text
@@ -153,8 +176,10 @@ def test_sign_out_ends_the_portal_and_the_idp_session(stack, upstream):
 
 def test_credentials_request_without_csrf_is_refused(stack, bob):
     _, http = bob
-    answer = http.post(stack.addresses["PORTAL_URL"] + "/credentials",
-                       data={"account_id": SANDBOX, "permission_set": "EmployeeDirectoryDeveloper"})
+    answer = http.post(
+        stack.addresses["PORTAL_URL"] + "/credentials",
+        data={"account_id": SANDBOX, "permission_set": "EmployeeDirectoryDeveloper"},
+    )
     assert answer.status_code == 400 and "AWS_SESSION_TOKEN" not in answer.text
 
 
@@ -165,8 +190,9 @@ def test_signed_out_people_are_sent_to_sign_in(stack):
     assert requests.get(portal + "/", allow_redirects=False).headers["Location"] == "/login"
     page = requests.get(portal + "/login").text
     assert "Example Corp (OIDC)" in page and "Example Corp (SAML)" in page
-    answer = requests.post(portal + "/credentials", data={"account_id": SANDBOX, "permission_set": "x"},
-                           allow_redirects=False)
+    answer = requests.post(
+        portal + "/credentials", data={"account_id": SANDBOX, "permission_set": "x"}, allow_redirects=False
+    )
     assert answer.status_code == 303 and answer.headers["Location"] == "/login"
 
 

@@ -101,8 +101,10 @@ def test_slow_idp_is_given_up_on_quickly(monkeypatch, tmp_path):
 def test_sts_down_gives_a_clear_page_an_audit_record_and_no_credentials(monkeypatch, tmp_path, person):
     app, client = portal(monkeypatch, tmp_path, closed_port_url(), closed_port_url())
     csrf = sign_in(app, client, person("bob"))
-    answer = client.post("/credentials", data={"csrf_token": csrf, "account_id": "111111111111",
-                                               "permission_set": "EmployeeDirectoryDeveloper"})
+    answer = client.post(
+        "/credentials",
+        data={"csrf_token": csrf, "account_id": "111111111111", "permission_set": "EmployeeDirectoryDeveloper"},
+    )
     page = answer.get_data(as_text=True)
     assert answer.status_code == 503 and "AWS unavailable" in page and "AWS_SECRET_ACCESS_KEY" not in page
     record = audit_events(app, "credentials")[0]
@@ -114,8 +116,10 @@ def test_sts_error_answer_gives_a_clear_page_an_audit_record_and_no_credentials(
     try:
         app, client = portal(monkeypatch, tmp_path, closed_port_url(), sts.url)
         csrf = sign_in(app, client, person("bob"))
-        answer = client.post("/credentials", data={"csrf_token": csrf, "account_id": "222222222222",
-                                                   "permission_set": "EmployeeDirectoryReadOnly"})
+        answer = client.post(
+            "/credentials",
+            data={"csrf_token": csrf, "account_id": "222222222222", "permission_set": "EmployeeDirectoryReadOnly"},
+        )
         page = answer.get_data(as_text=True)
         assert answer.status_code == 502 and "AWS refused" in page and "AWS_SESSION_TOKEN" not in page
         record = audit_events(app, "credentials")[0]
@@ -128,8 +132,9 @@ def test_sts_error_answer_gives_a_clear_page_an_audit_record_and_no_credentials(
 def test_refusals_are_audited_too(monkeypatch, tmp_path, person):
     app, client = portal(monkeypatch, tmp_path, closed_port_url(), closed_port_url())
     csrf = sign_in(app, client, person("dave", groups=("contractors",)))
-    answer = client.post("/credentials", data={"csrf_token": csrf, "account_id": "111111111111",
-                                               "permission_set": "AdministratorAccess"})
+    answer = client.post(
+        "/credentials", data={"csrf_token": csrf, "account_id": "111111111111", "permission_set": "AdministratorAccess"}
+    )
     assert answer.status_code == 403
     record = audit_events(app, "credentials")[0]
     assert record["outcome"] == "failure" and record["user"] == "dave" and record["account_id"] == "111111111111"
@@ -139,8 +144,10 @@ def test_a_person_aws_cannot_name_is_refused_clearly_and_audited(monkeypatch, tm
     """A one-letter username cannot be a SourceIdentity: a 403 that says why, not a 500."""
     app, client = portal(monkeypatch, tmp_path, closed_port_url(), closed_port_url())
     csrf = sign_in(app, client, person("x", groups=("engineering",)))
-    answer = client.post("/credentials", data={"csrf_token": csrf, "account_id": "111111111111",
-                                               "permission_set": "EmployeeDirectoryDeveloper"})
+    answer = client.post(
+        "/credentials",
+        data={"csrf_token": csrf, "account_id": "111111111111", "permission_set": "EmployeeDirectoryDeveloper"},
+    )
     assert answer.status_code == 403 and "too short to name an AWS session" in answer.get_data(as_text=True)
     record = audit_events(app, "credentials")[0]
     assert record["outcome"] == "failure" and record["user"] == "x"

@@ -11,7 +11,6 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
-
 from urllib.parse import urljoin
 
 import boto3
@@ -21,8 +20,8 @@ from botocore import UNSIGNED
 from botocore.config import Config
 
 from broker_login.forms import read_page
-from tests.support.portal import follow, signed_in_session
 from tests.support.identity_center import PRODUCTION, approve_in_browser, run_python, sso_profile_config
+from tests.support.portal import follow, signed_in_session
 
 BOTO3_SCRIPT = """
 import hashlib, json, os, sys
@@ -66,30 +65,47 @@ print(json.dumps(out))
 
 def device_sign_in(portal_url: str, username: str) -> dict:
     """What `aws sso login` does, with the person's browser played by a scripted HTTP client."""
-    oidc = boto3.client("sso-oidc", endpoint_url=portal_url, region_name="us-east-1",
-                        config=Config(signature_version=UNSIGNED))
-    registration = oidc.register_client(clientName="botocore-client-test", clientType="public",
-                                        scopes=["sso:account:access"],
-                                        grantTypes=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"])
-    authorization = oidc.start_device_authorization(clientId=registration["clientId"],
-                                                    clientSecret=registration["clientSecret"], startUrl=portal_url)
+    oidc = boto3.client(
+        "sso-oidc", endpoint_url=portal_url, region_name="us-east-1", config=Config(signature_version=UNSIGNED)
+    )
+    registration = oidc.register_client(
+        clientName="botocore-client-test",
+        clientType="public",
+        scopes=["sso:account:access"],
+        grantTypes=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+    )
+    authorization = oidc.start_device_authorization(
+        clientId=registration["clientId"], clientSecret=registration["clientSecret"], startUrl=portal_url
+    )
     with pytest.raises(oidc.exceptions.AuthorizationPendingException):
-        oidc.create_token(clientId=registration["clientId"], clientSecret=registration["clientSecret"],
-                          grantType="urn:ietf:params:oauth:grant-type:device_code",
-                          deviceCode=authorization["deviceCode"])
+        oidc.create_token(
+            clientId=registration["clientId"],
+            clientSecret=registration["clientSecret"],
+            grantType="urn:ietf:params:oauth:grant-type:device_code",
+            deviceCode=authorization["deviceCode"],
+        )
     approved = approve_in_browser(portal_url, username, authorization["verificationUriComplete"])
     assert "Request approved" in approved.text
     time.sleep(authorization["interval"])
-    token = oidc.create_token(clientId=registration["clientId"], clientSecret=registration["clientSecret"],
-                              grantType="urn:ietf:params:oauth:grant-type:device_code",
-                              deviceCode=authorization["deviceCode"])
+    token = oidc.create_token(
+        clientId=registration["clientId"],
+        clientSecret=registration["clientSecret"],
+        grantType="urn:ietf:params:oauth:grant-type:device_code",
+        deviceCode=authorization["deviceCode"],
+    )
     now = datetime.now(UTC)
-    return {"startUrl": portal_url, "region": "us-east-1", "accessToken": token["accessToken"],
-            "expiresAt": (now + timedelta(seconds=token["expiresIn"])).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "refreshToken": token["refreshToken"], "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "registrationExpiresAt": datetime.fromtimestamp(registration["clientSecretExpiresAt"],
-                                                            UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {
+        "startUrl": portal_url,
+        "region": "us-east-1",
+        "accessToken": token["accessToken"],
+        "expiresAt": (now + timedelta(seconds=token["expiresIn"])).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "refreshToken": token["refreshToken"],
+        "clientId": registration["clientId"],
+        "clientSecret": registration["clientSecret"],
+        "registrationExpiresAt": datetime.fromtimestamp(registration["clientSecretExpiresAt"], UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
+    }
 
 
 def test_unmodified_boto3_uses_the_broker_refreshes_and_is_logged_out(stack, tmp_path):
@@ -100,8 +116,13 @@ def test_unmodified_boto3_uses_the_broker_refreshes_and_is_logged_out(stack, tmp
     cache = aws_dir / "sso" / "cache" / (hashlib.sha1(b"broker").hexdigest() + ".json")
     cache.write_text(json.dumps(device_sign_in(portal, "bob")))
 
-    run = run_python(tmp_path, BOTO3_SCRIPT, TEST_AWS_URL=stack.addresses["AWS_URL"],
-                     AWS_ENDPOINT_URL_SSO=portal, AWS_ENDPOINT_URL_SSO_OIDC=portal)
+    run = run_python(
+        tmp_path,
+        BOTO3_SCRIPT,
+        TEST_AWS_URL=stack.addresses["AWS_URL"],
+        AWS_ENDPOINT_URL_SSO=portal,
+        AWS_ENDPOINT_URL_SSO_OIDC=portal,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
     assert f"arn:aws:sts::{PRODUCTION}:assumed-role/AWSReservedSSO_EmployeeDirectoryReadOnly_" in out["arn"]
@@ -118,18 +139,24 @@ def test_portal_sign_out_ends_the_cli_sign_in_approved_from_that_browser(stack):
     unsigned = Config(signature_version=UNSIGNED)
     oidc = boto3.client("sso-oidc", endpoint_url=portal, region_name="us-east-1", config=unsigned)
     sso = boto3.client("sso", endpoint_url=portal, region_name="us-east-1", config=unsigned)
-    registration = oidc.register_client(clientName="botocore-client-test", clientType="public",
-                                        grantTypes=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"])
+    registration = oidc.register_client(
+        clientName="botocore-client-test",
+        clientType="public",
+        grantTypes=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+    )
     client = {"clientId": registration["clientId"], "clientSecret": registration["clientSecret"]}
     authorization = oidc.start_device_authorization(**client, startUrl=portal)
     browser = signed_in_session(portal, "bob")
     page = browser.get(authorization["verificationUriComplete"])
     form = next(f for f in read_page(page.text).forms if ("decision", "approve") in f.buttons)
-    assert "Request approved" in browser.post(urljoin(page.url, form.action),
-                                              data={**form.inputs, "decision": "approve"}).text
+    assert (
+        "Request approved"
+        in browser.post(urljoin(page.url, form.action), data={**form.inputs, "decision": "approve"}).text
+    )
     time.sleep(authorization["interval"])
-    token = oidc.create_token(**client, grantType="urn:ietf:params:oauth:grant-type:device_code",
-                              deviceCode=authorization["deviceCode"])
+    token = oidc.create_token(
+        **client, grantType="urn:ietf:params:oauth:grant-type:device_code", deviceCode=authorization["deviceCode"]
+    )
     role = {"accountId": PRODUCTION, "roleName": "EmployeeDirectoryReadOnly"}
     assert sso.get_role_credentials(accessToken=token["accessToken"], **role)["roleCredentials"]["accessKeyId"]
 
@@ -152,4 +179,3 @@ def test_oversized_and_malformed_bodies_through_the_real_server(stack, path):
         assert answer.status_code == 400, answer.text[:300]
         assert answer.headers["x-amzn-ErrorType"] == "InvalidRequestException"
         assert answer.json()["__type"] == "InvalidRequestException"
-

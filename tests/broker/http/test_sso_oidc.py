@@ -8,9 +8,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from broker_login.forms import read_page
 from broker.identity_center.codes import pkce_challenge
 from broker.identity_center.grants import CODE_GRANT, DEVICE_GRANT
+from broker_login.forms import read_page
 from tests.support.identity_center import (
     decide,
     device_tokens,
@@ -40,16 +40,19 @@ def test_register_client_answers_like_aws(client):
     assert body["clientSecretExpiresAt"] - body["clientIdIssuedAt"] == 90 * 86400
 
 
-@pytest.mark.parametrize("body, error", [
-    ({"clientType": "confidential"}, "InvalidClientMetadataException"),
-    ({"clientName": ""}, "InvalidRequestException"),
-    ({"clientName": 7}, "InvalidRequestException"),
-    ({"scopes": ["sso:admin"]}, "InvalidScopeException"),
-    ({"scopes": "sso:account:access"}, "InvalidRequestException"),
-    ({"grantTypes": ["password"]}, "UnsupportedGrantTypeException"),
-    ({"grantTypes": [CODE_GRANT], "redirectUris": ["https://evil.example/cb"]}, "InvalidRedirectUriException"),
-    ({"grantTypes": [CODE_GRANT]}, "InvalidRedirectUriException"),
-])
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ({"clientType": "confidential"}, "InvalidClientMetadataException"),
+        ({"clientName": ""}, "InvalidRequestException"),
+        ({"clientName": 7}, "InvalidRequestException"),
+        ({"scopes": ["sso:admin"]}, "InvalidScopeException"),
+        ({"scopes": "sso:account:access"}, "InvalidRequestException"),
+        ({"grantTypes": ["password"]}, "UnsupportedGrantTypeException"),
+        ({"grantTypes": [CODE_GRANT], "redirectUris": ["https://evil.example/cb"]}, "InvalidRedirectUriException"),
+        ({"grantTypes": [CODE_GRANT]}, "InvalidRedirectUriException"),
+    ],
+)
 def test_register_client_refuses_bad_metadata(client, body, error):
     aws_error(register(client, **body), error)
 
@@ -57,8 +60,7 @@ def test_register_client_refuses_bad_metadata(client, body, error):
 @pytest.mark.parametrize("path", ["/client/register", "/device_authorization", "/token"])
 @pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b"", b"\xff\xfe", b'{"a": "' + b"x" * 300_000 + b'"}'])
 def test_malformed_or_oversized_bodies_are_invalid_requests(client, path, data):
-    body = aws_error(client.post(path, data=data, content_type="application/x-amz-json-1.1"),
-                     "InvalidRequestException")
+    body = aws_error(client.post(path, data=data, content_type="application/x-amz-json-1.1"), "InvalidRequestException")
     assert body["error"] == "invalid_request" and body["error_description"]
 
 
@@ -145,8 +147,11 @@ def test_a_wrong_device_code_or_another_clients_code_is_an_invalid_grant(client)
 
 def test_unknown_or_wrongly_authenticated_clients_are_refused(client):
     registration = register(client).get_json()
-    for changed in ({"clientSecret": registration["clientSecret"] + "x"}, {"clientId": "unknown"},
-                    {"clientSecret": "bsc-" + "A" * 64}):
+    for changed in (
+        {"clientSecret": registration["clientSecret"] + "x"},
+        {"clientId": "unknown"},
+        {"clientSecret": "bsc-" + "A" * 64},
+    ):
         body = aws_error(start(client, {**registration, **changed}), "InvalidClientException", 401)
         assert body["error"] == "invalid_client"
         aws_error(poll(client, {**registration, **changed}, "bdc-x"), "InvalidClientException", 401)
@@ -160,26 +165,49 @@ def test_an_expired_client_is_refused(client, clock):
 
 def test_start_url_must_be_this_portal(client):
     registration = register(client).get_json()
-    answer = client.post("/device_authorization", json={**{k: registration[k] for k in ("clientId", "clientSecret")},
-                                                        "startUrl": "https://d-123.awsapps.com/start"})
+    answer = client.post(
+        "/device_authorization",
+        json={
+            **{k: registration[k] for k in ("clientId", "clientSecret")},
+            "startUrl": "https://d-123.awsapps.com/start",
+        },
+    )
     aws_error(answer, "InvalidRequestException")
 
 
 def test_grant_types_the_client_did_not_register_are_unauthorized(client):
     registration = register(client, grantTypes=[DEVICE_GRANT]).get_json()
-    answer = client.post("/token", json={"clientId": registration["clientId"],
-                                         "clientSecret": registration["clientSecret"],
-                                         "grantType": "refresh_token", "refreshToken": "brt-x"})
+    answer = client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": "refresh_token",
+            "refreshToken": "brt-x",
+        },
+    )
     aws_error(answer, "UnauthorizedClientException")
-    answer = client.post("/token", json={"clientId": registration["clientId"],
-                                         "clientSecret": registration["clientSecret"], "grantType": "password"})
+    answer = client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": "password",
+        },
+    )
     aws_error(answer, "UnsupportedGrantTypeException")
 
 
 def refresh_with(client, registration: dict, token: str):
-    return client.post("/token", json={"clientId": registration["clientId"],
-                                       "clientSecret": registration["clientSecret"],
-                                       "grantType": "refresh_token", "refreshToken": token})
+    return client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": "refresh_token",
+            "refreshToken": token,
+        },
+    )
 
 
 def test_refresh_rotates_and_a_spent_refresh_token_is_refused(app, client, person):
@@ -210,7 +238,9 @@ def test_a_refresh_token_presented_by_another_client_is_refused_and_not_spent(ap
     registration, tokens = device_tokens(app, client, person("bob"))
     other = register(client).get_json()
     aws_error(refresh_with(client, other, tokens["refreshToken"]), "InvalidGrantException")
-    assert client.get("/assignment/accounts", headers={"x-amz-sso_bearer_token": tokens["accessToken"]}).status_code == 200
+    assert (
+        client.get("/assignment/accounts", headers={"x-amz-sso_bearer_token": tokens["accessToken"]}).status_code == 200
+    )
     renewed = refresh_with(client, registration, tokens["refreshToken"])
     assert renewed.status_code == 200 and renewed.get_json()["refreshToken"]
 
@@ -248,16 +278,24 @@ def test_approving_needs_the_csrf_token(app, client, person):
 
 # --- authorization code with PKCE ---------------------------------------------------------------
 
+
 def code_client(client) -> dict:
-    return register(client, grantTypes=[CODE_GRANT, "refresh_token"], redirectUris=[REDIRECT],
-                    issuerUrl="http://localhost").get_json()
+    return register(
+        client, grantTypes=[CODE_GRANT, "refresh_token"], redirectUris=[REDIRECT], issuerUrl="http://localhost"
+    ).get_json()
 
 
 def authorize_query(registration: dict, **overrides) -> str:
-    params = {"response_type": "code", "client_id": registration["clientId"],
-              "redirect_uri": "http://127.0.0.1:41234/oauth/callback", "state": "state-1",
-              "code_challenge_method": "S256", "scopes": "sso:account:access",
-              "code_challenge": pkce_challenge(VERIFIER), **overrides}
+    params = {
+        "response_type": "code",
+        "client_id": registration["clientId"],
+        "redirect_uri": "http://127.0.0.1:41234/oauth/callback",
+        "state": "state-1",
+        "code_challenge_method": "S256",
+        "scopes": "sso:account:access",
+        "code_challenge": pkce_challenge(VERIFIER),
+        **overrides,
+    }
     return "/authorize?" + urlencode({k: v for k, v in params.items() if v is not None})
 
 
@@ -272,9 +310,17 @@ def allow(client, registration, decision="approve", **overrides):
 
 
 def redeem(client, registration, code, verifier=VERIFIER, redirect_uri="http://127.0.0.1:41234/oauth/callback"):
-    return client.post("/token", json={"clientId": registration["clientId"],
-                                       "clientSecret": registration["clientSecret"], "grantType": CODE_GRANT,
-                                       "code": code, "redirectUri": redirect_uri, "codeVerifier": verifier})
+    return client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": CODE_GRANT,
+            "code": code,
+            "redirectUri": redirect_uri,
+            "codeVerifier": verifier,
+        },
+    )
 
 
 def test_authorization_code_flow_with_pkce(app, client, person):
@@ -292,8 +338,9 @@ def test_authorization_code_flow_with_pkce(app, client, person):
     aws_error(redeem(client, registration, answer["code"]), "InvalidGrantException")  # single use
 
 
-@pytest.mark.parametrize("change", [{"verifier": "w" * 43}, {"verifier": None},
-                                    {"redirect_uri": "http://127.0.0.1:1/oauth/callback"}])
+@pytest.mark.parametrize(
+    "change", [{"verifier": "w" * 43}, {"verifier": None}, {"redirect_uri": "http://127.0.0.1:1/oauth/callback"}]
+)
 def test_code_with_a_wrong_verifier_or_redirect_uri_is_an_invalid_grant(app, client, person, change):
     sign_in(app, client, person("bob"))
     registration = code_client(client)
@@ -308,7 +355,8 @@ def test_denied_consent_goes_back_as_access_denied(app, client, person):
 
 
 UNCHECKED_REDIRECTS = [
-    {"client_id": "unknown"}, {"redirect_uri": "http://evil.example/cb"},
+    {"client_id": "unknown"},
+    {"redirect_uri": "http://evil.example/cb"},
     {"redirect_uri": "http://127.0.0.1:41234/elsewhere"},
     # urlsplit drops tabs and newlines, so these once passed the check and broke the redirect (a 500)
     {"redirect_uri": "http://127.0.0.1:41234/oauth/callback\n"},
@@ -341,10 +389,16 @@ def test_an_approval_posted_with_an_unchecked_address_is_not_redirected(app, cli
         assert answer.status_code == 400 and "Location" not in answer.headers
 
 
-@pytest.mark.parametrize("overrides, error", [
-    ({"code_challenge_method": "plain"}, "invalid_request"), ({"code_challenge": None}, "invalid_request"),
-    ({"state": None}, "invalid_request"), ({"scopes": "sso:admin"}, "invalid_scope"),
-    ({"response_type": "token"}, "unsupported_response_type")])
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": None}, "invalid_request"),
+        ({"state": None}, "invalid_request"),
+        ({"scopes": "sso:admin"}, "invalid_scope"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+    ],
+)
 def test_authorize_sends_request_errors_back_to_the_client(app, client, person, overrides, error):
     sign_in(app, client, person("bob"))
     answer = client.get(authorize_query(code_client(client), **overrides))

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from broker_login.forms import read_page
 from broker.errors import InvalidGrant
 from broker.identity_center.grants import Approval
+from broker_login.forms import read_page
 from tests.support.identity_center import (
     PRODUCTION,
     SANDBOX,
@@ -27,6 +27,7 @@ from tests.support.identity_center import (
 def tokens_for(app, client, person):
     def sign_in(username: str, groups: tuple[str, ...], mfa: bool = False) -> dict:
         return device_tokens(app, client, person(username, groups=groups, mfa=mfa))[1]
+
     return sign_in
 
 
@@ -44,8 +45,10 @@ def credentials(client, tokens, account_id, role):
 
 def test_role_credentials_go_through_issuance_and_are_audited_on_the_api_channel(app, client, tokens_for):
     tokens = tokens_for("bob", ("engineering",))
-    answer = client.get(f"/federation/credentials?account_id={PRODUCTION}&role_name=EmployeeDirectoryReadOnly",
-                        headers={**bearer(tokens), "User-Agent": "aws-cli/2 botocore/1.44"})
+    answer = client.get(
+        f"/federation/credentials?account_id={PRODUCTION}&role_name=EmployeeDirectoryReadOnly",
+        headers={**bearer(tokens), "User-Agent": "aws-cli/2 botocore/1.44"},
+    )
     assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
     role = answer.get_json()["roleCredentials"]
     assert role["accessKeyId"] == "ASIAFAKE2222" and role["secretAccessKey"] and role["sessionToken"]
@@ -58,8 +61,11 @@ def test_role_credentials_go_through_issuance_and_are_audited_on_the_api_channel
 
 def test_a_role_or_account_not_entitled_is_forbidden_and_audited(app, client, tokens_for):
     tokens = tokens_for("bob", ("engineering",))
-    for account_id, role in ((PRODUCTION, "AdministratorAccess"), (SANDBOX, "EmployeeDirectoryReadOnly"),
-                             ("333333333333", "EmployeeDirectoryReadOnly")):
+    for account_id, role in (
+        (PRODUCTION, "AdministratorAccess"),
+        (SANDBOX, "EmployeeDirectoryReadOnly"),
+        ("333333333333", "EmployeeDirectoryReadOnly"),
+    ):
         body = aws_error(credentials(client, tokens, account_id, role), "ForbiddenException", 403)
         assert body["message"] == "No access"
         event = app.extensions["broker"].audit.query(event_type="credentials")[0]
@@ -86,13 +92,15 @@ def test_accounts_and_roles_page_through_opaque_tokens(client, tokens_for):
     tokens = tokens_for("alice", ("engineering", "aws-admins"))
     first = client.get("/assignment/accounts?max_result=1", headers=bearer(tokens)).get_json()
     assert first["accountList"] == [{"accountId": PRODUCTION, "accountName": "example-production"}]
-    second = client.get(f"/assignment/accounts?max_result=1&next_token={first['nextToken']}",
-                        headers=bearer(tokens)).get_json()
+    second = client.get(
+        f"/assignment/accounts?max_result=1&next_token={first['nextToken']}", headers=bearer(tokens)
+    ).get_json()
     assert second == {"accountList": [{"accountId": SANDBOX, "accountName": "example-sandbox"}]}
     roles = client.get(f"/assignment/roles?account_id={SANDBOX}&max_result=1", headers=bearer(tokens)).get_json()
     assert roles["roleList"] == [{"roleName": "AdministratorAccess", "accountId": SANDBOX}] and roles["nextToken"]
-    rest = client.get(f"/assignment/roles?account_id={SANDBOX}&next_token={roles['nextToken']}",
-                      headers=bearer(tokens)).get_json()
+    rest = client.get(
+        f"/assignment/roles?account_id={SANDBOX}&next_token={roles['nextToken']}", headers=bearer(tokens)
+    ).get_json()
     assert rest == {"roleList": [{"roleName": "EmployeeDirectoryDeveloper", "accountId": SANDBOX}]}
 
 
@@ -101,11 +109,14 @@ def test_page_tokens_cannot_be_edited_or_moved_to_another_list(client, tokens_fo
     page = client.get(f"/assignment/roles?account_id={SANDBOX}&max_result=1", headers=bearer(tokens)).get_json()
     token = page["nextToken"]
     edited = token[:10] + ("B" if token[10] == "A" else "A") + token[11:]
-    for query in (f"/assignment/roles?account_id={PRODUCTION}&next_token={token}",
-                  f"/assignment/accounts?next_token={token}",
-                  f"/assignment/roles?account_id={SANDBOX}&next_token={edited}",
-                  f"/assignment/roles?account_id={SANDBOX}&max_result=0",
-                  "/assignment/roles?account_id=12345", "/assignment/roles"):
+    for query in (
+        f"/assignment/roles?account_id={PRODUCTION}&next_token={token}",
+        f"/assignment/accounts?next_token={token}",
+        f"/assignment/roles?account_id={SANDBOX}&next_token={edited}",
+        f"/assignment/roles?account_id={SANDBOX}&max_result=0",
+        "/assignment/roles?account_id=12345",
+        "/assignment/roles",
+    ):
         aws_error(client.get(query, headers=bearer(tokens)), "InvalidRequestException", 400)
 
 
@@ -113,16 +124,22 @@ def test_page_tokens_cannot_be_edited_or_moved_to_another_list(client, tokens_fo
 def test_page_sizes_that_are_not_plain_ascii_numbers_are_invalid_requests(client, tokens_for, max_result):
     """'²' passes str.isdigit() but not int(); '١' and '５' pass both; 5000 nines are over int()'s limit."""
     tokens = tokens_for("alice", ("engineering", "aws-admins"))
-    for path in (f"/assignment/accounts?max_result={max_result}",
-                 f"/assignment/roles?account_id={SANDBOX}&max_result={max_result}"):
+    for path in (
+        f"/assignment/accounts?max_result={max_result}",
+        f"/assignment/roles?account_id={SANDBOX}&max_result={max_result}",
+    ):
         aws_error(client.get(path, headers=bearer(tokens)), "InvalidRequestException", 400)
 
 
-@pytest.mark.parametrize("headers", [{}, {"x-amz-sso_bearer_token": "bat-made-up"},
-                                     {"x-amz-sso_bearer_token": "x" * 5000}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"x-amz-sso_bearer_token": "bat-made-up"}, {"x-amz-sso_bearer_token": "x" * 5000}]
+)
 def test_missing_or_unknown_bearer_tokens_are_unauthorized(client, headers):
-    for path in ("/assignment/accounts", f"/assignment/roles?account_id={SANDBOX}",
-                 f"/federation/credentials?account_id={SANDBOX}&role_name=EmployeeDirectoryDeveloper"):
+    for path in (
+        "/assignment/accounts",
+        f"/assignment/roles?account_id={SANDBOX}",
+        f"/federation/credentials?account_id={SANDBOX}&role_name=EmployeeDirectoryDeveloper",
+    ):
         aws_error(client.get(path, headers=headers), "UnauthorizedException", 401)
 
 
@@ -137,9 +154,15 @@ def test_logout_revokes_the_token_and_its_refresh_token(app, client, person):
     assert client.post("/logout", headers=bearer(tokens)).status_code == 200
     aws_error(client.get("/assignment/accounts", headers=bearer(tokens)), "UnauthorizedException", 401)
     aws_error(client.post("/logout", headers=bearer(tokens)), "UnauthorizedException", 401)
-    refresh = client.post("/token", json={"clientId": registration["clientId"],
-                                          "clientSecret": registration["clientSecret"],
-                                          "grantType": "refresh_token", "refreshToken": tokens["refreshToken"]})
+    refresh = client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": "refresh_token",
+            "refreshToken": tokens["refreshToken"],
+        },
+    )
     assert refresh.status_code == 400 and refresh.get_json()["__type"] == "InvalidGrantException"
 
 
@@ -151,10 +174,17 @@ def test_the_portals_own_sign_out_is_untouched(client):
 
 # --- CLI sign-ins end with the portal session that approved them ----------------------------------
 
+
 def refresh(client, registration: dict, refresh_token: str):
-    return client.post("/token", json={"clientId": registration["clientId"],
-                                       "clientSecret": registration["clientSecret"],
-                                       "grantType": "refresh_token", "refreshToken": refresh_token})
+    return client.post(
+        "/token",
+        json={
+            "clientId": registration["clientId"],
+            "clientSecret": registration["clientSecret"],
+            "grantType": "refresh_token",
+            "refreshToken": refresh_token,
+        },
+    )
 
 
 def portal_sign_out(client):
@@ -202,8 +232,7 @@ def test_the_api_logout_leaves_the_portal_session_alone(app, client, person):
     assert client.get("/", follow_redirects=False).status_code == 200  # still signed in to the portal
 
 
-def test_an_approval_whose_portal_session_ended_before_the_token_was_fetched_gives_no_token(app, client, clock,
-                                                                                             person):
+def test_an_approval_whose_portal_session_ended_before_the_token_was_fetched_gives_no_token(app, client, clock, person):
     sign_in(app, client, person("bob"))
     registration = register(client).get_json()
     authorization = start(client, registration).get_json()

@@ -18,8 +18,8 @@ from broker.identity_center.codes import (
     secret_digest,
     secret_matches,
 )
-from broker.identity_center.pagination import BadPageRequest, PageTokens, page_size, paginate
 from broker.identity_center.grants import GrantSettings, access_token_lifetime
+from broker.identity_center.pagination import BadPageRequest, PageTokens, page_size, paginate
 
 
 def test_user_codes_are_eight_unambiguous_letters_shown_in_two_halves():
@@ -36,8 +36,7 @@ def test_typed_user_codes_are_normalised(typed):
     assert normalise_user_code(typed) == "BCDFGHJK"
 
 
-@pytest.mark.parametrize("typed", [None, "", "BCDF-GHJ", "BCDF-GHJKL", "ABCD-EFGH", "BCDF-GHJ0", "B" * 40,
-                                   "BCDF_GHJK"])
+@pytest.mark.parametrize("typed", [None, "", "BCDF-GHJ", "BCDF-GHJKL", "ABCD-EFGH", "BCDF-GHJ0", "B" * 40, "BCDF_GHJK"])
 def test_malformed_user_codes_are_refused(typed):
     assert normalise_user_code(typed) is None
 
@@ -60,17 +59,33 @@ def test_pkce_s256_with_or_without_padding():
     assert not pkce_matches(pkce_challenge(verifier), None)
 
 
-@pytest.mark.parametrize("uri, loopback", [
-    ("http://127.0.0.1/oauth/callback", True), ("http://127.0.0.1:53682/oauth/callback", True),
-    ("http://[::1]:8080/cb", True), ("http://localhost:8080/cb", True),
-    ("https://127.0.0.1/cb", False), ("http://evil.example/cb", False), ("http://127.0.0.1.evil.example/cb", False),
-    ("http://user:pw@127.0.0.1/cb", False), ("http://127.0.0.1/cb#frag", False), ("http://127.0.0.1:99999/cb", False),
-    ("http://127.0.0.1:port/cb", False), ("javascript:alert(1)", False),
-    ("http://127.0.0.1:5000/cb\n", False), ("http://127.0.0.1:5000/c\r\nb", False), ("http://127.0.0.1\t:5000/cb", False),
-    ("http://127.0.0.1:5000/cb\x00", False), ("http://127.0.0.1:5000/cb\x7f", False), ("http://127.0.0.1:5000/c b", False),
-    ("http://127.0.0.1:5000/cb\u2028", False), ("http://127.0.0.1:5000/caf\u00e9", False),
-    ("http://127.0.0.1:5000\\@evil.example/cb", False), ("http://127.0.0.1:5000/cb?x=%0A", True),
-])
+@pytest.mark.parametrize(
+    "uri, loopback",
+    [
+        ("http://127.0.0.1/oauth/callback", True),
+        ("http://127.0.0.1:53682/oauth/callback", True),
+        ("http://[::1]:8080/cb", True),
+        ("http://localhost:8080/cb", True),
+        ("https://127.0.0.1/cb", False),
+        ("http://evil.example/cb", False),
+        ("http://127.0.0.1.evil.example/cb", False),
+        ("http://user:pw@127.0.0.1/cb", False),
+        ("http://127.0.0.1/cb#frag", False),
+        ("http://127.0.0.1:99999/cb", False),
+        ("http://127.0.0.1:port/cb", False),
+        ("javascript:alert(1)", False),
+        ("http://127.0.0.1:5000/cb\n", False),
+        ("http://127.0.0.1:5000/c\r\nb", False),
+        ("http://127.0.0.1\t:5000/cb", False),
+        ("http://127.0.0.1:5000/cb\x00", False),
+        ("http://127.0.0.1:5000/cb\x7f", False),
+        ("http://127.0.0.1:5000/c b", False),
+        ("http://127.0.0.1:5000/cb\u2028", False),
+        ("http://127.0.0.1:5000/caf\u00e9", False),
+        ("http://127.0.0.1:5000\\@evil.example/cb", False),
+        ("http://127.0.0.1:5000/cb?x=%0A", True),
+    ],
+)
 def test_only_loopback_redirect_uris_are_accepted(uri, loopback):
     assert is_loopback_redirect_uri(uri) is loopback
 
@@ -84,12 +99,21 @@ def test_redirect_uri_matches_a_registered_one_on_any_port():
     assert not redirect_uri_allowed([], "http://127.0.0.1/oauth/callback")
 
 
-@pytest.mark.parametrize("requested", [
-    "http://127.0.0.1:41234/oauth/callback\n", "http://127.0.0.1:41234/oauth/\ncallback", "\nhttp://127.0.0.1:41234/oauth/callback",
-    "http://127.0.0.1:41234/oauth/callback\t", "http://127.0.0.1:41234/oauth/callback\r",
-    "HTTP://127.0.0.1:41234/oauth/callback", "http://127.0.0.1:41234//oauth/callback",
-    "http://127.0.0.1:41234/oauth/callback/", "http://127.0.0.1:41234/oauth/callback?", "http://127.0.0.1:41234/oauth/callback#",
-])
+@pytest.mark.parametrize(
+    "requested",
+    [
+        "http://127.0.0.1:41234/oauth/callback\n",
+        "http://127.0.0.1:41234/oauth/\ncallback",
+        "\nhttp://127.0.0.1:41234/oauth/callback",
+        "http://127.0.0.1:41234/oauth/callback\t",
+        "http://127.0.0.1:41234/oauth/callback\r",
+        "HTTP://127.0.0.1:41234/oauth/callback",
+        "http://127.0.0.1:41234//oauth/callback",
+        "http://127.0.0.1:41234/oauth/callback/",
+        "http://127.0.0.1:41234/oauth/callback?",
+        "http://127.0.0.1:41234/oauth/callback#",
+    ],
+)
 def test_redirect_uri_is_the_registered_one_exactly_but_for_the_port(requested):
     assert redirect_uri_allowed(["http://127.0.0.1/oauth/callback"], "http://127.0.0.1:41234/oauth/callback")
     assert not redirect_uri_allowed(["http://127.0.0.1/oauth/callback"], requested)
@@ -110,12 +134,15 @@ def test_pages_follow_each_other_to_the_end():
     assert paginate(items, tokens, "accounts\x00bob", None, 5) == (items, None)
 
 
-@pytest.mark.parametrize("tamper", [
-    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # edited
-    lambda t: "x" + t,  # not base64 of the right length
-    lambda t: "!!!!",
-    lambda t: t * 20,  # too long
-])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # edited
+        lambda t: "x" + t,  # not base64 of the right length
+        lambda t: "!!!!",
+        lambda t: t * 20,  # too long
+    ],
+)
 def test_edited_page_tokens_are_refused(tamper):
     tokens = PageTokens(b"key")
     _, token = paginate(list(range(5)), tokens, "ctx", None, 2)
@@ -138,8 +165,25 @@ def test_page_size(raw, size):
     assert page_size(raw) == size
 
 
-@pytest.mark.parametrize("raw", ["0", "101", "-1", "ten", "1.5",
-                                 "\u00b2", "1\u00b2", "\u0661", "\uff15", "9" * 5000, " 5", "5\n", "+5", "0" * 20 + "5"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0",
+        "101",
+        "-1",
+        "ten",
+        "1.5",
+        "\u00b2",
+        "1\u00b2",
+        "\u0661",
+        "\uff15",
+        "9" * 5000,
+        " 5",
+        "5\n",
+        "+5",
+        "0" * 20 + "5",
+    ],
+)
 def test_page_size_out_of_range(raw):
     with pytest.raises(BadPageRequest):
         page_size(raw)
@@ -151,10 +195,16 @@ def test_access_tokens_never_outlive_the_sign_in():
     assert access_token_lifetime(600, grant_expires_at=900, now=1000) == 0
 
 
-@pytest.mark.parametrize("env, lifetime", [({}, 28800), ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "900"}, 900),
-                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "99999"}, 28800),
-                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "soon"}, 28800),
-                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "\u00b2"}, 28800),
-                                           ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "\u0669\u0660\u0660"}, 28800)])
+@pytest.mark.parametrize(
+    "env, lifetime",
+    [
+        ({}, 28800),
+        ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "900"}, 900),
+        ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "99999"}, 28800),
+        ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "soon"}, 28800),
+        ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "\u00b2"}, 28800),
+        ({"BROKER_SSO_TOKEN_LIFETIME_SECONDS": "\u0669\u0660\u0660"}, 28800),
+    ],
+)
 def test_token_lifetime_from_the_environment_is_capped_by_the_session(env, lifetime):
     assert GrantSettings.from_environment(28800, env).token_lifetime == lifetime

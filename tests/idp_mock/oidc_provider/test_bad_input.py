@@ -51,6 +51,7 @@ def _token_error(answer, status, error):
 
 # --- authorization endpoint: client and redirect URI -----------------------------------------
 
+
 def test_unknown_client_id_gets_an_error_page(idp, oidc_client):
     _refused_without_redirect(_authorize(idp.url, authorization(oidc_client, client_id="no-such-client")))
 
@@ -59,10 +60,19 @@ def test_missing_client_id_gets_an_error_page(idp, oidc_client):
     _refused_without_redirect(_authorize(idp.url, authorization(oidc_client, client_id=None)))
 
 
-@pytest.mark.parametrize("redirect_uri", [
-    "https://evil.example/callback", CALLBACK + "/more", CALLBACK + "?x=1", CALLBACK.upper(), CALLBACK + "#",
-    "https://rp.example.test/", CALLBACK[:-1],
-], ids=["other-host", "longer-path", "extra-query", "case", "fragment", "prefix", "shorter"])
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://evil.example/callback",
+        CALLBACK + "/more",
+        CALLBACK + "?x=1",
+        CALLBACK.upper(),
+        CALLBACK + "#",
+        "https://rp.example.test/",
+        CALLBACK[:-1],
+    ],
+    ids=["other-host", "longer-path", "extra-query", "case", "fragment", "prefix", "shorter"],
+)
 def test_unregistered_redirect_uri_is_never_redirected_to(idp, oidc_client, redirect_uri):
     _refused_without_redirect(_authorize(idp.url, authorization(oidc_client, redirect_uri=redirect_uri)))
 
@@ -77,6 +87,7 @@ def test_repeated_redirect_uri_gets_an_error_page(idp, oidc_client):
 
 
 # --- authorization endpoint: other errors go back to the client ------------------------------
+
 
 def test_public_client_without_pkce_is_refused(idp, public_client):
     request = authorization(public_client, pkce=False)
@@ -155,8 +166,7 @@ def test_huge_state_in_a_query_is_refused(idp, oidc_client):
 
 
 def test_expired_login_continuation_gets_an_error_page(idp):
-    answer = requests.get(f"{idp.url}/oidc/authorize/continue/not-a-pending-request", allow_redirects=False,
-                          timeout=10)
+    answer = requests.get(f"{idp.url}/oidc/authorize/continue/not-a-pending-request", allow_redirects=False, timeout=10)
     _refused_without_redirect(answer)
 
 
@@ -167,10 +177,12 @@ def test_login_does_not_continue_to_another_site(idp):
 
 # --- token endpoint: codes and PKCE ----------------------------------------------------------
 
+
 def test_missing_code_verifier_is_refused(idp, oidc_client):
     _, code = sign_in_for_code(requests.Session(), idp.url, oidc_client, "bob")
-    answer = token_request(idp.url, oidc_client, grant_type="authorization_code", code=code,
-                           redirect_uri=oidc_client.redirect_uri)
+    answer = token_request(
+        idp.url, oidc_client, grant_type="authorization_code", code=code, redirect_uri=oidc_client.redirect_uri
+    )
     _token_error(answer, 400, "invalid_request")
 
 
@@ -194,7 +206,9 @@ def test_reused_code_fails_and_revokes_its_tokens(idp, oidc_client):
     _token_error(redeem(idp.url, oidc_client, request, code), 400, "invalid_grant")
     revoked = userinfo(idp.url, first.json()["access_token"])
     assert revoked.status_code == 401 and 'error="invalid_token"' in revoked.headers["WWW-Authenticate"]
-    refresh = token_request(idp.url, oidc_client, grant_type="refresh_token", refresh_token=first.json()["refresh_token"])
+    refresh = token_request(
+        idp.url, oidc_client, grant_type="refresh_token", refresh_token=first.json()["refresh_token"]
+    )
     _token_error(refresh, 400, "invalid_grant")
 
 
@@ -206,8 +220,14 @@ def test_expired_code_is_refused(private_idp):
 
 
 def test_unknown_code_is_refused(idp, oidc_client):
-    answer = token_request(idp.url, oidc_client, grant_type="authorization_code", code="made-up",
-                           redirect_uri=oidc_client.redirect_uri, code_verifier="v" * 50)
+    answer = token_request(
+        idp.url,
+        oidc_client,
+        grant_type="authorization_code",
+        code="made-up",
+        redirect_uri=oidc_client.redirect_uri,
+        code_verifier="v" * 50,
+    )
     _token_error(answer, 400, "invalid_grant")
 
 
@@ -220,51 +240,79 @@ def test_code_of_another_client_is_refused(idp, oidc_client):
 def test_redirect_uri_differing_from_the_authorization_request_is_refused(idp):
     client = register_client(idp.url, redirect_uris=[CALLBACK, CALLBACK + "2"])
     request, code = sign_in_for_code(requests.Session(), idp.url, client, "dave")
-    answer = token_request(idp.url, client, grant_type="authorization_code", code=code,
-                           redirect_uri=CALLBACK + "2", code_verifier=request.verifier)
+    answer = token_request(
+        idp.url,
+        client,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=CALLBACK + "2",
+        code_verifier=request.verifier,
+    )
     _token_error(answer, 400, "invalid_grant")
 
 
 # --- token endpoint: client authentication ---------------------------------------------------
 
+
 def test_wrong_client_secret_basic_is_401_with_www_authenticate(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/token", data={"grant_type": "authorization_code", "code": "x"},
-                           auth=(oidc_client.client_id, "wrong-secret"), timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data={"grant_type": "authorization_code", "code": "x"},
+        auth=(oidc_client.client_id, "wrong-secret"),
+        timeout=10,
+    )
     _token_error(answer, 401, "invalid_client")
     assert answer.headers["WWW-Authenticate"].startswith("Basic")
 
 
 def test_wrong_client_secret_post_is_invalid_client(idp):
     client = register_client(idp.url, auth_method="client_secret_post")
-    answer = requests.post(f"{idp.url}/oidc/token", data={"grant_type": "authorization_code", "code": "x",
-                                                          "client_id": client.client_id, "client_secret": "wrong"},
-                           timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data={"grant_type": "authorization_code", "code": "x", "client_id": client.client_id, "client_secret": "wrong"},
+        timeout=10,
+    )
     _token_error(answer, 401, "invalid_client")
 
 
 def test_confidential_client_without_secret_is_invalid_client(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/token", data={"grant_type": "authorization_code", "code": "x",
-                                                          "client_id": oidc_client.client_id}, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data={"grant_type": "authorization_code", "code": "x", "client_id": oidc_client.client_id},
+        timeout=10,
+    )
     _token_error(answer, 401, "invalid_client")
 
 
 def test_unknown_client_at_the_token_endpoint_is_invalid_client(idp):
-    answer = requests.post(f"{idp.url}/oidc/token", data={"grant_type": "authorization_code", "code": "x"},
-                           auth=("no-such-client", "secret"), timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data={"grant_type": "authorization_code", "code": "x"},
+        auth=("no-such-client", "secret"),
+        timeout=10,
+    )
     _token_error(answer, 401, "invalid_client")
 
 
 def test_basic_credentials_that_are_not_utf8_are_invalid_client(idp):
-    answer = requests.post(f"{idp.url}/oidc/token", data={"grant_type": "authorization_code", "code": "x"},
-                           headers={"Authorization": "Basic //79"}, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data={"grant_type": "authorization_code", "code": "x"},
+        headers={"Authorization": "Basic //79"},
+        timeout=10,
+    )
     _token_error(answer, 401, "invalid_client")
 
 
 # --- token endpoint: malformed requests --------------------------------------------------------
 
+
 def test_unknown_grant_type_is_refused(idp, oidc_client):
-    _token_error(token_request(idp.url, oidc_client, grant_type="password", username="alice", password="x"),
-                 400, "unsupported_grant_type")
+    _token_error(
+        token_request(idp.url, oidc_client, grant_type="password", username="alice", password="x"),
+        400,
+        "unsupported_grant_type",
+    )
 
 
 def test_missing_grant_type_is_refused(idp, oidc_client):
@@ -272,64 +320,96 @@ def test_missing_grant_type_is_refused(idp, oidc_client):
 
 
 def test_json_body_at_the_token_endpoint_is_refused(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/token", data='{"grant_type": "authorization_code", ',
-                           headers={"Content-Type": "application/json"},
-                           auth=(oidc_client.client_id, oidc_client.secret), timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data='{"grant_type": "authorization_code", ',
+        headers={"Content-Type": "application/json"},
+        auth=(oidc_client.client_id, oidc_client.secret),
+        timeout=10,
+    )
     _token_error(answer, 400, "invalid_request")
 
 
 def test_garbage_form_body_is_refused(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/token", data=b"\xff\xfe%%%&&==\x00grant_type",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"},
-                           auth=(oidc_client.client_id, oidc_client.secret), timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data=b"\xff\xfe%%%&&==\x00grant_type",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=(oidc_client.client_id, oidc_client.secret),
+        timeout=10,
+    )
     _token_error(answer, 400, "unsupported_grant_type")
 
 
 def test_broken_multipart_body_is_refused(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/token", data=b"--x\r\nbroken",
-                           headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data=b"--x\r\nbroken",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        timeout=10,
+    )
     _token_error(answer, 400, "invalid_request")
 
 
 def test_one_megabyte_body_is_refused(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/token", data={"grant_type": "authorization_code", "code": "c" * 1_000_000},
-                           auth=(oidc_client.client_id, oidc_client.secret), timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/token",
+        data={"grant_type": "authorization_code", "code": "c" * 1_000_000},
+        auth=(oidc_client.client_id, oidc_client.secret),
+        timeout=10,
+    )
     _token_error(answer, 413, "invalid_request")
 
 
 def test_refresh_token_of_another_client_is_refused(idp, oidc_client):
     tokens = sign_in_for_tokens(requests.Session(), idp.url, oidc_client, "alice")
     other = register_client(idp.url)
-    _token_error(token_request(idp.url, other, grant_type="refresh_token", refresh_token=tokens["refresh_token"]),
-                 400, "invalid_grant")
+    _token_error(
+        token_request(idp.url, other, grant_type="refresh_token", refresh_token=tokens["refresh_token"]),
+        400,
+        "invalid_grant",
+    )
 
 
 def test_refresh_for_a_client_without_the_refresh_grant_is_refused(idp):
     client = register_client(idp.url, refresh=False)
     tokens = sign_in_for_tokens(requests.Session(), idp.url, client, "alice")
     assert "refresh_token" not in tokens
-    _token_error(token_request(idp.url, client, grant_type="refresh_token", refresh_token="x"),
-                 400, "unauthorized_client")
+    _token_error(
+        token_request(idp.url, client, grant_type="refresh_token", refresh_token="x"), 400, "unauthorized_client"
+    )
 
 
 # --- registration and userinfo ---------------------------------------------------------------
 
+
 def test_registration_with_malformed_json_is_refused(idp):
-    answer = requests.post(f"{idp.url}/oidc/register", data='{"redirect_uris": [',
-                           headers={"Authorization": "Bearer demo-registration-token",
-                                    "Content-Type": "application/json"}, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/register",
+        data='{"redirect_uris": [',
+        headers={"Authorization": "Bearer demo-registration-token", "Content-Type": "application/json"},
+        timeout=10,
+    )
     _token_error(answer, 400, "invalid_client_metadata")
 
 
 def test_registration_with_a_json_array_is_refused(idp):
-    answer = requests.post(f"{idp.url}/oidc/register", json=["https://app.example.test/cb"],
-                           headers={"Authorization": "Bearer demo-registration-token"}, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/register",
+        json=["https://app.example.test/cb"],
+        headers={"Authorization": "Bearer demo-registration-token"},
+        timeout=10,
+    )
     _token_error(answer, 400, "invalid_client_metadata")
 
 
 def test_registration_with_a_one_megabyte_body_is_refused(idp):
-    answer = requests.post(f"{idp.url}/oidc/register", json={"redirect_uris": [CALLBACK], "client_name": "x" * 1_000_000},
-                           headers={"Authorization": "Bearer demo-registration-token"}, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/register",
+        json={"redirect_uris": [CALLBACK], "client_name": "x" * 1_000_000},
+        headers={"Authorization": "Bearer demo-registration-token"},
+        timeout=10,
+    )
     _token_error(answer, 413, "invalid_request")
 
 
@@ -340,29 +420,42 @@ def test_userinfo_with_a_non_bearer_scheme_is_refused(idp):
 
 # --- logout ------------------------------------------------------------------------------------
 
+
 def test_logout_with_a_garbage_id_token_hint_is_refused(idp):
-    answer = requests.get(f"{idp.url}/oidc/logout", params={"id_token_hint": "garbage"}, allow_redirects=False,
-                          timeout=10)
+    answer = requests.get(
+        f"{idp.url}/oidc/logout", params={"id_token_hint": "garbage"}, allow_redirects=False, timeout=10
+    )
     _refused_without_redirect(answer)
 
 
 def test_logout_redirect_without_a_client_is_refused(idp):
-    answer = requests.get(f"{idp.url}/oidc/logout", params={"post_logout_redirect_uri": "https://evil.example/"},
-                          allow_redirects=False, timeout=10)
+    answer = requests.get(
+        f"{idp.url}/oidc/logout",
+        params={"post_logout_redirect_uri": "https://evil.example/"},
+        allow_redirects=False,
+        timeout=10,
+    )
     _refused_without_redirect(answer)
 
 
 def test_logout_with_a_hint_for_another_client_is_refused(idp, oidc_client, public_client):
     tokens = sign_in_for_tokens(requests.Session(), idp.url, oidc_client, "bob")
-    answer = requests.get(f"{idp.url}/oidc/logout", params={"id_token_hint": tokens["id_token"],
-                                                            "client_id": public_client.client_id},
-                          allow_redirects=False, timeout=10)
+    answer = requests.get(
+        f"{idp.url}/oidc/logout",
+        params={"id_token_hint": tokens["id_token"], "client_id": public_client.client_id},
+        allow_redirects=False,
+        timeout=10,
+    )
     _refused_without_redirect(answer)
 
 
 def test_logout_with_a_huge_state_is_refused(idp, oidc_client):
-    answer = requests.post(f"{idp.url}/oidc/logout", data={"client_id": oidc_client.client_id,
-                                                           "state": "s" * 100_000}, allow_redirects=False, timeout=10)
+    answer = requests.post(
+        f"{idp.url}/oidc/logout",
+        data={"client_id": oidc_client.client_id, "state": "s" * 100_000},
+        allow_redirects=False,
+        timeout=10,
+    )
     _refused_without_redirect(answer)
 
 

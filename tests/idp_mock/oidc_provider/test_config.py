@@ -53,8 +53,17 @@ def test_unknown_client_key_is_named():
     assert error_of(clients=[{**CLIENT, "redirect_uri": "https://x/"}]).key == "oidc.clients[0].redirect_uri"
 
 
-@pytest.mark.parametrize("uri", ["/cb", "https://app.example/cb#frag", "javascript:alert(1)", "https://u@app.example/",
-                                 "https://app.example/a b", "https://app.example:99999/"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/cb",
+        "https://app.example/cb#frag",
+        "javascript:alert(1)",
+        "https://u@app.example/",
+        "https://app.example/a b",
+        "https://app.example:99999/",
+    ],
+)
 def test_bad_redirect_uri_is_named(uri):
     error = error_of(clients=[{**CLIENT, "redirect_uris": [uri]}])
     assert error.key == "oidc.clients[0].redirect_uris[0]"
@@ -101,11 +110,19 @@ def test_lifetime_out_of_range_is_named():
     assert error_of(code_lifetime_seconds=3600).key == "oidc.code_lifetime_seconds"
 
 
-@pytest.mark.parametrize("uri,ok", [
-    ("https://app.example/cb", True), ("http://127.0.0.1:8080/cb?x=1", True), ("https://app.example/cb#", False),
-    ("https://app.example/\u00e9", False), ('https://app.example/"', False), ("mailto:a@b.example", False),
-    ("https://", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "uri,ok",
+    [
+        ("https://app.example/cb", True),
+        ("http://127.0.0.1:8080/cb?x=1", True),
+        ("https://app.example/cb#", False),
+        ("https://app.example/\u00e9", False),
+        ('https://app.example/"', False),
+        ("mailto:a@b.example", False),
+        ("https://", False),
+        (None, False),
+    ],
+)
 def test_uri_problem(uri, ok):
     assert (uri_problem(uri) is None) == ok
 
@@ -113,7 +130,12 @@ def test_uri_problem(uri, ok):
 def test_client_redirect_uri_match_is_exact_and_scope_needs_openid():
     client = parse().clients["app"]
     assert client.check_redirect_uri("https://app.example/cb")
-    for near in ("https://app.example/cb/", "https://app.example/c", "https://APP.example/cb", "https://app.example/cb?"):
+    for near in (
+        "https://app.example/cb/",
+        "https://app.example/c",
+        "https://APP.example/cb",
+        "https://app.example/cb?",
+    ):
         assert not client.check_redirect_uri(near)
     assert client.get_allowed_scope("openid email openid") == "openid email"
     assert client.get_allowed_scope("email") is None
@@ -124,7 +146,14 @@ def test_claims_follow_the_granted_scopes():
     employee = Employee("erin", "sub-1", "erin@example.com", "Erin", "Security", ("security",), "hash")
     assert user_claims(employee, "openid") == {"sub": "sub-1"}
     assert user_claims(employee, "openid groups profile") == {
-        "sub": "sub-1", "groups": ["security"], "name": "Erin", "preferred_username": "erin",
-        "department": "Security"}
-    assert user_claims(employee, "openid email") == {"sub": "sub-1", "email": "erin@example.com",
-                                                     "email_verified": True}
+        "sub": "sub-1",
+        "groups": ["security"],
+        "name": "Erin",
+        "preferred_username": "erin",
+        "department": "Security",
+    }
+    assert user_claims(employee, "openid email") == {
+        "sub": "sub-1",
+        "email": "erin@example.com",
+        "email_verified": True,
+    }

@@ -35,14 +35,20 @@ DIRECTORY = load_directory(REPO / "config" / "directory.yaml")
 
 # --- discovery and keys -------------------------------------------------------------------------
 
+
 def test_discovery_document_names_every_endpoint(idp):
     answer = requests.get(f"{idp.url}/.well-known/openid-configuration", timeout=10)
     assert answer.status_code == 200
     meta = answer.json()
     assert meta["issuer"] == idp.url
-    for name, path in [("authorization_endpoint", "/oidc/authorize"), ("token_endpoint", "/oidc/token"),
-                       ("userinfo_endpoint", "/oidc/userinfo"), ("jwks_uri", "/oidc/jwks"),
-                       ("end_session_endpoint", "/oidc/logout"), ("registration_endpoint", "/oidc/register")]:
+    for name, path in [
+        ("authorization_endpoint", "/oidc/authorize"),
+        ("token_endpoint", "/oidc/token"),
+        ("userinfo_endpoint", "/oidc/userinfo"),
+        ("jwks_uri", "/oidc/jwks"),
+        ("end_session_endpoint", "/oidc/logout"),
+        ("registration_endpoint", "/oidc/register"),
+    ]:
         assert meta[name] == idp.url + path
     assert meta["response_types_supported"] == ["code"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
@@ -61,6 +67,7 @@ def test_jwks_publishes_both_public_keys(idp):
 
 
 # --- sign-in for each seeded user ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("username", ["alice", "bob", "carol", "dave"])
 def test_password_user_gets_tokens_with_directory_claims(idp, oidc_client, username):
@@ -97,13 +104,15 @@ def test_disabled_user_is_refused_and_no_code_is_issued(idp, oidc_client):
 def test_config_client_of_the_portal_works_with_its_default_secret(idp):
     portal = os.environ.get("PORTAL_URL", "http://localhost:8000")
     secret = os.environ.get("BROKER_OIDC_CLIENT_SECRET", "demo-portal-oidc-secret")
-    client = Client("access-portal", "client_secret_basic", secret,
-                    redirect_uri=f"{portal}/login/example-corp-oidc/callback")
+    client = Client(
+        "access-portal", "client_secret_basic", secret, redirect_uri=f"{portal}/login/example-corp-oidc/callback"
+    )
     tokens = sign_in_for_tokens(requests.Session(), idp.url, client, "alice")
     assert verify_id_token(idp.url, tokens["id_token"], client)["aud"] == "access-portal"
 
 
 # --- single sign-on and the prompt / max_age / login_hint parameters ----------------------------
+
 
 def test_second_request_from_the_same_browser_needs_no_password(idp, oidc_client, public_client):
     http = requests.Session()
@@ -112,8 +121,9 @@ def test_second_request_from_the_same_browser_needs_no_password(idp, oidc_client
         request = authorization(client)
         answer = sign_in(http, idp.url, request, username=None)  # no login form may appear
         code = redirect_params(answer)["code"]
-        claims = verify_id_token(idp.url, redeem(idp.url, client, request, code).json()["id_token"], client,
-                                 nonce=request.nonce)
+        claims = verify_id_token(
+            idp.url, redeem(idp.url, client, request, code).json()["id_token"], client, nonce=request.nonce
+        )
         assert claims["sub"] == first["sub"] and claims["auth_time"] == first["auth_time"]
 
 
@@ -161,6 +171,7 @@ def test_login_hint_prefills_the_username(idp, oidc_client):
 
 # --- tokens -------------------------------------------------------------------------------------
 
+
 def test_refresh_token_rotates(idp, oidc_client):
     tokens = sign_in_for_tokens(requests.Session(), idp.url, oidc_client, "alice")
     answer = token_request(idp.url, oidc_client, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
@@ -175,8 +186,9 @@ def test_refresh_token_rotates(idp, oidc_client):
 
 def test_reused_refresh_token_revokes_the_whole_grant(idp, oidc_client):
     tokens = sign_in_for_tokens(requests.Session(), idp.url, oidc_client, "bob")
-    refreshed = token_request(idp.url, oidc_client, grant_type="refresh_token",
-                              refresh_token=tokens["refresh_token"]).json()
+    refreshed = token_request(
+        idp.url, oidc_client, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    ).json()
     replay = token_request(idp.url, oidc_client, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     # the family is gone: the rotated refresh token and every access token of the grant
@@ -207,15 +219,20 @@ def test_userinfo_answers_the_scoped_claims(idp, oidc_client, method):
     tokens = sign_in_for_tokens(requests.Session(), idp.url, oidc_client, "carol", scope="openid email")
     answer = userinfo(idp.url, tokens["access_token"], method)
     assert answer.status_code == 200
-    assert answer.json() == {"sub": DIRECTORY.employees["carol"].subject, "email": "carol@example.com",
-                             "email_verified": True}
+    assert answer.json() == {
+        "sub": DIRECTORY.employees["carol"].subject,
+        "email": "carol@example.com",
+        "email_verified": True,
+    }
 
 
 def test_userinfo_rejects_a_garbage_token(idp):
     answer = userinfo(idp.url, "not-a-token")
     assert answer.status_code == 401
-    assert answer.headers["WWW-Authenticate"].startswith("Bearer ") and 'error="invalid_token"' in \
-        answer.headers["WWW-Authenticate"]
+    assert (
+        answer.headers["WWW-Authenticate"].startswith("Bearer ")
+        and 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+    )
 
 
 def test_userinfo_rejects_an_expired_token(private_idp):
@@ -234,6 +251,7 @@ def test_userinfo_without_a_token_is_refused(idp):
 
 # --- RP-initiated logout ------------------------------------------------------------------------
 
+
 def _still_signed_in(http, idp_url, client) -> bool:
     return "code" in redirect_params(sign_in(http, idp_url, authorization(client, prompt="none"), None))
 
@@ -241,9 +259,11 @@ def _still_signed_in(http, idp_url, client) -> bool:
 def test_logout_with_matching_id_token_hint_needs_no_confirmation(idp, oidc_client):
     http = requests.Session()
     tokens = sign_in_for_tokens(http, idp.url, oidc_client, "alice")
-    answer = http.get(f"{idp.url}/oidc/logout", params={
-        "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": SIGNED_OUT, "state": "bye-1"},
-        allow_redirects=False)
+    answer = http.get(
+        f"{idp.url}/oidc/logout",
+        params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": SIGNED_OUT, "state": "bye-1"},
+        allow_redirects=False,
+    )
     assert answer.status_code in (302, 303) and answer.headers["Location"] == f"{SIGNED_OUT}?state=bye-1"
     assert not _still_signed_in(http, idp.url, oidc_client)
 
@@ -275,9 +295,11 @@ def test_logout_with_a_hint_from_an_earlier_session_still_asks(idp, oidc_client)
 def test_logout_refuses_an_unregistered_post_logout_redirect_uri(idp, oidc_client):
     http = requests.Session()
     tokens = sign_in_for_tokens(http, idp.url, oidc_client, "dave")
-    answer = http.get(f"{idp.url}/oidc/logout", params={
-        "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/steal"},
-        allow_redirects=False)
+    answer = http.get(
+        f"{idp.url}/oidc/logout",
+        params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/steal"},
+        allow_redirects=False,
+    )
     assert answer.status_code == 400 and "Location" not in answer.headers
     assert _still_signed_in(http, idp.url, oidc_client)
 
@@ -287,13 +309,16 @@ def test_logout_refuses_a_forged_id_token_hint(idp, oidc_client):
     tokens = sign_in_for_tokens(http, idp.url, oidc_client, "alice")
     header, payload, signature = tokens["id_token"].split(".")
     forged = ".".join([header, payload, signature[::-1]])
-    answer = http.get(f"{idp.url}/oidc/logout", params={"id_token_hint": forged,
-                                                        "post_logout_redirect_uri": SIGNED_OUT},
-                      allow_redirects=False)
+    answer = http.get(
+        f"{idp.url}/oidc/logout",
+        params={"id_token_hint": forged, "post_logout_redirect_uri": SIGNED_OUT},
+        allow_redirects=False,
+    )
     assert answer.status_code == 400 and "Location" not in answer.headers
 
 
 # --- dynamic client registration ---------------------------------------------------------------
+
 
 def _register(idp_url, body, token=REGISTRATION_TOKEN):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -321,22 +346,54 @@ def test_registration_needs_the_initial_access_token(idp, token):
     assert answer.json()["error"] == "invalid_token"
 
 
-@pytest.mark.parametrize("redirect_uris", [
-    ["https://app.example.test/cb#fragment"], ["/relative/cb"], ["javascript:alert(1)"], ["ftp://app.example.test/"],
-    ["https://user@app.example.test/cb"], [], "https://app.example.test/cb", [42],
-], ids=["fragment", "relative", "javascript", "ftp", "userinfo", "empty", "not-a-list", "not-a-string"])
+@pytest.mark.parametrize(
+    "redirect_uris",
+    [
+        ["https://app.example.test/cb#fragment"],
+        ["/relative/cb"],
+        ["javascript:alert(1)"],
+        ["ftp://app.example.test/"],
+        ["https://user@app.example.test/cb"],
+        [],
+        "https://app.example.test/cb",
+        [42],
+    ],
+    ids=["fragment", "relative", "javascript", "ftp", "userinfo", "empty", "not-a-list", "not-a-string"],
+)
 def test_registration_refuses_bad_redirect_uris(idp, redirect_uris):
     answer = _register(idp.url, {"redirect_uris": redirect_uris})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_redirect_uri"
 
 
-@pytest.mark.parametrize("metadata", [
-    {"grant_types": ["password"]}, {"grant_types": ["refresh_token"]}, {"response_types": ["token"]},
-    {"token_endpoint_auth_method": "private_key_jwt"}, {"post_logout_redirect_uris": ["nope"]},
-    {"client_name": "x" * 500}, {"scope": "openid admin"}, {"grant_types": 42}, {"logo_uri": 42},
-    {"jwks": {"a": 1}}, {"token_endpoint_auth_method": "none", "post_logout_redirect_uris": ["http://rp.example/"]},
-], ids=["password-grant", "no-code-grant", "token-response", "auth-method", "logout-uri", "long-name", "scope",
-        "grant-types-number", "logo-uri-number", "jwks-garbage", "public-http-logout-uri"])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"grant_types": ["password"]},
+        {"grant_types": ["refresh_token"]},
+        {"response_types": ["token"]},
+        {"token_endpoint_auth_method": "private_key_jwt"},
+        {"post_logout_redirect_uris": ["nope"]},
+        {"client_name": "x" * 500},
+        {"scope": "openid admin"},
+        {"grant_types": 42},
+        {"logo_uri": 42},
+        {"jwks": {"a": 1}},
+        {"token_endpoint_auth_method": "none", "post_logout_redirect_uris": ["http://rp.example/"]},
+    ],
+    ids=[
+        "password-grant",
+        "no-code-grant",
+        "token-response",
+        "auth-method",
+        "logout-uri",
+        "long-name",
+        "scope",
+        "grant-types-number",
+        "logo-uri-number",
+        "jwks-garbage",
+        "public-http-logout-uri",
+    ],
+)
 def test_registration_refuses_bad_metadata(idp, metadata):
     answer = _register(idp.url, {"redirect_uris": ["https://app.example.test/cb"], **metadata})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_client_metadata", answer.text

@@ -18,8 +18,15 @@ def _kids(idp_url) -> list[str]:
 
 
 def _rotate(idp) -> str:
-    done = subprocess.run([sys.executable, "-m", "idp_mock", "rotate-keys"], cwd=REPO, env=idp.env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "idp_mock", "rotate-keys"],
+        cwd=REPO,
+        env=idp.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.split("New active signing key: ")[1].split()[0]
 

@@ -46,8 +46,9 @@ def assert_refused(answer: requests.Response, phrase: str, status: int = 400) ->
 
 
 def redirect(idp, xml: bytes | str, **params) -> requests.Response:
-    return requests.get(f"{idp.url}/saml/sso", params={"SAMLRequest": deflate_base64(xml), **params},
-                        allow_redirects=False)
+    return requests.get(
+        f"{idp.url}/saml/sso", params={"SAMLRequest": deflate_base64(xml), **params}, allow_redirects=False
+    )
 
 
 def post(idp, xml: bytes | str, **params) -> requests.Response:
@@ -66,8 +67,10 @@ def test_a_well_formed_request_is_accepted(idp):
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_unknown_issuer(idp, send):
-    assert_refused(send(idp, authn_request_xml("https://evil.example.test/sp", f"{idp.url}/saml/sso")),
-                   "not registered with Example Corp")
+    assert_refused(
+        send(idp, authn_request_xml("https://evil.example.test/sp", f"{idp.url}/saml/sso")),
+        "not registered with Example Corp",
+    )
 
 
 def test_missing_issuer(idp):
@@ -103,8 +106,9 @@ def test_unsigned_redirect_request_from_an_sp_with_a_certificate(idp, sp):
 
 def test_tampered_redirect_request(idp, sp):
     url, _ = sp.login_url(relay_state="/a")
-    assert_refused(requests.get(url.replace("RelayState=%2Fa", "RelayState=%2Fb"), allow_redirects=False),
-                   "signature is not valid")
+    assert_refused(
+        requests.get(url.replace("RelayState=%2Fa", "RelayState=%2Fb"), allow_redirects=False), "signature is not valid"
+    )
 
 
 def test_redirect_request_signed_with_another_key(idp, sp, tmp_path):
@@ -192,8 +196,9 @@ def test_wrong_deflate(idp):
 
 def test_truncated_deflate(idp):
     whole = base64.b64decode(deflate_base64(app_request(idp)))
-    answer = requests.get(f"{idp.url}/saml/sso", params={"SAMLRequest": base64.b64encode(whole[:-10]).decode()},
-                          allow_redirects=False)
+    answer = requests.get(
+        f"{idp.url}/saml/sso", params={"SAMLRequest": base64.b64encode(whole[:-10]).decode()}, allow_redirects=False
+    )
     assert_refused(answer, "truncated")
 
 
@@ -205,8 +210,9 @@ def test_doctype(idp, send):
 
 @pytest.mark.parametrize("send", [redirect, post])
 def test_external_entity(idp, send):
-    xml = (b'<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
-           + app_request(idp).replace(APP.encode(), b"&xxe;"))
+    xml = b'<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n' + app_request(
+        idp
+    ).replace(APP.encode(), b"&xxe;")
     answer = send(idp, xml)
     assert_refused(answer, "not allowed")
     assert "root:" not in answer.text
@@ -215,8 +221,9 @@ def test_external_entity(idp, send):
 @pytest.mark.parametrize("send", [redirect, post])
 def test_entity_expansion(idp, send):
     entities = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10 if i else "lol"}">' for i in range(10))
-    xml = (f'<?xml version="1.0"?>\n<!DOCTYPE r [{entities}]>\n'.encode()
-           + app_request(idp).replace(APP.encode(), b"&l9;"))
+    xml = f'<?xml version="1.0"?>\n<!DOCTYPE r [{entities}]>\n'.encode() + app_request(idp).replace(
+        APP.encode(), b"&l9;"
+    )
     started = time.monotonic()
     assert_refused(send(idp, xml), "request was refused")  # libxml2 or the DTD ban, whichever trips first
     assert time.monotonic() - started < 2
@@ -235,8 +242,9 @@ def test_oversized_post_body(idp):
 def test_deflate_bomb(idp):
     bomb = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     data = bomb.compress(app_request(idp) + b" " * 1_000_000) + bomb.flush()
-    answer = requests.get(f"{idp.url}/saml/sso", params={"SAMLRequest": base64.b64encode(data).decode()},
-                          allow_redirects=False)
+    answer = requests.get(
+        f"{idp.url}/saml/sso", params={"SAMLRequest": base64.b64encode(data).decode()}, allow_redirects=False
+    )
     assert_refused(answer, "too large")
 
 
@@ -246,8 +254,9 @@ def test_relay_state_too_long(idp):
 
 def test_duplicate_parameters(idp):
     encoded = deflate_base64(app_request(idp))
-    answer = requests.get(f"{idp.url}/saml/sso", params=[("SAMLRequest", encoded), ("SAMLRequest", encoded)],
-                          allow_redirects=False)
+    answer = requests.get(
+        f"{idp.url}/saml/sso", params=[("SAMLRequest", encoded), ("SAMLRequest", encoded)], allow_redirects=False
+    )
     assert_refused(answer, "more than once")
 
 

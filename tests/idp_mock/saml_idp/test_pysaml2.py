@@ -24,6 +24,7 @@ from tests.support.saml_sp import (
     sign_in_through,
 )
 
+
 @pytest.fixture(scope="module")
 def client(idp, tmp_path_factory):
     # Never skipped: `./run test` installs xmlsec1, and a missing binary must fail loudly.
@@ -40,15 +41,17 @@ def idp_entity(idp):
 
 def login(idp, client, http, start, request_id, username):
     posted = post_form(sign_in_through(http, idp.url, start, username))
-    response = client.parse_authn_request_response(posted.fields["SAMLResponse"], BINDING_HTTP_POST,
-                                                   outstanding={request_id: "/"})
+    response = client.parse_authn_request_response(
+        posted.fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={request_id: "/"}
+    )
     assert response is not None and response.in_response_to == request_id
     return response
 
 
 def test_pysaml2_redirect_login(idp, client):
-    request_id, info = client.prepare_for_authenticate(entityid=idp_entity(idp), relay_state="/x",
-                                                       binding=BINDING_HTTP_REDIRECT)
+    request_id, info = client.prepare_for_authenticate(
+        entityid=idp_entity(idp), relay_state="/x", binding=BINDING_HTTP_REDIRECT
+    )
     location = dict(info["headers"])["Location"]
     assert "Signature=" in location  # pysaml2 signs its AuthnRequests; the IdP checks them
     http = requests.Session()
@@ -62,8 +65,9 @@ def test_pysaml2_redirect_login(idp, client):
 
 
 def test_pysaml2_post_login(idp, client):
-    request_id, info = client.prepare_for_authenticate(entityid=idp_entity(idp), relay_state="/y",
-                                                       binding=BINDING_HTTP_POST)
+    request_id, info = client.prepare_for_authenticate(
+        entityid=idp_entity(idp), relay_state="/y", binding=BINDING_HTTP_POST
+    )
     action = unescape(re.search(r'action="([^"]*)"', info["data"]).group(1))
     fields = form_fields(info["data"])
     signature = etree.fromstring(base64.b64decode(fields["SAMLRequest"])).find(f"{{{SAML.NS_DS}}}Signature")

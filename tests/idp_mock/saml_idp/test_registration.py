@@ -38,6 +38,7 @@ def sp(idp, keys):
 
 # --- the IdP's metadata -------------------------------------------------------------------------------
 
+
 def test_idp_metadata_describes_endpoints_formats_and_the_persisted_certificate(idp):
     answer = requests.get(f"{idp.url}/saml/metadata")
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/samlmetadata+xml")
@@ -50,9 +51,13 @@ def test_idp_metadata_describes_endpoints_formats_and_the_persisted_certificate(
         path = "/saml/sso" if service == "SingleSignOnService" else "/saml/slo"
         assert endpoints == {(SAML.BINDING_HTTP_REDIRECT, idp.url + path), (SAML.BINDING_HTTP_POST, idp.url + path)}
     assert [e.text for e in descriptor.findall("md:NameIDFormat", NS)] == [
-        SAML.NAMEID_PERSISTENT, SAML.NAMEID_EMAIL_ADDRESS, SAML.NAMEID_UNSPECIFIED]
-    published = descriptor.findtext("md:KeyDescriptor[@use='signing']/ds:KeyInfo/ds:X509Data/ds:X509Certificate",
-                                    namespaces=NS)
+        SAML.NAMEID_PERSISTENT,
+        SAML.NAMEID_EMAIL_ADDRESS,
+        SAML.NAMEID_UNSPECIFIED,
+    ]
+    published = descriptor.findtext(
+        "md:KeyDescriptor[@use='signing']/ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=NS
+    )
     on_disk = x509.load_pem_x509_certificate((Path(idp.env["IDP_INSTANCE_DIR"]) / "saml-signing.crt").read_bytes())
     assert x509.load_der_x509_certificate(base64.b64decode(published)) == on_disk
     parsed = OneLogin_Saml2_IdPMetadataParser.parse(answer.text)["idp"]
@@ -69,6 +74,7 @@ def test_signing_key_survives_a_restart(tmp_path):
 
 
 # --- registration -------------------------------------------------------------------------------------
+
 
 def test_registration_answers_201_and_the_sp_can_sign_in(idp, sp):
     answer = register_sp(idp.url, sp.metadata())
@@ -115,8 +121,10 @@ def with_doctype(metadata: str, doctype: str) -> str:
 BAD_METADATA = {
     "not XML": lambda sp: "this is not metadata",
     "DOCTYPE": lambda sp: with_doctype(sp.metadata(), "<!DOCTYPE x>"),
-    "external entity": lambda sp: with_doctype(edited(sp.metadata(), f'entityID="{sp.entity_id}"', 'entityID="&e;"'),
-                                               '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'),
+    "external entity": lambda sp: with_doctype(
+        edited(sp.metadata(), f'entityID="{sp.entity_id}"', 'entityID="&e;"'),
+        '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>',
+    ),
     "not an EntityDescriptor": lambda sp: '<x xmlns="urn:oasis:names:tc:SAML:2.0:metadata"/>',
     "schema-invalid": lambda sp: edited(sp.metadata(), 'index="1"', 'index="one"'),
     "no POST ACS": lambda sp: edited(sp.metadata(), SAML.BINDING_HTTP_POST, SAML.BINDING_HTTP_ARTIFACT),
@@ -124,10 +132,12 @@ BAD_METADATA = {
     "bad entityID": lambda sp: edited(sp.metadata(), f'entityID="{sp.entity_id}"', 'entityID="not a url"'),
     "bad certificate": lambda sp: edited(sp.metadata(), sp.identity.certificate_base64[:40], "AAAA"),
     "signed requests without a certificate": lambda sp: edited(
-        OneLoginSP(sp.idp_url, None).metadata(), 'AuthnRequestsSigned="false"', 'AuthnRequestsSigned="true"'),
+        OneLoginSP(sp.idp_url, None).metadata(), 'AuthnRequestsSigned="false"', 'AuthnRequestsSigned="true"'
+    ),
     "unsupported NameID format": lambda sp: edited(sp.metadata(), SAML.NAMEID_PERSISTENT, SAML.NAMEID_TRANSIENT),
-    "too large": lambda sp: edited(sp.metadata(), "</md:EntityDescriptor>",
-                                   "<!--" + "x" * 70_000 + "--></md:EntityDescriptor>"),
+    "too large": lambda sp: edited(
+        sp.metadata(), "</md:EntityDescriptor>", "<!--" + "x" * 70_000 + "--></md:EntityDescriptor>"
+    ),
 }
 
 
@@ -139,11 +149,14 @@ def test_bad_metadata_gets_a_clear_400(idp, sp, case):
     assert "root:" not in answer.text
 
 
-@pytest.mark.parametrize("options, problem", [
-    ({"sign": "never"}, "sign must be one of"),
-    ({"encrypt_assertion": "yes"}, "encrypt_assertion must be true or false"),
-    ({"colour": "blue"}, "Unknown option"),
-])
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ({"sign": "never"}, "sign must be one of"),
+        ({"encrypt_assertion": "yes"}, "encrypt_assertion must be true or false"),
+        ({"colour": "blue"}, "Unknown option"),
+    ],
+)
 def test_bad_options_get_a_clear_400(idp, sp, options, problem):
     answer = register_sp(idp.url, sp.metadata(), **options)
     assert answer.status_code == 400 and problem in answer.json()["error_description"]

@@ -37,8 +37,9 @@ def sp(idp, keys):
 
 def saml_login(idp, sp, http, username="alice"):
     url, request_id = sp.login_url()
-    return sp.accept(post_form(sign_in_through(http, idp.url, http.get(url, allow_redirects=False), username)),
-                     request_id)
+    return sp.accept(
+        post_form(sign_in_through(http, idp.url, http.get(url, allow_redirects=False), username)), request_id
+    )
 
 
 def signed_in(idp, http) -> bool:
@@ -79,8 +80,9 @@ def test_logout_response_by_post_to_an_sp_that_wants_it(idp, keys):
     assert posted.action == sp.slo_url
     xml = base64.b64decode(posted.fields["SAMLResponse"])
     idp_cert = sp.settings.get_idp_cert()
-    assert OneLogin_Saml2_Utils.validate_sign(xml, idp_cert, xpath="/samlp:LogoutResponse/ds:Signature",
-                                              raise_exceptions=True)
+    assert OneLogin_Saml2_Utils.validate_sign(
+        xml, idp_cert, xpath="/samlp:LogoutResponse/ds:Signature", raise_exceptions=True
+    )
     response = etree.fromstring(xml)
     assert response.get("InResponseTo") == request_id and response.get("Destination") == sp.slo_url
     assert response.find("samlp:Status/samlp:StatusCode", NS).get("Value") == SAML.STATUS_SUCCESS
@@ -102,8 +104,11 @@ def test_logout_request_for_someone_else_leaves_the_session_alone(idp, sp):
     url, _ = sp.logout_url("not-carols-name-id", None)
     answer = http.get(url, allow_redirects=False)
     location = answer.headers["Location"]
-    response = etree.fromstring(OneLogin_Saml2_Utils.decode_base64_and_inflate(
-        requests.utils.unquote(location.split("SAMLResponse=")[1].split("&")[0])))
+    response = etree.fromstring(
+        OneLogin_Saml2_Utils.decode_base64_and_inflate(
+            requests.utils.unquote(location.split("SAMLResponse=")[1].split("&")[0])
+        )
+    )
     assert response.find("samlp:Status/samlp:StatusCode", NS).get("Value") == SAML.STATUS_REQUESTER
     assert signed_in(idp, http)
 

@@ -58,8 +58,9 @@ def portal_site(tmp_path_factory):
         site = MetadataSite().start()
         site.status, site.delay = status, delay
         started.append(site)
-        idp = start_idp(tmp_path_factory.mktemp("idp"),
-                        env={"PORTAL_URL": site.url, "IDP_MAX_FAILURES_PER_ADDRESS": "100000"})
+        idp = start_idp(
+            tmp_path_factory.mktemp("idp"), env={"PORTAL_URL": site.url, "IDP_MAX_FAILURES_PER_ADDRESS": "100000"}
+        )
         started.append(idp)
         return site, idp
 
@@ -115,6 +116,7 @@ def goes_to_login(answer: requests.Response) -> bool:
 
 # --- the attack: requests that merely claim to come from the portal -----------------------------------
 
+
 @pytest.mark.parametrize("binding", ["redirect", "post"])
 def test_unsigned_logout_request_claiming_to_be_the_portal_is_refused_and_keeps_the_session(portal, binding):
     http = idp_session(portal.idp_url)
@@ -136,17 +138,20 @@ def test_unsigned_authn_request_claiming_to_be_the_portal_is_refused(portal, bin
     forged = authn_request_xml(portal.entity_id, f"{portal.idp_url}/saml/sso")
     assert_refused(send(requests.Session(), f"{portal.idp_url}/saml/sso", binding, forged), "must sign its requests")
     # Signed in or not, the answer is the same refusal, never a Response.
-    assert_refused(send(idp_session(portal.idp_url), f"{portal.idp_url}/saml/sso", binding, forged),
-                   "must sign its requests")
+    assert_refused(
+        send(idp_session(portal.idp_url), f"{portal.idp_url}/saml/sso", binding, forged), "must sign its requests"
+    )
 
 
 # --- the portal itself: its signed requests are accepted ------------------------------------------------
 
+
 def test_the_portals_signed_requests_are_accepted(portal):
     http = requests.Session()
     url, request_id = portal.login_url(relay_state="/accounts")
-    auth = portal.accept(post_form(sign_in_through(http, portal.idp_url, http.get(url, allow_redirects=False), "bob")),
-                         request_id)
+    auth = portal.accept(
+        post_form(sign_in_through(http, portal.idp_url, http.get(url, allow_redirects=False), "bob")), request_id
+    )
     assert auth.get_nameid() == BOB and auth.get_attributes()["email"] == ["bob@example.com"]
     xml, request_id = portal.authn_request_xml()  # HTTP-POST binding, enveloped signature
     answer = http_post_binding(http, f"{portal.idp_url}/saml/sso", "SAMLRequest", xml)
@@ -171,12 +176,14 @@ def test_the_portals_metadata_is_fetched_once_then_cached(portal, site_and_idp):
 
 # --- metadata that cannot be had: a clear 503, never an unverified acceptance ----------------------------
 
+
 def test_the_idp_starts_without_the_portal_and_answers_503_until_its_metadata_can_be_fetched(portal_site, keys):
     site, idp = portal_site(status=503)  # the portal is down: the IdP started anyway
     portal = portal_sp(idp.url, site.url, new_sp_identity(keys))
     site.publish(portal.metadata())
-    assert_refused(requests.get(portal.login_url()[0], allow_redirects=False), "cannot verify requests from",
-                   status=503)
+    assert_refused(
+        requests.get(portal.login_url()[0], allow_redirects=False), "cannot verify requests from", status=503
+    )
     http = idp_session(idp.url)
     forged = logout_request_xml(portal.entity_id, f"{idp.url}/saml/slo", BOB)
     assert_refused(send(http, f"{idp.url}/saml/slo", "redirect", forged), "cannot verify requests from", status=503)
@@ -200,6 +207,7 @@ def test_a_portal_that_does_not_answer_costs_seconds_not_minutes(portal_site, ke
 
 
 # --- key rotation and refresh ------------------------------------------------------------------------------
+
 
 def test_a_rotated_certificate_is_picked_up_after_a_failed_verification(portal_site, keys):
     site, idp = portal_site()
@@ -245,18 +253,25 @@ def with_cache_duration(metadata: str, duration: str) -> str:
 
 ENTITY = "https://portal.example.test/saml/metadata"
 CONFIGURED = ServiceProvider(
-    entity_id=ENTITY, name="Portal", acs=(Endpoint("https://portal.example.test/acs", SAML.BINDING_HTTP_POST, 0, True),),
-    metadata_url=ENTITY, require_signed_requests=True)
+    entity_id=ENTITY,
+    name="Portal",
+    acs=(Endpoint("https://portal.example.test/acs", SAML.BINDING_HTTP_POST, 0, True),),
+    metadata_url=ENTITY,
+    require_signed_requests=True,
+)
 
 
 def metadata_xml(identity, entity_id: str = ENTITY, signing: bool = True, **attributes) -> bytes:
     """SP metadata as python3-saml writes it (the portal's library)."""
-    sp = {"entityId": entity_id,
-          "assertionConsumerService": {"url": "https://portal.example.test/acs", "binding": SAML.BINDING_HTTP_POST},
-          "singleLogoutService": {"url": "https://portal.example.test/slo", "binding": SAML.BINDING_HTTP_REDIRECT},
-          **({"x509cert": identity.certificate_pem, "privateKey": identity.key_pem} if signing else {})}
-    settings = OneLogin_Saml2_Settings({"strict": True, "sp": sp, "security": {"authnRequestsSigned": signing}},
-                                       sp_validation_only=True)
+    sp = {
+        "entityId": entity_id,
+        "assertionConsumerService": {"url": "https://portal.example.test/acs", "binding": SAML.BINDING_HTTP_POST},
+        "singleLogoutService": {"url": "https://portal.example.test/slo", "binding": SAML.BINDING_HTTP_REDIRECT},
+        **({"x509cert": identity.certificate_pem, "privateKey": identity.key_pem} if signing else {}),
+    }
+    settings = OneLogin_Saml2_Settings(
+        {"strict": True, "sp": sp, "security": {"authnRequestsSigned": signing}}, sp_validation_only=True
+    )
     xml = settings.get_sp_metadata()
     xml = xml if isinstance(xml, bytes) else xml.encode()
     if attributes:  # e.g. validUntil on the EntityDescriptor
@@ -298,16 +313,19 @@ def test_cache_merges_the_certificate_into_the_configured_sp(identities):
     assert sp.require_signed_requests and sp.name == "Portal"
 
 
-@pytest.mark.parametrize("case", ["another entity ID", "no signing certificate", "expired", "DOCTYPE", "entity",
-                                  "not metadata"])
+@pytest.mark.parametrize(
+    "case", ["another entity ID", "no signing certificate", "expired", "DOCTYPE", "entity", "not metadata"]
+)
 def test_unusable_metadata_is_not_used(identities, case):
     body = {
         "another entity ID": lambda: metadata_xml(identities[0], entity_id="https://evil.example.test/saml"),
         "no signing certificate": lambda: metadata_xml(None, signing=False),
         "expired": lambda: metadata_xml(identities[0], validUntil="2020-01-01T00:00:00Z"),
         "DOCTYPE": lambda: b"<!DOCTYPE x>" + metadata_xml(identities[0]),
-        "entity": lambda: (b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-                           + metadata_xml(identities[0]).replace(ENTITY.encode(), b"&e;", 1)),
+        "entity": lambda: (
+            b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+            + metadata_xml(identities[0]).replace(ENTITY.encode(), b"&e;", 1)
+        ),
         "not metadata": lambda: b"<html>Welcome to the portal</html>",
     }[case]()
     with pytest.raises(remote.MetadataUnavailable) as refused:
@@ -370,6 +388,7 @@ def test_a_failed_signature_fetches_again_at_most_every_few_seconds(identities):
 
 # --- the fetch itself: bounded ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def site():
     site = MetadataSite().start()
@@ -391,6 +410,7 @@ def test_fetch_takes_only_a_200_of_bounded_size(site, identities):
 
 
 # --- with the real portal -------------------------------------------------------------------------------------
+
 
 def test_with_the_real_portal_a_forged_logout_is_refused_and_its_own_logout_works(stack):
     """The whole stack: the IdP reads the broker's published metadata (PORTAL_URL/saml/metadata), so the

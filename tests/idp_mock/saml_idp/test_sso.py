@@ -127,12 +127,15 @@ def test_name_id_format_the_sp_is_not_set_up_for_is_refused(idp, sp):
     assert answer.status_code == 400 and "NameID format" in answer.text
 
 
-@pytest.mark.parametrize("sign, encrypt, security", [
-    ("response", False, {"wantMessagesSigned": True, "wantAssertionsSigned": False}),
-    ("both", False, {"wantMessagesSigned": True, "wantAssertionsSigned": True}),
-    ("assertion", True, {"wantAssertionsEncrypted": True, "wantAssertionsSigned": True}),
-    ("both", True, {"wantAssertionsEncrypted": True, "wantMessagesSigned": True}),
-])
+@pytest.mark.parametrize(
+    "sign, encrypt, security",
+    [
+        ("response", False, {"wantMessagesSigned": True, "wantAssertionsSigned": False}),
+        ("both", False, {"wantMessagesSigned": True, "wantAssertionsSigned": True}),
+        ("assertion", True, {"wantAssertionsEncrypted": True, "wantAssertionsSigned": True}),
+        ("both", True, {"wantAssertionsEncrypted": True, "wantMessagesSigned": True}),
+    ],
+)
 def test_signing_and_encryption_variants(idp, keys, sign, encrypt, security):
     sp = OneLoginSP(idp.url, new_sp_identity(keys), security=security)
     sp.register(sign=sign, encrypt_assertion=encrypt)
@@ -152,8 +155,9 @@ def test_idp_initiated_login(idp, keys):
     sp = OneLoginSP(idp.url, new_sp_identity(keys))
     sp.register(allow_idp_initiated=True)
     http = requests.Session()
-    start = http.get(f"{idp.url}/saml/idp-initiated", params={"sp": sp.entity_id, "RelayState": "/home"},
-                     allow_redirects=False)
+    start = http.get(
+        f"{idp.url}/saml/idp-initiated", params={"sp": sp.entity_id, "RelayState": "/home"}, allow_redirects=False
+    )
     posted = post_form(sign_in_through(http, idp.url, start, "bob"))
     auth = sp.accept(posted, None)
     assert auth.get_last_response_in_response_to() is None
@@ -186,15 +190,18 @@ def aws_sign_in(idp, username, totp_secret=None):
 def test_aws_idp_initiated_login_carries_roles_for_the_users_groups(idp):
     posted = post_form(aws_sign_in(idp, "alice"))
     # AWS checks the audience, recipient and signature like any SP: validate as the AWS sign-in endpoint.
-    aws = OneLoginSP(idp.url, None, entity_id="https://signin.aws.amazon.com/saml",
-                     acs_url="https://signin.aws.amazon.com/saml")
+    aws = OneLoginSP(
+        idp.url, None, entity_id="https://signin.aws.amazon.com/saml", acs_url="https://signin.aws.amazon.com/saml"
+    )
     attributes = aws.accept(posted, None).get_attributes()
-    assert sorted(attributes[AWS + "Role"]) == sorted([
-        "arn:aws:iam::111111111111:role/ExampleCorpAdmin,arn:aws:iam::111111111111:saml-provider/ExampleCorp",
-        "arn:aws:iam::222222222222:role/ExampleCorpAdmin,arn:aws:iam::222222222222:saml-provider/ExampleCorp",
-        "arn:aws:iam::111111111111:role/ExampleCorpDeveloper,arn:aws:iam::111111111111:saml-provider/ExampleCorp",
-        "arn:aws:iam::222222222222:role/ExampleCorpReadOnly,arn:aws:iam::222222222222:saml-provider/ExampleCorp",
-    ])
+    assert sorted(attributes[AWS + "Role"]) == sorted(
+        [
+            "arn:aws:iam::111111111111:role/ExampleCorpAdmin,arn:aws:iam::111111111111:saml-provider/ExampleCorp",
+            "arn:aws:iam::222222222222:role/ExampleCorpAdmin,arn:aws:iam::222222222222:saml-provider/ExampleCorp",
+            "arn:aws:iam::111111111111:role/ExampleCorpDeveloper,arn:aws:iam::111111111111:saml-provider/ExampleCorp",
+            "arn:aws:iam::222222222222:role/ExampleCorpReadOnly,arn:aws:iam::222222222222:saml-provider/ExampleCorp",
+        ]
+    )
     assert attributes[AWS + "RoleSessionName"] == ["alice@example.com"]
     assert attributes[AWS + "SessionDuration"] == ["3600"]
     assert attributes[AWS + "PrincipalTag:Department"] == ["Engineering"]
