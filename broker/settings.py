@@ -41,7 +41,7 @@ def default_instance_dir() -> Path:
 
 
 def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> BrokerSettings:
-    config_path = Path(config_path or os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG))
+    config_path = Path(config_path or os.environ.get("BROKER_CONFIG") or DEFAULT_CONFIG)
     root = load_yaml(config_path).only_keys(
         "portal_url",
         "access",

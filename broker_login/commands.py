@@ -18,6 +18,7 @@ BROKER_LOGIN_PASSWORD and BROKER_LOGIN_TOTP_SECRET or BROKER_LOGIN_TOTP (or stan
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -186,13 +187,17 @@ def _credential_process(sign_in: SignIn, args, console: Console) -> int:
     return 0
 
 
+def _roles_of(portal: Portal, account_id: str, token: Token) -> list[str]:
+    return portal.roles(token, account_id)
+
+
 def _configure(sign_in: SignIn, args, console: Console) -> int:
     portal = sign_in.portal
     accounts = sign_in.call(portal.accounts)
     assignments = [
         (account_id, name, role)
         for account_id, name in accounts
-        for role in sign_in.call(lambda token, a=account_id: portal.roles(token, a))
+        for role in sign_in.call(functools.partial(_roles_of, portal, account_id))
     ]
     if args.use_credential_process:
         sections = {

@@ -165,6 +165,8 @@ def save_registration(path: Path, registration: Registration) -> None:
 
 def load_registration(path: Path) -> Registration | None:
     record = _read_json(path)
+    if record is None:
+        return None
     try:
         return Registration(record["clientId"], record["clientSecret"], _parse_time(record["expiresAt"]))
     except (KeyError, TypeError, ValueError):
@@ -197,6 +199,8 @@ def save_credentials(path: Path, credentials: Credentials) -> None:
 
 def load_credentials(path: Path) -> Credentials | None:
     record = _read_json(path)
+    if record is None:
+        return None
     try:
         return Credentials(
             record["AccessKeyId"], record["SecretAccessKey"], record["SessionToken"], _parse_time(record["Expiration"])

@@ -102,8 +102,8 @@ def approve_device(verification_url: str, idp: str, secrets: LoginSecrets, *, ti
                 response = http.get(urljoin(response.url, link), timeout=timeout)
                 continue
             if page.marker == "confirm":
-                form = next(f for f in page.forms if ("decision", "approve") in f.buttons)
-                response = submit(response, form, decision="approve")
+                approval = next(f for f in page.forms if ("decision", "approve") in f.buttons)
+                response = submit(response, approval, decision="approve")
                 continue
             if page.marker is not None:
                 raise LoginError(f"the portal answered {page.summary}")

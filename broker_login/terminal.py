@@ -24,7 +24,8 @@ class Console:
     standard error is captured by the SDK that runs it). Questions always go to the terminal."""
 
     def __init__(self, messages_on_tty: bool = False, tty_opener: Callable[[], TextIO | None] = _open_tty):
-        self._opener, self._tty, self._opened = tty_opener, None, False
+        self._opener, self._opened = tty_opener, False
+        self._tty: TextIO | None = None
         self._messages_on_tty = messages_on_tty
 
     def _terminal(self) -> TextIO | None:

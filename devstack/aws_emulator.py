@@ -171,7 +171,7 @@ def _load_managed_policies_once() -> None:
             for name, data in parsed.items()
         ]
 
-    models.IAMBackend._init_aws_policies = init_aws_policies
+    setattr(models.IAMBackend, "_init_aws_policies", init_aws_policies)  # noqa: B010 - a patch of moto's method
 
 
 if __name__ == "__main__":  # the emulator process: moto server, started by MotoServer

@@ -86,7 +86,7 @@ class Stack:
     def _start_aws(self) -> None:
         aws = urlsplit(self.addresses["AWS_URL"])
         self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
-        self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname)
+        self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname or "127.0.0.1")
         self.moto.start()  # assigned first, so a stop during start-up still stops it
         self._say("provisioning the accounts (SAML provider, roles, demo data)")
 
@@ -172,7 +172,8 @@ def prepare_running_emulator(credentials_file: Path) -> int:
     container) ready, and leave its management keys in an AWS shared-credentials file for the portal
     (AWS_SHARED_CREDENTIALS_FILE). Safe to run again: the keys in the file are kept while they work."""
     aws = urlsplit(addresses_from_environment()["AWS_URL"])
-    moto = MotoServer(Path.cwd(), port=aws.port or 80, host=aws.hostname)  # runs elsewhere: never started here
+    # It runs elsewhere (another container): never started here.
+    moto = MotoServer(Path.cwd(), port=aws.port or 80, host=aws.hostname or "127.0.0.1")
     known = configparser.ConfigParser()
     known.read(credentials_file)
     keys = None

@@ -49,9 +49,16 @@ def private_key_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+def load_rsa_key(path: Path) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path} holds a {type(key).__name__}, not an RSA key")
+    return key
+
+
 def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
     if path.exists():
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return load_rsa_key(path)
     key = generate_rsa_key()
     _write_private(path, private_key_pem(key))
     return key
@@ -63,7 +70,8 @@ def load_or_create_certificate(
     """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata)."""
     if path.exists():
         cert = x509.load_pem_x509_certificate(path.read_bytes())
-        if cert.public_key().public_numbers() == key.public_key().public_numbers():
+        public = cert.public_key()
+        if isinstance(public, rsa.RSAPublicKey) and public.public_numbers() == key.public_key().public_numbers():
             return cert
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
     now = datetime.datetime.now(datetime.UTC)
@@ -129,10 +137,7 @@ class KeyRing:
 
     def _load(self) -> list[tuple[str, rsa.RSAPrivateKey]]:
         kids = json.loads(self._index.read_text())["kids"]
-        return [
-            (kid, serialization.load_pem_private_key((self.directory / f"{kid}.key").read_bytes(), None))
-            for kid in kids
-        ]
+        return [(kid, load_rsa_key(self.directory / f"{kid}.key")) for kid in kids]
 
     @property
     def active(self) -> tuple[str, rsa.RSAPrivateKey]:

@@ -103,4 +103,4 @@ def serve_at(app_factory: Callable, public_url: str, args: argparse.Namespace, *
     """Serve on the address of `public_url` unless the command line says otherwise."""
     parts = urlsplit(public_url)
     port = args.port or parts.port or (443 if parts.scheme == "https" else 80)
-    serve(app_factory, args.host or parts.hostname, port, workers=args.workers, **options)
+    serve(app_factory, args.host or parts.hostname or "127.0.0.1", port, workers=args.workers, **options)

@@ -32,4 +32,6 @@ def sign_element(
             c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
         ).sign(root, key=signing_identity.key, cert=[signing_identity.certificate], reference_uri=f"#{element_id}")
     finally:
-        placeholder.getparent().remove(placeholder)
+        parent = placeholder.getparent()
+        if parent is not None:
+            parent.remove(placeholder)

@@ -152,7 +152,7 @@ def idp_metadata_xml(entity_id: str, signing_identity: SigningIdentity, sso_url:
 
 
 def _text(parent: etree._Element, tag: str, text: str, **attributes: str) -> etree._Element:
-    element = etree.SubElement(parent, tag, **attributes)
+    element = etree.SubElement(parent, tag, attrib=attributes)
     element.text = text
     return element
 

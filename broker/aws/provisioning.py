@@ -189,11 +189,11 @@ def _seed_employee_directory(s3, dynamodb, account_id: str, directory: EmployeeD
     """Create the bucket, table, photos and records that are missing; never overwrite existing data."""
     bucket = directory.bucket(account_id)
     changes: list[Change] = []
-    if not _exists(lambda: s3.head_bucket(Bucket=bucket)):
+    if not _exists(s3.head_bucket, Bucket=bucket):
         location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=bucket, **location)
         changes.append(Change(account_id, "created", f"bucket {bucket}"))
-    if not _exists(lambda: dynamodb.describe_table(TableName=directory.table)):
+    if not _exists(dynamodb.describe_table, TableName=directory.table):
         dynamodb.create_table(
             TableName=directory.table,
             BillingMode="PAY_PER_REQUEST",
@@ -206,7 +206,7 @@ def _seed_employee_directory(s3, dynamodb, account_id: str, directory: EmployeeD
         changes.append(Change(account_id, "created", f"table {directory.table}"))
     for employee in DEMO_EMPLOYEES:
         photo_key = f"photos/{employee['username']}.svg"
-        if not _exists(lambda key=photo_key: s3.head_object(Bucket=bucket, Key=key)):
+        if not _exists(s3.head_object, Bucket=bucket, Key=photo_key):
             s3.put_object(
                 Bucket=bucket,
                 Key=photo_key,
@@ -249,10 +249,10 @@ def _placeholder_photo(display_name: str) -> bytes:
     return etree.tostring(svg, xml_declaration=True, encoding="UTF-8")
 
 
-def _exists(probe: Callable[[], Any]) -> bool:
-    """True if `probe` succeeds, False if AWS answers "not found"; other errors propagate."""
+def _exists(probe: Callable[..., Any], **params: str) -> bool:
+    """True if `probe(**params)` succeeds, False if AWS answers "not found"; other errors propagate."""
     try:
-        probe()
+        probe(**params)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NoSuchBucket", "ResourceNotFoundException"):
             return False

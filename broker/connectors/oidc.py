@@ -190,7 +190,7 @@ class OIDCConnector:
             if self._jwks is None or (stale and kid not in {key.kid for key in self._jwks.keys}):
                 document = self._get_json(jwks_uri, "signing keys (JWKS)")
                 try:
-                    self._jwks = KeySet.import_key_set(document)
+                    self._jwks = KeySet.import_key_set(document)  # type: ignore[arg-type]  # checked by joserfc
                 except (JoseError, ValueError, TypeError, KeyError):
                     raise UpstreamUnavailable(f"{self.display_name}: the signing keys (JWKS) are not usable.") from None
                 self._jwks_fetched_at = self._monotonic()

@@ -135,7 +135,7 @@ class SAMLConnector:
         }
         acs = urlsplit(self.acs_url)
         # What python3-saml reads to learn "where was this received": the configured ACS, not the Host header.
-        self._request_data = {
+        self._request_data: dict[str, Any] = {
             "https": "on" if acs.scheme == "https" else "off",
             "http_host": acs.netloc,
             "script_name": "",
@@ -285,6 +285,8 @@ class SAMLConnector:
             return self._settings
 
     def _fetch_metadata(self) -> str:
+        if self.metadata_url is None:  # built from a metadata_file: the settings were made at start-up
+            raise UpstreamUnavailable(f"{self.display_name}: no SAML metadata.")
         try:
             answer = requests.get(self.metadata_url, timeout=self.timeout)
             answer.raise_for_status()

@@ -92,7 +92,7 @@ class Sessions:
 
     def is_live(self, reference: str | None) -> bool:
         """Whether the session behind a `reference` is still live (False for None)."""
-        return bool(reference) and self.store.get(REFERENCE_KIND, reference) is not None
+        return reference is not None and reference != "" and self.store.get(REFERENCE_KIND, reference) is not None
 
 
 def session_reference(session_id: str) -> str:

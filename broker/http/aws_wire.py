@@ -89,14 +89,21 @@ def json_body() -> dict:
     return body
 
 
-def string_field(body: dict, name: str, *, required: bool = True, max_length: int = 4096) -> str | None:
+def optional_string(body: dict, name: str, *, max_length: int = 4096) -> str | None:
+    """A string member of the body, None when absent or empty."""
     value = body.get(name)
     if value is None or value == "":
-        if required:
-            raise ApiError("InvalidRequestException", f"{name} is required.")
         return None
     if not isinstance(value, str) or len(value) > max_length:
         raise ApiError("InvalidRequestException", f"{name} must be a string of at most {max_length} characters.")
+    return value
+
+
+def string_field(body: dict, name: str, *, max_length: int = 4096) -> str:
+    """A required string member of the body."""
+    value = optional_string(body, name, max_length=max_length)
+    if value is None:
+        raise ApiError("InvalidRequestException", f"{name} is required.")
     return value
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort
 
 from broker.aws.assertion import idp_metadata_xml
+from broker.connectors.saml import SAMLConnector
 from broker.http.context import state
 
 blueprint = Blueprint("metadata", __name__)
@@ -13,7 +14,7 @@ blueprint = Blueprint("metadata", __name__)
 
 @blueprint.get("/saml/metadata")
 def sp_metadata():
-    saml = [c for c in state().connectors.values() if c.protocol == "saml"]
+    saml = [c for c in state().connectors.values() if isinstance(c, SAMLConnector)]
     if not saml:
         abort(404)
     return Response(saml[0].sp_metadata_xml(), mimetype="application/samlmetadata+xml")

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from broker.http.aws_wire import ApiError, install_error_handlers, json_body, string_field, string_list
+from broker.http.aws_wire import (
+    ApiError,
+    install_error_handlers,
+    json_body,
+    optional_string,
+    string_field,
+    string_list,
+)
 from broker.http.context import state
 from broker.identity_center.codes import display_user_code, is_loopback_redirect_uri
 from broker.identity_center.grants import (
@@ -42,7 +49,7 @@ def register_client():
         raise ApiError("InvalidRedirectUriException", "Redirect URIs must be http loopback addresses (127.0.0.1).")
     if CODE_GRANT in grant_types and not redirect_uris:
         raise ApiError("InvalidRedirectUriException", "The authorization_code grant needs a redirect URI.")
-    string_field(body, "issuerUrl", required=False, max_length=2048)
+    optional_string(body, "issuerUrl", max_length=2048)
     registration = state().grants.register_client(name, scopes, grant_types, redirect_uris, request.remote_addr or "")
     portal = state().settings.portal_url
     return jsonify(
@@ -95,8 +102,8 @@ def create_token():
         approval = grants.redeem_authorization_code(
             client_id,
             string_field(body, "code", max_length=512),
-            string_field(body, "redirectUri", required=False, max_length=2048),
-            string_field(body, "codeVerifier", required=False, max_length=128),
+            optional_string(body, "redirectUri", max_length=2048),
+            optional_string(body, "codeVerifier", max_length=128),
         )
     return _token_answer(grants.issue_tokens(client_id, client, approval))
 

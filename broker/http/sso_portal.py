@@ -40,11 +40,16 @@ def _account_id() -> str:
     return account_id
 
 
+def _secret_key() -> bytes:
+    key = current_app.secret_key
+    return key.encode() if isinstance(key, str) else bytes(key or b"")
+
+
 def _page(items: list, context: str) -> tuple[list, dict]:
     try:
         page, next_token = paginate(
             items,
-            PageTokens(current_app.secret_key),
+            PageTokens(_secret_key()),
             context,
             request.args.get("next_token"),
             page_size(request.args.get("max_result")),

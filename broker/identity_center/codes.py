@@ -34,7 +34,7 @@ def secret_digest(secret: str) -> str:
 
 
 def secret_matches(digest: str, presented: str | None) -> bool:
-    return bool(presented) and hmac.compare_digest(digest, secret_digest(presented))
+    return presented is not None and presented != "" and hmac.compare_digest(digest, secret_digest(presented))
 
 
 def new_user_code() -> str:

@@ -1,0 +1,121 @@
+"""The module map of docs/architecture.md, checked: no import cycles, and each package imports only
+what its role allows (the client nothing of the servers, the servers nothing of the development
+stand-ins, the broker's core no web framework and no AWS SDK)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("broker", "broker_login", "idp_mock", "sso_common", "devstack")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
+def imports_of(path: Path, modules: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Every module this file imports at run time, at any depth (functions included). With `modules`,
+    `from package import module` counts as importing the module, not the package."""
+    tree = ast.parse(path.read_text(), str(path))
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    package = module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else module_name(path)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if _type_checking_only(node, parents):
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & set(modules)
+            found.update(submodules if len(submodules) == len(node.names) else {base, *submodules})
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(path): path for package in PACKAGES for path in (REPO / package).rglob("*.py")}
+    names = set(modules)
+    return {name: {m for m in imports_of(path, names) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_no_import_cycles(graph):
+    """Tarjan's strongly connected components: any component of more than one module is a cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert cycles == []
+
+
+def external_imports(package: str) -> dict[str, set[str]]:
+    return {module_name(path): imports_of(path) for path in (REPO / package).rglob("*.py")}
+
+
+def offenders(package: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {
+        module: sorted(m for m in imported if m.split(".")[0] in forbidden or m in forbidden)
+        for module, imported in external_imports(package).items()
+    }
+    return {module: names for module, names in found.items() if names}
+
+
+def test_the_client_imports_nothing_of_the_servers():
+    assert offenders("broker_login", ("broker", "idp_mock", "sso_common", "devstack")) == {}
+
+
+@pytest.mark.parametrize("package", ["broker", "idp_mock", "sso_common"])
+def test_servers_import_nothing_of_the_development_stand_ins(package):
+    assert offenders(package, ("devstack", "moto", "broker_login", "tests", "bench")) == {}
+
+
+def test_the_broker_core_is_free_of_web_and_aws():
+    found = {
+        module: names
+        for module, names in offenders("broker", ("flask", "werkzeug", "boto3", "botocore", "requests")).items()
+        if module.startswith(("broker.core", "broker.identity_center", "broker.errors"))
+    }
+    assert found == {}
+
+
+def test_the_idp_and_the_broker_do_not_import_each_other():
+    assert offenders("idp_mock", ("broker",)) == {}
+    assert offenders("broker", ("idp_mock",)) == {}
