@@ -7,6 +7,10 @@ import pytest
 from tests.support.servers import start_idp
 from tests.support.stack import start_stack
 
+# The store conformance suites live in a package, not under tests/: let pytest rewrite their asserts too,
+# so a failing contract shows the values it compared. Must run before anything imports the module.
+pytest.register_assert_rewrite("sso_common.store.conformance")
+
 # The in-process portal's fixtures (module_app, app, client, clock) for the sso-api tests.
 pytest_plugins = ["tests.support.identity_center"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -122,3 +122,22 @@ class AuditLog(Protocol):
 
 def hashed_key(kind: str, key: str) -> str:
     return hashlib.sha256(f"{kind}\x00{key}".encode()).hexdigest()
+
+
+def check_page(limit: int, offset: int = 0) -> None:
+    """Refuse a negative or fractional limit or offset: SQLite reads LIMIT -1 as "no limit" while a Python
+    slice counts from the end, so the backends would silently disagree about what the caller gets."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a whole number of at least 0, not {value!r}")
+
+
+def checked_person(person: Person) -> Person:
+    """The person with `groups` as a frozenset, after refusing a key or group that is not a non-empty
+    string: a plain string as `groups` would otherwise be stored as one group per character."""
+    for name, value in (("upstream", person.upstream), ("subject", person.subject)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"a person's {name} must be a non-empty string, not {value!r}")
+    if isinstance(person.groups, str) or not all(isinstance(group, str) and group for group in person.groups):
+        raise ValueError(f"a person's groups must be a set of non-empty strings, not {person.groups!r}")
+    return replace(person, groups=frozenset(person.groups))

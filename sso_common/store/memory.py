@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
-from sso_common.store import hashed_key
+from sso_common.store import Person, check_page, checked_person, hashed_key
 
 
 class MemoryStateStore:
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._entries: dict[str, tuple[dict, float]] = {}
         self._lock = threading.Lock()
         self._clock = clock
@@ -25,11 +26,11 @@ class MemoryStateStore:
             return None
         return entry[0]
 
-    def put(self, kind, key, value, ttl):
+    def put(self, kind: str, key: str, value: dict, ttl: float) -> None:
         with self._lock:
             self._entries[hashed_key(kind, key)] = (copy.deepcopy(value), self._clock() + ttl)
 
-    def add(self, kind, key, value, ttl):
+    def add(self, kind: str, key: str, value: dict, ttl: float) -> bool:
         hkey = hashed_key(kind, key)
         with self._lock:
             if self._live(hkey) is not None:
@@ -37,12 +38,12 @@ class MemoryStateStore:
             self._entries[hkey] = (copy.deepcopy(value), self._clock() + ttl)
             return True
 
-    def get(self, kind, key):
+    def get(self, kind: str, key: str) -> dict | None:
         with self._lock:
             value = self._live(hashed_key(kind, key))
             return copy.deepcopy(value) if value is not None else None
 
-    def take(self, kind, key):
+    def take(self, kind: str, key: str) -> dict | None:
         hkey = hashed_key(kind, key)
         with self._lock:
             value = self._live(hkey)
@@ -50,11 +51,11 @@ class MemoryStateStore:
                 del self._entries[hkey]
             return value
 
-    def delete(self, kind, key):
+    def delete(self, kind: str, key: str) -> None:
         with self._lock:
             self._entries.pop(hashed_key(kind, key), None)
 
-    def incr(self, kind, key, ttl, amount=1):
+    def incr(self, kind: str, key: str, ttl: float, amount: int = 1) -> int:
         hkey = hashed_key(kind, key)
         with self._lock:
             current = self._live(hkey)
@@ -64,7 +65,7 @@ class MemoryStateStore:
             current["count"] += amount
             return current["count"]
 
-    def purge_expired(self):
+    def purge_expired(self) -> int:
         with self._lock:
             now = self._clock()
             dead = [k for k, (_, expires) in self._entries.items() if expires <= now]
@@ -73,18 +74,98 @@ class MemoryStateStore:
             return len(dead)
 
 
+class MemoryDirectoryStore:
+    def __init__(self) -> None:
+        self._people: dict[tuple[str, str], Person] = {}
+        self._lock = threading.Lock()
+
+    def put(self, person: Person) -> None:
+        person = checked_person(person)
+        with self._lock:
+            self._people[(person.upstream, person.subject)] = person
+
+    def get(self, upstream: str, subject: str) -> Person | None:
+        with self._lock:
+            person = self._people.get((upstream, subject))
+        return replace(person) if person is not None else None
+
+    def delete(self, upstream: str, subject: str) -> bool:
+        with self._lock:
+            return self._people.pop((upstream, subject), None) is not None
+
+    def _matching(
+        self, upstream: str | None, email: str | None, group: str | None, disabled: bool | None
+    ) -> list[Person]:
+        """Every match, ordered by key; the caller holds the lock."""
+        return [
+            person
+            for _, person in sorted(self._people.items())
+            if (upstream is None or person.upstream == upstream)
+            and (email is None or person.email == email)
+            and (group is None or group in person.groups)
+            and (disabled is None or person.disabled == disabled)
+        ]
+
+    def find(
+        self,
+        *,
+        upstream: str | None = None,
+        email: str | None = None,
+        group: str | None = None,
+        disabled: bool | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Person]:
+        check_page(limit, offset)
+        with self._lock:
+            page = self._matching(upstream, email, group, disabled)[offset : offset + limit]
+        return [replace(person) for person in page]
+
+    def count(
+        self,
+        *,
+        upstream: str | None = None,
+        email: str | None = None,
+        group: str | None = None,
+        disabled: bool | None = None,
+    ) -> int:
+        with self._lock:
+            return len(self._matching(upstream, email, group, disabled))
+
+    def revoke(self, upstream: str, subject: str, at: float) -> bool:
+        with self._lock:
+            person = self._people.get((upstream, subject))
+            if person is None:
+                return False
+            if person.revoked_at is None or person.revoked_at < at:
+                self._people[(upstream, subject)] = replace(person, revoked_at=at)
+            return True
+
+
 class MemoryAuditLog:
-    def __init__(self):
+    def __init__(self) -> None:
         self._events: list[dict] = []
         self._lock = threading.Lock()
 
-    def append(self, event):
+    def append(self, event: dict) -> None:
         record = dict(event)
         record.setdefault("time", time.time())
         with self._lock:
             self._events.append(copy.deepcopy(record))
 
-    def query(self, limit=100, *, event_type=None, person=None, outcome=None, channel=None, since=None, until=None):
+    def query(
+        self,
+        limit: int = 100,
+        *,
+        event_type: str | None = None,
+        person: str | None = None,
+        outcome: str | None = None,
+        channel: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict]:
+        check_page(limit)
+
         def matches(event: dict) -> bool:
             return (
                 (event_type is None or event.get("type") == event_type)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from sso_common.config import Node
@@ -51,15 +51,15 @@ def open_store(contract: str, url: str) -> Any:
 
 
 def open_state_store(url: str) -> StateStore:
-    return open_store("state", url)  # type: ignore[no-any-return]
+    return cast(StateStore, open_store("state", url))
 
 
 def open_directory_store(url: str) -> DirectoryStore:
-    return open_store("directory", url)  # type: ignore[no-any-return]
+    return cast(DirectoryStore, open_store("directory", url))
 
 
 def open_audit_log(url: str) -> AuditLog:
-    return open_store("audit", url)  # type: ignore[no-any-return]
+    return cast(AuditLog, open_store("audit", url))
 
 
 def parse_store_urls(node: Node, defaults: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,160 @@
+"""The built-in store backends against the conformance suites, what only SQLite promises, and the registry."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from sso_common.config import ConfigError, load_yaml
+from sso_common.store import Person
+from sso_common.store.conformance import AuditLogContract, DirectoryStoreContract, StateStoreContract
+from sso_common.store.memory import MemoryAuditLog, MemoryDirectoryStore, MemoryStateStore
+from sso_common.store.registry import (
+    Backend,
+    open_audit_log,
+    open_directory_store,
+    open_state_store,
+    parse_store_urls,
+    register_backend,
+)
+from sso_common.store.sqlite import SQLiteAuditLog, SQLiteDirectoryStore, SQLiteStateStore
+
+
+class TestMemoryStateStore(StateStoreContract):
+    @pytest.fixture
+    def make_store(self):
+        return lambda clock: MemoryStateStore(clock=clock)
+
+
+class TestSQLiteStateStore(StateStoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        return lambda clock: SQLiteStateStore(str(tmp_path / "state.db"), clock=clock)
+
+
+class TestMemoryDirectoryStore(DirectoryStoreContract):
+    @pytest.fixture
+    def make_store(self):
+        return MemoryDirectoryStore
+
+
+class TestSQLiteDirectoryStore(DirectoryStoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        return lambda: SQLiteDirectoryStore(str(tmp_path / "directory.db"))
+
+
+class TestMemoryAuditLog(AuditLogContract):
+    @pytest.fixture
+    def make_store(self):
+        return MemoryAuditLog
+
+
+class TestSQLiteAuditLog(AuditLogContract):
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        return lambda: SQLiteAuditLog(str(tmp_path / "audit.db"))
+
+
+def test_sqlite_keys_are_not_stored_in_clear(tmp_path):
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    store.put("refresh_token", "very-secret-token-value", {"user": "alice"}, 60)
+    wal = tmp_path / "state.db-wal"
+    written = (tmp_path / "state.db").read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert b"very-secret-token-value" not in written
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: SQLiteStateStore(path).put("s", "k", {"v": 1}, 60),
+        lambda path: SQLiteDirectoryStore(path).put(Person("corp", "alice", "alice@example.com")),
+        lambda path: SQLiteAuditLog(path).append({"type": "sign_in"}),
+    ],
+    ids=["state", "directory", "audit"],
+)
+def test_sqlite_database_files_and_their_folder_are_private(tmp_path, write):
+    write(str(tmp_path / "instance" / "store.db"))
+    assert stat.S_IMODE((tmp_path / "instance").stat().st_mode) == 0o700
+    for name in ("store.db", "store.db-wal", "store.db-shm"):
+        path = tmp_path / "instance" / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+
+
+def test_sqlite_directory_is_shared_by_every_store_on_the_file(tmp_path):
+    """Workers each open the file: what one writes, the others read."""
+    alice = Person("corp", "alice", "alice@example.com", groups=frozenset({"dev"}))
+    SQLiteDirectoryStore(str(tmp_path / "directory.db")).put(alice)
+    assert SQLiteDirectoryStore(str(tmp_path / "directory.db")).find(group="dev") == [alice]
+
+
+@pytest.mark.parametrize(
+    ("open_store", "expected"),
+    [
+        (open_state_store, MemoryStateStore),
+        (open_directory_store, MemoryDirectoryStore),
+        (open_audit_log, MemoryAuditLog),
+    ],
+)
+def test_registry_opens_memory_stores(open_store, expected):
+    assert type(open_store("memory://")) is expected
+
+
+@pytest.mark.parametrize(
+    ("open_store", "expected"),
+    [
+        (open_state_store, SQLiteStateStore),
+        (open_directory_store, SQLiteDirectoryStore),
+        (open_audit_log, SQLiteAuditLog),
+    ],
+)
+def test_registry_opens_sqlite_stores_at_the_url_path(tmp_path, open_store, expected):
+    path = tmp_path / "instance" / "store.db"
+    assert type(open_store(f"sqlite:///{path}")) is expected
+    assert path.exists()
+
+
+def test_registry_refuses_a_sqlite_url_without_a_path():
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        open_state_store("sqlite:///")
+
+
+def test_registry_refuses_an_unknown_scheme_naming_the_choices():
+    with pytest.raises(ValueError, match="redis://cache") as refused:
+        open_state_store("redis://cache")
+    assert "sqlite:///PATH" in str(refused.value) and "memory://" in str(refused.value)
+
+
+def test_registry_refuses_a_backend_for_an_unknown_contract():
+    with pytest.raises(ValueError, match="'queue'"):
+        register_backend(Backend("queue", "queue://", {"queue": lambda url: None}))
+
+
+DEFAULTS = {"state": "sqlite:///instance/state.db", "audit": "sqlite:///instance/audit.db"}
+
+
+def _stores_node(tmp_path, text):
+    config = tmp_path / "portal.yaml"
+    config.write_text(text)
+    return load_yaml(config).child("stores", {})
+
+
+def test_parse_store_urls_fills_in_defaults(tmp_path):
+    node = _stores_node(tmp_path, "stores:\n  state: memory://\n")
+    assert parse_store_urls(node, DEFAULTS) == {"state": "memory://", "audit": "sqlite:///instance/audit.db"}
+    assert parse_store_urls(_stores_node(tmp_path, "other: 1\n"), DEFAULTS) == DEFAULTS
+
+
+def test_parse_store_urls_names_the_key_of_a_bad_scheme(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        parse_store_urls(_stores_node(tmp_path, "stores:\n  audit: redis://cache\n"), DEFAULTS)
+    assert refused.value.key == "stores.audit"
+    assert "sqlite:///PATH" in refused.value.problem
+
+
+def test_parse_store_urls_refuses_an_unknown_contract(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        parse_store_urls(_stores_node(tmp_path, "stores:\n  sessions: memory://\n"), DEFAULTS)
+    assert refused.value.key == "stores.sessions"
