@@ -40,12 +40,6 @@ class Directory:
     def find(self, username: str) -> Employee | None:
         return self.employees.get(username.strip().lower())
 
-    def by_subject(self, subject: str) -> Employee | None:
-        for employee in self.employees.values():
-            if employee.subject == subject:
-                return employee
-        return None
-
 
 def load_directory(path: str | Path) -> Directory:
     root = load_yaml(path).only_keys("groups", "users")

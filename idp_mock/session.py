@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, current_app, g, redirect, request
+from flask import current_app, g, redirect, request
+from werkzeug.wrappers import Response
 
 from idp_mock.directory import Employee
+from sso_common.store import StateStore
 from sso_common.web import is_local_path
 
 COOKIE_NAME = "idp_session"
@@ -25,6 +28,77 @@ ACR_PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTranspor
 ACR_MFA = "http://schemas.openid.net/pape/policies/2007/06/multi-factor"
 AMR_PASSWORD = ("pwd",)
 AMR_MFA = ("pwd", "otp", "mfa")
+
+
+@dataclass(frozen=True)
+class OIDCParticipant:
+    """An OIDC client that was issued a code in this session."""
+
+    client_id: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {"protocol": "oidc", "client_id": self.client_id}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OIDCParticipant:
+        return cls(record["client_id"])
+
+
+@dataclass(frozen=True)
+class SAMLParticipant:
+    """An SP that was sent an assertion in this session, with the NameID and SessionIndex it was given."""
+
+    sp: str  # entity ID
+    name_id: str
+    name_id_format: str
+    session_index: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "protocol": "saml",
+            "sp": self.sp,
+            "name_id": self.name_id,
+            "name_id_format": self.name_id_format,
+            "session_index": self.session_index,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SAMLParticipant:
+        return cls(record["sp"], record["name_id"], record["name_id_format"], record["session_index"])
+
+
+Participant = OIDCParticipant | SAMLParticipant
+
+
+def _participant(record: dict[str, Any]) -> Participant:
+    return (SAMLParticipant if record["protocol"] == "saml" else OIDCParticipant).from_record(record)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session as the state store keeps it, under the ID in the browser's cookie."""
+
+    username: str
+    auth_time: int
+    amr: tuple[str, ...]
+    participants: tuple[Participant, ...] = ()  # relying parties, for single logout
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "auth_time": self.auth_time,
+            "amr": list(self.amr),
+            "participants": [participant.to_record() for participant in self.participants],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SessionRecord:
+        return cls(
+            record["username"],
+            record["auth_time"],
+            tuple(record["amr"]),
+            tuple(_participant(participant) for participant in record["participants"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -43,8 +117,13 @@ class SignIn:
         return ACR_MFA if self.mfa else ACR_PASSWORD
 
 
-def _store():
+def _store() -> StateStore:
     return current_app.extensions["idp"].store
+
+
+def _session(session_id: str) -> SessionRecord | None:
+    record = _store().get(SESSION_KIND, session_id)
+    return SessionRecord.from_record(record) if record else None
 
 
 def current_sign_in() -> SignIn | None:
@@ -54,10 +133,10 @@ def current_sign_in() -> SignIn | None:
     sign_in = None
     session_id = request.cookies.get(COOKIE_NAME)
     if session_id:
-        record = _store().get(SESSION_KIND, session_id)
-        employee = current_app.extensions["idp"].directory.find(record["username"]) if record else None
-        if employee and not employee.disabled:
-            sign_in = SignIn(session_id, employee, record["auth_time"], tuple(record["amr"]))
+        record = _session(session_id)
+        employee = current_app.extensions["idp"].directory.find(record.username) if record else None
+        if record and employee and not employee.disabled:
+            sign_in = SignIn(session_id, employee, record.auth_time, record.amr)
     g.sign_in = sign_in
     return sign_in
 
@@ -68,12 +147,7 @@ def start_session(employee: Employee, amr: tuple[str, ...], response: Response) 
     session_id = secrets.token_urlsafe(32)
     auth_time = int(time.time())
     lifetime = current_app.extensions["idp"].settings.session_lifetime
-    _store().put(
-        SESSION_KIND,
-        session_id,
-        {"username": employee.username, "auth_time": auth_time, "amr": list(amr), "participants": []},
-        lifetime,
-    )
+    _store().put(SESSION_KIND, session_id, SessionRecord(employee.username, auth_time, amr).to_record(), lifetime)
     response.set_cookie(
         COOKIE_NAME,
         session_id,
@@ -87,24 +161,24 @@ def start_session(employee: Employee, amr: tuple[str, ...], response: Response) 
     return g.sign_in
 
 
-def record_participant(participant: dict) -> None:
+def record_participant(participant: Participant) -> None:
     """Remember a relying party of this session (for single logout)."""
     sign_in = current_sign_in()
     if sign_in is None:
         return
-    record = _store().get(SESSION_KIND, sign_in.session_id)
+    record = _session(sign_in.session_id)
     if record is None:
         return
-    if participant not in record["participants"]:
-        record["participants"].append(participant)
-        remaining = current_app.extensions["idp"].settings.session_lifetime - (time.time() - record["auth_time"])
-        _store().put(SESSION_KIND, sign_in.session_id, record, max(remaining, 1))
+    if participant not in record.participants:
+        record = replace(record, participants=(*record.participants, participant))
+        remaining = current_app.extensions["idp"].settings.session_lifetime - (time.time() - record.auth_time)
+        _store().put(SESSION_KIND, sign_in.session_id, record.to_record(), max(remaining, 1))
 
 
-def participants() -> list[dict]:
+def participants() -> tuple[Participant, ...]:
     sign_in = current_sign_in()
-    record = _store().get(SESSION_KIND, sign_in.session_id) if sign_in else None
-    return record["participants"] if record else []
+    record = _session(sign_in.session_id) if sign_in else None
+    return record.participants if record else ()
 
 
 def end_session(response: Response | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,11 +183,6 @@ class Node:
 
     def strings(self) -> list[str]:
         return [element.string() for element in self.elements()]
-
-    def check(self, predicate: Callable[[Any], bool], problem: str) -> Any:
-        if not predicate(self.value):
-            raise self.error(problem)
-        return self.value
 
 
 def _type_name(value: Any) -> str:

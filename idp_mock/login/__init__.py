@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
 
 from idp_mock.authn import Outcome
+from idp_mock.directory import Employee
 from idp_mock.session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
 from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
@@ -24,6 +27,21 @@ THROTTLED = "Too many failed sign-in attempts. Wait a few minutes and try again.
 DISABLED = "This account is disabled. Contact the IT service desk."
 PENDING_KIND = "login_pending_mfa"
 PENDING_TTL = 300
+
+
+@dataclass(frozen=True)
+class PendingMFA:
+    """A correct password waiting for its TOTP code, kept server-side under the handle in the form session."""
+
+    username: str
+    continue_to: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {"username": self.username, "continue": self.continue_to}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> PendingMFA:
+        return cls(record["username"], record["continue"])
 
 
 def _idp():
@@ -95,45 +113,48 @@ def login_submit():
     if result.outcome is Outcome.NEEDS_TOTP:
         handle = secrets.token_urlsafe(32)
         _idp().store.put(
-            PENDING_KIND, handle, {"username": result.employee.username, "continue": continue_to}, PENDING_TTL
+            PENDING_KIND, handle, PendingMFA(result.employee.username, continue_to).to_record(), PENDING_TTL
         )
         session["pending_mfa"] = handle
         return redirect("/login/mfa", code=303)
     return _signed_in(result.employee, AMR_PASSWORD, continue_to)
 
 
-def _pending():
+def _pending() -> tuple[str, PendingMFA, Employee]:
     handle = session.get("pending_mfa")
     record = _idp().store.get(PENDING_KIND, handle) if handle else None
-    employee = _idp().directory.find(record["username"]) if record else None
-    if employee is None or employee.disabled:
+    pending = PendingMFA.from_record(record) if record else None
+    employee = _idp().directory.find(pending.username) if pending else None
+    if handle is None or pending is None or employee is None or employee.disabled:
         raise UserFacingError("This sign-in has expired. Start again.", 400, "Sign-in expired")
-    return handle, record, employee
+    return handle, pending, employee
+
+
+def _mfa_page(pending: PendingMFA, employee: Employee, status: int = 200, error: str | None = None):
+    page = render_template(
+        "mfa.html", username=employee.username, continue_to=pending.continue_to, csrf_token=csrf_token(), error=error
+    )
+    return make_response(page, status)
 
 
 @blueprint.get("/login/mfa")
 def mfa_form():
-    _, record, employee = _pending()
-    return render_template(
-        "mfa.html", username=employee.username, continue_to=record["continue"], csrf_token=csrf_token(), error=None
-    )
+    _, pending, employee = _pending()
+    return _mfa_page(pending, employee)
 
 
 @blueprint.post("/login/mfa")
 def mfa_submit():
     check_csrf()
-    handle, record, employee = _pending()
+    handle, pending, employee = _pending()
     result = _idp().authenticator.check_totp(employee, request.form.get("totp") or "", request.remote_addr or "")
     if result.outcome is not Outcome.OK:
         status, error = (429, THROTTLED) if result.outcome is Outcome.THROTTLED else (401, BAD_CODE)
         log.info("verification code refused for %s", employee.username)
-        page = render_template(
-            "mfa.html", username=employee.username, continue_to=record["continue"], csrf_token=csrf_token(), error=error
-        )
-        return make_response(page, status)
+        return _mfa_page(pending, employee, status, error)
     _idp().store.delete(PENDING_KIND, handle)
     session.pop("pending_mfa", None)
-    return _signed_in(employee, AMR_MFA, record["continue"])
+    return _signed_in(employee, AMR_MFA, pending.continue_to)
 
 
 @blueprint.get("/logout")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from idp_mock.oidc_provider.models import AUTH_METHODS, Client, hash_secret
+from idp_mock.oidc_provider.models import AUTH_METHODS, OIDCClient, hash_secret
 from sso_common.config import Node
 
 MAX_URI_LENGTH = 2048
@@ -22,7 +22,7 @@ class OIDCSettings:
     access_token_lifetime: int
     refresh_token_lifetime: int  # of a grant: its refresh tokens rotate but never outlive it
     registration_token: str = field(repr=False)
-    clients: dict[str, Client]
+    clients: dict[str, OIDCClient]
 
 
 def uri_problem(value) -> str | None:
@@ -60,7 +60,7 @@ def _uris(node: Node, required: bool) -> tuple[str, ...]:
     return tuple(uris)
 
 
-def _client(node: Node, issuer: str) -> Client:
+def _client(node: Node, issuer: str) -> OIDCClient:
     node.only_keys(
         "client_id", "name", "token_endpoint_auth_method", "client_secret", "redirect_uris", "post_logout_redirect_uris"
     )
@@ -78,7 +78,7 @@ def _client(node: Node, issuer: str) -> Client:
     else:
         secret = node.child("client_secret").secret(issuer, MIN_SECRET_LENGTH)
         secret_hash = hash_secret(secret)
-    return Client(
+    return OIDCClient(
         client_id=client_id,
         name=node.child("name", client_id).string(),
         redirect_uris=_uris(node.child("redirect_uris"), required=True),
@@ -96,7 +96,7 @@ def parse_oidc_settings(node: Node, issuer: str, directory) -> OIDCSettings:
         "registration_token",
         "clients",
     )
-    clients: dict[str, Client] = {}
+    clients: dict[str, OIDCClient] = {}
     for element in node.child("clients", []).elements():
         client = _client(element, issuer)
         if client.client_id in clients:

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import Key, KeySet, KeySetSerialization, RSAKey
 
 from sso_common.keys import KeyRing, private_key_pem
 
@@ -39,7 +39,7 @@ class SigningKeys:
         self._directory = directory
         self._index = directory / "keyring.json"
         self._lock = threading.Lock()
-        self._version = None
+        self._version: tuple[int, int] | None = None
         KeyRing(directory)  # creates the first two keys on first start (before gunicorn forks)
         self._current()
 
@@ -50,7 +50,7 @@ class SigningKeys:
             with self._lock:
                 if version != self._version:
                     ring = KeyRing(self._directory)
-                    keys = [
+                    keys: list[Key] = [
                         RSAKey.import_key(private_key_pem(key), {"kid": kid, "use": "sig", "alg": ALGORITHM})
                         for kid, key in ring.keys
                     ]
@@ -74,5 +74,5 @@ class SigningKeys:
     def public_keys(self) -> KeySet:
         return self._current().public
 
-    def jwks(self) -> dict:
+    def jwks(self) -> KeySetSerialization:
         return self.public_keys.as_dict()

@@ -1,4 +1,4 @@
-"""What authlib asks of clients, codes and tokens, built from config entries and store records."""
+"""What authlib asks of clients, codes and tokens, and the records the state store keeps of them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationCodeMixin,
@@ -27,7 +28,9 @@ def hash_secret(secret: str) -> str:
 
 
 @dataclass(frozen=True)
-class Client(ClientMixin):
+class OIDCClient(ClientMixin):
+    """A client registered at the IdP, from the config file or by dynamic registration."""
+
     client_id: str
     name: str
     redirect_uris: tuple[str, ...]
@@ -72,7 +75,7 @@ class Client(ClientMixin):
     def check_grant_type(self, grant_type):
         return grant_type in self.grant_types
 
-    def to_record(self) -> dict:
+    def to_record(self) -> dict[str, Any]:
         return {
             "client_id": self.client_id,
             "name": self.name,
@@ -84,7 +87,7 @@ class Client(ClientMixin):
         }
 
     @classmethod
-    def from_record(cls, record: dict) -> Client:
+    def from_record(cls, record: dict[str, Any]) -> OIDCClient:
         return cls(
             record["client_id"],
             record["name"],
@@ -97,86 +100,205 @@ class Client(ClientMixin):
 
 
 @dataclass(frozen=True)
+class PendingOIDCRequest:
+    """An authorization request kept while the user signs in; `force` asks for a login newer than it."""
+
+    params: dict[str, str]
+    requested_at: int
+    force: bool
+
+    def to_record(self) -> dict[str, Any]:
+        return {"params": dict(self.params), "requested_at": self.requested_at, "force": self.force}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> PendingOIDCRequest:
+        return cls(dict(record["params"]), record["requested_at"], record["force"])
+
+
+@dataclass(frozen=True)
+class OIDCGrant:
+    """What one authorization code starts: who signed in, how, for which client and scopes (see storage)."""
+
+    client_id: str
+    username: str
+    scope: str
+    auth_time: int
+    amr: tuple[str, ...]
+    acr: str
+    expires_at: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "username": self.username,
+            "scope": self.scope,
+            "auth_time": self.auth_time,
+            "amr": list(self.amr),
+            "acr": self.acr,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OIDCGrant:
+        return cls(
+            record["client_id"],
+            record["username"],
+            record["scope"],
+            record["auth_time"],
+            tuple(record["amr"]),
+            record["acr"],
+            record["expires_at"],
+        )
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    """An authorization code not yet redeemed, and what its redemption must match."""
+
+    grant_id: str
+    client_id: str
+    redirect_uri: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "grant_id": self.grant_id,
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "nonce": self.nonce,
+            "code_challenge": self.code_challenge,
+            "code_challenge_method": self.code_challenge_method,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> IssuedCode:
+        return cls(
+            record["grant_id"],
+            record["client_id"],
+            record["redirect_uri"],
+            record["nonce"],
+            record["code_challenge"],
+            record["code_challenge_method"],
+        )
+
+
+@dataclass(frozen=True)
 class AuthorizationCode(AuthorizationCodeMixin):
     """A redeemed code: its own record plus the grant (who signed in, how, for which scopes)."""
 
-    code: dict
-    grant: dict
-
-    @property
-    def client_id(self) -> str:
-        return self.code["client_id"]
+    code: IssuedCode
+    grant: OIDCGrant
 
     @property
     def grant_id(self) -> str:
-        return self.code["grant_id"]
+        return self.code.grant_id
 
     @property
     def code_challenge(self) -> str | None:
-        return self.code["code_challenge"]
+        return self.code.code_challenge
 
     @property
     def code_challenge_method(self) -> str | None:
-        return self.code["code_challenge_method"]
+        return self.code.code_challenge_method
 
     def get_redirect_uri(self):
-        return self.code["redirect_uri"]
+        return self.code.redirect_uri
 
     def get_scope(self):
-        return self.grant["scope"]
+        return self.grant.scope
 
     def get_nonce(self):
-        return self.code["nonce"]
+        return self.code.nonce
 
     def get_auth_time(self):
-        return self.grant["auth_time"]
+        return self.grant.auth_time
 
     def get_acr(self):
-        return self.grant["acr"]
+        return self.grant.acr
 
     def get_amr(self):
-        return self.grant["amr"]
+        return list(self.grant.amr)
 
 
 @dataclass(frozen=True)
 class RefreshToken:
-    """A refresh token just consumed by rotation; authlib reads its client and scope."""
+    """A refresh token as stored; authlib reads the client and scope of one just consumed by rotation."""
 
-    record: dict
-
-    @property
-    def grant_id(self) -> str:
-        return self.record["grant_id"]
+    grant_id: str
+    client_id: str
+    scope: str
 
     def check_client(self, client):
-        return self.record["client_id"] == client.client_id
+        return self.client_id == client.client_id
 
     def get_scope(self):
-        return self.record["scope"]
+        return self.scope
+
+    def to_record(self) -> dict[str, Any]:
+        return {"grant_id": self.grant_id, "client_id": self.client_id, "scope": self.scope}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RefreshToken:
+        return cls(record["grant_id"], record["client_id"], record["scope"])
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    """An access token as stored: usable until expires_at, and only while its grant lives."""
+
+    grant_id: str
+    client_id: str
+    username: str
+    scope: str
+    issued_at: float
+    expires_at: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "grant_id": self.grant_id,
+            "client_id": self.client_id,
+            "username": self.username,
+            "scope": self.scope,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> IssuedAccessToken:
+        return cls(
+            record["grant_id"],
+            record["client_id"],
+            record["username"],
+            record["scope"],
+            record["issued_at"],
+            record["expires_at"],
+        )
 
 
 @dataclass(frozen=True)
 class AccessToken(TokenMixin):
-    record: dict
-    client: Client
+    record: IssuedAccessToken
+    client: OIDCClient
     employee: Employee
     revoked: bool
 
     @property
     def scope(self) -> str:
-        return self.record["scope"]
+        return self.record.scope
 
     def check_client(self, client):
-        return self.record["client_id"] == client.client_id
+        return self.record.client_id == client.client_id
 
     def get_scope(self):
         return self.scope
 
     def get_expires_in(self):
-        return int(self.record["expires_at"] - self.record["issued_at"])
+        return int(self.record.expires_at - self.record.issued_at)
 
     def is_expired(self):
-        return time.time() >= self.record["expires_at"]
+        return time.time() >= self.record.expires_at
 
     def is_revoked(self):
         return self.revoked

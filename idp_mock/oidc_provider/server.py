@@ -39,12 +39,11 @@ from idp_mock.oidc_provider.models import (
     GRANT_TYPES,
     AccessToken,
     AuthorizationCode,
-    Client,
-    RefreshToken,
+    OIDCClient,
     hash_secret,
 )
 from idp_mock.oidc_provider.storage import OIDCStore
-from idp_mock.session import ACR_MFA, ACR_PASSWORD, record_participant
+from idp_mock.session import ACR_MFA, ACR_PASSWORD, OIDCParticipant, record_participant
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +111,11 @@ class OIDCServer(AuthorizationServer):
             "request_uri_parameter_supported": False,
         }
 
-    def query_client(self, client_id):
+    def query_client(self, client_id) -> OIDCClient | None:
         if not isinstance(client_id, str):
             return None
         client = self.settings.oidc.clients.get(client_id)
-        if client is None:
-            record = self.oidc_store.client(client_id)
-            client = Client.from_record(record) if record else None
-        return client
+        return client if client is not None else self.oidc_store.client(client_id)
 
     def active_employee(self, username: str):
         employee = self.directory.find(username)
@@ -152,11 +148,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
         )
-        record_participant({"protocol": "oidc", "client_id": request.client.client_id})
+        record_participant(OIDCParticipant(request.client.client_id))
 
     def query_authorization_code(self, code, client):
         found = self.server.oidc_store.take_code(code)
-        if found is None or found[0]["client_id"] != client.client_id:
+        if found is None or found[0].client_id != client.client_id:
             return None
         return AuthorizationCode(*found)
 
@@ -164,7 +160,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing left to delete: query_authorization_code took the code atomically."""
 
     def authenticate_user(self, authorization_code):
-        return self.server.active_employee(authorization_code.grant["username"])
+        return self.server.active_employee(authorization_code.grant.username)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -172,12 +168,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
 
     def authenticate_refresh_token(self, refresh_token):
-        record = self.server.oidc_store.take_refresh_token(refresh_token)
-        return RefreshToken(record) if record else None
+        return self.server.oidc_store.take_refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token):
         grant = self.server.oidc_store.grant(refresh_token.grant_id)
-        return self.server.active_employee(grant["username"]) if grant else None
+        return self.server.active_employee(grant.username) if grant else None
 
     def revoke_old_credential(self, refresh_token):
         """Nothing left to revoke: authenticate_refresh_token took the token atomically."""
@@ -231,11 +226,11 @@ class AccessTokenValidator(BearerTokenValidator):
         record = self.server.oidc_store.access_token(token_string)
         if record is None:
             return None
-        client = self.server.query_client(record["client_id"])
-        employee = self.server.active_employee(record["username"])
+        client = self.server.query_client(record.client_id)
+        employee = self.server.active_employee(record.username)
         if client is None or employee is None:
             return None
-        return AccessToken(record, client, employee, revoked=self.server.oidc_store.grant(record["grant_id"]) is None)
+        return AccessToken(record, client, employee, revoked=self.server.oidc_store.grant(record.grant_id) is None)
 
 
 class UserInfo(UserInfoEndpoint):
@@ -317,7 +312,7 @@ class Registration(ClientRegistrationEndpoint):
 
     def save_client(self, client_info, client_metadata, request):
         secret = client_info.get("client_secret")
-        client = Client(
+        client = OIDCClient(
             client_id=client_info["client_id"],
             name=client_metadata.get("client_name") or client_info["client_id"],
             redirect_uris=tuple(client_metadata["redirect_uris"]),
@@ -326,7 +321,7 @@ class Registration(ClientRegistrationEndpoint):
             grant_types=tuple(client_metadata.get("grant_types", ["authorization_code"])),
             secret_hash=hash_secret(secret) if secret else None,
         )
-        self.server.oidc_store.save_client(client.to_record())
+        self.server.oidc_store.save_client(client)
         log.info("registered OIDC client %s (%r)", client.client_id, client.name)
         return client
 

@@ -15,7 +15,16 @@ import logging
 import secrets
 import time
 
+from idp_mock.oidc_provider.models import (
+    IssuedAccessToken,
+    IssuedCode,
+    OIDCClient,
+    OIDCGrant,
+    PendingOIDCRequest,
+    RefreshToken,
+)
 from idp_mock.session import SignIn
+from sso_common.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +33,21 @@ REGISTERED_CLIENT_TTL = 30 * 24 * 3600  # dynamically registered clients
 
 
 class OIDCStore:
-    def __init__(self, store, settings):
+    def __init__(self, store: StateStore, settings):
         self._store = store
         self._oidc = settings.oidc
         self._nonce_ttl = settings.session_lifetime
 
     # --- authorization requests waiting for a login ----------------------------------------------
 
-    def stash_request(self, params: dict, requested_at: int, force: bool) -> str:
+    def stash_request(self, pending: PendingOIDCRequest) -> str:
         handle = secrets.token_urlsafe(32)
-        self._store.put(
-            "oidc_pending", handle, {"params": params, "requested_at": requested_at, "force": force}, PENDING_TTL
-        )
+        self._store.put("oidc_pending", handle, pending.to_record(), PENDING_TTL)
         return handle
 
-    def pending_request(self, handle: str) -> dict | None:
-        return self._store.get("oidc_pending", handle)
+    def pending_request(self, handle: str) -> PendingOIDCRequest | None:
+        record = self._store.get("oidc_pending", handle)
+        return PendingOIDCRequest.from_record(record) if record else None
 
     def drop_pending_request(self, handle: str) -> None:
         self._store.delete("oidc_pending", handle)
@@ -60,33 +68,18 @@ class OIDCStore:
     ) -> None:
         grant_id = secrets.token_urlsafe(24)
         lifetime = self._oidc.refresh_token_lifetime
-        self._store.put(
-            "oidc_grant",
-            grant_id,
-            {
-                "client_id": client_id,
-                "username": sign_in.employee.username,
-                "scope": scope,
-                "auth_time": sign_in.auth_time,
-                "amr": list(sign_in.amr),
-                "acr": sign_in.acr,
-                "expires_at": time.time() + lifetime,
-            },
-            lifetime,
+        grant = OIDCGrant(
+            client_id=client_id,
+            username=sign_in.employee.username,
+            scope=scope,
+            auth_time=sign_in.auth_time,
+            amr=sign_in.amr,
+            acr=sign_in.acr,
+            expires_at=time.time() + lifetime,
         )
-        self._store.put(
-            "oidc_code",
-            code,
-            {
-                "grant_id": grant_id,
-                "client_id": client_id,
-                "redirect_uri": redirect_uri,
-                "nonce": nonce,
-                "code_challenge": code_challenge,
-                "code_challenge_method": code_challenge_method,
-            },
-            self._oidc.code_lifetime,
-        )
+        self._store.put("oidc_grant", grant_id, grant.to_record(), lifetime)
+        issued = IssuedCode(grant_id, client_id, redirect_uri, nonce, code_challenge, code_challenge_method)
+        self._store.put("oidc_code", code, issued.to_record(), self._oidc.code_lifetime)
         self._store.put("oidc_code_grant", code, {"grant_id": grant_id}, lifetime)
         if nonce:
             self._store.put("oidc_nonce", f"{client_id}\x00{nonce}", {}, self._nonce_ttl)
@@ -94,19 +87,21 @@ class OIDCStore:
     def nonce_used(self, client_id: str, nonce: str) -> bool:
         return self._store.get("oidc_nonce", f"{client_id}\x00{nonce}") is not None
 
-    def take_code(self, code: str) -> tuple[dict, dict] | None:
-        """The code's record and its grant, once. A replayed code revokes what it was exchanged for."""
+    def take_code(self, code: str) -> tuple[IssuedCode, OIDCGrant] | None:
+        """The code and its grant, once. A replayed code revokes what it was exchanged for."""
         record = self._store.take("oidc_code", code)
         if record is None:
             marker = self._store.get("oidc_code_grant", code)
             if marker and self.revoke_grant(marker["grant_id"]):
                 log.warning("authorization code used twice: its tokens are revoked")
             return None
-        grant = self._store.get("oidc_grant", record["grant_id"])
-        return (record, grant) if grant else None
+        issued = IssuedCode.from_record(record)
+        grant = self.grant(issued.grant_id)
+        return (issued, grant) if grant else None
 
-    def grant(self, grant_id: str) -> dict | None:
-        return self._store.get("oidc_grant", grant_id)
+    def grant(self, grant_id: str) -> OIDCGrant | None:
+        record = self._store.get("oidc_grant", grant_id)
+        return OIDCGrant.from_record(record) if record else None
 
     def revoke_grant(self, grant_id: str) -> bool:
         """End a grant and so every token issued under it; True if it was live."""
@@ -120,35 +115,21 @@ class OIDCStore:
         if grant is None:
             return False
         now = time.time()
-        remaining = max(grant["expires_at"] - now, 1)
+        remaining = max(grant.expires_at - now, 1)
         ttl = min(self._oidc.access_token_lifetime, remaining)
-        self._store.put(
-            "oidc_access",
-            token["access_token"],
-            {
-                "grant_id": grant_id,
-                "client_id": client_id,
-                "username": grant["username"],
-                "scope": token["scope"],
-                "issued_at": now,
-                "expires_at": now + ttl,
-            },
-            ttl,
-        )
+        access = IssuedAccessToken(grant_id, client_id, grant.username, token["scope"], now, now + ttl)
+        self._store.put("oidc_access", token["access_token"], access.to_record(), ttl)
         if "refresh_token" in token:
-            self._store.put(
-                "oidc_refresh",
-                token["refresh_token"],
-                {"grant_id": grant_id, "client_id": client_id, "scope": token["scope"]},
-                remaining,
-            )
+            refresh = RefreshToken(grant_id, client_id, token["scope"])
+            self._store.put("oidc_refresh", token["refresh_token"], refresh.to_record(), remaining)
             self._store.put("oidc_refresh_grant", token["refresh_token"], {"grant_id": grant_id}, remaining)
         return True
 
-    def access_token(self, token: str) -> dict | None:
-        return self._store.get("oidc_access", token)
+    def access_token(self, token: str) -> IssuedAccessToken | None:
+        record = self._store.get("oidc_access", token)
+        return IssuedAccessToken.from_record(record) if record else None
 
-    def take_refresh_token(self, token: str) -> dict | None:
+    def take_refresh_token(self, token: str) -> RefreshToken | None:
         """Rotation: a refresh token works once. Presenting a rotated one revokes the whole grant."""
         record = self._store.take("oidc_refresh", token)
         if record is None:
@@ -156,12 +137,14 @@ class OIDCStore:
             if marker and self.revoke_grant(marker["grant_id"]):
                 log.warning("rotated refresh token used again: its grant is revoked")
             return None
-        return record if self.grant(record["grant_id"]) else None
+        refresh = RefreshToken.from_record(record)
+        return refresh if self.grant(refresh.grant_id) else None
 
     # --- dynamically registered clients ----------------------------------------------------------
 
-    def save_client(self, record: dict) -> None:
-        self._store.put("oidc_client", record["client_id"], record, REGISTERED_CLIENT_TTL)
+    def save_client(self, client: OIDCClient) -> None:
+        self._store.put("oidc_client", client.client_id, client.to_record(), REGISTERED_CLIENT_TTL)
 
-    def client(self, client_id: str) -> dict | None:
-        return self._store.get("oidc_client", client_id)
+    def client(self, client_id: str) -> OIDCClient | None:
+        record = self._store.get("oidc_client", client_id)
+        return OIDCClient.from_record(record) if record else None

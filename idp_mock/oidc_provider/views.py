@@ -16,6 +16,8 @@ from authlib.oidc.core.errors import LoginRequiredError
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from idp_mock.oidc_provider.models import PendingOIDCRequest
+from idp_mock.oidc_provider.server import OIDCServer
 from idp_mock.session import current_sign_in, end_session, login_redirect
 from sso_common.web import UserFacingError, check_csrf, csrf_token
 
@@ -34,16 +36,16 @@ BAD_REDIRECT = (
 EXPIRED = "This sign-in request has expired. Go back to the application and start again."
 
 
-def _server():
+def _server() -> OIDCServer:
     return current_app.extensions["oidc"]
 
 
-def _parameters() -> tuple[dict, set]:
+def _parameters() -> tuple[dict[str, str], set[str]]:
     values = request.values
     return {name: values[name] for name in values}, {name for name in values if len(values.getlist(name)) > 1}
 
 
-def _too_long(params: dict) -> bool:
+def _too_long(params: dict[str, str]) -> bool:
     return any(len(value) > MAX_PARAMETER_LENGTH for value in params.values())
 
 
@@ -95,10 +97,10 @@ def authorize_continue(handle: str):
     pending = _server().oidc_store.pending_request(handle)
     if pending is None:
         raise UserFacingError(EXPIRED, 400, "Sign-in expired")
-    return _authorize(pending["params"], pending, handle)
+    return _authorize(pending.params, pending, handle)
 
 
-def _authorize(params: dict, pending: dict | None = None, handle: str | None = None):
+def _authorize(params: dict[str, str], pending: PendingOIDCRequest | None = None, handle: str | None = None):
     server = _server()
     sign_in = current_sign_in()
     try:
@@ -110,8 +112,8 @@ def _authorize(params: dict, pending: dict | None = None, handle: str | None = N
                 "max_age must be a whole number of seconds.", redirect_uri=grant.redirect_uri, state=state
             )
         prompts = (params.get("prompt") or "").split()
-        if pending:  # back from the login page: a forced login must be newer than the request
-            fresh_login_needed = pending["force"] and (sign_in is None or sign_in.auth_time < pending["requested_at"])
+        if pending is not None:  # back from the login page: a forced login must be newer than the request
+            fresh_login_needed = pending.force and (sign_in is None or sign_in.auth_time < pending.requested_at)
         else:
             fresh_login_needed = "login" in prompts or (
                 max_age is not None and sign_in is not None and time.time() - sign_in.auth_time > int(max_age)
@@ -119,7 +121,9 @@ def _authorize(params: dict, pending: dict | None = None, handle: str | None = N
         if sign_in is None or fresh_login_needed:
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri, state=state)
-            handle = handle or server.oidc_store.stash_request(params, int(time.time()), fresh_login_needed)
+            handle = handle or server.oidc_store.stash_request(
+                PendingOIDCRequest(params, int(time.time()), fresh_login_needed)
+            )
             return login_redirect(
                 f"/oidc/authorize/continue/{handle}", force=fresh_login_needed, login_hint=params.get("login_hint")
             )

@@ -24,6 +24,7 @@ from cryptography import x509
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
 from idp_mock.directory import Directory, Employee
+from idp_mock.errors import InvalidOption
 from sso_common.config import URL_PATTERN, Node
 
 NAME_ID_FORMATS = {
@@ -131,11 +132,11 @@ def load_certificate(text: str) -> x509.Certificate:
 
 
 def check_options(sp: ServiceProvider) -> None:
-    """Rules shared by config and run-time registration: ValueError(setting, problem)."""
+    """Rules shared by config and run-time registration (InvalidOption)."""
     if sp.sign not in SIGN_CHOICES:
-        raise ValueError("sign", f"must be one of {', '.join(SIGN_CHOICES)}")
+        raise InvalidOption("sign", f"must be one of {', '.join(SIGN_CHOICES)}")
     if sp.encrypt_assertion and sp.encryption_certificate is None and sp.metadata_url is None:
-        raise ValueError("encrypt_assertion", "needs the SP's certificate")
+        raise InvalidOption("encrypt_assertion", "needs the SP's certificate")
 
 
 def parse_saml_settings(node: Node, issuer: str, directory: Directory) -> SAMLSettings:
@@ -241,9 +242,8 @@ def _parse_sp(key: str, node: Node, directory: Directory) -> ServiceProvider:
     )
     try:
         check_options(sp)
-    except ValueError as error:
-        setting, problem = error.args
-        raise node.child(setting).error(problem) from None
+    except InvalidOption as error:
+        raise node.child(error.setting).error(error.problem) from None
     return sp
 
 
@@ -251,7 +251,8 @@ def _parse_acs(node: Node) -> tuple[Endpoint, ...]:
     """`acs: URL` or a list of {url, index, default}: responses always go by HTTP-POST."""
     if isinstance(node.value, str):
         return (Endpoint(_url(node), SAML.BINDING_HTTP_POST, 0, True),)
-    endpoints, indexes = [], set()
+    endpoints: list[Endpoint] = []
+    indexes: set[int] = set()
     for element in node.elements():
         element.only_keys("url", "index", "default")
         index = element.child("index", len(endpoints)).integer(0, 65535)

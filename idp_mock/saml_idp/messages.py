@@ -6,7 +6,7 @@ no entity expansion), the message must be schema-valid, and its signature is che
 certificate (query signature for Redirect, enveloped XML signature for POST). A signature is required for
 every LogoutRequest, and for AuthnRequests when the SP has `require_signed_requests` (the default for an
 SP with a certificate or metadata_url); a signature that is present is always checked.
-Every refusal is a `Refused` error, which the app shows as a readable 400 page.
+Every refusal is a `Refused` error (see idp_mock.errors), which the app shows as a readable 400 page.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from flask import request
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
@@ -29,50 +30,38 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from signxml import SignatureConfiguration, XMLVerifier
 
+from idp_mock.errors import BadSignature, Refused
 from idp_mock.saml_idp.config import ServiceProvider
-from sso_common.web import UserFacingError
 
 MAX_MESSAGE_BYTES = 64 * 1024  # decoded XML; real AuthnRequests and LogoutRequests are a few KiB
 MAX_RELAY_STATE = 1024  # the spec says 80 bytes; SPs routinely send more, so be lenient
 REQUEST_LIFETIME = 300  # how long after its IssueInstant a request is still accepted
 
 # Query-signature algorithms accepted for the Redirect binding (SHA-1 is refused).
-_QUERY_SIG_HASHES = {
-    SAML.RSA_SHA256: hashes.SHA256,
-    SAML.RSA_SHA384: hashes.SHA384,
-    SAML.RSA_SHA512: hashes.SHA512,
+_QUERY_SIG_HASHES: dict[str, hashes.HashAlgorithm] = {
+    SAML.RSA_SHA256: hashes.SHA256(),
+    SAML.RSA_SHA384: hashes.SHA384(),
+    SAML.RSA_SHA512: hashes.SHA512(),
 }
 _NS = {"samlp": SAML.NS_SAMLP, "saml": SAML.NS_SAML}
-
-
-class Refused(UserFacingError):
-    def __init__(self, message: str):
-        super().__init__(message, 400, "The application's request was refused")
-
-
-class BadSignature(Refused):
-    """A signature that does not verify with the certificate at hand (which may be outdated)."""
-
-    def __init__(self):
-        super().__init__("The request's signature is not valid.")
 
 
 @dataclass(frozen=True)
 class Inbound:
     """A decoded, parsed, schema-valid message, not yet authenticated."""
 
-    binding: str  # SAML.BINDING_HTTP_REDIRECT or SAML.BINDING_HTTP_POST
     xml: bytes
     root: etree._Element
     relay_state: str | None
-    query: dict[str, str] | None  # Redirect only: parameters as received (still URL-encoded)
+    query: dict[str, str] | None  # HTTP-Redirect: parameters as received (still URL-encoded); None for HTTP-POST
 
     @property
     def issuer(self) -> str:
         issuer = self.root.find("saml:Issuer", _NS)
-        if issuer is None or not (issuer.text or "").strip():
+        text = (issuer.text or "").strip() if issuer is not None else ""
+        if not text:
             raise Refused("The request does not say which application sent it (no Issuer).")
-        return issuer.text.strip()
+        return text
 
 
 def receive() -> Inbound:
@@ -81,19 +70,16 @@ def receive() -> Inbound:
         query = _raw_query()
         if "SAMLRequest" not in query:
             raise Refused("The request carries no SAMLRequest.")
-        encoded, relay_state = unquote_plus(query["SAMLRequest"]), query.get("RelayState")
-        relay_state = unquote_plus(relay_state) if relay_state is not None else None
-        xml = _inflate(_base64(encoded))
-        binding = SAML.BINDING_HTTP_REDIRECT
-    else:
-        encoded, relay_state, query = request.form.get("SAMLRequest"), request.form.get("RelayState"), None
-        if not encoded:
-            raise Refused("The request carries no SAMLRequest.")
-        xml = _base64(encoded)
-        if len(xml) > MAX_MESSAGE_BYTES:
-            raise Refused("The request is too large.")
-        binding = SAML.BINDING_HTTP_POST
-    return Inbound(binding, xml, _parse(xml), check_relay_state(relay_state), query)
+        relay_state = unquote_plus(query["RelayState"]) if "RelayState" in query else None
+        xml = _inflate(_base64(unquote_plus(query["SAMLRequest"])))
+        return Inbound(xml, _parse(xml), check_relay_state(relay_state), query)
+    encoded = request.form.get("SAMLRequest")
+    if not encoded:
+        raise Refused("The request carries no SAMLRequest.")
+    xml = _base64(encoded)
+    if len(xml) > MAX_MESSAGE_BYTES:
+        raise Refused("The request is too large.")
+    return Inbound(xml, _parse(xml), check_relay_state(request.form.get("RelayState")), None)
 
 
 def check_relay_state(relay_state: str | None) -> str | None:
@@ -160,9 +146,10 @@ def verify(message: Inbound, sp: ServiceProvider, *, required: bool) -> etree._E
     outside the signature (a wrapping attack) is never read. BadSignature when the signature does not
     verify (the caller may retry with newer metadata).
     """
-    if message.binding == SAML.BINDING_HTTP_REDIRECT:
-        signed = "Signature" in message.query and "SigAlg" in message.query
-        partly = not signed and ("Signature" in message.query or "SigAlg" in message.query)
+    query = message.query
+    if query is not None:
+        signed = "Signature" in query and "SigAlg" in query
+        partly = not signed and ("Signature" in query or "SigAlg" in query)
     else:
         signed, partly = message.root.find(f"{{{SAML.NS_DS}}}Signature") is not None, False
     if sp.certificate is None:
@@ -181,8 +168,8 @@ def verify(message: Inbound, sp: ServiceProvider, *, required: bool) -> etree._E
         if required:
             raise Refused("The request is not signed, but this application must sign its requests.")
         return message.root
-    if message.binding == SAML.BINDING_HTTP_REDIRECT:
-        _verify_query_signature(message, sp)
+    if query is not None:
+        _verify_query_signature(query, sp.certificate)
         return message.root
     try:
         result = XMLVerifier().verify(
@@ -192,14 +179,14 @@ def verify(message: Inbound, sp: ServiceProvider, *, required: bool) -> etree._E
         )
     except Exception:  # noqa: BLE001 - fail closed: whatever signxml trips over in a hostile message is "not valid"
         raise BadSignature() from None
-    signed_root = result.signed_xml
-    if signed_root.tag != message.root.tag or signed_root.get("ID") != message.root.get("ID"):
+    # One reference expected, so one result: signxml returns a list only when more are expected.
+    signed_root = None if isinstance(result, list) else result.signed_xml
+    if signed_root is None or signed_root.tag != message.root.tag or signed_root.get("ID") != message.root.get("ID"):
         raise Refused("The request's signature does not cover the request.")
     return signed_root
 
 
-def _verify_query_signature(message: Inbound, sp: ServiceProvider) -> None:
-    query = message.query
+def _verify_query_signature(query: dict[str, str], certificate: x509.Certificate) -> None:
     sig_alg = unquote_plus(query["SigAlg"])
     if sig_alg not in _QUERY_SIG_HASHES:
         raise Refused("The request is signed with an algorithm that is not accepted (use RSA-SHA256).")
@@ -207,11 +194,12 @@ def _verify_query_signature(message: Inbound, sp: ServiceProvider) -> None:
     if "RelayState" in query:
         signed += f"&RelayState={query['RelayState']}"
     signed += f"&SigAlg={query['SigAlg']}"
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):  # the accepted algorithms are all RSA
+        raise BadSignature()
     try:
         signature = base64.b64decode(unquote_plus(query["Signature"]), validate=True)
-        sp.certificate.public_key().verify(
-            signature, signed.encode("latin-1"), padding.PKCS1v15(), _QUERY_SIG_HASHES[sig_alg]()
-        )
+        key.verify(signature, signed.encode("latin-1"), padding.PKCS1v15(), _QUERY_SIG_HASHES[sig_alg])
     except (InvalidSignature, binascii.Error, ValueError, TypeError):
         raise BadSignature() from None
 
@@ -235,6 +223,13 @@ def check_envelope(root: etree._Element, kind: str, destination: str, clock_skew
         raise Refused("The request has expired. Go back to the application and sign in again.")
 
 
+def _request_id(root: etree._Element) -> str:
+    request_id = root.get("ID")
+    if request_id is None:  # the schema requires it: never seen after _parse
+        raise Refused("The request has no ID.")
+    return request_id
+
+
 @dataclass(frozen=True)
 class AuthnRequest:
     id: str
@@ -250,7 +245,7 @@ def parse_authn_request(root: etree._Element) -> AuthnRequest:
     policy = root.find("samlp:NameIDPolicy", _NS)
     index = root.get("AssertionConsumerServiceIndex")
     return AuthnRequest(
-        id=root.get("ID"),
+        id=_request_id(root),
         acs_url=root.get("AssertionConsumerServiceURL"),
         acs_index=int(index) if index is not None else None,
         protocol_binding=root.get("ProtocolBinding"),
@@ -264,13 +259,11 @@ def parse_authn_request(root: etree._Element) -> AuthnRequest:
 class LogoutRequest:
     id: str
     name_id: str | None
-    session_indexes: tuple[str, ...]
 
 
 def parse_logout_request(root: etree._Element) -> LogoutRequest:
     name_id = root.find("saml:NameID", _NS)
     return LogoutRequest(
-        id=root.get("ID"),
+        id=_request_id(root),
         name_id=(name_id.text or "").strip() if name_id is not None else None,
-        session_indexes=tuple((e.text or "").strip() for e in root.findall("samlp:SessionIndex", _NS)),
     )

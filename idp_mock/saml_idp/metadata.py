@@ -7,11 +7,13 @@ import re
 import time
 from dataclasses import dataclass
 
+from cryptography import x509
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
+from idp_mock.errors import InvalidOption, MetadataError
 from idp_mock.saml_idp.config import (
     ENTITY_ID_PATTERN,
     NAME_ID_FORMATS,
@@ -27,10 +29,6 @@ from sso_common.keys import SigningIdentity
 MAX_METADATA_BYTES = 64 * 1024
 _NS = {"md": SAML.NS_MD, "ds": SAML.NS_DS}
 _MD = f"{{{SAML.NS_MD}}}"
-
-
-class MetadataError(ValueError):
-    """SP metadata that cannot be registered; the message says why, for the admin who sent it."""
 
 
 def idp_metadata(settings: SAMLSettings, identity: SigningIdentity) -> bytes:
@@ -111,7 +109,7 @@ def _validity(root: etree._Element) -> Validity:
 def _service_provider(
     root: etree._Element, *, sign: str = "assertion", encrypt_assertion: bool = False, allow_idp_initiated: bool = False
 ) -> ServiceProvider:
-    entity_id = root.get("entityID")
+    entity_id = root.get("entityID", "")
     if len(entity_id) > 1024 or not re.fullmatch(ENTITY_ID_PATTERN, entity_id):
         raise MetadataError("The entityID must be an http(s) URL or a URN.")
     descriptors = [
@@ -123,7 +121,7 @@ def _service_provider(
         raise MetadataError("The metadata must have exactly one SAML 2.0 SPSSODescriptor.")
     descriptor = descriptors[0]
 
-    certificates = {}
+    certificates: dict[str, x509.Certificate] = {}
     for key in descriptor.findall("md:KeyDescriptor", _NS):
         text = key.findtext("ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=_NS)
         if text is None:
@@ -132,17 +130,21 @@ def _service_provider(
             certificate = load_certificate(text)
         except ValueError:
             raise MetadataError("A KeyDescriptor's X509Certificate is not a valid certificate.") from None
-        for use in [key.get("use")] if key.get("use") else ["signing", "encryption"]:
-            certificates.setdefault(use, certificate)
+        use = key.get("use")
+        for purpose in [use] if use else ["signing", "encryption"]:
+            certificates.setdefault(purpose, certificate)
 
     acs = []
     for element in descriptor.findall("md:AssertionConsumerService", _NS):
         if element.get("Binding") == SAML.BINDING_HTTP_POST:
+            index = element.get("index")
+            if index is None:  # the schema requires one: never seen after _load_entity_descriptor
+                raise MetadataError("An AssertionConsumerService has no index.")
             acs.append(
                 Endpoint(
                     _location(element, "Location"),
                     SAML.BINDING_HTTP_POST,
-                    int(element.get("index")),
+                    int(index),
                     element.get("isDefault") in ("true", "1"),
                 )
             )
@@ -153,10 +155,10 @@ def _service_provider(
 
     slo = None
     for binding in (SAML.BINDING_HTTP_REDIRECT, SAML.BINDING_HTTP_POST):
-        element = descriptor.find(f"md:SingleLogoutService[@Binding='{binding}']", _NS)
-        if element is not None:
+        service = descriptor.find(f"md:SingleLogoutService[@Binding='{binding}']", _NS)
+        if service is not None:
             slo = Endpoint(
-                _location(element, "ResponseLocation" if element.get("ResponseLocation") else "Location"), binding
+                _location(service, "ResponseLocation" if service.get("ResponseLocation") else "Location"), binding
             )
             break
 
@@ -185,9 +187,8 @@ def _service_provider(
     )
     try:
         check_options(sp)
-    except ValueError as error:
-        setting, problem = error.args
-        raise MetadataError(f"{setting} {problem}.") from None
+    except InvalidOption as error:
+        raise MetadataError(f"{error.setting} {error.problem}.") from None
     return sp
 
 

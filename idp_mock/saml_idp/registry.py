@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 
+from idp_mock.errors import AlreadyConfigured
 from idp_mock.saml_idp.config import ServiceProvider
 from idp_mock.saml_idp.metadata import parse_sp_metadata
 from idp_mock.saml_idp.remote import PublishedMetadata
@@ -19,19 +20,13 @@ KIND = "saml_sp"
 REGISTRATION_TTL = 365 * 24 * 3600  # re-register to renew
 
 
-class AlreadyConfigured(Exception):
-    """The entity ID belongs to an SP from the config file, which run-time registration cannot replace."""
-
-
 class ServiceProviders:
-    def __init__(
-        self, configured: dict[str, ServiceProvider], store: StateStore, published: PublishedMetadata | None = None
-    ):
+    def __init__(self, configured: dict[str, ServiceProvider], store: StateStore):
         self._configured, self._store = configured, store
-        self._published = published or PublishedMetadata()
+        self._published = PublishedMetadata()
 
     def find(self, entity_id: str) -> ServiceProvider | None:
-        """The SP, complete (metadata_url resolved: remote.MetadataUnavailable when it cannot be), or None."""
+        """The SP, complete (metadata_url resolved: MetadataUnavailable when it cannot be), or None."""
         if entity_id in self._configured:
             sp = self._configured[entity_id]
             return self._published.resolve(sp) if sp.metadata_url else sp

@@ -29,14 +29,9 @@ from dataclasses import dataclass
 
 import requests
 
+from idp_mock.errors import MetadataError, MetadataUnavailable
 from idp_mock.saml_idp.config import ServiceProvider
-from idp_mock.saml_idp.metadata import (
-    MAX_METADATA_BYTES,
-    MetadataError,
-    Validity,
-    parse_sp_metadata_with_validity,
-)
-from sso_common.web import UserFacingError
+from idp_mock.saml_idp.metadata import MAX_METADATA_BYTES, Validity, parse_sp_metadata_with_validity
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +41,6 @@ METADATA_TTL = 3600  # seconds a fetched copy is used before it is fetched again
 RETRY_AFTER_FAILURE = 5  # seconds without a new attempt after a failed fetch
 MIN_FORCED_REFRESH = 10  # seconds between refreshes caused by a signature that did not verify
 MAX_STALE = 24 * 3600  # how long past its refresh time a copy may serve while the SP's metadata is down
-
-
-class MetadataUnavailable(UserFacingError):
-    """No usable metadata for an SP that needs it: its requests cannot be verified, so none is accepted."""
-
-    def __init__(self, sp: ServiceProvider):
-        super().__init__(
-            f"Example Corp cannot verify requests from {sp.name} right now: the application's SAML metadata "
-            "(with its signing certificate) could not be fetched. Try again in a few minutes. If this keeps "
-            "happening, tell the IT service desk.",
-            503,
-            "The application cannot be verified",
-        )
 
 
 def fetch_metadata(url: str) -> bytes:
@@ -159,17 +141,18 @@ class PublishedMetadata:
             if sp is not None and self._clock() < usable_until:
                 return sp
             if not entry.lock.acquire(timeout=FETCH_TIMEOUT[0] + FETCH_DEADLINE + FETCH_TIMEOUT[1]):
-                raise MetadataUnavailable(configured)
+                raise MetadataUnavailable(configured.name)
         try:
             now = self._clock()
             usable = entry.sp if entry.sp is not None and now < entry.usable_until else None
             if usable is not None and now < entry.refresh_at:
                 return usable
-            if now >= entry.retry_at and self._refresh(configured, entry, now):
-                return entry.sp
+            fresh = self._refresh(configured, entry, now) if now >= entry.retry_at else None
+            if fresh is not None:
+                return fresh
             if usable is not None:
                 return usable  # a due refresh failed: the last good copy, within MAX_STALE
-            raise MetadataUnavailable(configured)
+            raise MetadataUnavailable(configured.name)
         finally:
             entry.lock.release()
 
@@ -189,16 +172,20 @@ class PublishedMetadata:
             log.info(
                 "SAML SP %s: a request's signature did not verify; fetching its metadata again", configured.entity_id
             )
-            if not self._refresh(configured, entry, now) or entry.sp.certificate == used.certificate:
+            fresh = self._refresh(configured, entry, now)
+            if fresh is None or fresh.certificate == used.certificate:
                 return None
             log.info("SAML SP %s: new signing certificate from its metadata", configured.entity_id)
-            return entry.sp
+            return fresh
 
-    def _refresh(self, configured: ServiceProvider, entry: _Entry, now: float) -> bool:
-        """Fetch, parse and merge into entry; False (entry unchanged but for retry_at) on any problem."""
+    def _refresh(self, configured: ServiceProvider, entry: _Entry, now: float) -> ServiceProvider | None:
+        """Fetch, parse and merge into entry: the SP, or None (entry unchanged but for retry_at) on any problem."""
+        url = configured.metadata_url
+        if url is None:  # callers only resolve SPs configured with a metadata_url
+            raise ValueError(f"{configured.entity_id} has no metadata_url")
         try:
             published, validity = parse_sp_metadata_with_validity(
-                self._fetch(configured.metadata_url),
+                self._fetch(url),
                 sign=configured.sign,
                 encrypt_assertion=configured.encrypt_assertion,
                 allow_idp_initiated=configured.allow_idp_initiated,
@@ -213,10 +200,10 @@ class PublishedMetadata:
                 configured.metadata_url,
                 error,
             )
-            return False
+            return None
         entry.sp, entry.refresh_at, entry.usable_until = sp, now + ttl, now + lifetime
         entry.retry_at = 0.0
-        return True
+        return sp
 
     @staticmethod
     def _lifetimes(validity: Validity) -> tuple[float, float]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import xmlsec
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
@@ -46,6 +47,22 @@ def _sub(
     element = etree.SubElement(parent, tag, {k: v for k, v in attributes.items() if v is not None}, nsmap=nsmap)
     element.text = text
     return element
+
+
+def _child(parent: etree._Element, path: str) -> etree._Element:
+    """An element this module built (missing, it would be a bug here)."""
+    element = parent.find(path)
+    if element is None:
+        raise LookupError(path)
+    return element
+
+
+def _id(element: etree._Element) -> str:
+    """The ID this module gave a message (missing, it would be a bug here)."""
+    element_id = element.get("ID")
+    if element_id is None:
+        raise LookupError("ID")
+    return element_id
 
 
 def _message(
@@ -106,8 +123,9 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
     now = time.time()
     sp, employee = grant.sp, grant.sign_in.employee
     response = _message("Response", idp_entity_id, grant.acs_url, grant.in_response_to, SAML.STATUS_SUCCESS, now)
-    assertion = _sub(response, _SAML + "Assertion", ID=new_id(), Version="2.0", IssueInstant=_instant(now))
-    _sub(assertion, _SAML + "Issuer", idp_entity_id)
+    assertion_id = new_id()
+    assertion = _sub(response, _SAML + "Assertion", ID=assertion_id, Version="2.0", IssueInstant=_instant(now))
+    assertion_issuer = _sub(assertion, _SAML + "Issuer", idp_entity_id)
 
     subject = _sub(assertion, _SAML + "Subject")
     _sub(subject, _SAML + "NameID", name_id_value(employee, grant.name_id_format), Format=grant.name_id_format)
@@ -152,17 +170,19 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
                     **{f"{{{SAML.NS_XSI}}}type": "xs:string"},
                 )
 
-    assertion_id = assertion.get("ID")
-    if sp.sign in ("assertion", "both"):
-        response = sign_element(response, assertion_id, identity, after=assertion.find(_SAML + "Issuer"))
+    response_id = _id(response)
+    if sp.sign in ("assertion", "both"):  # a signed copy: later steps work on it, not on `assertion`
+        response = sign_element(response, assertion_id, identity, after=assertion_issuer)
     if sp.encrypt_assertion:
-        _encrypt_assertion(response.find(_SAML + "Assertion"), sp.encryption_certificate)
+        if sp.encryption_certificate is None:  # check_options and remote.merge rule this out
+            raise LookupError(f"{sp.entity_id} has no encryption certificate")
+        _encrypt_assertion(_child(response, _SAML + "Assertion"), sp.encryption_certificate)
     if sp.sign in ("response", "both"):
-        response = sign_element(response, response.get("ID"), identity, after=response.find(_SAML + "Issuer"))
+        response = sign_element(response, response_id, identity, after=_child(response, _SAML + "Issuer"))
     return etree.tostring(response, xml_declaration=True, encoding="UTF-8")
 
 
-def _encrypt_assertion(assertion: etree._Element, certificate) -> None:
+def _encrypt_assertion(assertion: etree._Element, certificate: x509.Certificate) -> None:
     """Replace the Assertion with an EncryptedAssertion for the SP's certificate: AES-256-GCM content, its
     key wrapped with RSA-OAEP (the xmlsec template calls python3-saml makes for EncryptedIDs, with GCM
     instead of CBC, which XML Encryption padding-oracle attacks target)."""
@@ -171,26 +191,28 @@ def _encrypt_assertion(assertion: etree._Element, certificate) -> None:
     encrypted_assertion.append(assertion)
     manager = xmlsec.KeysManager()
     manager.add_key(
-        xmlsec.Key.from_memory(certificate.public_bytes(serialization.Encoding.PEM), xmlsec.KeyFormat.CERT_PEM, None)
+        xmlsec.Key.from_memory(
+            certificate.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem, None
+        )
     )
     template = xmlsec.template.encrypted_data_create(
-        encrypted_assertion, xmlsec.Transform.AES256_GCM, type=xmlsec.EncryptionType.ELEMENT, ns="xenc"
+        encrypted_assertion, xmlsec.constants.TransformAes256Gcm, type=xmlsec.constants.TypeEncElement, ns="xenc"
     )
     xmlsec.template.encrypted_data_ensure_cipher_value(template)
     key_info = xmlsec.template.encrypted_data_ensure_key_info(template, ns="ds")
-    encrypted_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.Transform.RSA_OAEP)
+    encrypted_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep)
     xmlsec.template.encrypted_data_ensure_cipher_value(encrypted_key)
     context = xmlsec.EncryptionContext(manager)
-    context.key = xmlsec.Key.generate(xmlsec.KeyData.AES, 256, xmlsec.KeyDataType.SESSION)
+    context.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, 256, xmlsec.constants.KeyDataTypeSession)
     context.encrypt_xml(template, assertion)
 
 
 def status_response(
-    acs_url: str, in_response_to: str, status: str, idp_entity_id: str, identity: SigningIdentity
+    acs_url: str, in_response_to: str | None, status: str, idp_entity_id: str, identity: SigningIdentity
 ) -> bytes:
     """A Response without an Assertion (e.g. NoPassive), signed so the SP can trust the refusal."""
     response = _message("Response", idp_entity_id, acs_url, in_response_to, SAML.STATUS_RESPONDER, time.time())
-    _sub(response.find(f"{_SAMLP}Status/{_SAMLP}StatusCode"), _SAMLP + "StatusCode", Value=status)
+    _sub(_child(response, f"{_SAMLP}Status/{_SAMLP}StatusCode"), _SAMLP + "StatusCode", Value=status)
     return signed_post(response, identity)
 
 
@@ -201,7 +223,7 @@ def logout_response(destination: str, in_response_to: str, status: str, idp_enti
 
 def signed_post(message: etree._Element, identity: SigningIdentity) -> bytes:
     """An enveloped signature over the whole message (HTTP-POST binding)."""
-    signed = sign_element(message, message.get("ID"), identity, after=message.find(_SAML + "Issuer"))
+    signed = sign_element(message, _id(message), identity, after=_child(message, _SAML + "Issuer"))
     return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
 
 

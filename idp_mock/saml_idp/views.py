@@ -16,7 +16,9 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
+import werkzeug
 from flask import (
     Blueprint,
     Response,
@@ -29,12 +31,11 @@ from flask import (
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
+from idp_mock.errors import AlreadyConfigured, BadSignature, MetadataError, Refused
 from idp_mock.saml_idp.config import SAMLSettings, ServiceProvider, name_id_value
 from idp_mock.saml_idp.messages import (
     REQUEST_LIFETIME,
-    BadSignature,
     Inbound,
-    Refused,
     check_envelope,
     check_relay_state,
     parse_authn_request,
@@ -42,8 +43,7 @@ from idp_mock.saml_idp.messages import (
     receive,
     verify,
 )
-from idp_mock.saml_idp.metadata import MetadataError
-from idp_mock.saml_idp.registry import AlreadyConfigured, ServiceProviders
+from idp_mock.saml_idp.registry import ServiceProviders
 from idp_mock.saml_idp.responses import (
     Grant,
     logout_response,
@@ -54,6 +54,7 @@ from idp_mock.saml_idp.responses import (
     status_response,
 )
 from idp_mock.session import (
+    SAMLParticipant,
     SignIn,
     current_sign_in,
     end_session,
@@ -80,6 +81,45 @@ class SAMLIdP:
     identity: SigningIdentity
     service_providers: ServiceProviders
     metadata: bytes
+
+
+@dataclass(frozen=True)
+class PendingSAMLRequest:
+    """A sign-in to an SP waiting for the login, kept server-side under a random handle."""
+
+    sp: str  # entity ID
+    acs_url: str  # registered for the SP (already checked)
+    request_id: str | None  # the AuthnRequest's ID; None when IdP-initiated
+    relay_state: str | None
+    name_id_format: str
+    force: bool  # ForceAuthn
+    passive: bool  # IsPassive
+    stale: str | None  # with ForceAuthn: the fingerprint of the sign-in present when the request arrived
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "sp": self.sp,
+            "acs_url": self.acs_url,
+            "request_id": self.request_id,
+            "relay_state": self.relay_state,
+            "name_id_format": self.name_id_format,
+            "force": self.force,
+            "passive": self.passive,
+            "stale": self.stale,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> PendingSAMLRequest:
+        return cls(
+            record["sp"],
+            record["acs_url"],
+            record["request_id"],
+            record["relay_state"],
+            record["name_id_format"],
+            record["force"],
+            record["passive"],
+            record["stale"],
+        )
 
 
 def _saml() -> SAMLIdP:
@@ -132,16 +172,16 @@ def sso():
     ):
         raise Refused("This sign-in request was already used. Go back to the application and sign in again.")
     return _proceed(
-        {
-            "sp": sp.entity_id,
-            "acs_url": acs_url,
-            "request_id": authn.id,
-            "relay_state": message.relay_state,
-            "name_id_format": _name_id_format(sp, authn.name_id_format),
-            "force": authn.force_authn,
-            "passive": authn.is_passive,
-            "stale": _fingerprint(current_sign_in()) if authn.force_authn else None,
-        }
+        PendingSAMLRequest(
+            sp=sp.entity_id,
+            acs_url=acs_url,
+            request_id=authn.id,
+            relay_state=message.relay_state,
+            name_id_format=_name_id_format(sp, authn.name_id_format),
+            force=authn.force_authn,
+            passive=authn.is_passive,
+            stale=_fingerprint(current_sign_in()) if authn.force_authn else None,
+        )
     )
 
 
@@ -177,46 +217,52 @@ def _fingerprint(sign_in: SignIn | None) -> str | None:
     return hashlib.sha256(sign_in.session_id.encode()).hexdigest() if sign_in else None
 
 
-def _good_enough(sign_in: SignIn | None, pending: dict) -> bool:
-    """Signed in, and for ForceAuthn signed in anew: every login starts a new session, so a session other
-    than the one present when the request arrived proves a fresh login."""
-    return sign_in is not None and not (pending["force"] and _fingerprint(sign_in) == pending["stale"])
+def _usable_sign_in(pending: PendingSAMLRequest) -> SignIn | None:
+    """The browser's sign-in, if it may answer the request: for ForceAuthn a new one (every login starts a
+    new session, so a session other than the one present when the request arrived proves a fresh login)."""
+    sign_in = current_sign_in()
+    if sign_in is None or (pending.force and _fingerprint(sign_in) == pending.stale):
+        return None
+    return sign_in
 
 
-def _proceed(pending: dict) -> Response:
+def _proceed(pending: PendingSAMLRequest) -> werkzeug.Response:
     """Answer now if the browser's sign-in is good enough, else keep the request and send the user to log in."""
-    if _good_enough(current_sign_in(), pending):
-        return _answer(pending)
-    if pending["passive"]:
-        sp = _known_sp(pending["sp"])
+    sign_in = _usable_sign_in(pending)
+    if sign_in is not None:
+        return _answer(pending, sign_in)
+    if pending.passive:
+        sp = _known_sp(pending.sp)
         xml = status_response(
-            pending["acs_url"],
-            pending["request_id"],
+            pending.acs_url,
+            pending.request_id,
             SAML.STATUS_NO_PASSIVE,
             _saml().settings.entity_id,
             _saml().identity,
         )
-        return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
+        return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
     handle = secrets.token_urlsafe(32)
-    _idp().store.put(PENDING_KIND, handle, pending, PENDING_TTL)
-    return login_redirect(f"/saml/continue?request={handle}", force=pending["force"])
+    _idp().store.put(PENDING_KIND, handle, pending.to_record(), PENDING_TTL)
+    return login_redirect(f"/saml/continue?request={handle}", force=pending.force)
 
 
 @blueprint.get("/saml/continue")
 def resume():
     handle = request.args.get("request", "")
-    pending = _idp().store.get(PENDING_KIND, handle) if handle else None
-    if pending is None:
+    record = _idp().store.get(PENDING_KIND, handle) if handle else None
+    if record is None:
         raise UserFacingError(
             "This sign-in has expired or was already completed. Go back to the application and sign in again.",
             400,
             "Sign-in expired",
         )
-    if not _good_enough(current_sign_in(), pending):
-        return login_redirect(f"/saml/continue?request={handle}", force=pending["force"])
+    pending = PendingSAMLRequest.from_record(record)
+    sign_in = _usable_sign_in(pending)
+    if sign_in is None:
+        return login_redirect(f"/saml/continue?request={handle}", force=pending.force)
     if _idp().store.take(PENDING_KIND, handle) is None:  # another tab completed it meanwhile
         raise UserFacingError("This sign-in was already completed.", 400, "Sign-in expired")
-    return _answer(pending)
+    return _answer(pending, sign_in)
 
 
 @blueprint.get("/saml/idp-initiated")
@@ -233,54 +279,41 @@ def idp_initiated():
         )
     relay_state = check_relay_state(request.args.get("RelayState"))
     return _proceed(
-        {
-            "sp": sp.entity_id,
-            "acs_url": sp.default_acs.url,
-            "request_id": None,
-            "relay_state": relay_state,
-            "name_id_format": sp.name_id_formats[0],
-            "force": False,
-            "passive": False,
-            "stale": None,
-        }
+        PendingSAMLRequest(
+            sp=sp.entity_id,
+            acs_url=sp.default_acs.url,
+            request_id=None,
+            relay_state=relay_state,
+            name_id_format=sp.name_id_formats[0],
+            force=False,
+            passive=False,
+            stale=None,
+        )
     )
 
 
-def _answer(pending: dict) -> Response:
+def _answer(pending: PendingSAMLRequest, sign_in: SignIn) -> Response:
     """Issue the Response for the signed-in user and post it to the (already checked) ACS URL."""
-    sp = _known_sp(pending["sp"])
-    sign_in = current_sign_in()
+    sp = _known_sp(pending.sp)
     employee = sign_in.employee
     if sp.aws is not None and not sp.aws.roles_for(employee):
         raise UserFacingError(
             f"Your account has no role in {sp.name}. Ask the IT service desk for access.", 403, "No access"
         )
-    name_id = name_id_value(employee, pending["name_id_format"])
+    name_id = name_id_value(employee, pending.name_id_format)
     # One SessionIndex per SP and IdP session, remembered for single logout.
     known = next(
-        (
-            p
-            for p in participants()
-            if p.get("protocol") == "saml" and p.get("sp") == sp.entity_id and p.get("name_id") == name_id
-        ),
+        (p for p in participants() if isinstance(p, SAMLParticipant) and p.sp == sp.entity_id and p.name_id == name_id),
         None,
     )
-    session_index = known["session_index"] if known else new_id()
-    record_participant(
-        {
-            "protocol": "saml",
-            "sp": sp.entity_id,
-            "name_id": name_id,
-            "name_id_format": pending["name_id_format"],
-            "session_index": session_index,
-        }
-    )
+    session_index = known.session_index if known else new_id()
+    record_participant(SAMLParticipant(sp.entity_id, name_id, pending.name_id_format, session_index))
     grant = Grant(
         sp,
-        pending["acs_url"],
-        pending["request_id"],
+        pending.acs_url,
+        pending.request_id,
         sign_in,
-        pending["name_id_format"],
+        pending.name_id_format,
         session_index,
         sign_in.auth_time + _idp().settings.session_lifetime,
     )
@@ -289,9 +322,9 @@ def _answer(pending: dict) -> Response:
         "SAML assertion for %s to %s (%s)",
         employee.username,
         sp.entity_id,
-        "SP-initiated" if pending["request_id"] else "IdP-initiated",
+        "SP-initiated" if pending.request_id else "IdP-initiated",
     )
-    return _post_form(sp.name, pending["acs_url"], xml, pending["relay_state"])
+    return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
 
 
 def _post_form(sp_name: str, url: str, xml: bytes, relay_state: str | None) -> Response:
