@@ -40,7 +40,8 @@ def create_app(settings: IdPSettings | None = None) -> Flask:
     install_common(app, "Example Corp sign-in", secure_cookies=settings.secure_cookies)
 
     store = open_state_store(settings.stores["state"])
-    app.extensions["idp"] = IdPState(settings, store, Authenticator(settings.directory, store, settings.throttle))
+    authenticator = Authenticator(settings.directory, store, settings.throttle, settings.totp)
+    app.extensions["idp"] = IdPState(settings, store, authenticator)
 
     from idp_mock.login import blueprint as login_blueprint
 

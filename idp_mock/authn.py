@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -14,6 +15,8 @@ import pyotp
 
 from idp_mock.directory import Directory, Employee
 from idp_mock.passwords import verify_password
+
+TOTP_STEP_SECONDS = 30  # RFC 6238's default, what authenticator apps use
 
 
 class Outcome(Enum):
@@ -32,6 +35,21 @@ class Throttle:
 
 
 @dataclass(frozen=True)
+class TotpPolicy:
+    """How far from the current 30-second step a code may be (for clock drift between the IdP and the
+    person's authenticator), like Keycloak's OTP "look around window": codes of steps now-N .. now+N
+    are accepted, each step once."""
+
+    look_around_steps: int = 1
+
+    @property
+    def used_step_memory(self) -> int:
+        """Seconds a used step is remembered: longer than any code of it is accepted ((2N + 1) steps), so
+        a replay is refused for as long as the code would otherwise work."""
+        return (2 * self.look_around_steps + 2) * TOTP_STEP_SECONDS
+
+
+@dataclass(frozen=True)
 class Result:
     outcome: Outcome
     employee: Employee | None = None
@@ -42,8 +60,15 @@ class Authenticator:
     then costs a hash; a success gives its slots back. So concurrent guesses cannot slip past the
     limit between a check and a count, and only failures (and attempts in flight) add up."""
 
-    def __init__(self, directory: Directory, store, throttle: Throttle):
-        self.directory, self.store, self.throttle = directory, store, throttle
+    def __init__(
+        self,
+        directory: Directory,
+        store,
+        throttle: Throttle,
+        totp: TotpPolicy = TotpPolicy(),
+        clock: Callable[[], float] = time.time,
+    ):
+        self.directory, self.store, self.throttle, self.totp, self.clock = directory, store, throttle, totp, clock
 
     def _counters(self, username: str, address: str):
         return (
@@ -65,7 +90,7 @@ class Authenticator:
         if not self._admit(username, address):
             return Result(Outcome.THROTTLED)
         employee = self.directory.find(username)
-        if not verify_password(employee.password_hash if employee else None, password):
+        if not verify_password(employee.password_hash if employee else None, password) or employee is None:
             return Result(Outcome.BAD_CREDENTIALS)
         self._release(username, address)
         if employee.disabled:
@@ -77,24 +102,28 @@ class Authenticator:
     def check_totp(self, employee: Employee, code: str, address: str) -> Result:
         if not self._admit(employee.username, address):
             return Result(Outcome.THROTTLED)
-        step = _matching_time_step(employee.totp_secret, code.strip().replace(" ", ""))
+        step = None
+        if employee.totp_secret:
+            code = code.strip().replace(" ", "")
+            step = _matching_time_step(employee.totp_secret, code, self.totp.look_around_steps, self.clock())
         # A time step is good once: a shoulder-surfed or replayed code is refused, whatever its spelling.
-        if step is None or not self.store.add("totp_used", f"{employee.username}:{step}", {}, 120):
+        memory = self.totp.used_step_memory
+        if step is None or not self.store.add("totp_used", f"{employee.username}:{step}", {}, memory):
             return Result(Outcome.BAD_CREDENTIALS)
         self._release(employee.username, address)
         return Result(Outcome.OK, employee)
 
 
-def _matching_time_step(secret: str, code: str) -> int | None:
-    """The 30-second step whose code this is (the previous, current or next one, for clock drift).
+def _matching_time_step(secret: str, code: str, look_around: int, now: float) -> int | None:
+    """The 30-second step whose code this is: the current one or up to `look_around` steps before or
+    after it (clock drift), the earliest first.
 
     Only ASCII digits count: str.isdigit() also accepts other scripts' digits, which pyotp would
     normalise, so a used code could come back in another spelling."""
     if not (len(code) == 6 and code.isascii() and code.isdigit()):
         return None
-    totp = pyotp.TOTP(secret)
-    now = time.time()
-    for offset in (-1, 0, 1):
+    totp = pyotp.TOTP(secret, interval=TOTP_STEP_SECONDS)
+    for offset in range(-look_around, look_around + 1):
         moment = now + offset * totp.interval
         if hmac.compare_digest(totp.at(moment), code):
             return int(moment // totp.interval)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from idp_mock.authn import Throttle
+from idp_mock.authn import Throttle, TotpPolicy
 from idp_mock.directory import Directory, load_directory
 from sso_common.config import URL_PATTERN, load_yaml
 from sso_common.store.registry import parse_store_urls
@@ -23,6 +23,7 @@ class IdPSettings:
     session_lifetime: int
     clock_skew: int
     throttle: Throttle
+    totp: TotpPolicy
     stores: dict[str, str]  # URL per store contract: state
     instance_dir: Path
     demo_hint: bool
@@ -42,13 +43,14 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
     from idp_mock.oidc_provider.config import parse_oidc_settings
     from idp_mock.saml_idp.config import parse_saml_settings
 
-    config_path = Path(config_path or os.environ.get("IDP_CONFIG", DEFAULT_CONFIG_DIR / "idp.yaml"))
+    config_path = Path(config_path or os.environ.get("IDP_CONFIG") or DEFAULT_CONFIG_DIR / "idp.yaml")
     root = load_yaml(config_path).only_keys(
         "issuer",
         "directory",
         "session_lifetime_seconds",
         "clock_skew_seconds",
         "login_throttle",
+        "totp",
         "stores",
         "demo_hint",
         "oidc",
@@ -60,6 +62,7 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
     throttle = root.child("login_throttle", {}).only_keys(
         "max_failures_per_user", "max_failures_per_address", "window_seconds"
     )
+    totp = root.child("totp", {}).only_keys("look_around_steps")
     instance = Path(instance_dir) if instance_dir else default_instance_dir()
     return IdPSettings(
         issuer=issuer,
@@ -71,9 +74,10 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
             max_failures_per_address=throttle.child("max_failures_per_address", 50).integer(1, 100000),
             window_seconds=throttle.child("window_seconds", 300).integer(1, 86400),
         ),
+        totp=TotpPolicy(look_around_steps=totp.child("look_around_steps", 1).integer(0, 10)),
         stores=parse_store_urls(root.child("stores", {}), {"state": f"sqlite:///{instance / 'idp-state.db'}"}),
         instance_dir=instance,
         demo_hint=root.child("demo_hint", False).boolean(),
-        oidc=parse_oidc_settings(root.child("oidc", {}), issuer, directory),
+        oidc=parse_oidc_settings(root.child("oidc", {}), issuer),
         saml=parse_saml_settings(root.child("saml", {}), issuer, directory),
     )

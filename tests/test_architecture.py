@@ -41,7 +41,9 @@ def imports_of(path: Path, modules: set[str] | frozenset[str] = frozenset()) -> 
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             submodules = {f"{base}.{alias.name}" for alias in node.names} & set(modules)
             found.update(submodules if len(submodules) == len(node.names) else {base, *submodules})
     return found

@@ -88,7 +88,7 @@ def _client(node: Node, issuer: str) -> OIDCClient:
     )
 
 
-def parse_oidc_settings(node: Node, issuer: str, directory) -> OIDCSettings:
+def parse_oidc_settings(node: Node, issuer: str) -> OIDCSettings:
     node.only_keys(
         "code_lifetime_seconds",
         "access_token_lifetime_seconds",

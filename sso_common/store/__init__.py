@@ -60,6 +60,51 @@ class Person:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class PeopleQuery:
+    """Which people `DirectoryStore.find` and `count` return: those matching every filter given."""
+
+    upstream: str | None = None
+    email: str | None = None
+    group: str | None = None  # a member of this group
+    disabled: bool | None = None
+
+    def matches(self, person: Person) -> bool:
+        return (
+            (self.upstream is None or person.upstream == self.upstream)
+            and (self.email is None or person.email == self.email)
+            and (self.group is None or self.group in person.groups)
+            and (self.disabled is None or person.disabled == self.disabled)
+        )
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which events `AuditLog.query` returns: those matching every filter given. `person` matches the
+    event's user, email or subject; `since` and `until` bound its time (inclusive, exclusive)."""
+
+    event_type: str | None = None
+    person: str | None = None
+    outcome: str | None = None
+    channel: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, event: dict) -> bool:
+        return (
+            (self.event_type is None or event.get("type") == self.event_type)
+            and (self.person is None or self.person in (event.get("user"), event.get("email"), event.get("subject")))
+            and (self.outcome is None or event.get("outcome") == self.outcome)
+            and (self.channel is None or event.get("channel") == self.channel)
+            and (self.since is None or event["time"] >= self.since)
+            and (self.until is None or event["time"] < self.until)
+        )
+
+
+EVERYONE = PeopleQuery()
+EVERYTHING = AuditQuery()
+
+
 class DirectoryStore(Protocol):
     """The lasting directory of people: no expiry; listed and filtered for provisioning and revocation."""
 
@@ -72,27 +117,11 @@ class DirectoryStore(Protocol):
     def delete(self, upstream: str, subject: str) -> bool:
         """Remove the person; True when there was one."""
 
-    def find(
-        self,
-        *,
-        upstream: str | None = None,
-        email: str | None = None,
-        group: str | None = None,
-        disabled: bool | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> list[Person]:
-        """People matching every filter given, ordered by (upstream, subject), one page of them."""
+    def find(self, query: PeopleQuery = EVERYONE, *, offset: int = 0, limit: int = 100) -> list[Person]:
+        """The people `query` matches, ordered by (upstream, subject), one page of them."""
 
-    def count(
-        self,
-        *,
-        upstream: str | None = None,
-        email: str | None = None,
-        group: str | None = None,
-        disabled: bool | None = None,
-    ) -> int:
-        """How many people match (the total behind `find`'s pages)."""
+    def count(self, query: PeopleQuery = EVERYONE) -> int:
+        """How many people `query` matches (the total behind `find`'s pages)."""
 
     def revoke(self, upstream: str, subject: str, at: float) -> bool:
         """Void everything issued to the person before `at` (never moves back); False if unknown."""
@@ -102,19 +131,8 @@ class AuditLog(Protocol):
     def append(self, event: dict) -> None:
         """Record one event (a JSON-serialisable dict with at least 'type'); time is added if absent."""
 
-    def query(
-        self,
-        limit: int = 100,
-        *,
-        event_type: str | None = None,
-        person: str | None = None,
-        outcome: str | None = None,
-        channel: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
-        """Events matching every filter given, newest first. `person` matches the event's user, email
-        or subject; `since` and `until` bound its time (inclusive, exclusive)."""
+    def query(self, query: AuditQuery = EVERYTHING, *, limit: int = 100) -> list[dict]:
+        """The events `query` matches, newest first, at most `limit` of them."""
 
     def export(self) -> Iterator[dict]:
         """Every event, oldest first (for JSON lines export)."""

@@ -8,7 +8,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from sso_common.store import Person, check_page, checked_person, hashed_key
+from sso_common.store import (
+    EVERYONE,
+    EVERYTHING,
+    AuditQuery,
+    PeopleQuery,
+    Person,
+    check_page,
+    checked_person,
+    hashed_key,
+)
 
 
 class MemoryStateStore:
@@ -93,44 +102,19 @@ class MemoryDirectoryStore:
         with self._lock:
             return self._people.pop((upstream, subject), None) is not None
 
-    def _matching(
-        self, upstream: str | None, email: str | None, group: str | None, disabled: bool | None
-    ) -> list[Person]:
+    def _matching(self, query: PeopleQuery) -> list[Person]:
         """Every match, ordered by key; the caller holds the lock."""
-        return [
-            person
-            for _, person in sorted(self._people.items())
-            if (upstream is None or person.upstream == upstream)
-            and (email is None or person.email == email)
-            and (group is None or group in person.groups)
-            and (disabled is None or person.disabled == disabled)
-        ]
+        return [person for _, person in sorted(self._people.items()) if query.matches(person)]
 
-    def find(
-        self,
-        *,
-        upstream: str | None = None,
-        email: str | None = None,
-        group: str | None = None,
-        disabled: bool | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> list[Person]:
+    def find(self, query: PeopleQuery = EVERYONE, *, offset: int = 0, limit: int = 100) -> list[Person]:
         check_page(limit, offset)
         with self._lock:
-            page = self._matching(upstream, email, group, disabled)[offset : offset + limit]
+            page = self._matching(query)[offset : offset + limit]
         return [replace(person) for person in page]
 
-    def count(
-        self,
-        *,
-        upstream: str | None = None,
-        email: str | None = None,
-        group: str | None = None,
-        disabled: bool | None = None,
-    ) -> int:
+    def count(self, query: PeopleQuery = EVERYONE) -> int:
         with self._lock:
-            return len(self._matching(upstream, email, group, disabled))
+            return len(self._matching(query))
 
     def revoke(self, upstream: str, subject: str, at: float) -> bool:
         with self._lock:
@@ -153,31 +137,10 @@ class MemoryAuditLog:
         with self._lock:
             self._events.append(copy.deepcopy(record))
 
-    def query(
-        self,
-        limit: int = 100,
-        *,
-        event_type: str | None = None,
-        person: str | None = None,
-        outcome: str | None = None,
-        channel: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
+    def query(self, query: AuditQuery = EVERYTHING, *, limit: int = 100) -> list[dict]:
         check_page(limit)
-
-        def matches(event: dict) -> bool:
-            return (
-                (event_type is None or event.get("type") == event_type)
-                and (person is None or person in (event.get("user"), event.get("email"), event.get("subject")))
-                and (outcome is None or event.get("outcome") == outcome)
-                and (channel is None or event.get("channel") == channel)
-                and (since is None or event["time"] >= since)
-                and (until is None or event["time"] < until)
-            )
-
         with self._lock:
-            return copy.deepcopy([e for e in reversed(self._events) if matches(e)][:limit])
+            return copy.deepcopy([e for e in reversed(self._events) if query.matches(e)][:limit])
 
     def export(self) -> Iterator[dict]:
         with self._lock:

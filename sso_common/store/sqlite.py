@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from sso_common.keys import private_directory
-from sso_common.store import Person, check_page, checked_person, hashed_key
+from sso_common.store import (
+    EVERYONE,
+    EVERYTHING,
+    AuditQuery,
+    PeopleQuery,
+    Person,
+    check_page,
+    checked_person,
+    hashed_key,
+)
 
 _PURGE_EVERY = 500  # writes between opportunistic purges of expired rows
 
@@ -197,15 +206,16 @@ class SQLiteDirectoryStore:
         )
 
     @staticmethod
-    def _filters(
-        upstream: str | None, email: str | None, group: str | None, disabled: bool | None
-    ) -> tuple[str, list[Any]]:
+    def _filters(query: PeopleQuery) -> tuple[str, list[Any]]:
         return _where(
             (
-                ("p.upstream = ?", upstream),
-                ("p.email = ?", email),
-                ("(p.upstream, p.subject) IN (SELECT upstream, subject FROM membership WHERE group_name = ?)", group),
-                ("p.disabled = ?", None if disabled is None else int(disabled)),
+                ("p.upstream = ?", query.upstream),
+                ("p.email = ?", query.email),
+                (
+                    "(p.upstream, p.subject) IN (SELECT upstream, subject FROM membership WHERE group_name = ?)",
+                    query.group,
+                ),
+                ("p.disabled = ?", None if query.disabled is None else int(query.disabled)),
             )
         )
 
@@ -238,32 +248,16 @@ class SQLiteDirectoryStore:
             cursor = conn.execute("DELETE FROM person WHERE upstream = ? AND subject = ?", (upstream, subject))
             return cursor.rowcount == 1
 
-    def find(
-        self,
-        *,
-        upstream: str | None = None,
-        email: str | None = None,
-        group: str | None = None,
-        disabled: bool | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> list[Person]:
+    def find(self, query: PeopleQuery = EVERYONE, *, offset: int = 0, limit: int = 100) -> list[Person]:
         check_page(limit, offset)
-        where, params = self._filters(upstream, email, group, disabled)
+        where, params = self._filters(query)
         rows = self._db.get().execute(
             f"{self._SELECT}{where}ORDER BY p.upstream, p.subject LIMIT ? OFFSET ?", (*params, limit, offset)
         )
         return [self._person(row) for row in rows.fetchall()]
 
-    def count(
-        self,
-        *,
-        upstream: str | None = None,
-        email: str | None = None,
-        group: str | None = None,
-        disabled: bool | None = None,
-    ) -> int:
-        where, params = self._filters(upstream, email, group, disabled)
+    def count(self, query: PeopleQuery = EVERYONE) -> int:
+        where, params = self._filters(query)
         return int(self._db.get().execute(f"SELECT count(*) FROM person p {where}", params).fetchone()[0])
 
     def revoke(self, upstream: str, subject: str, at: float) -> bool:
@@ -296,30 +290,20 @@ class SQLiteAuditLog:
             (record["time"], str(record.get("type", "")), json.dumps(record, sort_keys=True)),
         )
 
-    def query(
-        self,
-        limit: int = 100,
-        *,
-        event_type: str | None = None,
-        person: str | None = None,
-        outcome: str | None = None,
-        channel: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
+    def query(self, query: AuditQuery = EVERYTHING, *, limit: int = 100) -> list[dict]:
         check_page(limit)
         where, params = _where(
             (
-                ("type = ?", event_type),
+                ("type = ?", query.event_type),
                 (
                     "? IN (json_extract(event, '$.user'), json_extract(event, '$.email'), "
                     "json_extract(event, '$.subject'))",
-                    person,
+                    query.person,
                 ),
-                ("json_extract(event, '$.outcome') = ?", outcome),
-                ("json_extract(event, '$.channel') = ?", channel),
-                ("time >= ?", since),
-                ("time < ?", until),
+                ("json_extract(event, '$.outcome') = ?", query.outcome),
+                ("json_extract(event, '$.channel') = ?", query.channel),
+                ("time >= ?", query.since),
+                ("time < ?", query.until),
             )
         )
         rows = self._db.get().execute(f"SELECT event FROM audit {where}ORDER BY id DESC LIMIT ?", (*params, limit))

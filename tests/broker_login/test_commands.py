@@ -254,11 +254,12 @@ def test_options_before_the_subcommand_are_kept():
     assert (args.portal_url, args.session_name, args.run) == ("http://p", "s", commands._logout)
 
 
-def test_concurrent_processes_refresh_a_token_once(home):
+def test_concurrent_processes_refresh_a_token_once(home, monkeypatch):
     """Two credential_process runs at the same moment: one refreshes, the other finds its result. (The
     portal ends the whole sign-in when a refresh token is used twice.)"""
+    import fcntl
     import threading
-    import time
+    from types import SimpleNamespace
 
     now = datetime.now(UTC)
     registration = Registration("client-1", "client-secret", now + timedelta(days=30))
@@ -269,14 +270,31 @@ def test_concurrent_processes_refresh_a_token_once(home):
         Token("stale-access", now + timedelta(minutes=5), "refresh-1"),
         registration,
     )
+    # The first run's refresh lasts until the other run has arrived: found waiting on the token lock
+    # (or, were there no lock, refreshing too). An event, not a sleep.
+    other_arrived = threading.Event()
+
+    def flock(handle, operation):
+        if operation == fcntl.LOCK_EX:
+            try:
+                return fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other_arrived.set()
+        return fcntl.flock(handle, operation)
+
+    monkeypatch.setattr(files, "fcntl", SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_UN=fcntl.LOCK_UN, flock=flock))
 
     class Portal:
         url, region = "http://portal", "us-east-1"
-        refreshes = []
+        refreshes: list[str] = []
+        waits: list[bool] = []
 
         def refresh(self, registration, refresh_token):
             self.refreshes.append(refresh_token)
-            time.sleep(0.3)  # long enough for the other process to arrive meanwhile
+            if len(self.refreshes) == 1:
+                self.waits.append(other_arrived.wait(timeout=10))
+            else:
+                other_arrived.set()
             return Token(f"access-{len(self.refreshes)}", datetime.now(UTC) + timedelta(hours=8), "refresh-2")
 
     portal = Portal()
@@ -291,4 +309,5 @@ def test_concurrent_processes_refresh_a_token_once(home):
         thread.start()
     for thread in threads:
         thread.join()
+    assert portal.waits == [True], "the second run never came to the token lock"
     assert portal.refreshes == ["refresh-1"] and tokens == ["access-1", "access-1"]

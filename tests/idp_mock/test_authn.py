@@ -1,4 +1,5 @@
-"""The authentication core without HTTP: throttling that concurrency cannot slip past, TOTP replay."""
+"""The authentication core without HTTP: throttling that concurrency cannot slip past, TOTP replay and
+the TOTP look-around window (config/idp.yaml totp.look_around_steps)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from idp_mock.authn import Authenticator, Outcome, Throttle
+from idp_mock.authn import Authenticator, Outcome, Throttle, TotpPolicy
 from idp_mock.directory import load_directory
+from idp_mock.settings import load_settings
+from sso_common.config import ConfigError
+from sso_common.store.memory import MemoryStateStore
 from sso_common.store.sqlite import SQLiteStateStore
 from tests.support.idp_client import DEMO_PASSWORD, ERIN_TOTP_SECRET
 
-DIRECTORY = load_directory(Path(__file__).resolve().parents[2] / "config" / "directory.yaml")
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+DIRECTORY = load_directory(CONFIG / "directory.yaml")
+STEP = 30
 
 
 @pytest.fixture
@@ -76,3 +82,74 @@ def test_next_window_code_is_accepted_once_for_clock_drift(authenticator):
 @pytest.mark.parametrize("code", ["", "12345", "1234567", "abcdef", "12345x"])
 def test_malformed_codes_are_refused(authenticator, code):
     assert authenticator.check_totp(DIRECTORY.find("erin"), code, "10.0.0.7").outcome is Outcome.BAD_CREDENTIALS
+
+
+# --- the look-around window, on a clock of the test's own ---------------------------------------
+
+
+class FakeClock:
+    now = 1_800_000_000 + STEP / 2  # the middle of a 30-second step
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def erin_code(clock: FakeClock, steps_from_now: int) -> str:
+    return pyotp.TOTP(ERIN_TOTP_SECRET).at(clock() + steps_from_now * STEP)
+
+
+def authenticator_on(clock: FakeClock, look_around: int) -> Authenticator:
+    return Authenticator(DIRECTORY, MemoryStateStore(clock), Throttle(100, 1000, 300), TotpPolicy(look_around), clock)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.mark.parametrize("look_around", [0, 1, 3, 10])
+def test_a_code_from_n_steps_away_is_accepted_only_within_the_look_around_window(clock, look_around):
+    erin = DIRECTORY.find("erin")
+    for steps in range(-look_around - 2, look_around + 3):
+        answer = authenticator_on(clock, look_around).check_totp(erin, erin_code(clock, steps), "10.0.0.8")
+        expected = Outcome.OK if abs(steps) <= look_around else Outcome.BAD_CREDENTIALS
+        assert answer.outcome is expected, f"a code {steps} steps away, window {look_around}"
+
+
+@pytest.mark.parametrize("look_around", [1, 3, 10])
+def test_a_used_step_is_refused_for_as_long_as_its_code_would_be_accepted(clock, look_around):
+    """The code of the last step of the window stays acceptable until the window has moved 2N steps on:
+    the replay protection must remember it at least that long, whatever the window."""
+    erin, authenticator = DIRECTORY.find("erin"), authenticator_on(clock, look_around)
+    code = erin_code(clock, look_around)
+    assert authenticator.check_totp(erin, code, "10.0.0.9").outcome is Outcome.OK
+    for _ in range(2 * look_around):
+        clock.now += STEP
+        assert authenticator.check_totp(erin, code, "10.0.0.9").outcome is Outcome.BAD_CREDENTIALS
+        # ... refused as a replay: the same code is still good for someone who has not used it
+        assert authenticator_on(clock, look_around).check_totp(erin, code, "10.0.0.9").outcome is Outcome.OK
+
+
+def test_the_look_around_window_defaults_to_one_step(monkeypatch):
+    monkeypatch.delenv("IDP_TOTP_LOOK_AROUND_STEPS", raising=False)
+    assert load_settings(CONFIG / "idp.yaml").totp == TotpPolicy(look_around_steps=1)
+    monkeypatch.setenv("IDP_TOTP_LOOK_AROUND_STEPS", "4")
+    assert load_settings(CONFIG / "idp.yaml").totp == TotpPolicy(look_around_steps=4)
+
+
+@pytest.mark.parametrize("value", ["-1", "11", "two", "1.5"])
+def test_a_bad_look_around_window_is_named(monkeypatch, value):
+    monkeypatch.setenv("IDP_TOTP_LOOK_AROUND_STEPS", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(CONFIG / "idp.yaml")
+    assert caught.value.source == str(CONFIG / "idp.yaml") and caught.value.key == "totp.look_around_steps"
+
+
+def test_an_unknown_totp_key_is_named(tmp_path):
+    text = (CONFIG / "idp.yaml").read_text()
+    assert "  look_around_steps:" in text
+    (tmp_path / "idp.yaml").write_text(text.replace("  look_around_steps:", "  look_around:"))
+    (tmp_path / "directory.yaml").write_text((CONFIG / "directory.yaml").read_text())
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "idp.yaml")
+    assert caught.value.key == "totp.look_around" and "allowed: look_around_steps" in caught.value.problem

@@ -8,7 +8,14 @@ import pyotp
 import pytest
 import requests
 
-from tests.support.idp_client import DEMO_PASSWORD, ERIN_TOTP_SECRET, form_fields, fresh_totp, submit_login
+from tests.support.idp_client import (
+    DEMO_PASSWORD,
+    ERIN_TOTP_SECRET,
+    TOTP_LOOK_AROUND_STEPS,
+    form_fields,
+    fresh_totp,
+    submit_login,
+)
 from tests.support.servers import start_idp
 
 GENERIC_ERROR = "The username or password is incorrect."
@@ -46,7 +53,8 @@ def test_mfa_wrong_code_is_refused(idp):
     )
     assert first.headers["Location"] == "/login/mfa"
     page = http.get(f"{idp.url}/login/mfa")
-    valid = {pyotp.TOTP(ERIN_TOTP_SECRET).at(time.time() + offset) for offset in (-30, 0, 30)}
+    window = range(-TOTP_LOOK_AROUND_STEPS - 1, TOTP_LOOK_AROUND_STEPS + 2)  # the IdP's, and a step to spare
+    valid = {pyotp.TOTP(ERIN_TOTP_SECRET).at(time.time() + 30 * steps) for steps in window}
     wrong = next(code for code in ("123456", "654321", "111111") if code not in valid)
     answer = http.post(f"{idp.url}/login/mfa", data={**form_fields(page.text), "totp": wrong}, allow_redirects=False)
     assert answer.status_code == 401 and "not valid" in answer.text

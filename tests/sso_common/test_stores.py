@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from sso_common.config import ConfigError, load_yaml
-from sso_common.store import Person
+from sso_common.store import PeopleQuery, Person
 from sso_common.store.conformance import AuditLogContract, DirectoryStoreContract, StateStoreContract
 from sso_common.store.memory import MemoryAuditLog, MemoryDirectoryStore, MemoryStateStore
 from sso_common.store.registry import (
@@ -87,7 +87,7 @@ def test_sqlite_directory_is_shared_by_every_store_on_the_file(tmp_path):
     """Workers each open the file: what one writes, the others read."""
     alice = Person("corp", "alice", "alice@example.com", groups=frozenset({"dev"}))
     SQLiteDirectoryStore(str(tmp_path / "directory.db")).put(alice)
-    assert SQLiteDirectoryStore(str(tmp_path / "directory.db")).find(group="dev") == [alice]
+    assert SQLiteDirectoryStore(str(tmp_path / "directory.db")).find(PeopleQuery(group="dev")) == [alice]
 
 
 @pytest.mark.parametrize(

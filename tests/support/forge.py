@@ -4,7 +4,6 @@
   whose keys the test holds, so ID tokens can be signed with any claims; it can also be made slow.
 - `unsigned_token` / `hmac_token`: tokens joserfc would never produce (`alg: none`, HS256 keyed with
   the provider's public key).
-- `module_idp`: a mock IdP of the test module's own (replaces the session-wide `idp` fixture).
 - `idp_answer`: a genuine answer of the real mock IdP (a code redirect or a SAML auto-post form),
   the raw material the SAML helpers mutate.
 - SAML: decode a genuine Response, mutate it, re-sign its Assertion with a key the test holds
@@ -22,7 +21,6 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
@@ -31,7 +29,6 @@ from lxml import etree
 from sso_common.keys import SigningIdentity
 from sso_common.xmlsign import DS_NAMESPACE, sign_element
 from tests.support.idp_client import submit_login
-from tests.support.servers import start_idp
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -178,15 +175,6 @@ def tamper_payload(token: str, **changes) -> str:
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims.update(changes)
     return f"{header}.{_b64url(json.dumps(claims).encode())}.{signature}"
-
-
-@pytest.fixture(scope="module", name="idp")
-def module_idp(tmp_path_factory):
-    """Import into a test module to give it an IdP of its own: a TOTP code works once per IdP, so two
-    modules signing erin in within the same 30 s window would otherwise refuse each other's code."""
-    service = start_idp(tmp_path_factory.mktemp("idp"))
-    yield service
-    service.stop()
 
 
 def idp_answer(idp_url: str, start_url: str, username: str, totp_secret: str | None = None) -> requests.Response:

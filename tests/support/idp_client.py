@@ -13,23 +13,35 @@ DEMO_PASSWORD = "Welcome-2026"
 ERIN_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DP"
 
 
-_used_codes: dict[tuple[str, str], set[str]] = {}
+# Every IdP the tests start accepts codes this many 30-second steps around the current one (config/idp.yaml
+# totp.look_around_steps, set by tests/support/servers.py and stack.py), so a test that signs erin in
+# takes a step nobody has used yet instead of waiting for a new one. The IdP still accepts each step once.
+TOTP_LOOK_AROUND_STEPS = 10
+TOTP_ENV = {"IDP_TOTP_LOOK_AROUND_STEPS": str(TOTP_LOOK_AROUND_STEPS)}
+
+_used_steps: dict[tuple[str, str], dict[int, str]] = {}
 
 
-def fresh_totp(idp_url: str, secret: str = ERIN_TOTP_SECRET) -> str:
-    """A TOTP code this IdP has not seen yet. The IdP accepts each code once (replay protection) and
-    also the next 30-second window's code (clock drift), so tests that sign the same person in within
-    one window take the next code, or wait for a new window."""
+def fresh_totp(idp_url: str, secret: str = ERIN_TOTP_SECRET, look_around: int = TOTP_LOOK_AROUND_STEPS) -> str:
+    """A TOTP code this IdP has not seen yet, never waiting: the code of an unused step within the IdP's
+    look-around window (`look_around` steps either side of now), the nearest first. The earliest step
+    of the window is left out: it may leave the window before the code arrives. Fails when every step
+    of the window is used: start that IdP with a wider window (TOTP_ENV) rather than wait."""
     totp = pyotp.TOTP(secret)
-    used = _used_codes.setdefault((idp_url, secret), set())
-    while True:
-        now = time.time()
-        for offset in (0, 30):
-            code = totp.at(now + offset)
-            if code not in used:
-                used.add(code)
-                return code
-        time.sleep(30 - now % 30 + 0.2)
+    used = _used_steps.setdefault((idp_url, secret), {})
+    used_codes = set(used.values())
+    now_step = int(time.time() // totp.interval)
+    offsets = [0] + [sign * k for k in range(1, look_around + 1) for sign in (1, -1) if sign * k > -look_around]
+    for step in (now_step + offset for offset in offsets):
+        code = totp.at(step * totp.interval)
+        # a code equal to a used one is refused too: the IdP takes a code for the first step it matches
+        if step not in used and code not in used_codes:
+            used[step] = code
+            return code
+    raise AssertionError(
+        f"every TOTP step within {look_around} of now is used at {idp_url}: start that IdP with a wider "
+        "look-around window (tests.support.idp_client.TOTP_ENV) or sign erin in fewer times"
+    )
 
 
 def form_fields(html: str) -> dict[str, str]:

@@ -25,9 +25,10 @@ REGISTRATION_TOKEN = "demo-registration-token"
 CALLBACK = "https://rp.example.test/callback"
 SIGNED_OUT = "https://rp.example.test/signed-out"
 DEFAULT_SCOPE = "openid profile email groups"
-# Lifetimes of the `private_idp` fixture (tests/idp_mock/conftest.py), short so tests can wait them out.
-PRIVATE_CODE_LIFETIME = 3
-PRIVATE_ACCESS_TOKEN_LIFETIME = 3
+# Lifetimes of the `private_idp` fixture (tests/idp_mock/conftest.py), short so tests can wait them out. A
+# code must still outlive the redirect to its redemption in the private IdP's other tests.
+PRIVATE_CODE_LIFETIME = 2
+PRIVATE_ACCESS_TOKEN_LIFETIME = 1
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.processes import Process, free_port, python_env
+from tests.support.idp_client import TOTP_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +50,6 @@ def start_idp(workdir: Path, config: Path | None = None, env: dict[str, str] | N
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["idp_mock"] + (["--config", str(config)] if config else []) + ["serve", "--port", str(port)]
-    return start_service(
-        "idp", args, url, workdir, {"IDP_URL": url, "IDP_INSTANCE_DIR": str(workdir / "instance"), **(env or {})}
-    )
+    # A wide TOTP window, so tests signing erin in take an unused step instead of waiting (fresh_totp).
+    defaults = {"IDP_URL": url, "IDP_INSTANCE_DIR": str(workdir / "instance"), **TOTP_ENV}
+    return start_service("idp", args, url, workdir, {**defaults, **(env or {})})

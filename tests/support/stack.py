@@ -6,6 +6,7 @@ from pathlib import Path
 
 from devstack.processes import free_port
 from devstack.stack import Stack
+from tests.support.idp_client import TOTP_ENV
 
 
 def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:
@@ -16,5 +17,6 @@ def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:
         "AWS_URL": f"http://127.0.0.1:{free_port()}",
     }
     # Several tests fail logins on purpose from one address: keep the address throttle out of their way.
-    env = {"IDP_MAX_FAILURES_PER_ADDRESS": "100000", **(extra_env or {})}
+    # A wide TOTP window, so tests signing erin in take an unused step instead of waiting (fresh_totp).
+    env = {"IDP_MAX_FAILURES_PER_ADDRESS": "100000", **TOTP_ENV, **(extra_env or {})}
     return Stack(instance_dir, addresses, workers=2, extra_env=env).start()

@@ -25,7 +25,6 @@ from tests.support.forge import (
     FakeOIDCProvider,
     hmac_token,
     idp_answer,
-    module_idp,  # noqa: F401 (a fixture: this module's own IdP)
     tamper_payload,
     unsigned_token,
 )

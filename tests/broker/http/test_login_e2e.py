@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from sso_common.keys import load_or_create_signing_identity
+from sso_common.store import AuditQuery
 from sso_common.store.sqlite import SQLiteAuditLog
 from tests.support.forge import NS, assertion_of, decode_response, encode_response, idp_answer, resign
 from tests.support.portal import follow, forms
@@ -43,7 +44,7 @@ def assert_refused(stack, answer, since):
     assert "Sign-in failed" in answer.text and "portal_session" not in answer.headers.get("Set-Cookie", "")
     failures = [
         e
-        for e in audit(stack).query(limit=20, event_type="sign_in")
+        for e in audit(stack).query(AuditQuery(event_type="sign_in"), limit=20)
         if e["outcome"] == "failure" and e["time"] >= since
     ]
     assert failures, "no audit record for the refused sign-in"

@@ -16,6 +16,7 @@ from broker.app import create_app
 from broker.core.identity import LogoutHint
 from broker.settings import load_settings
 from devstack.processes import free_port
+from sso_common.store import AuditQuery
 from tests.support.forge import FakeOIDCProvider
 
 STS_ERROR = b"""<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>
@@ -60,7 +61,7 @@ def portal(monkeypatch, tmp_path, idp_url: str, aws_url: str):
 
 
 def audit_events(app, event_type):
-    return app.extensions["broker"].audit.query(event_type=event_type)
+    return app.extensions["broker"].audit.query(AuditQuery(event_type=event_type))
 
 
 def sign_in(app, client, person):

@@ -11,6 +11,7 @@ import pytest
 from broker.identity_center.codes import pkce_challenge
 from broker.identity_center.grants import CODE_GRANT, DEVICE_GRANT
 from broker_login.forms import read_page
+from sso_common.store import AuditQuery
 from tests.support.identity_center import (
     decide,
     device_tokens,
@@ -118,7 +119,7 @@ def test_a_denied_request_gets_access_denied(app, client, person):
     assert read_page(denied.get_data(as_text=True)).heading == "Request denied"
     body = aws_error(poll(client, registration, authorization["deviceCode"]), "AccessDeniedException")
     assert body["error"] == "access_denied"
-    events = app.extensions["broker"].audit.query(event_type="sign_in")
+    events = app.extensions["broker"].audit.query(AuditQuery(event_type="sign_in"))
     assert events[0]["outcome"] == "failure" and events[0]["channel"] == "sso-api" and "denied" in events[0]["reason"]
 
 

@@ -10,6 +10,7 @@ import pytest
 from broker.errors import InvalidGrant
 from broker.identity_center.grants import Approval
 from broker_login.forms import read_page
+from sso_common.store import AuditQuery
 from tests.support.identity_center import (
     PRODUCTION,
     SANDBOX,
@@ -53,7 +54,7 @@ def test_role_credentials_go_through_issuance_and_are_audited_on_the_api_channel
     role = answer.get_json()["roleCredentials"]
     assert role["accessKeyId"] == "ASIAFAKE2222" and role["secretAccessKey"] and role["sessionToken"]
     assert isinstance(role["expiration"], int) and role["expiration"] > 1e12  # epoch milliseconds
-    event = app.extensions["broker"].audit.query(event_type="credentials")[0]
+    event = app.extensions["broker"].audit.query(AuditQuery(event_type="credentials"))[0]
     assert event["outcome"] == "success" and event["channel"] == "sso-api" and event["user"] == "bob"
     assert event["permission_set"] == "EmployeeDirectoryReadOnly" and event["user_agent"].startswith("aws-cli/2")
     assert tokens["accessToken"] not in str(event)
@@ -68,7 +69,7 @@ def test_a_role_or_account_not_entitled_is_forbidden_and_audited(app, client, to
     ):
         body = aws_error(credentials(client, tokens, account_id, role), "ForbiddenException", 403)
         assert body["message"] == "No access"
-        event = app.extensions["broker"].audit.query(event_type="credentials")[0]
+        event = app.extensions["broker"].audit.query(AuditQuery(event_type="credentials"))[0]
         assert event["outcome"] == "failure" and event["account_id"] == account_id and event["channel"] == "sso-api"
 
 

@@ -17,7 +17,7 @@ CLIENT = {"client_id": "app", "client_secret": "a-long-enough-secret", "redirect
 
 def parse(**oidc):
     section = {"registration_token": "a-long-enough-token", "clients": [CLIENT], **oidc}
-    return parse_oidc_settings(Node(SOURCE, "oidc", section), "https://idp.example", None)
+    return parse_oidc_settings(Node(SOURCE, "oidc", section), "https://idp.example")
 
 
 def error_of(**oidc) -> ConfigError:
