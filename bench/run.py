@@ -816,38 +816,11 @@ def table(rows: list[Row]) -> str:
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in row.cpu_ms_per_op.items()) or "-"
         met = {True: "yes", False: "NO", None: ""}[row.met]
         errors = str(row.errors) + (f" ({row.unfinished} not run: time limit)" if row.unfinished else "")
-        if row.scenario.startswith("5"):
-            cells = [
-                row.scenario,
-                str(row.ops),
-                "-",
-                _fmt(row.p50 and row.p50 / 1000, 2) + " s",
-                "-",
-                "-",
-                errors,
-                rss,
-                cpu,
-                _fmt(row.other_cores, 2),
-                row.target,
-                met,
-                row.result,
-            ]
+        if row.scenario.startswith("5"):  # start-up: one timing, in seconds
+            timings = [str(row.ops), "-", _fmt(row.p50 and row.p50 / 1000, 2) + " s", "-", "-"]
         else:
-            cells = [
-                row.scenario,
-                str(row.ops),
-                _fmt(row.throughput),
-                _fmt(row.p50),
-                _fmt(row.p95),
-                _fmt(row.p99),
-                errors,
-                rss,
-                cpu,
-                _fmt(row.other_cores, 2),
-                row.target,
-                met,
-                row.result,
-            ]
+            timings = [str(row.ops), _fmt(row.throughput), _fmt(row.p50), _fmt(row.p95), _fmt(row.p99)]
+        cells = [row.scenario, *timings, errors, rss, cpu, _fmt(row.other_cores, 2), row.target, met, row.result]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

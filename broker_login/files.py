@@ -16,12 +16,14 @@ import tempfile
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from broker_login.portal import Credentials, Registration, Token
 
 REFRESH_MARGIN = timedelta(minutes=15)  # botocore's advisory refresh window for both tokens and credentials
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*$")
+T = TypeVar("T")
 
 
 def aws_dir() -> Path:
@@ -149,28 +151,41 @@ def registration_path(start_url: str, region: str) -> Path:
     )
 
 
+# The JSON names of each cached record's attributes (botocore's names for credentials).
+_REGISTRATION_FIELDS = {"clientId": "client_id", "clientSecret": "client_secret", "expiresAt": "expires_at"}
+_CREDENTIAL_FIELDS = {
+    "AccessKeyId": "access_key_id",
+    "SecretAccessKey": "secret_access_key",
+    "SessionToken": "session_token",
+    "Expiration": "expiration",
+}
+
+
+def _save(path: Path, value: object, names: dict[str, str]) -> None:
+    fields = {key: getattr(value, attribute) for key, attribute in names.items()}
+    record = {key: _timestamp(item) if isinstance(item, datetime) else item for key, item in fields.items()}
+    write_private(path, json.dumps(record, indent=2))
+
+
+def _load(path: Path, kind: type[T], names: dict[str, str], time_field: str) -> T | None:
+    """The cached record, or None when it is missing, unreadable or incomplete (it is then fetched again)."""
+    record = _read_json(path)
+    try:
+        values = {attribute: record[key] for key, attribute in names.items()} if record else None
+        if values is None:
+            return None
+        values[time_field] = _parse_time(values[time_field])
+        return kind(**values)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def save_registration(path: Path, registration: Registration) -> None:
-    write_private(
-        path,
-        json.dumps(
-            {
-                "clientId": registration.client_id,
-                "clientSecret": registration.client_secret,
-                "expiresAt": _timestamp(registration.expires_at),
-            },
-            indent=2,
-        ),
-    )
+    _save(path, registration, _REGISTRATION_FIELDS)
 
 
 def load_registration(path: Path) -> Registration | None:
-    record = _read_json(path)
-    if record is None:
-        return None
-    try:
-        return Registration(record["clientId"], record["clientSecret"], _parse_time(record["expiresAt"]))
-    except (KeyError, TypeError, ValueError):
-        return None
+    return _load(path, Registration, _REGISTRATION_FIELDS, "expires_at")
 
 
 def credentials_dir(start_url: str, session_name: str) -> Path:
@@ -183,30 +198,11 @@ def credentials_path(start_url: str, session_name: str, account_id: str, role: s
 
 
 def save_credentials(path: Path, credentials: Credentials) -> None:
-    write_private(
-        path,
-        json.dumps(
-            {
-                "AccessKeyId": credentials.access_key_id,
-                "SecretAccessKey": credentials.secret_access_key,
-                "SessionToken": credentials.session_token,
-                "Expiration": _timestamp(credentials.expiration),
-            },
-            indent=2,
-        ),
-    )
+    _save(path, credentials, _CREDENTIAL_FIELDS)
 
 
 def load_credentials(path: Path) -> Credentials | None:
-    record = _read_json(path)
-    if record is None:
-        return None
-    try:
-        return Credentials(
-            record["AccessKeyId"], record["SecretAccessKey"], record["SessionToken"], _parse_time(record["Expiration"])
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+    return _load(path, Credentials, _CREDENTIAL_FIELDS, "expiration")
 
 
 # --- INI files shared with the AWS CLI and SDKs -------------------------------------------------

@@ -10,13 +10,13 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 from urllib.parse import urlencode
 
 from flask import current_app, g, redirect, request
 from werkzeug.wrappers import Response
 
 from idp_mock.directory import Employee
+from sso_common.records import Record
 from sso_common.store import StateStore
 from sso_common.web import is_local_path
 
@@ -31,74 +31,37 @@ AMR_MFA = ("pwd", "otp", "mfa")
 
 
 @dataclass(frozen=True)
-class OIDCParticipant:
+class OIDCParticipant(Record):
     """An OIDC client that was issued a code in this session."""
+
+    TAG = ("protocol", "oidc")
 
     client_id: str
 
-    def to_record(self) -> dict[str, Any]:
-        return {"protocol": "oidc", "client_id": self.client_id}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> OIDCParticipant:
-        return cls(record["client_id"])
-
 
 @dataclass(frozen=True)
-class SAMLParticipant:
+class SAMLParticipant(Record):
     """An SP that was sent an assertion in this session, with the NameID and SessionIndex it was given."""
+
+    TAG = ("protocol", "saml")
 
     sp: str  # entity ID
     name_id: str
     name_id_format: str
     session_index: str
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "protocol": "saml",
-            "sp": self.sp,
-            "name_id": self.name_id,
-            "name_id_format": self.name_id_format,
-            "session_index": self.session_index,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> SAMLParticipant:
-        return cls(record["sp"], record["name_id"], record["name_id_format"], record["session_index"])
-
 
 Participant = OIDCParticipant | SAMLParticipant
 
 
-def _participant(record: dict[str, Any]) -> Participant:
-    return (SAMLParticipant if record["protocol"] == "saml" else OIDCParticipant).from_record(record)
-
-
 @dataclass(frozen=True)
-class SessionRecord:
+class SessionRecord(Record):
     """A session as the state store keeps it, under the ID in the browser's cookie."""
 
     username: str
     auth_time: int
     amr: tuple[str, ...]
     participants: tuple[Participant, ...] = ()  # relying parties, for single logout
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "username": self.username,
-            "auth_time": self.auth_time,
-            "amr": list(self.amr),
-            "participants": [participant.to_record() for participant in self.participants],
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> SessionRecord:
-        return cls(
-            record["username"],
-            record["auth_time"],
-            tuple(record["amr"]),
-            tuple(_participant(participant) for participant in record["participants"]),
-        )
 
 
 @dataclass(frozen=True)

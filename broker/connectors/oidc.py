@@ -36,6 +36,7 @@ from broker.connectors.mapping import IdentityMapping
 from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
 from sso_common.config import URL_PATTERN
+from sso_common.records import Record
 
 ALGORITHMS = ("RS256", "ES256")
 TIMEOUT = (3.0, 10.0)  # seconds: connect, read
@@ -51,18 +52,11 @@ DEFAULT_CLAIMS = {
 
 
 @dataclass(frozen=True)
-class OIDCLoginState:
+class OIDCLoginState(Record):
     """Kept with the login transaction: the nonce the ID token must carry and the PKCE verifier."""
 
     nonce: str
     code_verifier: str
-
-    def to_record(self) -> dict[str, Any]:
-        return {"nonce": self.nonce, "code_verifier": self.code_verifier}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> OIDCLoginState:
-        return cls(record["nonce"], record["code_verifier"])
 
 
 class OIDCConnector:

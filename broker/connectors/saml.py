@@ -41,6 +41,7 @@ from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
 from sso_common.config import URL_PATTERN
 from sso_common.keys import SigningIdentity, load_or_create_signing_identity
+from sso_common.records import Record
 from sso_common.store import StateStore
 
 TIMEOUT = (3.0, 10.0)  # seconds: connect, read
@@ -90,17 +91,10 @@ _REASONS = {
 
 
 @dataclass(frozen=True)
-class SAMLLoginState:
+class SAMLLoginState(Record):
     """Kept with the login transaction: the ID of the AuthnRequest the Response must answer."""
 
     request_id: str
-
-    def to_record(self) -> dict[str, Any]:
-        return {"request_id": self.request_id}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> SAMLLoginState:
-        return cls(record["request_id"])
 
 
 class SAMLConnector:

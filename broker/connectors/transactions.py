@@ -12,10 +12,10 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from broker.connectors import Connector, LoginState, Redirect
-from broker.core.identity import Identity, LogoutHint, UpstreamLogin
+from broker.core.identity import UpstreamLogin
+from sso_common.records import Record
 from sso_common.store import StateStore
 
 TRANSACTION_KIND = "login_transaction"
@@ -25,43 +25,21 @@ FINISH_LIFETIME = 120
 
 
 @dataclass(frozen=True)
-class LoginTransaction:
+class LoginTransaction(Record):
     upstream_id: str
     binding: str  # the secret in this browser's login cookie
     return_to: str  # a local path to land on after sign-in
     kept: LoginState  # the connector's own state
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "upstream_id": self.upstream_id,
-            "binding": self.binding,
-            "return_to": self.return_to,
-            "kept": self.kept.to_record(),
-        }
-
 
 @dataclass(frozen=True)
-class ParkedLogin:
+class ParkedLogin(Record):
     """A verified upstream login waiting for its browser to come back with the binding cookie."""
 
     login: UpstreamLogin
     upstream_id: str
     binding: str
     return_to: str
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "identity": self.login.identity.to_record(),
-            "logout_hint": self.login.logout_hint.to_record(),
-            "upstream_id": self.upstream_id,
-            "binding": self.binding,
-            "return_to": self.return_to,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> ParkedLogin:
-        login = UpstreamLogin(Identity.from_record(record["identity"]), LogoutHint.from_record(record["logout_hint"]))
-        return cls(login, record["upstream_id"], record["binding"], record["return_to"])
 
 
 class LoginTransactions:

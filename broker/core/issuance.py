@@ -7,6 +7,7 @@ audit trail are the same whichever way a person asks. How credentials are minted
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -46,41 +47,21 @@ class Issuance:
         self, identity: Identity, account_id: str, permission_set: str, origin: RequestOrigin
     ) -> tuple[Entitlement, RoleCredentials]:
         """Check, exchange, audit. Raises EntitlementError or CredentialIssueError (both audited)."""
+        record = functools.partial(audit_issuance, self.audit, origin, identity, account_id, permission_set)
         try:
             entitlement = check_entitlement(identity, self.access, account_id, permission_set)
         except EntitlementError as refusal:
-            audit_issuance(self.audit, origin, identity, account_id, permission_set, reason=refusal.reason)
+            record(reason=refusal.reason)
             raise
         try:
             credentials = self.issuer.issue(identity, entitlement)
         except IdentityRefused as refusal:  # about the person, not AWS: a refusal like any other
-            audit_issuance(
-                self.audit,
-                origin,
-                identity,
-                account_id,
-                permission_set,
-                role_arn=entitlement.role_arn,
-                reason=str(refusal),
-            )
+            record(role_arn=entitlement.role_arn, reason=str(refusal))
             raise NotEntitled(str(refusal)) from None
         except CredentialIssueError as failure:
-            audit_issuance(
-                self.audit,
-                origin,
-                identity,
-                account_id,
-                permission_set,
-                role_arn=entitlement.role_arn,
-                reason=str(failure),
-            )
+            record(role_arn=entitlement.role_arn, reason=str(failure))
             raise
-        audit_issuance(
-            self.audit,
-            origin,
-            identity,
-            account_id,
-            permission_set,
+        record(
             role_arn=entitlement.role_arn,
             session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
             source_identity=identity.username,

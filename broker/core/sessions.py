@@ -11,10 +11,10 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from broker.core.identity import Identity, LogoutHint
+from sso_common.records import NOT_STORED, Record
 from sso_common.store import StateStore
 
 SESSION_KIND = "portal_session"
@@ -22,34 +22,13 @@ REFERENCE_KIND = "portal_session_reference"  # live while its session is; see Se
 
 
 @dataclass(frozen=True)
-class PortalSession:
-    id: str
+class PortalSession(Record):
+    id: str = field(metadata=NOT_STORED)  # the store's key (hashed there), never inside the record
     identity: Identity
     upstream_id: str
     logout_hint: LogoutHint
     started: float
     expires: float
-
-    def to_record(self) -> dict[str, Any]:
-        """What the store keeps; the ID is the store's key, never part of the record."""
-        return {
-            "identity": self.identity.to_record(),
-            "upstream_id": self.upstream_id,
-            "logout_hint": self.logout_hint.to_record(),
-            "started": self.started,
-            "expires": self.expires,
-        }
-
-    @classmethod
-    def from_record(cls, session_id: str, record: dict[str, Any]) -> PortalSession:
-        return cls(
-            session_id,
-            Identity.from_record(record["identity"]),
-            record["upstream_id"],
-            LogoutHint.from_record(record["logout_hint"]),
-            record["started"],
-            record["expires"],
-        )
 
 
 class Sessions:
@@ -66,7 +45,7 @@ class Sessions:
         record = self.store.get(SESSION_KIND, session_id) if session_id else None
         if session_id is None or record is None:
             return None
-        return PortalSession.from_record(session_id, record)
+        return PortalSession.from_record(record, id=session_id)
 
     def end(self, session_id: str | None) -> None:
         """End the session and, with it, everything that holds a reference to it."""

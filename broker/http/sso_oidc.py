@@ -24,6 +24,7 @@ from broker.identity_center.grants import (
     GRANT_TYPES,
     REFRESH_GRANT,
     SCOPES,
+    RegisteredClient,
     Tokens,
 )
 
@@ -62,11 +63,16 @@ def register_client():
     )
 
 
+def _authenticated_client(body: dict) -> tuple[str, RegisteredClient]:
+    """The calling client, by the ID and secret in the body (sso-oidc has no other client authentication)."""
+    client_id = string_field(body, "clientId", max_length=256)
+    return client_id, state().grants.client(client_id, string_field(body, "clientSecret", max_length=256))
+
+
 @blueprint.post("/device_authorization")
 def start_device_authorization():
     body = json_body()
-    client_id = string_field(body, "clientId", max_length=256)
-    client = state().grants.client(client_id, string_field(body, "clientSecret", max_length=256))
+    client_id, client = _authenticated_client(body)
     start_url = string_field(body, "startUrl", max_length=2048)
     portal = state().settings.portal_url
     if start_url.rstrip("/") != portal:
@@ -86,8 +92,7 @@ def start_device_authorization():
 @blueprint.post("/token")
 def create_token():
     body = json_body()
-    client_id = string_field(body, "clientId", max_length=256)
-    client = state().grants.client(client_id, string_field(body, "clientSecret", max_length=256))
+    client_id, client = _authenticated_client(body)
     grant_type = string_field(body, "grantType", max_length=128)
     if grant_type not in GRANT_TYPES:
         raise ApiError("UnsupportedGrantTypeException", f"Unsupported grant type {grant_type[:64]!r}.")

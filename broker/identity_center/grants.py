@@ -25,7 +25,6 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from broker.core.identity import Identity
 from broker.errors import (
@@ -39,6 +38,7 @@ from broker.errors import (
     UnauthorizedClient,
 )
 from broker.identity_center.codes import new_secret, new_user_code, pkce_matches, secret_digest, secret_matches
+from sso_common.records import Record
 from sso_common.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ _ASCII_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes '²', whic
 
 
 @dataclass(frozen=True)
-class RegisteredClient:
+class RegisteredClient(Record):
     """A client of the sso-oidc API (RegisterClient); only a digest of its secret is kept."""
 
     name: str
@@ -106,21 +106,6 @@ class RegisteredClient:
     scopes: list[str]
     grant_types: list[str]
     redirect_uris: list[str]
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "secret_digest": self.secret_digest,
-            "scopes": self.scopes,
-            "grant_types": self.grant_types,
-            "redirect_uris": self.redirect_uris,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RegisteredClient:
-        return cls(
-            record["name"], record["secret_digest"], record["scopes"], record["grant_types"], record["redirect_uris"]
-        )
 
 
 @dataclass(frozen=True)
@@ -144,33 +129,14 @@ class DeviceAuthorization:
 
 
 @dataclass(frozen=True)
-class Grant:
+class Grant(Record):
     """One command-line sign-in: the identity, bounded by the portal session that approved it."""
 
     identity: Identity
     client_id: str
     scopes: list[str]
     expires_at: float
-    session: str | None  # reference to the approving portal session (Sessions.reference)
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "identity": self.identity.to_record(),
-            "client_id": self.client_id,
-            "scopes": self.scopes,
-            "expires_at": self.expires_at,
-            "session": self.session,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Grant:
-        return cls(
-            Identity.from_record(record["identity"]),
-            record["client_id"],
-            record["scopes"],
-            record["expires_at"],
-            record.get("session"),
-        )
+    session: str | None = None  # reference to the approving portal session (Sessions.reference)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
 
 from idp_mock.authn import Outcome
 from idp_mock.directory import Employee
 from idp_mock.session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
+from sso_common.records import Record
 from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,11 @@ PENDING_TTL = 300
 
 
 @dataclass(frozen=True)
-class PendingMFA:
+class PendingMFA(Record):
     """A correct password waiting for its TOTP code, kept server-side under the handle in the form session."""
 
     username: str
     continue_to: str
-
-    def to_record(self) -> dict[str, Any]:
-        return {"username": self.username, "continue": self.continue_to}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> PendingMFA:
-        return cls(record["username"], record["continue"])
 
 
 def _idp():

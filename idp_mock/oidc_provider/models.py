@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationCodeMixin,
@@ -17,6 +16,7 @@ from authlib.oauth2.rfc6749 import (
 )
 
 from idp_mock.directory import Employee
+from sso_common.records import Record
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 GRANT_TYPES = ("authorization_code", "refresh_token")
@@ -28,7 +28,7 @@ def hash_secret(secret: str) -> str:
 
 
 @dataclass(frozen=True)
-class OIDCClient(ClientMixin):
+class OIDCClient(Record, ClientMixin):
     """A client registered at the IdP, from the config file or by dynamic registration."""
 
     client_id: str
@@ -75,48 +75,18 @@ class OIDCClient(ClientMixin):
     def check_grant_type(self, grant_type):
         return grant_type in self.grant_types
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "client_id": self.client_id,
-            "name": self.name,
-            "redirect_uris": list(self.redirect_uris),
-            "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
-            "token_endpoint_auth_method": self.token_endpoint_auth_method,
-            "grant_types": list(self.grant_types),
-            "secret_hash": self.secret_hash,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> OIDCClient:
-        return cls(
-            record["client_id"],
-            record["name"],
-            tuple(record["redirect_uris"]),
-            tuple(record["post_logout_redirect_uris"]),
-            record["token_endpoint_auth_method"],
-            tuple(record["grant_types"]),
-            record["secret_hash"],
-        )
-
 
 @dataclass(frozen=True)
-class PendingOIDCRequest:
+class PendingOIDCRequest(Record):
     """An authorization request kept while the user signs in; `force` asks for a login newer than it."""
 
     params: dict[str, str]
     requested_at: int
     force: bool
 
-    def to_record(self) -> dict[str, Any]:
-        return {"params": dict(self.params), "requested_at": self.requested_at, "force": self.force}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> PendingOIDCRequest:
-        return cls(dict(record["params"]), record["requested_at"], record["force"])
-
 
 @dataclass(frozen=True)
-class OIDCGrant:
+class OIDCGrant(Record):
     """What one authorization code starts: who signed in, how, for which client and scopes (see storage)."""
 
     client_id: str
@@ -127,32 +97,9 @@ class OIDCGrant:
     acr: str
     expires_at: float
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "client_id": self.client_id,
-            "username": self.username,
-            "scope": self.scope,
-            "auth_time": self.auth_time,
-            "amr": list(self.amr),
-            "acr": self.acr,
-            "expires_at": self.expires_at,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> OIDCGrant:
-        return cls(
-            record["client_id"],
-            record["username"],
-            record["scope"],
-            record["auth_time"],
-            tuple(record["amr"]),
-            record["acr"],
-            record["expires_at"],
-        )
-
 
 @dataclass(frozen=True)
-class IssuedCode:
+class IssuedCode(Record):
     """An authorization code not yet redeemed, and what its redemption must match."""
 
     grant_id: str
@@ -161,27 +108,6 @@ class IssuedCode:
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "grant_id": self.grant_id,
-            "client_id": self.client_id,
-            "redirect_uri": self.redirect_uri,
-            "nonce": self.nonce,
-            "code_challenge": self.code_challenge,
-            "code_challenge_method": self.code_challenge_method,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> IssuedCode:
-        return cls(
-            record["grant_id"],
-            record["client_id"],
-            record["redirect_uri"],
-            record["nonce"],
-            record["code_challenge"],
-            record["code_challenge_method"],
-        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +149,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
 
 
 @dataclass(frozen=True)
-class RefreshToken:
+class RefreshToken(Record):
     """A refresh token as stored; authlib reads the client and scope of one just consumed by rotation."""
 
     grant_id: str
@@ -236,16 +162,9 @@ class RefreshToken:
     def get_scope(self):
         return self.scope
 
-    def to_record(self) -> dict[str, Any]:
-        return {"grant_id": self.grant_id, "client_id": self.client_id, "scope": self.scope}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RefreshToken:
-        return cls(record["grant_id"], record["client_id"], record["scope"])
-
 
 @dataclass(frozen=True)
-class IssuedAccessToken:
+class IssuedAccessToken(Record):
     """An access token as stored: usable until expires_at, and only while its grant lives."""
 
     grant_id: str
@@ -254,27 +173,6 @@ class IssuedAccessToken:
     scope: str
     issued_at: float
     expires_at: float
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "grant_id": self.grant_id,
-            "client_id": self.client_id,
-            "username": self.username,
-            "scope": self.scope,
-            "issued_at": self.issued_at,
-            "expires_at": self.expires_at,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> IssuedAccessToken:
-        return cls(
-            record["grant_id"],
-            record["client_id"],
-            record["username"],
-            record["scope"],
-            record["issued_at"],
-            record["expires_at"],
-        )
 
 
 @dataclass(frozen=True)

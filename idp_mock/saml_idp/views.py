@@ -16,7 +16,6 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import werkzeug
 from flask import (
@@ -63,6 +62,7 @@ from idp_mock.session import (
     record_participant,
 )
 from sso_common.keys import SigningIdentity
+from sso_common.records import Record
 from sso_common.web import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class SAMLIdP:
 
 
 @dataclass(frozen=True)
-class PendingSAMLRequest:
+class PendingSAMLRequest(Record):
     """A sign-in to an SP waiting for the login, kept server-side under a random handle."""
 
     sp: str  # entity ID
@@ -95,31 +95,6 @@ class PendingSAMLRequest:
     force: bool  # ForceAuthn
     passive: bool  # IsPassive
     stale: str | None  # with ForceAuthn: the fingerprint of the sign-in present when the request arrived
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "sp": self.sp,
-            "acs_url": self.acs_url,
-            "request_id": self.request_id,
-            "relay_state": self.relay_state,
-            "name_id_format": self.name_id_format,
-            "force": self.force,
-            "passive": self.passive,
-            "stale": self.stale,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> PendingSAMLRequest:
-        return cls(
-            record["sp"],
-            record["acs_url"],
-            record["request_id"],
-            record["relay_state"],
-            record["name_id_format"],
-            record["force"],
-            record["passive"],
-            record["stale"],
-        )
 
 
 def _saml() -> SAMLIdP:

@@ -10,11 +10,7 @@ events an explicit "time", which `append` keeps.
         def make_store(self, tmp_path):
             return lambda clock: SQLiteStateStore(str(tmp_path / "state.db"), clock=clock)
 
-    class TestSQLiteDirectoryStore(DirectoryStoreContract):
-        @pytest.fixture
-        def make_store(self, tmp_path):
-            return lambda: SQLiteDirectoryStore(str(tmp_path / "directory.db"))
-
+(tests/sso_common/test_stores.py has the memory and SQLite backends' six such classes.)
 The contracts are named `...Contract`, not `Test...`, so pytest runs them only through such subclasses.
 Only tests import this module (it needs pytest).
 """

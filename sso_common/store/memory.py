@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from sso_common.store import (
+from sso_common.store import (  # the rules every backend applies alike
     EVERYONE,
     EVERYTHING,
     AuditQuery,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sso_common.keys import private_directory
-from sso_common.store import (
+from sso_common.store import (  # the rules every backend applies alike
     EVERYONE,
     EVERYTHING,
     AuditQuery,

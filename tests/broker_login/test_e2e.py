@@ -71,15 +71,22 @@ def read_only_arn(arn: str) -> bool:
     ) and arn.endswith("/bob@example.com")
 
 
-def test_device_flow_approved_in_the_browser(stack, portal, tmp_path):
-    process = subprocess.Popen(
-        [*BROKER_LOGIN, "--portal-url", portal, "--no-browser", *READ_ONLY, "--format", "credential-process"],
+def device_flow_in_background(tmp_path, *args: str) -> subprocess.Popen:
+    """broker-login waiting for a device code to be approved; its prompts on stderr, the answer on stdout."""
+    return subprocess.Popen(
+        [*BROKER_LOGIN, *args],
         env=clean_env(tmp_path),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+    )
+
+
+def test_device_flow_approved_in_the_browser(stack, portal, tmp_path):
+    process = device_flow_in_background(
+        tmp_path, "--portal-url", portal, "--no-browser", *READ_ONLY, "--format", "credential-process"
     )
     try:
         shown = [process.stderr.readline() for _ in range(3)]
@@ -108,15 +115,7 @@ def test_device_flow_approved_in_the_browser(stack, portal, tmp_path):
 
 
 def test_a_request_denied_in_the_browser_fails_cleanly(portal, tmp_path):
-    process = subprocess.Popen(
-        [*BROKER_LOGIN, "--portal-url", portal, "--no-browser", *READ_ONLY],
-        env=clean_env(tmp_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = device_flow_in_background(tmp_path, "--portal-url", portal, "--no-browser", *READ_ONLY)
     try:
         url = [process.stderr.readline() for _ in range(3)][2].strip().removeprefix("(or open ").removesuffix(")")
         assert "Request denied" in approve_in_browser(portal, "bob", url, decision="deny").text

@@ -79,7 +79,10 @@ RECORDS = [
             ],
         },
     ),
-    (PendingMFA("erin", "/oidc/authorize/continue/h"), {"username": "erin", "continue": "/oidc/authorize/continue/h"}),
+    (
+        PendingMFA("erin", "/oidc/authorize/continue/h"),
+        {"username": "erin", "continue_to": "/oidc/authorize/continue/h"},
+    ),
     (
         OIDCGrant("portal", "bob", "openid email", 1_800_000_000, ("pwd",), "urn:acr", 1_800_028_800.5),
         {

@@ -94,16 +94,18 @@ def start(client, registration: dict):
     )
 
 
+def create_token(client, registration: dict, grant_type: str, **fields):
+    """CreateToken (POST /token) as the registered client, with the grant's own fields."""
+    body = {"clientId": registration["clientId"], "clientSecret": registration["clientSecret"], "grantType": grant_type}
+    return client.post("/token", json={**body, **fields})
+
+
 def poll(client, registration: dict, device_code: str):
-    return client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": DEVICE_GRANT,
-            "deviceCode": device_code,
-        },
-    )
+    return create_token(client, registration, DEVICE_GRANT, deviceCode=device_code)
+
+
+def refresh(client, registration: dict, refresh_token: str):
+    return create_token(client, registration, "refresh_token", refreshToken=refresh_token)
 
 
 def decide(client, user_code: str, decision: str = "approve"):

@@ -48,6 +48,20 @@ UPSTREAM = "example-corp-saml"
 ACS = f"{PORTAL}/login/{UPSTREAM}/acs"
 
 
+def saml_connector(sp_keys, portal: str, **options) -> SAMLConnector:
+    """The connector under test, with its own replay cache."""
+    return SAMLConnector(
+        id=UPSTREAM,
+        display_name="Example Corp (SAML)",
+        portal_url=portal,
+        mapping=IdentityMapping(**SAML_ATTRIBUTES),
+        sp_identity=sp_keys,
+        store=MemoryStateStore(),
+        clock_skew=60,
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
 def sp_keys(tmp_path_factory):
     return load_or_create_signing_identity(tmp_path_factory.mktemp("saml-sp"), "sp", f"{PORTAL}/saml/metadata")
@@ -59,18 +73,7 @@ def idp(tmp_path_factory, sp_keys):
     same 30 s window would otherwise refuse each other's code), configured with PORTAL as the portal,
     whose metadata (with sp_keys' certificate) the site publishes as the real portal does."""
     site = MetadataSite(int(PORTAL.rsplit(":", 1)[1])).start()
-    site.publish(
-        SAMLConnector(
-            id=UPSTREAM,
-            display_name="Example Corp (SAML)",
-            portal_url=PORTAL,
-            mapping=IdentityMapping(**SAML_ATTRIBUTES),
-            sp_identity=sp_keys,
-            store=MemoryStateStore(),
-            clock_skew=60,
-            metadata_url=f"{PORTAL}/none",
-        ).sp_metadata_xml()
-    )
+    site.publish(saml_connector(sp_keys, PORTAL, metadata_url=f"{PORTAL}/none").sp_metadata_xml())
     service = start_idp(tmp_path_factory.mktemp("idp"), env={"PORTAL_URL": PORTAL})
     yield service
     service.stop()
@@ -88,16 +91,7 @@ def connect(idp, sp_keys):
 
     def make(portal: str = PORTAL, **options) -> SAMLConnector:
         options.setdefault("metadata_url", f"{idp.url}/saml/metadata")
-        return SAMLConnector(
-            id=UPSTREAM,
-            display_name="Example Corp (SAML)",
-            portal_url=portal,
-            mapping=IdentityMapping(**SAML_ATTRIBUTES),
-            sp_identity=sp_keys,
-            store=MemoryStateStore(),
-            clock_skew=60,
-            **options,
-        )
+        return saml_connector(sp_keys, portal, **options)
 
     return make
 
@@ -121,16 +115,7 @@ def sign_in(idp, connector, username="alice", totp=None, state="state-1"):
 @pytest.fixture(scope="module")
 def genuine(idp, sp_keys):
     """One genuine Response for alice and the kept data of its AuthnRequest, to mutate."""
-    connector = SAMLConnector(
-        id=UPSTREAM,
-        display_name="Example Corp (SAML)",
-        portal_url=PORTAL,
-        mapping=IdentityMapping(**SAML_ATTRIBUTES),
-        sp_identity=sp_keys,
-        store=MemoryStateStore(),
-        clock_skew=60,
-        metadata_url=f"{idp.url}/saml/metadata",
-    )
+    connector = saml_connector(sp_keys, PORTAL, metadata_url=f"{idp.url}/saml/metadata")
     return sign_in(idp, connector)
 
 

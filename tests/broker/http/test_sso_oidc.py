@@ -13,9 +13,11 @@ from broker.identity_center.grants import CODE_GRANT, DEVICE_GRANT
 from broker_login.forms import read_page
 from sso_common.store import AuditQuery
 from tests.support.identity_center import (
+    create_token,
     decide,
     device_tokens,
     poll,
+    refresh,
     register,
     sign_in,
     start,
@@ -178,56 +180,29 @@ def test_start_url_must_be_this_portal(client):
 
 def test_grant_types_the_client_did_not_register_are_unauthorized(client):
     registration = register(client, grantTypes=[DEVICE_GRANT]).get_json()
-    answer = client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": "refresh_token",
-            "refreshToken": "brt-x",
-        },
-    )
+    answer = refresh(client, registration, "brt-x")
     aws_error(answer, "UnauthorizedClientException")
-    answer = client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": "password",
-        },
-    )
+    answer = create_token(client, registration, "password")
     aws_error(answer, "UnsupportedGrantTypeException")
-
-
-def refresh_with(client, registration: dict, token: str):
-    return client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": "refresh_token",
-            "refreshToken": token,
-        },
-    )
 
 
 def test_refresh_rotates_and_a_spent_refresh_token_is_refused(app, client, person):
     registration, tokens = device_tokens(app, client, person("bob"))
-    renewed = refresh_with(client, registration, tokens["refreshToken"]).get_json()
+    renewed = refresh(client, registration, tokens["refreshToken"]).get_json()
     assert renewed["accessToken"] != tokens["accessToken"] and renewed["refreshToken"] != tokens["refreshToken"]
-    again = refresh_with(client, registration, renewed["refreshToken"])
+    again = refresh(client, registration, renewed["refreshToken"])
     assert again.status_code == 200
-    aws_error(refresh_with(client, registration, tokens["refreshToken"]), "InvalidGrantException")
+    aws_error(refresh(client, registration, tokens["refreshToken"]), "InvalidGrantException")
 
 
 def test_reusing_a_rotated_refresh_token_revokes_the_whole_grant(app, client, person):
     """RFC 9700 §4.14.2: a rotated refresh token presented again means two parties hold the sign-in;
     the server cannot tell which is legitimate, so every token of the grant ends."""
     registration, tokens = device_tokens(app, client, person("bob"))
-    renewed = refresh_with(client, registration, tokens["refreshToken"]).get_json()
-    body = aws_error(refresh_with(client, registration, tokens["refreshToken"]), "InvalidGrantException")
+    renewed = refresh(client, registration, tokens["refreshToken"]).get_json()
+    body = aws_error(refresh(client, registration, tokens["refreshToken"]), "InvalidGrantException")
     assert body["error"] == "invalid_grant"
-    aws_error(refresh_with(client, registration, renewed["refreshToken"]), "InvalidGrantException")
+    aws_error(refresh(client, registration, renewed["refreshToken"]), "InvalidGrantException")
     for spent in (tokens, renewed):
         answer = client.get("/assignment/accounts", headers={"x-amz-sso_bearer_token": spent["accessToken"]})
         aws_error(answer, "UnauthorizedException", 401)
@@ -238,11 +213,11 @@ def test_a_refresh_token_presented_by_another_client_is_refused_and_not_spent(ap
     it (or revoking the grant) would let anyone who glimpsed it sign its owner out."""
     registration, tokens = device_tokens(app, client, person("bob"))
     other = register(client).get_json()
-    aws_error(refresh_with(client, other, tokens["refreshToken"]), "InvalidGrantException")
+    aws_error(refresh(client, other, tokens["refreshToken"]), "InvalidGrantException")
     assert (
         client.get("/assignment/accounts", headers={"x-amz-sso_bearer_token": tokens["accessToken"]}).status_code == 200
     )
-    renewed = refresh_with(client, registration, tokens["refreshToken"])
+    renewed = refresh(client, registration, tokens["refreshToken"])
     assert renewed.status_code == 200 and renewed.get_json()["refreshToken"]
 
 
@@ -311,17 +286,7 @@ def allow(client, registration, decision="approve", **overrides):
 
 
 def redeem(client, registration, code, verifier=VERIFIER, redirect_uri="http://127.0.0.1:41234/oauth/callback"):
-    return client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": CODE_GRANT,
-            "code": code,
-            "redirectUri": redirect_uri,
-            "codeVerifier": verifier,
-        },
-    )
+    return create_token(client, registration, CODE_GRANT, code=code, redirectUri=redirect_uri, codeVerifier=verifier)
 
 
 def test_authorization_code_flow_with_pkce(app, client, person):
@@ -428,7 +393,7 @@ def test_portal_sign_out_ends_code_flow_tokens_approved_from_that_session(app, c
     assert client.get("/assignment/accounts", headers=bearer).status_code == 200
     portal_sign_out(client)
     aws_error(client.get("/assignment/accounts", headers=bearer), "UnauthorizedException", 401)
-    aws_error(refresh_with(client, registration, tokens["refreshToken"]), "InvalidGrantException")
+    aws_error(refresh(client, registration, tokens["refreshToken"]), "InvalidGrantException")
 
 
 def test_a_code_whose_portal_session_ended_before_redemption_gives_no_token(app, client, person):

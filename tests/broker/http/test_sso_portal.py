@@ -18,6 +18,7 @@ from tests.support.identity_center import (
     decide,
     device_tokens,
     poll,
+    refresh,
     register,
     sign_in,
     start,
@@ -155,16 +156,8 @@ def test_logout_revokes_the_token_and_its_refresh_token(app, client, person):
     assert client.post("/logout", headers=bearer(tokens)).status_code == 200
     aws_error(client.get("/assignment/accounts", headers=bearer(tokens)), "UnauthorizedException", 401)
     aws_error(client.post("/logout", headers=bearer(tokens)), "UnauthorizedException", 401)
-    refresh = client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": "refresh_token",
-            "refreshToken": tokens["refreshToken"],
-        },
-    )
-    assert refresh.status_code == 400 and refresh.get_json()["__type"] == "InvalidGrantException"
+    refused = refresh(client, registration, tokens["refreshToken"])
+    assert refused.status_code == 400 and refused.get_json()["__type"] == "InvalidGrantException"
 
 
 def test_the_portals_own_sign_out_is_untouched(client):
@@ -174,18 +167,6 @@ def test_the_portals_own_sign_out_is_untouched(client):
 
 
 # --- CLI sign-ins end with the portal session that approved them ----------------------------------
-
-
-def refresh(client, registration: dict, refresh_token: str):
-    return client.post(
-        "/token",
-        json={
-            "clientId": registration["clientId"],
-            "clientSecret": registration["clientSecret"],
-            "grantType": "refresh_token",
-            "refreshToken": refresh_token,
-        },
-    )
 
 
 def portal_sign_out(client):
