@@ -6,10 +6,9 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 from flask import Flask
 
-from broker.aws.accounts import AccountSessions
+from broker.aws.accounts import AccountSessions, broker_session
 from broker.aws.sts import StsCredentialIssuer
 from broker.connectors.registry import build_connectors
 from broker.connectors.transactions import LoginTransactions
@@ -27,7 +26,7 @@ from sso_common.web import install_common, load_or_create_secret
 def credential_issuer(settings: BrokerSettings, signing: SigningIdentity) -> StsCredentialIssuer:
     """STS calls are signed with the broker's AWS credentials when it has some (the emulator needs
     that; real STS accepts it) and go unsigned otherwise, as AssumeRoleWithSAML allows."""
-    session = boto3.Session()
+    session = broker_session(settings.aws_credentials_file)
     caller = None
     if session.get_credentials() is not None:
         caller = AccountSessions(session, settings.access.region, settings.aws_endpoint_url).session

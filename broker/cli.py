@@ -45,9 +45,9 @@ def _check_config(args) -> int:
 
 
 def _provision(args) -> int:
-    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from broker.aws.accounts import AccountSessions
+    from broker.aws.accounts import AccountSessions, broker_session
     from broker.aws.assertion import idp_metadata_xml
     from broker.aws.provisioning import provision
     from broker.settings import load_settings
@@ -56,8 +56,22 @@ def _provision(args) -> int:
     settings = load_settings(args.config)
     signing = load_or_create_signing_identity(settings.instance_dir / "keys", "aws-idp-signing", settings.idp_entity_id)
     metadata = idp_metadata_xml(settings.idp_entity_id, signing, f"{settings.portal_url}/")
-    accounts = AccountSessions(boto3.Session(), settings.access.region, settings.aws_endpoint_url)
-    changes = provision(settings.access, metadata, accounts.client)
+    accounts = AccountSessions(
+        broker_session(settings.aws_credentials_file), settings.access.region, settings.aws_endpoint_url
+    )
+    where = settings.aws_endpoint_url or "AWS"
+    try:
+        changes = provision(settings.access, metadata, accounts.client)
+    except NoCredentialsError:
+        print(
+            f"broker: no AWS credentials to provision {where} with: none in {settings.aws_credentials_file} "
+            "(the demo writes the emulator's keys there) nor in the environment or ~/.aws",
+            file=sys.stderr,
+        )
+        return 1
+    except (BotoCoreError, ClientError) as error:
+        print(f"broker: provisioning {where} failed: {error}", file=sys.stderr)
+        return 1
     for change in changes:
         print(change)
     print(f"{len(changes)} change(s).")

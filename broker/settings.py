@@ -19,6 +19,8 @@ class BrokerSettings:
     portal_url: str  # public base URL of the portal, as browsers see it
     access: AccessConfig
     aws_endpoint_url: str | None  # None: real AWS
+    aws_endpoint_url_for_clients: str | None  # the same AWS as people's tools reach it; None: real AWS
+    aws_credentials_file: Path  # the broker's own AWS keys when this file exists (the emulator's, in the demo)
     session_lifetime: int
     clock_skew: int
     stores: dict[str, str]  # URL per store contract: state, directory, audit
@@ -47,6 +49,8 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         "access",
         "known_groups_file",
         "aws_endpoint_url",
+        "aws_endpoint_url_for_clients",
+        "aws_credentials_file",
         "session_lifetime_seconds",
         "clock_skew_seconds",
         "stores",
@@ -60,7 +64,9 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         catalogue = load_yaml(config_path.parent / groups_file.string())
         known_groups = set(name for name, _ in catalogue.child("groups").items())
     access = load_access(config_path.parent / root.child("access").string(), known_groups)
-    endpoint = root.child("aws_endpoint_url", "")
+    endpoint_node = root.child("aws_endpoint_url", "")
+    endpoint = endpoint_node.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint_node.value else None
+    for_clients = root.child("aws_endpoint_url_for_clients", endpoint or "")
     instance = Path(instance_dir) if instance_dir else default_instance_dir()
     upstreams = root.child("upstreams")
     if not upstreams.elements():
@@ -68,7 +74,11 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
     return BrokerSettings(
         portal_url=portal_url,
         access=access,
-        aws_endpoint_url=endpoint.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint.value else None,
+        aws_endpoint_url=endpoint,
+        aws_endpoint_url_for_clients=(
+            for_clients.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint and for_clients.value else None
+        ),
+        aws_credentials_file=instance / root.child("aws_credentials_file", "aws-credentials").string(),
         session_lifetime=root.child("session_lifetime_seconds", 8 * 3600).integer(300, 7 * 24 * 3600),
         clock_skew=root.child("clock_skew_seconds", 60).integer(0, 600),
         stores=parse_store_urls(

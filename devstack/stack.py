@@ -1,11 +1,13 @@
 """The whole stack on one machine: AWS emulator, corporate IdP, access portal.
 
 `./run demo` starts it on the default addresses; the end-to-end tests start the same thing on free
-ports. The IdP needs nothing from AWS and starts at once. The emulator comes first for the rest (an
-organization with an access role per account); the portal starts as soon as the organization's keys
-exist, while provisioning (SAML provider, roles, demo data) runs; then IAM enforcement goes on. The
-stack is up when all that is done and both services answer /healthz. Ctrl-C stops everything. The
-compose stack (docker-compose.yml) runs the same preparation in its one-shot provision service
+ports. Every port is checked first: the launcher never uses (or prepares) a server it did not start.
+The IdP needs nothing from AWS and starts at once. The emulator comes first for the rest: an
+organization with an access role per account, whose management keys go into the portal's instance
+folder (`aws-credentials`, where `broker serve` and `broker provision` find them); the portal starts as
+soon as they exist, while provisioning (SAML provider, roles, demo data) runs; then IAM enforcement goes
+on. The stack is up when all that is done and both services answer /healthz. Ctrl-C stops everything.
+The compose stack (docker-compose.yml) runs the same preparation in its one-shot provision service
 (`--prepare-aws`), against the emulator's container.
 """
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,16 +32,52 @@ from broker.core.access import load_access
 from broker.settings import DEFAULT_CONFIG
 from devstack.aws_emulator import MANAGEMENT_ACCOUNT_ID, MotoServer
 from devstack.processes import Process, python_env, stop_all
+from sso_common.keys import write_private
 
 DEFAULT_ADDRESSES = {
     "PORTAL_URL": "http://localhost:8000",
     "IDP_URL": "http://127.0.0.1:8001",
     "AWS_URL": "http://127.0.0.1:8002",
 }
+CREDENTIALS_FILE = "aws-credentials"  # in the portal's instance folder: config/broker.yaml's aws_credentials_file
+
+
+class PortInUse(RuntimeError):
+    """Something else listens where the stack would; the message names the variable to change."""
 
 
 def addresses_from_environment() -> dict[str, str]:
     return {name: os.environ.get(name, default).rstrip("/") for name, default in DEFAULT_ADDRESSES.items()}
+
+
+def check_ports_free(addresses: dict[str, str]) -> None:
+    """PortInUse for the first address whose port something already listens on (or cannot be bound)."""
+    for variable, url in addresses.items():
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not _free(parts.hostname or "127.0.0.1", port):
+            raise PortInUse(
+                f"port {port} of {variable}={url} is in use (another demo still running?): stop what listens "
+                f"there, or set {variable} to another address, e.g. {variable}={parts.scheme}://"
+                f"{parts.hostname}:{port + 100}"
+            )
+
+
+def _free(host: str, port: int) -> bool:
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):  # e.g. no IPv6 here: not ours
+                    continue
+                return False
+    return True
 
 
 @dataclass
@@ -71,6 +111,7 @@ class Stack:
             self.progress(line)
 
     def start(self) -> Stack:
+        check_ports_free(self.addresses)
         (self.instance_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self._say(f"starting the Example Corp IdP on {self.addresses['IDP_URL']}")
@@ -88,13 +129,19 @@ class Stack:
         self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
         self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname or "127.0.0.1")
         self.moto.start()  # assigned first, so a stop during start-up still stops it
-        self._say("provisioning the accounts (SAML provider, roles, demo data)")
+        self._say("creating the organization and provisioning the accounts (SAML provider, roles, demo data)")
 
-        def start_portal(aws_env: dict) -> None:  # it calls AWS only when asked for credentials
+        def start_portal() -> None:  # it calls AWS only when asked for credentials
             self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
-            self._launch("broker", ["broker", "serve"], aws_env)
+            self._launch("broker", ["broker", "serve"])
 
-        self.aws_env = prepare_aws(self.moto, self.env, self.log_path("provision").open("wb"), on_keys=start_portal)
+        with self.log_path("provision").open("wb") as log:
+            self.aws_env = prepare_aws(self.moto, self.env, self.credentials_file, log, on_keys=start_portal)
+
+    @property
+    def credentials_file(self) -> Path:
+        """The emulator's management keys, where the portal (and `broker provision`) read them."""
+        return self.instance_dir / "broker" / CREDENTIALS_FILE
 
     def _launch(self, name: str, module_args: list[str], env: dict[str, str] | None = None) -> None:
         self.processes[name] = Process.start(
@@ -104,6 +151,10 @@ class Stack:
     def logs(self, name: str) -> str:
         path = self.log_path(name)
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def stopped(self) -> Process | None:
+        """A service that is no longer running, if any."""
+        return next((process for process in self.processes.values() if not process.running()), None)
 
     def stop(self) -> None:
         stop_all(list(self.processes.values()))
@@ -116,36 +167,62 @@ class Stack:
 def prepare_aws(
     moto: MotoServer,
     env: dict[str, str],
+    credentials_file: Path,
     output: IO[bytes] | None = None,
-    known: dict[str, str] | None = None,
-    on_keys: Callable[[dict[str, str]], None] | None = None,
+    on_keys: Callable[[], None] | None = None,
 ) -> dict[str, str]:
-    """Make a running emulator ready for the portal: an organization and its management keys, then
-    `python -m broker provision`, then IAM enforcement on. Returns the keys as environment variables;
-    `on_keys(aws_env)`, if given, is called with them before provisioning starts.
+    """Make a running emulator ready for the portal: an organization and its management keys (written to
+    `credentials_file`), then `python -m broker provision`, then IAM enforcement on. Returns the keys as
+    environment variables; `on_keys()`, if given, is called once the file is written, before provisioning.
 
-    `known` keys from an earlier run are kept when the emulator still knows them (it keeps its state in
-    memory only), so running this again against the same emulator changes nothing the portal relies on.
+    Keys already in the file are kept when the emulator still knows them (it keeps its state in memory
+    only), so running this again against the same emulator changes nothing the portal relies on.
     """
     access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
+    known = read_keys(credentials_file)
     if known and _known_to(moto, known, access.region):
         keys = known
     else:
         management = moto.create_organization(list(access.accounts)).get_credentials()
         keys = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key}
-    # Emulator keys made at run time: the portal signs its STS calls with them (real STS needs none).
-    aws_env = {**keys, "AWS_DEFAULT_REGION": access.region}
+        write_keys(credentials_file, keys)
     if on_keys is not None:
-        on_keys(aws_env)
+        on_keys()
     subprocess.run(
         [sys.executable, "-m", "broker", "provision"],
-        env={**env, **aws_env},
+        env={**env, "BROKER_INSTANCE_DIR": str(credentials_file.parent)},
         check=True,
         stdout=output,
         stderr=subprocess.STDOUT,
     )
     moto.set_enforcement(True)
-    return aws_env
+    return {**keys, "AWS_DEFAULT_REGION": access.region}
+
+
+def read_keys(credentials_file: Path) -> dict[str, str] | None:
+    """The keys of an AWS shared-credentials file's [default] profile, or None."""
+    parser = configparser.ConfigParser()
+    parser.read(credentials_file)
+    if not (
+        parser.has_option("default", "aws_access_key_id") and parser.has_option("default", "aws_secret_access_key")
+    ):
+        return None
+    return {
+        "AWS_ACCESS_KEY_ID": parser["default"]["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": parser["default"]["aws_secret_access_key"],
+    }
+
+
+def write_keys(credentials_file: Path, keys: dict[str, str]) -> None:
+    """An AWS shared-credentials file, readable by its owner only, replaced in one step."""
+    write_private(
+        credentials_file,
+        (
+            "# The AWS emulator's management keys, written by devstack.stack (emulator only).\n"
+            f"[default]\naws_access_key_id = {keys['AWS_ACCESS_KEY_ID']}\n"
+            f"aws_secret_access_key = {keys['AWS_SECRET_ACCESS_KEY']}\n"
+        ).encode(),
+    )
 
 
 def _known_to(moto: MotoServer, keys: dict[str, str], region: str) -> bool:
@@ -169,35 +246,65 @@ def _known_to(moto: MotoServer, keys: dict[str, str], region: str) -> bool:
 
 def prepare_running_emulator(credentials_file: Path) -> int:
     """The compose stack's one-shot `provision` service: make the emulator at $AWS_URL (another
-    container) ready, and leave its management keys in an AWS shared-credentials file for the portal
-    (AWS_SHARED_CREDENTIALS_FILE). Safe to run again: the keys in the file are kept while they work."""
+    container) ready, and leave its management keys in `credentials_file` for the portal. Safe to run
+    again: the keys in the file are kept while they work."""
     aws = urlsplit(addresses_from_environment()["AWS_URL"])
     # It runs elsewhere (another container): never started here.
     moto = MotoServer(Path.cwd(), port=aws.port or 80, host=aws.hostname or "127.0.0.1")
-    known = configparser.ConfigParser()
-    known.read(credentials_file)
-    keys = None
-    if known.has_option("default", "aws_access_key_id") and known.has_option("default", "aws_secret_access_key"):
-        keys = {
-            "AWS_ACCESS_KEY_ID": known["default"]["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": known["default"]["aws_secret_access_key"],
-        }
-    aws_env = prepare_aws(moto, python_env(), known=keys)
-    credentials_file.parent.mkdir(parents=True, exist_ok=True)
-    written = credentials_file.with_name(credentials_file.name + ".new")
-    written.unlink(missing_ok=True)
-    written.touch(mode=0o600)
-    written.write_text(
-        "# The AWS emulator's management keys, written by `python -m devstack.stack --prepare-aws`.\n"
-        f"[default]\naws_access_key_id = {aws_env['AWS_ACCESS_KEY_ID']}\n"
-        f"aws_secret_access_key = {aws_env['AWS_SECRET_ACCESS_KEY']}\n"
-    )
-    written.replace(credentials_file)
+    prepare_aws(moto, python_env(), credentials_file)
     print(
         f"The AWS emulator at {moto.endpoint_url} is ready (IAM enforcement on); keys in {credentials_file}.",
         flush=True,
     )
     return 0
+
+
+DEMO_PASSWORD = "Welcome-2026"  # every seeded user's (config/directory.yaml holds only its hash)
+ERIN_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DP"
+
+
+def banner(stack: Stack, seconds: float) -> str:
+    """What a person needs once the demo is up: where to go, who to sign in as, how to use AWS."""
+    urls = stack.addresses
+    read_only = "example-production-EmployeeDirectoryReadOnly"
+    return "\n".join(
+        [
+            f"The demo is up ({seconds:.1f} s).",
+            "",
+            f"  AWS access portal (open this one):  {urls['PORTAL_URL']}/",
+            f"  Example Corp identity provider:     {urls['IDP_URL']}/",
+            f"  AWS emulator (moto, IAM enforced):  {urls['AWS_URL']}",
+            "",
+            f"Demo users (password {DEMO_PASSWORD}):",
+            *(f"  {line}" for line in demo_users()),
+            f"  erin's authenticator secret is {ERIN_TOTP_SECRET}; print her current code with",
+            f"  .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{ERIN_TOTP_SECRET}').now())\"",
+            "",
+            "AWS from a shell: credentials come from the portal (a role's credentials panel) or broker-login,",
+            "never long-term keys. Both hand out exports that already point at the emulator, or by hand:",
+            f"  export AWS_ENDPOINT_URL={urls['AWS_URL']}",
+            f'  export PATH="$PWD/.venv/bin:$PATH" AWS_ENDPOINT_URL_SSO={urls["PORTAL_URL"]} '
+            f"AWS_ENDPOINT_URL_SSO_OIDC={urls['PORTAL_URL']}",
+            "  broker-login configure     # then, e.g.:",
+            f"  aws --profile {read_only} s3 ls s3://employee-directory-photos-222222222222/",
+            "",
+            f"Logs: {stack.instance_dir / 'logs'}. Press Ctrl-C to stop.",
+            "",
+        ]
+    )
+
+
+def demo_users() -> list[str]:
+    """One line per employee of the IdP's directory: groups, second factor, disabled."""
+    from idp_mock.settings import load_settings
+
+    lines = []
+    for employee in load_settings().directory.employees.values():
+        notes = [", ".join(employee.groups) or "no groups"]
+        notes += ["TOTP"] if employee.mfa_required else []
+        notes += ["disabled: cannot sign in"] if employee.disabled else []
+        lines.append(f"{employee.username:<8} {'; '.join(notes)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,29 +328,29 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(
         Path(args.instance_dir).resolve(),
         addresses_from_environment(),
-        progress=lambda line: print(f"==> {line}", flush=True),
+        progress=lambda line: print(f"==> {line} ({time.monotonic() - began:.1f} s)", flush=True),
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         stack.start()
-        urls = stack.addresses
-        print(
-            f"\nThe demo is up ({time.monotonic() - began:.1f} s).\n"
-            f"  Open the AWS access portal:  {urls['PORTAL_URL']}/\n"
-            f"  Corporate IdP (Example Corp): {urls['IDP_URL']}/\n"
-            f"  AWS emulator (moto, IAM enforcement on): {urls['AWS_URL']}\n"
-            f"Users: alice, bob, carol, dave, erin (TOTP), frank (disabled), grace; password Welcome-2026.\n"
-            f"Logs: {stack.instance_dir / 'logs'}. Press Ctrl-C to stop.\n",
-            flush=True,
-        )
-        while all(process.running() for process in stack.processes.values()):
+        print(f"\n{banner(stack, time.monotonic() - began)}", flush=True)
+        while (stopped := stack.stopped()) is None:
             time.sleep(0.5)
-        print("A service stopped; stopping the others. See the logs.", file=sys.stderr)
+        print(
+            f"The {stopped.name} stopped (exit code {stopped.popen.returncode}); stopping the others. "
+            f"The end of {stopped.log_path}:\n{stopped.logs()[-2000:]}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 0
+    except PortInUse as busy:
+        print(f"The demo cannot start: {busy}", file=sys.stderr)
+        return 1
     except (RuntimeError, subprocess.CalledProcessError) as error:
         print(f"The demo could not start: {error}", file=sys.stderr)
+        if isinstance(error, subprocess.CalledProcessError):
+            print(f"See {stack.log_path('provision')}.", file=sys.stderr)
         return 1
     finally:
         stack.stop()

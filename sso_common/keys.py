@@ -26,7 +26,7 @@ def private_directory(path: Path) -> Path:
     return path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     private_directory(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -60,7 +60,7 @@ def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
     if path.exists():
         return load_rsa_key(path)
     key = generate_rsa_key()
-    _write_private(path, private_key_pem(key))
+    write_private(path, private_key_pem(key))
     return key
 
 
@@ -85,7 +85,7 @@ def load_or_create_certificate(
         .not_valid_after(now + datetime.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
-    _write_private(path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(path, cert.public_bytes(serialization.Encoding.PEM))
     return cert
 
 
@@ -131,9 +131,9 @@ class KeyRing:
         kids = []
         for _ in range(2):
             kid = secrets.token_urlsafe(12)
-            _write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
+            write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
             kids.append(kid)
-        _write_private(self._index, json.dumps({"kids": kids}).encode())
+        write_private(self._index, json.dumps({"kids": kids}).encode())
 
     def _load(self) -> list[tuple[str, rsa.RSAPrivateKey]]:
         kids = json.loads(self._index.read_text())["kids"]
@@ -146,9 +146,9 @@ class KeyRing:
     def rotate(self) -> str:
         """Make a new key active, keep the current one as previous, retire the older one."""
         kid = secrets.token_urlsafe(12)
-        _write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
+        write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
         old = [k for k, _ in self.keys]
-        _write_private(self._index, json.dumps({"kids": [kid, old[0]]}).encode())
+        write_private(self._index, json.dumps({"kids": [kid, old[0]]}).encode())
         for retired in old[1:]:
             (self.directory / f"{retired}.key").unlink(missing_ok=True)
         self.keys = self._load()

@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, jsonify, render_template, render_t
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 
-from sso_common.keys import _write_private
+from sso_common.keys import write_private
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def load_or_create_secret(path: Path) -> bytes:
     if path.exists():
         return path.read_bytes()
     secret = secrets.token_bytes(32)
-    _write_private(path, secret)
+    write_private(path, secret)
     return secret
 
 

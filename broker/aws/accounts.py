@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import boto3
 import botocore.session
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
 
 ORGANIZATION_ACCESS_ROLE = "OrganizationAccountAccessRole"
+
+
+def broker_session(credentials_file: Path) -> boto3.Session:
+    """The broker's own AWS session: the keys in `credentials_file` when it exists (the demo launcher and
+    the compose provision step leave the emulator's management keys there), otherwise boto3's default
+    chain (an instance role, a profile, the environment), as against real AWS."""
+    core = botocore.session.Session()
+    if credentials_file.exists():
+        core.set_config_variable("credentials_file", str(credentials_file))
+    return boto3.Session(botocore_session=core)
 
 
 class AccountSessions:

@@ -1,0 +1,152 @@
+"""The demo launcher (`./run demo` = `python -m devstack.stack`) as a newcomer meets it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devstack.processes import free_port, python_env
+from devstack.stack import DEFAULT_ADDRESSES, PortInUse, check_ports_free, demo_users
+from tests.support.idp_client import TOTP_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_addresses() -> dict[str, str]:
+    return {
+        "PORTAL_URL": f"http://localhost:{free_port()}",
+        "IDP_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_URL": f"http://127.0.0.1:{free_port()}",
+    }
+
+
+@pytest.fixture
+def listener():
+    """Something already listening on a loopback port."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def test_free_ports_pass_and_a_busy_one_names_its_variable(listener):
+    addresses = free_addresses()
+    check_ports_free(addresses)
+    addresses["AWS_URL"] = f"http://127.0.0.1:{listener}"
+    with pytest.raises(PortInUse, match=rf"port {listener} of AWS_URL=.* set AWS_URL to another address"):
+        check_ports_free(addresses)
+
+
+def test_a_busy_port_stops_the_demo_in_one_line_before_anything_starts(listener, tmp_path):
+    env = python_env(**{**free_addresses(), "IDP_URL": f"http://127.0.0.1:{listener}"})
+    run = subprocess.run(
+        [sys.executable, "-m", "devstack.stack", "--instance-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()]  # one line
+    assert "IDP_URL" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+def test_every_demo_user_is_listed_with_what_makes_them_differ():
+    lines = {line.split()[0]: line for line in demo_users()}
+    assert set(lines) == {"alice", "bob", "carol", "dave", "erin", "frank", "grace"}
+    assert "TOTP" in lines["erin"] and "disabled" in lines["frank"] and "TOTP" not in lines["grace"]
+
+
+def children_running(parent: int, module: str) -> list[int]:
+    """PIDs of `python -m <module>` processes started by `parent` (gunicorn's master, not its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                entry.name.isdigit()
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent
+                and module in (entry / "cmdline").read_bytes().decode(errors="replace").split("\x00")
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_demo_says_what_it_does_lists_everyone_and_says_which_service_died(tmp_path):
+    addresses = free_addresses()
+    instance = tmp_path / "instance"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "devstack.stack", "--instance-dir", str(instance)],
+        env=python_env(**addresses, **TOTP_ENV),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (line := demo.stdout.readline()):
+            out.append(line)
+            if line.startswith("Logs:"):
+                break
+        shown = "".join(out)
+        for step in (
+            "starting the Example Corp IdP",
+            "starting the AWS emulator",
+            "provisioning the accounts",
+            "starting the access portal",
+        ):
+            assert step in shown, shown
+        assert "The demo is up" in shown and addresses["PORTAL_URL"] in shown and "grace" in shown
+        assert f"AWS_ENDPOINT_URL={addresses['AWS_URL']}" in shown
+        assert "aws_secret_access_key" not in shown.lower() and "AKIA" not in shown
+        keys = instance / "broker" / "aws-credentials"
+        assert oct(keys.stat().st_mode & 0o777) == "0o600"
+
+        provision = subprocess.run(
+            [sys.executable, "-m", "broker", "provision"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=python_env(**addresses, BROKER_INSTANCE_DIR=str(instance / "broker")),
+        )
+        assert provision.returncode == 0, provision.stderr
+        assert provision.stdout.strip().endswith("0 change(s).")
+
+        (idp,) = children_running(demo.pid, "idp_mock")
+        os.kill(idp, signal.SIGTERM)
+        assert demo.wait(timeout=30) == 1
+        said = demo.stderr.read()
+        assert "The idp stopped" in said and "idp.log" in said
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGTERM)
+            demo.wait(timeout=30)
+
+
+def test_provision_without_credentials_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in python_env(**DEFAULT_ADDRESSES).items() if not k.startswith("AWS_")}
+    env.update(BROKER_INSTANCE_DIR=str(tmp_path), HOME=str(tmp_path), AWS_URL=f"http://127.0.0.1:{free_port()}")
+    run = subprocess.run(
+        [sys.executable, "-m", "broker", "provision"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert run.returncode == 1 and "no AWS credentials" in run.stderr and "Traceback" not in run.stderr
