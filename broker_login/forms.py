@@ -34,12 +34,17 @@ class Page:
     marker: str | None = None  # the first data-device-page attribute: which portal page this is
     heading: str = ""
     paragraphs: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # text of each role="alert" element: why a form was refused
 
     @property
     def summary(self) -> str:
         """Heading and first meaningful paragraph: what a person would read first."""
         text = next((p for p in self.paragraphs if p), "")
         return f"{self.heading}: {text}" if text else self.heading
+
+
+# Elements without an end tag: they do not open a level inside an alert.
+VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
 
 
 class _Reader(HTMLParser):
@@ -49,9 +54,12 @@ class _Reader(HTMLParser):
         self._form: Form | None = None
         self._text_target: str | None = None
         self._text: list[str] = []
+        self._alert_depth = 0  # elements open inside the current role="alert" element, itself included
+        self._alert: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         attributes = {name: value or "" for name, value in attrs}
+        self._track_alert(tag, attributes)
         if self.page.marker is None and "data-device-page" in attributes:
             self.page.marker = attributes["data-device-page"]
         if tag == "form":
@@ -71,7 +79,26 @@ class _Reader(HTMLParser):
         elif tag in ("h1", "p"):
             self._text_target, self._text = tag, []
 
+    def _track_alert(self, tag: str, attributes: dict[str, str]) -> None:
+        if self._alert_depth:
+            self._alert.append(" ")  # a tag inside the alert separates words (<p>, <br>), as browsers show it
+        if tag in VOID_ELEMENTS:
+            return
+        if self._alert_depth:
+            self._alert_depth += 1
+        elif attributes.get("role") == "alert":
+            self._alert_depth, self._alert = 1, []
+
+    def _end_alert(self) -> None:
+        if self._alert_depth:
+            self._alert.append(" ")
+            self._alert_depth -= 1
+            if not self._alert_depth:
+                self.page.alerts.append(" ".join("".join(self._alert).split()))
+
     def handle_endtag(self, tag):
+        if tag not in VOID_ELEMENTS:
+            self._end_alert()
         if tag == "form":
             self._form = None
         elif tag == self._text_target:
@@ -85,6 +112,8 @@ class _Reader(HTMLParser):
     def handle_data(self, data):
         if self._text_target:
             self._text.append(data)
+        if self._alert_depth:
+            self._alert.append(data)
 
 
 def read_page(html: str) -> Page:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urljoin, urlsplit
 
-from broker_login.forms import Form, read_page
+from broker_login import validate
+from broker_login.forms import Form, Page, read_page
 from broker_login.portal import LoginError, Portal, Registration, Token
 
 USERNAME_ENV, PASSWORD_ENV = "BROKER_LOGIN_USERNAME", "BROKER_LOGIN_PASSWORD"
@@ -94,32 +95,45 @@ def approve_device(verification_url: str, idp: str, secrets: LoginSecrets, *, ti
             if page.marker == "done":
                 if response.status_code == 200 and page.heading == "Request approved":
                     return
-                raise LoginError(f"the portal answered {page.summary}")
+                raise LoginError(f"the portal answered {validate.one_line(page.summary)}")
             if page.marker == "signin":
-                link = next((href for href in page.links if urlsplit(href).path == f"/login/{idp}"), None)
-                if link is None:
-                    raise LoginError(f"the portal offers no identity provider {idp!r}")
-                response = http.get(urljoin(response.url, link), timeout=timeout)
+                response = http.get(urljoin(response.url, _upstream_link(page, idp)), timeout=timeout)
                 continue
             if page.marker == "confirm":
                 approval = next(f for f in page.forms if ("decision", "approve") in f.buttons)
                 response = submit(response, approval, decision="approve")
                 continue
             if page.marker is not None:
-                raise LoginError(f"the portal answered {page.summary}")
+                raise LoginError(f"the portal answered {validate.one_line(page.summary)}")
             step, form, values = _login_step(page.forms, secrets)
             if step in tried and step != "post":
-                raise LoginError(f"{urlsplit(response.url).netloc} refused the sign-in: {page.summary}")
+                raise LoginError(f"the sign-in was refused at {urlsplit(response.url).netloc}: {_reason(page)}")
             if form is None:
                 raise LoginError(
                     f"unexpected page from {urlsplit(response.url).netloc} "
-                    f"(HTTP {response.status_code}): {page.summary}"
+                    f"(HTTP {response.status_code}): {validate.one_line(page.summary)}"
                 )
             tried.add(step)
             response = submit(response, form, **values)
         raise LoginError("the sign-in took too many steps; is --idp right?")
     except requests.RequestException as error:
         raise LoginError(f"cannot reach {urlsplit(verification_url).netloc} ({type(error).__name__})") from None
+
+
+def _upstream_link(page: Page, idp: str) -> str:
+    """The sign-in page's link to `idp`; LoginError naming the ones it offers when it has none."""
+    paths = {href: urlsplit(href).path for href in page.links}
+    offered = {path.removeprefix("/login/"): href for href, path in paths.items() if path.startswith("/login/")}
+    if idp not in offered:
+        choices = ", ".join(validate.one_line(name, 64) for name in offered) or "none"
+        raise LoginError(f"the portal offers no identity provider {validate.shown(idp)} (--idp): it offers {choices}")
+    return offered[idp]
+
+
+def _reason(page: Page) -> str:
+    """Why a sign-in page came back: its error message (role="alert", as the IdP shows it next to the
+    form: wrong password, disabled account, too many attempts), else its heading and first paragraph."""
+    return validate.one_line(next((alert for alert in page.alerts if alert), page.summary))
 
 
 def _login_step(forms: list[Form], secrets: LoginSecrets) -> tuple[str, Form | None, dict]:

@@ -5,6 +5,8 @@ The browser half of each flow (the device verification page, /authorize) is in b
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, jsonify, request
 
 from broker.http.aws_wire import (
@@ -30,6 +32,15 @@ from broker.identity_center.grants import (
 
 blueprint = Blueprint("sso_oidc", __name__)
 install_error_handlers(blueprint)
+
+# What may follow the portal's URL in a startUrl: IAM Identity Center's start URLs end in /start, and
+# people copy them from the browser with a trailing slash or the single-page app's `#` or `#/`.
+START_URL_SUFFIX = r"(/start)?/?(#/?)?"
+
+
+def is_this_portal(start_url: str, portal: str) -> bool:
+    """Whether `start_url` names this portal: its URL as is, or as an Identity Center start URL."""
+    return re.fullmatch(re.escape(portal) + START_URL_SUFFIX, start_url) is not None
 
 
 @blueprint.post("/client/register")
@@ -75,8 +86,8 @@ def start_device_authorization():
     client_id, client = _authenticated_client(body)
     start_url = string_field(body, "startUrl", max_length=2048)
     portal = state().settings.portal_url
-    if start_url.rstrip("/") != portal:
-        raise ApiError("InvalidRequestException", f"startUrl must be this portal's URL, {portal}.")
+    if not is_this_portal(start_url, portal):
+        raise ApiError("InvalidRequestException", f"startUrl must be this portal's URL, {portal} (or {portal}/start).")
     started = state().grants.start_device_authorization(client_id, client)
     shown = display_user_code(started.user_code)
     return jsonify(

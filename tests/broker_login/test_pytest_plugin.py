@@ -50,6 +50,8 @@ def test_broker_login_gives_boto3_sessions_with_the_roles_credentials(pytester, 
             arn = session.client("sts", endpoint_url=AWS).get_caller_identity()["Arn"]
             assert "AWSReservedSSO_EmployeeDirectoryReadOnly_" in arn and arn.endswith("/bob@example.com")
             assert broker_login("bob", account="222222222222", role="EmployeeDirectoryReadOnly") is session
+            # Where the credentials were issued, without being told: the broker runs against the emulator.
+            assert session.client("sts").get_caller_identity()["Arn"] == arn
 
         def test_developer_role_in_the_same_run(broker_login):
             session = broker_login("bob", account="example-sandbox", role="EmployeeDirectoryDeveloper")
