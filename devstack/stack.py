@@ -281,8 +281,8 @@ def banner(stack: Stack, seconds: float) -> str:
             f"  .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{ERIN_TOTP_SECRET}').now())\"",
             "",
             "AWS from a shell: credentials come from the portal or broker-login, never long-term keys.",
-            f"  In the portal, a role's credentials panel gives exports that include AWS_ENDPOINT_URL={urls['AWS_URL']}",
-            "  (the emulator). From the command line:",
+            "  In the portal, a role's credentials panel gives exports that include",
+            f"  AWS_ENDPOINT_URL={urls['AWS_URL']} (the emulator). From the command line:",
             f'    export PATH="$PWD/.venv/bin:$PATH" AWS_ENDPOINT_URL_SSO={urls["PORTAL_URL"]} '
             f"AWS_ENDPOINT_URL_SSO_OIDC={urls['PORTAL_URL']}",
             "    broker-login configure",
