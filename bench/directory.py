@@ -96,7 +96,9 @@ def generate(out: Path, users: int = 5000, groups: int = 50) -> dict:
     _dump(out / "access.yaml", access, f"AWS access for the {groups} generated groups.")
 
     broker = _load(CONFIG / "broker.yaml")
-    broker.update(access="access.yaml", known_groups_file="directory.yaml", admin_group=group_names[0])
+    broker.update(access="access.yaml", admin_group=group_names[0])
+    for upstream in broker["upstreams"]:  # the generated groups are the ones the upstreams may pass on
+        upstream["groups"] = {"keep": list(group_names)}
     _dump(out / "broker.yaml", broker, "The portal, with the generated access config.")
     return {
         "idp_config": str(out / "idp.yaml"),

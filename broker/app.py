@@ -10,16 +10,19 @@ from flask import Flask
 
 from broker.aws.accounts import AccountSessions, broker_session
 from broker.aws.sts import StsCredentialIssuer
+from broker.connectors.client_auth import load_or_create_client_key
 from broker.connectors.registry import build_connectors
 from broker.connectors.transactions import LoginTransactions
 from broker.core.issuance import Issuance
+from broker.core.people import People
 from broker.core.sessions import Sessions
 from broker.http import register_blueprints
 from broker.http.context import PortalState
 from broker.identity_center.grants import GrantSettings, GrantStore
 from broker.settings import BrokerSettings, load_settings
 from sso_common.keys import SigningIdentity, load_or_create_signing_identity, private_directory
-from sso_common.store.registry import open_audit_log, open_state_store
+from sso_common.logs import configure_logging
+from sso_common.store.registry import open_audit_log, open_directory_store, open_state_store
 from sso_common.web import install_common, load_or_create_secret
 
 
@@ -38,7 +41,7 @@ def credential_issuer(settings: BrokerSettings, signing: SigningIdentity) -> Sts
 def create_app(settings: BrokerSettings | None = None) -> Flask:
     settings = settings or load_settings()
     private_directory(settings.instance_dir)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     logging.getLogger("botocore").setLevel(logging.WARNING)  # its DEBUG output would print assertions
 
     app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))
@@ -52,12 +55,14 @@ def create_app(settings: BrokerSettings | None = None) -> Flask:
     idp_signing = load_or_create_signing_identity(
         settings.instance_dir / "keys", "aws-idp-signing", settings.idp_entity_id
     )
+    client_key = load_or_create_client_key(settings.instance_dir)  # private_key_jwt; published at /oidc/jwks.json
     connectors = build_connectors(
         settings.upstreams_node,
         portal_url=settings.portal_url,
         instance_dir=settings.instance_dir,
         store=store,
         clock_skew=settings.clock_skew,
+        client_key=client_key,
     )
     sessions = Sessions(store, settings.session_lifetime)
     app.extensions["broker"] = PortalState(
@@ -70,6 +75,8 @@ def create_app(settings: BrokerSettings | None = None) -> Flask:
         audit=audit,
         store=store,
         idp_signing=idp_signing,
+        people=People(open_directory_store(settings.stores["directory"]), audit),
+        oidc_client_key=client_key,
     )
     register_blueprints(app)
     return app

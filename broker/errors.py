@@ -5,7 +5,9 @@ always safe to show, log and audit: it never holds a token, an assertion, a pass
 
     BrokerError
     ├── LoginFailed            a sign-in is refused: an error page (400) and an audit record
-    │   └── UpstreamUnavailable    the identity provider is down, slow or answers garbage: 502 page
+    │   └── UpstreamUnavailable    the identity provider is down or answers garbage: 502 page
+    │       ├── UpstreamTimeout        it did not answer within the call's deadline: 504 page
+    │       └── UpstreamBusy           too many sign-ins already wait for it: 503 page, at once
     ├── EntitlementError       a role is refused: 403 page, or ForbiddenException on the sso API
     │   ├── NotEntitled            no assignment gives it (the API says only "No access")
     │   └── MfaRequired            the permission set needs a second factor the sign-in did not use
@@ -36,10 +38,25 @@ class LoginFailed(BrokerError):
 
 
 class UpstreamUnavailable(LoginFailed):
-    """The IdP is down, slow or answers garbage: a 502/504 page, not a 500."""
+    """The IdP is down or answers garbage: a 502 page, not a 500."""
+
+    status_code = 502
 
     def __init__(self, reason: str):
-        super().__init__(reason, 502)
+        super().__init__(reason, self.status_code)
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The IdP did not answer a call within its deadline (slow, or trickling its answer): 504."""
+
+    status_code = 504
+
+
+class UpstreamBusy(UpstreamUnavailable):
+    """As many sign-ins as this upstream may hold already wait for it: refused at once (503), so a slow
+    IdP cannot take every worker thread of the portal."""
+
+    status_code = 503
 
 
 class EntitlementError(BrokerError):

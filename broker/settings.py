@@ -1,4 +1,10 @@
-"""The broker's configuration (config/broker.yaml and the files it names), validated once at start-up."""
+"""The broker's configuration (config/broker.yaml and the files it names), validated once at start-up.
+
+Which file: `--config PATH` on the command line, else the BROKER_CONFIG environment variable, else
+config/broker.yaml of the installation; the files it names (access.yaml, SAML metadata files) are read
+relative to its folder. access.yaml's assignments are checked against the groups the upstreams' group
+mappings can produce (broker.connectors.trust), and so is `admin_group`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from broker.connectors.trust import GroupCatalogue, UpstreamTrust, read_trusts
 from broker.core.access import AccessConfig, load_access
 from sso_common.config import URL_PATTERN, Node, load_yaml
 from sso_common.store.registry import parse_store_urls
@@ -27,6 +34,7 @@ class BrokerSettings:
     instance_dir: Path
     upstreams_node: Node  # `upstreams:`, built into connectors by the app
     admin_group: str
+    upstream_trusts: tuple[UpstreamTrust, ...] = ()  # what each upstream may vouch for
 
     @property
     def secure_cookies(self) -> bool:
@@ -44,10 +52,15 @@ def default_instance_dir() -> Path:
 
 def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> BrokerSettings:
     config_path = Path(config_path or os.environ.get("BROKER_CONFIG") or DEFAULT_CONFIG)
-    root = load_yaml(config_path).only_keys(
+    root = load_yaml(config_path)
+    if "known_groups_file" in root.mapping():
+        raise root.child("known_groups_file").error(
+            "is no longer read: access.yaml is checked against the groups the upstreams' `groups:` mappings "
+            "produce (README, 'Plug in your own identity provider')"
+        )
+    root.only_keys(
         "portal_url",
         "access",
-        "known_groups_file",
         "aws_endpoint_url",
         "aws_endpoint_url_for_clients",
         "aws_credentials_file",
@@ -58,19 +71,19 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         "admin_group",
     )
     portal_url = root.child("portal_url").string(URL_PATTERN, "an http(s) URL").rstrip("/")
-    known_groups = None
-    groups_file = root.child("known_groups_file", None)
-    if groups_file.value is not None:
-        catalogue = load_yaml(config_path.parent / groups_file.string())
-        known_groups = set(name for name, _ in catalogue.child("groups").items())
-    access = load_access(config_path.parent / root.child("access").string(), known_groups)
+    upstreams = root.child("upstreams")
+    if not upstreams.elements():
+        raise upstreams.error("must list at least one upstream identity provider")
+    trusts = read_trusts(upstreams)
+    groups = GroupCatalogue(trusts)
+    access = load_access(config_path.parent / root.child("access").string(), groups)
+    admin_node = root.child("admin_group", "aws-admins")
+    if admin_node.string() not in groups:
+        raise admin_node.error(f"no upstream can make anyone a member of {admin_node.value!r} ({groups})")
     endpoint_node = root.child("aws_endpoint_url", "")
     endpoint = endpoint_node.string(URL_PATTERN, "an http(s) URL").rstrip("/") if endpoint_node.value else None
     for_clients = root.child("aws_endpoint_url_for_clients", endpoint or "")
     instance = Path(instance_dir) if instance_dir else default_instance_dir()
-    upstreams = root.child("upstreams")
-    if not upstreams.elements():
-        raise upstreams.error("must list at least one upstream identity provider")
     return BrokerSettings(
         portal_url=portal_url,
         access=access,
@@ -91,5 +104,6 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         ),
         instance_dir=instance,
         upstreams_node=upstreams,
-        admin_group=root.child("admin_group", "aws-admins").string(),
+        admin_group=admin_node.string(),
+        upstream_trusts=tuple(trusts),
     )

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from broker.core.entitlements import Entitlement
-from broker.core.identity import Identity
+from broker.core.identity import TAG_VALUE_MAX, Identity, aws_person_name, aws_person_tag
 from broker.errors import IdentityRefused
 from sso_common.keys import SigningIdentity
 from sso_common.xmlsign import DS_NAMESPACE, sign_element
@@ -35,10 +35,8 @@ PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTran
 MFA_CONTEXT = "https://refeds.org/profile/mfa"
 
 # Session tags: https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html
-PRINCIPAL_TAG_VALUE_MAX = 256
+PRINCIPAL_TAG_VALUE_MAX = TAG_VALUE_MAX
 _TAG_VALUE_DISALLOWED = re.compile(r"[^\w .:/=+@-]")
-# RoleSessionName and SourceIdentity: [\w+=,.@-], 2 to 64 characters.
-_AWS_NAME_DISALLOWED = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 
 def build_saml_response(
@@ -95,11 +93,16 @@ def build_saml_response(
 
 
 def aws_attributes(identity: Identity, entitlement: Entitlement) -> dict[str, str]:
-    """The attributes STS reads, one value each (moto answers 500 to a multi-valued Role)."""
+    """The attributes STS reads, one value each (moto answers 500 to a multi-valued Role).
+
+    RoleSessionName, SourceIdentity and the `username` tag name the person by their email address, which is
+    unique across upstreams (broker.core.identity.aws_person_name): `bob@example.com` and
+    `bob@partner.example` stay two people in CloudTrail and in policies, never both `bob`."""
+    name = aws_name(identity)
     attributes = {
         AWS_ATTRIBUTE + "Role": f"{entitlement.role_arn},{entitlement.provider_arn}",
-        AWS_ATTRIBUTE + "RoleSessionName": aws_name(identity.email, "email"),
-        AWS_ATTRIBUTE + "SourceIdentity": aws_name(identity.username, "username"),
+        AWS_ATTRIBUTE + "RoleSessionName": name,
+        AWS_ATTRIBUTE + "SourceIdentity": name,
         AWS_ATTRIBUTE + "SessionDuration": str(entitlement.session_duration),
     }
     for key, value in principal_tags(identity).items():
@@ -109,25 +112,28 @@ def aws_attributes(identity: Identity, entitlement: Entitlement) -> dict[str, st
 
 def principal_tags(identity: Identity) -> dict[str, str]:
     """Session tags for attribute-based access control; empty values are left out."""
-    raw = {"username": identity.username, "email": identity.email, "department": identity.department}
-    tags = {key: tag_value(value) for key, value in raw.items()}
+    tags = {
+        "username": aws_person_tag(identity),
+        "email": tag_value(identity.email),
+        "department": tag_value(identity.department),
+    }
     return {key: value for key, value in tags.items() if value}
 
 
 def tag_value(value: str) -> str:
-    """Fit a value to AWS's tag alphabet (letters, digits, spaces, `_.:/=+-@`) and length."""
+    """Fit a descriptive value to AWS's tag alphabet (letters, digits, spaces, `_.:/=+-@`) and length."""
     return _TAG_VALUE_DISALLOWED.sub("_", value.strip())[:PRINCIPAL_TAG_VALUE_MAX]
 
 
-def aws_name(value: str, what: str) -> str:
-    """Fit a value to the RoleSessionName / SourceIdentity alphabet and its 64-character limit."""
-    name = _AWS_NAME_DISALLOWED.sub("_", value)[:64]
-    if len(name) < 2:
+def aws_name(identity: Identity) -> str:
+    """The person's RoleSessionName and SourceIdentity; IdentityRefused when there is no address to name
+    them by (connectors never make such an identity: this guards the assertion)."""
+    if "@" not in identity.email:
         raise IdentityRefused(
-            f"Your {what} is too short to name an AWS session (AWS needs at least 2 "
-            "characters). Ask the IT service desk to fix your directory entry."
+            "Your sign-in carries no email address, which AWS sessions are named by. "
+            "Ask the IT service desk to fix your directory entry."
         )
-    return name
+    return aws_person_name(identity)
 
 
 def idp_metadata_xml(entity_id: str, signing_identity: SigningIdentity, sso_url: str) -> str:

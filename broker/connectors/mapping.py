@@ -1,76 +1,250 @@
 """From upstream claims (OIDC) or attributes (SAML) to an `Identity`, the same way for both protocols.
 
 Each IdP names things its own way, so which claim or attribute feeds which field is configuration
-(`claims:` / `attributes:` in config/broker.yaml). OIDC claims are single values or lists, SAML attributes
-are always lists: both are accepted for every field.
+(`claims:` / `attributes:` in config/broker.yaml): a name, or a list of names (the first one present
+wins; groups are collected from all of them), URIs included (ADFS and Entra ID send
+`http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress`, `.../claims/groups`...). OIDC claims
+are single values or lists, SAML attributes are always lists: both are accepted for every field.
+
+Then the hygiene rules and the upstream's trust boundary (broker.connectors.trust), all pure:
+- the subject, email address, username, display name, department and every group must be text without
+  control or invisible formatting characters and within a length limit, or the sign-in is refused (with
+  a reason that names the field, never echoes the value);
+- the email address must be one well-formed address in one of the upstream's domains; it is kept in
+  lower case, as every mainstream IdP compares addresses;
+- `email_verified` by the upstream's rule; MFA by its recognised values (and refused when required);
+- groups go through the upstream's group mapping; those it has no place for are dropped and reported,
+  so the sign-in audit can name them.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from broker.core.identity import Identity
+from broker.connectors.trust import UpstreamTrust
+from broker.core.identity import Identity, LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed
 from sso_common.config import Node
 
+LIMITS = {"subject": 256, "email": 254, "username": 128, "display_name": 256, "department": 256, "group": 256}
+MAX_GROUPS = 1000
+FIELDS = ("email", "email_verified", "display_name", "username", "groups", "department")
+_WHAT = {
+    "subject": "subject identifier",
+    "email": "email address",
+    "username": "username",
+    "display_name": "display name",
+    "department": "department",
+    "group": "group name",
+}
+# RFC 5322 dot-atom local part (no quoted strings), and a dotted domain name.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_DOMAIN = r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]{0,62}[A-Za-z0-9]"
+EMAIL = re.compile(rf"(?=[^@]{{1,64}}@){_LOCAL}@{_DOMAIN}")
+
 
 @dataclass(frozen=True)
+class Authentication:
+    """How the upstream says the person authenticated: OIDC amr/acr, SAML AuthnContextClassRefs."""
+
+    time: int
+    amr: frozenset[str] = frozenset()
+    acr: str | None = None
+    contexts: frozenset[str] = frozenset()
+
+
+Names = tuple[str, ...]
+
+
+def _names(value: str | Names | None) -> Names:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class IdentityMapping:
-    email: str
-    display_name: str
-    groups: str
-    department: str
-    username: str | None = None  # None: the local part of the email address
-    known_groups: frozenset[str] | None = None  # given: other upstream groups are dropped
+    """Which claims or attributes feed the Identity (each field: names, the first present wins; `username`
+    empty: the email's local part), and the upstream's trust boundary."""
+
+    email: Names
+    display_name: Names
+    groups: Names
+    department: Names
+    trust: UpstreamTrust
+    username: Names = ()
+    email_verified: Names = ("email_verified",)
+    extra: Mapping[str, Names] = field(default_factory=dict)  # protocol-specific names (SAML `subject`)
+
+    def __post_init__(self) -> None:
+        for name in FIELDS:  # a single name is a list of one
+            object.__setattr__(self, name, _names(getattr(self, name)))
 
     @classmethod
     def from_config(
-        cls, node: Node, defaults: Mapping[str, str | None], known_groups: frozenset[str] | None
+        cls, node: Node, defaults: Mapping[str, str | None], trust: UpstreamTrust, extra: tuple[str, ...] = ()
     ) -> IdentityMapping:
-        """The `claims:` / `attributes:` mapping of an upstream entry; fields it leaves out take `defaults`."""
-        node.only_keys(*defaults)
-        names = {
-            field: node.child(field).string() if field in node.mapping() else default
-            for field, default in defaults.items()
-        }
-        return cls(**names, known_groups=known_groups)  # type: ignore[arg-type]
+        """The `claims:` / `attributes:` mapping of an upstream entry; fields it leaves out take `defaults`.
+        `extra` are protocol-specific keys (SAML's `subject`)."""
+        node.only_keys(*defaults, *extra)
+        names: dict[str, Names] = {}
+        for key in (*defaults, *extra):
+            child = node.child(key, defaults.get(key))
+            if child.value is None:
+                names[key] = ()
+            elif isinstance(child.value, list):
+                names[key] = tuple(child.strings())
+                if not names[key]:
+                    raise child.error("must name at least one claim or attribute")
+            else:
+                names[key] = (child.string(),)
+        extras = {key: names.pop(key) for key in extra}
+        if trust.email_verified == "required" and not names.get("email_verified"):
+            raise node.child("email_verified", None).error(
+                "must name the claim or attribute that says so, since the upstream's email_verified is required"
+            )
+        return cls(**names, trust=trust, extra=extras)
+
+    def describe(self) -> list[str]:
+        """Which names feed which field, for `broker check-config`."""
+        lines = []
+        for name in FIELDS:
+            sources = getattr(self, name)
+            shown = " or ".join(sources) if sources else "(the email's local part)" if name == "username" else "-"
+            lines.append(f"{name} <- {shown}")
+        return lines
+
+    def login(
+        self, subject: Any, values: Mapping[str, Any], *, authn: Authentication, issuer: str, **hint: Any
+    ) -> UpstreamLogin:
+        """The verified values as an UpstreamLogin (with `hint` as its LogoutHint fields), or LoginFailed
+        naming what is refused."""
+        identity, dropped = self.identity(subject, values, authn=authn, issuer=issuer)
+        return UpstreamLogin(identity, LogoutHint(**hint), dropped)
 
     def identity(
-        self, subject: Any, values: Mapping[str, Any], *, authn_methods: frozenset[str], auth_time: int, issuer: str
-    ) -> Identity:
-        """LoginFailed when the upstream vouched for nobody usable (no subject or no email address)."""
-        if not isinstance(subject, str) or not subject.strip():
+        self, subject: Any, values: Mapping[str, Any], *, authn: Authentication, issuer: str
+    ) -> tuple[Identity, frozenset[str]]:
+        """(the Identity, the upstream groups dropped by the mapping); LoginFailed when the upstream vouched
+        for nobody usable, or for something outside its trust boundary."""
+        trust = self.trust
+        if subject is None or (isinstance(subject, str) and not subject.strip()):
             raise LoginFailed("The identity provider sent no subject identifier.")
-        email = _one(values.get(self.email))
-        if not email or "@" not in email:
-            raise LoginFailed(f"The identity provider sent no email address ({self.email!r}).")
-        username = (_one(values.get(self.username)) if self.username else None) or email.split("@", 1)[0]
-        groups = frozenset(_many(values.get(self.groups)))
-        if self.known_groups is not None:
-            groups &= self.known_groups
-        return Identity(
+        subject = _text("subject", subject, strip=False)
+        email = self._email(values)
+        if not trust.email_domains.allows(email):
+            raise LoginFailed(
+                f"This identity provider may not vouch for {email}: it may assert addresses at "
+                f"{trust.email_domains} only."
+            )
+        self._check_email_verified(values)
+        username = self._single("username", values) or email.split("@", 1)[0]
+        upstream_groups = self._groups(values)
+        groups, dropped = trust.groups.apply(upstream_groups)
+        mfa = trust.mfa.recognises(authn.amr, authn.acr, authn.contexts)
+        if trust.mfa.require and not mfa:
+            raise LoginFailed(
+                "This identity provider did not report a second factor (multi-factor authentication), which "
+                "the portal requires for it. Sign in again with your verification code or security key."
+            )
+        identity = Identity(
             subject=subject,
             username=username,
             email=email,
-            display_name=_one(values.get(self.display_name)) or username,
+            display_name=self._single("display_name", values, first=True) or username,
             groups=groups,
-            department=_one(values.get(self.department)) or "",
-            authn_methods=authn_methods,
+            department=self._single("department", values, first=True) or "",
+            authn_methods=frozenset({"pwd", "mfa"} if mfa else {"pwd"}),
             issuer=issuer,
-            auth_time=auth_time,
+            auth_time=authn.time,
         )
+        return identity, dropped
+
+    # -- fields ------------------------------------------------------------------------------------
+
+    def _values(self, names: Names, values: Mapping[str, Any]) -> list[Any] | None:
+        """The values of the first name present, as a list (None when no name is present)."""
+        for name in names:
+            if name in values and values[name] is not None:
+                value = values[name]
+                return list(value) if isinstance(value, (list, tuple)) else [value]
+        return None
+
+    def _single(self, field_name: str, values: Mapping[str, Any], *, first: bool = False) -> str | None:
+        """One text value; several different ones are refused unless `first` (descriptive fields)."""
+        found = self._values(getattr(self, field_name), values)
+        if not found:
+            return None
+        texts = [_text(field_name, value) for value in found]
+        texts = [text for text in texts if text]
+        if len(set(texts)) > 1 and not first:
+            raise LoginFailed(f"The identity provider sent several values as the {_WHAT[field_name]}.")
+        return texts[0] if texts else None
+
+    def _email(self, values: Mapping[str, Any]) -> str:
+        email = self._single("email", values)
+        if not email:
+            shown = " or ".join(repr(name) for name in self.email)
+            raise LoginFailed(f"The identity provider sent no email address ({shown}).")
+        if len(email) > LIMITS["email"] or not EMAIL.fullmatch(email):
+            raise LoginFailed("The identity provider sent an email address that is not well-formed.")
+        return email.lower()
+
+    def _check_email_verified(self, values: Mapping[str, Any]) -> None:
+        rule = self.trust.email_verified
+        if rule == "ignore":
+            return
+        found = self._values(self.email_verified, values)
+        verified = _boolean(found[0]) if found and len(found) == 1 else ("malformed" if found else None)
+        if verified == "malformed":
+            raise LoginFailed("The identity provider sent an email_verified value that is not true or false.")
+        if verified is False:
+            raise LoginFailed("The identity provider says your email address is not verified.")
+        if verified is None and rule == "required":
+            raise LoginFailed("The identity provider did not say that your email address is verified.")
+
+    def _groups(self, values: Mapping[str, Any]) -> list[str]:
+        groups: list[str] = []
+        for name in self.groups:
+            value = values.get(name)
+            if value is None:
+                continue
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                text = _text("group", item)
+                if text:
+                    groups.append(text)
+        if len(groups) > MAX_GROUPS:
+            raise LoginFailed(f"The identity provider sent more than {MAX_GROUPS} groups.")
+        return groups
 
 
-def _many(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [item for item in value if isinstance(item, str) and item]
-    return []
+def _text(what: str, value: Any, *, strip: bool = True) -> str:
+    """A claim value as text: refused when it is not a string, holds control or invisible formatting
+    characters, or is too long. The reason names the field, never the value."""
+    label = _WHAT[what]
+    if not isinstance(value, str):
+        raise LoginFailed(f"The identity provider sent a {label} that is not text ({_kind(value)}).")
+    if any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp") for ch in value):
+        raise LoginFailed(f"The identity provider sent a {label} with control or invisible characters.")
+    if len(value) > LIMITS[what]:
+        raise LoginFailed(f"The identity provider sent a {label} longer than {LIMITS[what]} characters.")
+    return value.strip() if strip else value
 
 
-def _one(value: Any) -> str | None:
-    values = _many(value)
-    return values[0].strip() if values else None
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", dict: "an object", list: "a list"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _boolean(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return "malformed"

@@ -10,22 +10,33 @@ python3-saml does the protocol and the crypto. What it leaves to us (read in its
   SubjectConfirmationData times are checked by python3-saml without any skew.
 - Destination and Recipient are compared with the ACS URL built from the configured portal URL, never
   from the request's Host header.
-Settings are built once (rebuilding them per request costs a quarter to a third of the throughput);
-the IdP's metadata is fetched on first use, so the broker starts while the IdP is down. An AuthnContext
-in `mfa_contexts` counts as multi-factor ("mfa"), any other as a password sign-in ("pwd").
+Settings are built once per metadata document (rebuilding them per request costs a quarter to a third of
+the throughput). The IdP's metadata is fetched on first use, so the broker starts while the IdP is down,
+and kept for its Cache-Control max-age within bounds (broker.connectors.fetch); a Response whose signature
+fails refetches it once (rate-limited), so an IdP's certificate rollover works without a restart.
+
+Who the person is: the NameID (persistent, or email address, or unspecified), or the attribute named by
+`attributes.subject` (an ADFS/Entra object ID, say); a transient NameID names nobody for long and is
+refused unless `attributes.subject` says where the lasting identifier is. Attribute names are
+configuration (broker.connectors.mapping), URIs included. MFA: an AuthnContextClassRef listed in the
+upstream's `mfa.authn_contexts`, or a value of its `mfa.amr_attribute` listed in `mfa.amr`
+(broker.connectors.trust).
+
+The broker's SP metadata: `sp_metadata_xml()` is one upstream's (its ACS and SLO), `sp_metadata(connectors)`
+lists every SAML upstream's ACS and SLO under the one SP entity ID, for IdPs that accept only endpoints
+from metadata (broker/http/metadata.py serves both).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.errors import OneLogin_Saml2_ValidationError as Invalid
@@ -36,25 +47,28 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry
-from broker.connectors.mapping import IdentityMapping
+from broker.connectors.fetch import DEFAULT_POLICY, CachedDocument, FetchPolicy, ServerSlots, UpstreamClient
+from broker.connectors.mapping import Authentication, IdentityMapping
 from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
 from sso_common.config import URL_PATTERN
 from sso_common.keys import SigningIdentity, load_or_create_signing_identity
 from sso_common.records import Record
 from sso_common.store import StateStore
+from sso_common.xmlsign import DS_NAMESPACE
 
-TIMEOUT = (3.0, 10.0)  # seconds: connect, read
 REPLAY_KIND = "saml_assertion_id"
-MFA_CONTEXTS = ("http://schemas.openid.net/pape/policies/2007/06/multi-factor", "https://refeds.org/profile/mfa")
+METADATA_REFRESH_INTERVAL = 30.0  # at most one refetch per this many seconds after a failed signature
 _ASSERTION = "/samlp:Response/saml:Assertion"
 DEFAULT_ATTRIBUTES = {
     "email": "email",
+    "email_verified": None,
     "display_name": "displayName",
     "groups": "groups",
     "department": "department",
     "username": None,
 }
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 
 SECURITY = {
     "authnRequestsSigned": True,
@@ -112,17 +126,21 @@ class SAMLConnector:
         clock_skew: int,
         metadata_url: str | None = None,
         metadata_xml: str | None = None,
-        mfa_contexts: tuple[str, ...] = MFA_CONTEXTS,
-        timeout: tuple[float, float] = TIMEOUT,
+        fetch: FetchPolicy = DEFAULT_POLICY,
+        slots: ServerSlots | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.id, self.display_name = id, display_name
-        self.mapping, self.store, self.clock_skew, self.timeout = mapping, store, clock_skew, timeout
-        self.metadata_url, self.mfa_contexts = metadata_url, frozenset(mfa_contexts)
+        self.mapping, self.store, self.clock_skew = mapping, store, clock_skew
+        self.metadata_url = metadata_url
+        self.sp_entity_id = f"{portal_url}/saml/metadata"
         self.acs_url = f"{portal_url}/login/{id}/acs"
+        self.slo_url = f"{portal_url}/login/{id}/slo"
+        self.sp_identity = sp_identity
         self._sp = {
-            "entityId": f"{portal_url}/saml/metadata",
+            "entityId": self.sp_entity_id,
             "assertionConsumerService": {"url": self.acs_url, "binding": SAML.BINDING_HTTP_POST},
-            "singleLogoutService": {"url": f"{portal_url}/login/{id}/slo", "binding": SAML.BINDING_HTTP_REDIRECT},
+            "singleLogoutService": {"url": self.slo_url, "binding": SAML.BINDING_HTTP_REDIRECT},
             "NameIDFormat": SAML.NAMEID_PERSISTENT,
             "x509cert": sp_identity.certificate_pem,
             "privateKey": sp_identity.key_pem,
@@ -137,18 +155,17 @@ class SAMLConnector:
             "get_data": {},
             "post_data": {},
         }
-        self._lock = threading.Lock()
-        self._settings: OneLogin_Saml2_Settings | None = None
+        self.http = UpstreamClient(display_name, metadata_url or portal_url, fetch, slots)
+        self._metadata: CachedDocument[OneLogin_Saml2_Settings] = CachedDocument(self._load_metadata, monotonic)
+        self._static: OneLogin_Saml2_Settings | None = None
         if metadata_xml is not None:
-            self._settings = self._build_settings(metadata_xml)
+            self._static = self._build_settings(metadata_xml)
 
     @classmethod
     def from_config(cls, entry: UpstreamEntry, context: ConnectorContext) -> SAMLConnector:
         """A `type: saml` entry of `upstreams:`; ConfigError naming the key when it is wrong."""
         node = entry.node
-        node.only_keys(
-            *COMMON_KEYS, "metadata_url", "metadata_file", "attributes", "want_assertions_signed", "mfa_authn_contexts"
-        )
+        node.only_keys(*COMMON_KEYS, "metadata_url", "metadata_file", "attributes", "want_assertions_signed")
         signed = node.child("want_assertions_signed", True)
         if not signed.boolean():
             raise signed.error("must be true: unsigned assertions are never accepted")
@@ -163,6 +180,9 @@ class SAMLConnector:
             except OSError as error:
                 raise file.error(f"cannot read {path} ({error.strerror})") from None
         portal_url = context.portal_url
+        mapping = IdentityMapping.from_config(
+            node.child("attributes", {}), DEFAULT_ATTRIBUTES, entry.trust, extra=("subject",)
+        )
         try:
             return cls(
                 id=entry.id,
@@ -171,26 +191,30 @@ class SAMLConnector:
                 portal_url=portal_url,
                 metadata_url=url.string(URL_PATTERN, "an http(s) URL") if url.value is not None else None,
                 metadata_xml=metadata_xml,
-                mapping=IdentityMapping.from_config(
-                    node.child("attributes", {}), DEFAULT_ATTRIBUTES, context.known_groups
-                ),
-                mfa_contexts=tuple(node.child("mfa_authn_contexts", list(MFA_CONTEXTS)).strings()),
+                mapping=mapping,
                 sp_identity=load_or_create_signing_identity(
                     context.instance_dir / "saml-sp", "sp", f"{portal_url}/saml/metadata"
                 ),
                 store=context.store,
+                fetch=entry.fetch,
+                slots=context.slots,
             )
         except UpstreamUnavailable as error:  # a metadata_file that python3-saml cannot use
             raise file.error(error.reason) from None
 
+    def describe(self) -> list[str]:
+        return [
+            f"IdP metadata: {self.metadata_url or '(from metadata_file)'}",
+            f"SP entity ID: {self.sp_entity_id}",
+            f"ACS: {self.acs_url}; SLO: {self.slo_url}",
+            "subject <- " + (" or ".join(self.mapping.extra.get("subject", ())) or "NameID (not transient)"),
+            *self.mapping.describe(),
+        ]
+
     def sp_metadata_xml(self) -> str:
-        """The broker's SP metadata (entity ID, this ACS and SLO, the AuthnRequest signing certificate).
-        Needs no IdP, so it is served even while the IdP is down."""
-        settings = OneLogin_Saml2_Settings(
-            {"strict": True, "sp": self._sp, "security": SECURITY}, sp_validation_only=True
-        )
-        metadata = settings.get_sp_metadata()
-        return metadata.decode() if isinstance(metadata, bytes) else metadata
+        """The broker's SP metadata for this upstream (entity ID, this ACS and SLO, the AuthnRequest
+        signing certificate). Needs no IdP, so it is served even while the IdP is down."""
+        return sp_metadata([self])
 
     def begin(self, state: str) -> tuple[Redirect, SAMLLoginState]:
         auth = OneLogin_Saml2_Auth(self._request_data, old_settings=self._idp_settings())
@@ -205,12 +229,29 @@ class SAMLConnector:
             raise LoginFailed("The sign-in answer has no SAMLResponse.")
         settings = self._idp_settings()
         try:
+            return self._complete(settings, params, kept)
+        except _BadSignature:
+            fresh = self._metadata.refresh(METADATA_REFRESH_INTERVAL) if self._static is None else None
+            if fresh is None:
+                raise _rejected(_REASONS[Invalid.INVALID_SIGNATURE]) from None
+        try:  # the IdP may have rolled its certificate over: once more with its current metadata
+            return self._complete(fresh, params, kept)
+        except _BadSignature:
+            raise _rejected(_REASONS[Invalid.INVALID_SIGNATURE]) from None
+
+    def _complete(
+        self, settings: OneLogin_Saml2_Settings, params: Mapping[str, str], kept: SAMLLoginState
+    ) -> UpstreamLogin:
+        try:
             response = OneLogin_Saml2_Response(settings, params["SAMLResponse"])
             response.is_valid(self._request_data, request_id=kept.request_id, raise_exceptions=True)
             answers = response.get_in_response_to()
             name_id = response.get_nameid()
+            name_id_format = response.get_nameid_format()
             attributes = response.get_attributes()
         except Invalid as error:
+            if error.code == Invalid.INVALID_SIGNATURE:
+                raise _BadSignature from None
             raise _rejected(_REASONS.get(error.code, "it is not valid")) from None
         except Exception:  # noqa: BLE001 - malformed base64/XML: python3-saml raises anything
             raise _rejected("it is not a readable SAML response") from None
@@ -222,19 +263,31 @@ class SAMLConnector:
             raise _rejected("the assertion was already used (replayed)")
 
         statement = OneLogin_Saml2_XML.query(assertion, "./saml:AuthnStatement")[0]
-        contexts = set(response.get_authn_contexts())
-        identity = self.mapping.identity(
-            name_id,
+        amr_attribute = self.mapping.trust.mfa.amr_attribute
+        subject_names = self.mapping.extra.get("subject", ())
+        if subject_names:
+            subject = next((attributes[n] for n in subject_names if attributes.get(n)), None)
+            subject = subject[0] if isinstance(subject, list) and len(subject) == 1 else subject
+        elif name_id_format == SAML.NAMEID_TRANSIENT:
+            raise LoginFailed(
+                "The identity provider sent a transient NameID, which names nobody for longer than one sign-in: "
+                "it must send a persistent NameID, or the upstream's attributes.subject must name the "
+                "attribute that holds a lasting identifier."
+            )
+        else:
+            subject = name_id
+        return self.mapping.login(
+            subject,
             attributes,
-            authn_methods=frozenset({"mfa"} if contexts & self.mfa_contexts else {"pwd"}),
-            auth_time=OneLogin_Saml2_Utils.parse_SAML_to_time(statement.get("AuthnInstant")),
-            issuer=settings.get_idp_data()["entityId"],
-        )
-        return UpstreamLogin(
-            identity,
-            LogoutHint(
-                name_id=name_id, name_id_format=response.get_nameid_format(), session_index=response.get_session_index()
+            authn=Authentication(
+                time=OneLogin_Saml2_Utils.parse_SAML_to_time(statement.get("AuthnInstant")),
+                contexts=frozenset(response.get_authn_contexts()),
+                amr=frozenset(v for v in attributes.get(amr_attribute or "", []) if isinstance(v, str)),
             ),
+            issuer=settings.get_idp_data()["entityId"],
+            name_id=name_id,
+            name_id_format=name_id_format,
+            session_index=response.get_session_index(),
         )
 
     def logout(self, hint: LogoutHint, return_to: str) -> Redirect | None:
@@ -273,24 +326,20 @@ class SAMLConnector:
     # -- the IdP's metadata -------------------------------------------------------------------------
 
     def _idp_settings(self) -> OneLogin_Saml2_Settings:
-        with self._lock:
-            if self._settings is None:
-                self._settings = self._build_settings(self._fetch_metadata())
-            return self._settings
+        return self._static if self._static is not None else self._metadata.get()
 
-    def _fetch_metadata(self) -> str:
+    def _load_metadata(self) -> tuple[OneLogin_Saml2_Settings, float]:
         if self.metadata_url is None:  # built from a metadata_file: the settings were made at start-up
             raise UpstreamUnavailable(f"{self.display_name}: no SAML metadata.")
+        what = "SAML metadata"
+        answer = self.http.get(self.metadata_url, what)
+        if answer.status != 200:
+            raise UpstreamUnavailable(f"{self.display_name} answered HTTP {answer.status} ({what}).")
         try:
-            answer = requests.get(self.metadata_url, timeout=self.timeout)
-            answer.raise_for_status()
-            return answer.text
-        except requests.Timeout:
-            raise UpstreamUnavailable(f"{self.display_name} did not answer in time (SAML metadata).") from None
-        except requests.RequestException as error:
-            raise UpstreamUnavailable(
-                f"{self.display_name} is unreachable (SAML metadata: {type(error).__name__})."
-            ) from None
+            text = answer.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UpstreamUnavailable(f"{self.display_name}: the SAML metadata is not valid XML.") from None
+        return self._build_settings(text), answer.max_age()
 
     def _build_settings(self, metadata_xml: str) -> OneLogin_Saml2_Settings:
         """Only the `idp` part of the parsed metadata is used: merging all of it would let the IdP's
@@ -316,5 +365,42 @@ class SAMLConnector:
             raise UpstreamUnavailable(f"{self.display_name}: unusable SAML metadata ({error}).") from None
 
 
+class _BadSignature(Exception):
+    """python3-saml found the signature invalid: perhaps the IdP's new certificate, see `complete`."""
+
+
 def _rejected(why: str) -> LoginFailed:
     return LoginFailed(f"The SAML response was rejected: {why}.")
+
+
+def sp_metadata(connectors: Iterable[SAMLConnector]) -> str:
+    """SP metadata naming every given upstream's ACS (HTTP-POST, indexed, the first the default) and SLO
+    (HTTP-Redirect) under the broker's one SP entity ID, with the AuthnRequest signing certificate. Built
+    with lxml, in the schema's element order (python3-saml's builder takes one ACS only)."""
+    connectors = list(connectors)
+    first = connectors[0]
+    root = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "ds": DS_NAMESPACE}, entityID=first.sp_entity_id)
+    sp = etree.SubElement(
+        root,
+        f"{{{MD}}}SPSSODescriptor",
+        AuthnRequestsSigned="true",
+        WantAssertionsSigned="true",
+        protocolSupportEnumeration=SAML.NS_SAMLP,
+    )
+    ds = f"{{{DS_NAMESPACE}}}"
+    key_info = etree.SubElement(etree.SubElement(sp, f"{{{MD}}}KeyDescriptor", use="signing"), f"{ds}KeyInfo")
+    certificate = etree.SubElement(etree.SubElement(key_info, f"{ds}X509Data"), f"{ds}X509Certificate")
+    certificate.text = first.sp_identity.certificate_base64
+    for connector in connectors:
+        etree.SubElement(
+            sp, f"{{{MD}}}SingleLogoutService", Binding=SAML.BINDING_HTTP_REDIRECT, Location=connector.slo_url
+        )
+    etree.SubElement(sp, f"{{{MD}}}NameIDFormat").text = SAML.NAMEID_PERSISTENT
+    for index, connector in enumerate(connectors):
+        acs = etree.SubElement(
+            sp, f"{{{MD}}}AssertionConsumerService", Binding=SAML.BINDING_HTTP_POST, Location=connector.acs_url
+        )
+        acs.set("index", str(index))
+        if index == 0:
+            acs.set("isDefault", "true")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True).decode()

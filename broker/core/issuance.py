@@ -16,7 +16,7 @@ from broker.core.access import AccessConfig
 from broker.core.audit import RequestOrigin
 from broker.core.audit import issuance as audit_issuance
 from broker.core.entitlements import Entitlement, check_entitlement, entitlements_for
-from broker.core.identity import Identity
+from broker.core.identity import Identity, aws_person_name
 from broker.errors import CredentialIssueError, EntitlementError, IdentityRefused, NotEntitled
 from sso_common.store import AuditLog
 
@@ -64,7 +64,7 @@ class Issuance:
         record(
             role_arn=entitlement.role_arn,
             session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
-            source_identity=identity.username,
+            source_identity=aws_person_name(identity),
             expiration=credentials.expiration.isoformat(),
         )
         return entitlement, credentials

@@ -28,7 +28,7 @@ from lxml import etree
 
 from sso_common.keys import SigningIdentity
 from sso_common.xmlsign import DS_NAMESPACE, sign_element
-from tests.support.idp_client import submit_login
+from tests.support.idp_client import answer_consent, is_consent_page, submit_login
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -41,10 +41,13 @@ def _b64url(data: bytes) -> str:
 
 
 class FakeOIDCProvider:
-    """Discovery, JWKS and a token endpoint that answers with whatever the test queued.
+    """Discovery, JWKS, a token and a userinfo endpoint that answer with whatever the test queued.
 
-    `keys` is the published key set; `jwks_requests` counts JWKS fetches; `token_requests` keeps the
-    form of each token request; `delay` makes every answer that slow."""
+    `keys` is the published key set; `jwks_requests` counts JWKS fetches, `jwks_headers` are sent with
+    them (Cache-Control); `extra_discovery` is merged into the discovery document; `token_requests` keeps
+    the form (and Authorization header) of each token request, `userinfo_requests` the Authorization
+    header of each userinfo request; `delay` makes every answer that slow, and `trickle` (seconds per
+    byte) makes the token endpoint send its whole answer, headers included, one byte at a time."""
 
     def __init__(self, client_id: str = "access-portal"):
         self.client_id = client_id
@@ -57,31 +60,59 @@ class FakeOIDCProvider:
         self.token_answers: list[tuple[int, dict]] = []
         self.token_requests: list[dict] = []
         self.jwks_requests = 0
+        self.jwks_headers: dict[str, str] = {}
+        self.extra_discovery: dict = {}
+        self.userinfo_answers: list[tuple[int, dict | str]] = []
+        self.userinfo_requests: list[str | None] = []
         self.delay = 0.0
+        self.trickle: float | None = None
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def _json(self, status: int, document: dict) -> None:
+            def _json(self, status: int, document: dict | str, headers: dict | None = None) -> None:
                 time.sleep(provider.delay)
-                body = json.dumps(document).encode()
+                jwt_answer = isinstance(document, str)
+                body = document.encode() if isinstance(document, str) else json.dumps(document).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/jwt" if jwt_answer else "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 try:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (the timeout tests)
 
+            def _trickle(self, document: dict) -> None:
+                body = json.dumps(document).encode()
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                try:
+                    for byte in head.encode() + body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(provider.trickle or 0)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass  # the client cut us off: what the tests want
+                self.close_connection = True
+
             def do_GET(self):
                 if self.path == "/.well-known/openid-configuration":
                     self._json(200, provider.discovery())
                 elif self.path == "/jwks":
                     provider.jwks_requests += 1
-                    self._json(200, provider.keys.as_dict(private=False))
+                    self._json(200, provider.keys.as_dict(private=False), provider.jwks_headers)
+                elif self.path == "/userinfo":
+                    provider.userinfo_requests.append(self.headers.get("Authorization"))
+                    status, document = (
+                        provider.userinfo_answers.pop(0)
+                        if provider.userinfo_answers
+                        else (401, {"error": "invalid_token"})
+                    )
+                    self._json(status, document)
                 else:
                     self._json(404, {"error": "not_found"})
 
@@ -92,12 +123,15 @@ class FakeOIDCProvider:
                 status, document = (
                     provider.token_answers.pop(0) if provider.token_answers else (400, {"error": "invalid_grant"})
                 )
-                self._json(status, document)
+                if provider.trickle is not None:
+                    self._trickle(document)
+                else:
+                    self._json(status, document)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def discovery(self) -> dict:
@@ -106,7 +140,9 @@ class FakeOIDCProvider:
             "authorization_endpoint": f"{self.url}/authorize",
             "token_endpoint": f"{self.url}/token",
             "jwks_uri": f"{self.url}/jwks",
+            "userinfo_endpoint": f"{self.url}/userinfo",
             "end_session_endpoint": f"{self.url}/logout",
+            **self.extra_discovery,
         }
 
     def claims(self, nonce: str, /, **overrides) -> dict:
@@ -142,6 +178,10 @@ class FakeOIDCProvider:
         if id_token is not None:
             document["id_token"] = id_token
         self.token_answers.append((status, document))
+
+    def answer_userinfo(self, document: dict | str, status: int = 200) -> None:
+        """Queue the userinfo endpoint's next answer (a str is sent as a signed JWT, application/jwt)."""
+        self.userinfo_answers.append((status, document))
 
     def rotate(self) -> str:
         """Publish a new RSA key (the old ones stay) and return its kid."""
@@ -191,6 +231,8 @@ def idp_answer(idp_url: str, start_url: str, username: str, totp_secret: str | N
             answer = http.get(location, allow_redirects=False)
         elif not signed_in and 'name="password"' in answer.text:
             answer, signed_in = submit_login(http, idp_url, answer, username, totp_secret=totp_secret), True
+        elif is_consent_page(answer):  # an SP or client that registered itself asks the person first
+            answer = answer_consent(http, idp_url, answer)
         else:
             return answer
     raise AssertionError(f"the IdP kept redirecting; last answer from {answer.url}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from lxml import etree
@@ -19,6 +20,7 @@ from broker.aws.assertion import (
     tag_value,
 )
 from broker.core.entitlements import check_entitlement
+from broker.core.identity import aws_person_name, aws_person_tag
 from broker.errors import IdentityRefused
 from sso_common.keys import load_or_create_signing_identity
 from sso_common.xmlsign import sign_element
@@ -77,9 +79,9 @@ def test_attributes_are_what_sts_reads(response, developer):
     values = attributes(response)
     assert values[AWS_ATTRIBUTE + "Role"] == [f"{developer.role_arn},{developer.provider_arn}"]
     assert values[AWS_ATTRIBUTE + "RoleSessionName"] == ["bob@example.com"]
-    assert values[AWS_ATTRIBUTE + "SourceIdentity"] == ["bob"]
+    assert values[AWS_ATTRIBUTE + "SourceIdentity"] == ["bob@example.com"]  # unique across upstreams, not "bob"
     assert values[AWS_ATTRIBUTE + "SessionDuration"] == [str(8 * 3600)]
-    assert values[AWS_ATTRIBUTE + "PrincipalTag:username"] == ["bob"]
+    assert values[AWS_ATTRIBUTE + "PrincipalTag:username"] == ["bob@example.com"]
     assert values[AWS_ATTRIBUTE + "PrincipalTag:email"] == ["bob@example.com"]
     assert values[AWS_ATTRIBUTE + "PrincipalTag:department"] == ["R_D _Platform_"]
 
@@ -137,7 +139,8 @@ def test_user_data_is_escaped_text_never_markup(access, person, signing_identity
     root = etree.fromstring(xml)
     assert root.findtext(".//saml:NameID", namespaces=NS) == mallory.subject
     assert len(root.findall(".//saml:NameID", NS)) == 1
-    assert attributes(xml)[AWS_ATTRIBUTE + "RoleSessionName"] == ["m___saml_AttributeValue__x_@example.com"]
+    name = attributes(xml)[AWS_ATTRIBUTE + "RoleSessionName"][0]
+    assert name.startswith("m___saml_AttributeValue__x_@example.com,") and len(name) <= 64
 
 
 def test_tag_values_fit_aws_alphabet_and_length():
@@ -146,11 +149,39 @@ def test_tag_values_fit_aws_alphabet_and_length():
     assert len(tag_value("x" * 500)) == 256
 
 
-def test_session_names_fit_aws_alphabet_and_length():
-    assert aws_name("bob.o'neil@example.com", "email") == "bob.o_neil@example.com"
-    assert len(aws_name("a" * 100 + "@example.com", "email")) == 64
-    with pytest.raises(IdentityRefused, match="2 characters"):
-        aws_name("b", "username")
+def test_session_names_fit_aws_alphabet_and_length(person):
+    assert aws_name(person("bob")) == "bob@example.com"
+    quoted = aws_name(person("bob", email="bob.o'neil@example.com"))
+    assert re.fullmatch(r"bob\.o_neil@example\.com,[0-9a-f]{16}", quoted)  # changed: a hash keeps it unique
+    long = aws_name(person("a", email="a" * 100 + "@example.com"))
+    assert len(long) == 64 and re.fullmatch(r"a{47},[0-9a-f]{16}", long)
+    with pytest.raises(IdentityRefused, match="no email address"):
+        aws_name(person("b", email=""))
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("bob@example.com", "bob@partner.example"),  # the same username at two upstreams: `bob` before
+        ("o'brien@example.com", "o_brien@example.com"),  # the same once the quote is replaced
+        ("x" * 60 + "1@example.com", "x" * 60 + "2@example.com"),  # the same once cut to 64
+        ("ünïcode@example.com", "_n_code@example.com"),
+    ],
+)
+def test_aws_names_are_unique_per_person(person, first, second):
+    one, two = person("p", email=first), person("p", email=second)
+    assert aws_person_name(one) != aws_person_name(two) and aws_person_tag(one) != aws_person_tag(two)
+    for value in (aws_person_name(one), aws_person_name(two)):
+        assert re.fullmatch(r"[\w+=,.@-]{2,64}", value, re.ASCII)
+    for value in (aws_person_tag(one), aws_person_tag(two)):
+        assert re.fullmatch(r"[\w .:/=+@-]{1,256}", value)
+
+
+def test_a_stand_in_never_equals_another_persons_plain_address(person):
+    """The separator (`,` in names, `:` in tags) never occurs in an address the connectors accept."""
+    assert aws_person_name(person("p", email="o'brien@example.com")).count(",") == 1
+    assert aws_person_tag(person("p", email="a!b@example.com")).count(":") == 1
+    assert aws_person_tag(person("p", email="ünïcode@example.com")) == "ünïcode@example.com"  # tags take letters
 
 
 def test_sign_element_leaves_its_input_unchanged(response, signing_identity):

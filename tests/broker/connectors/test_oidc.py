@@ -15,12 +15,14 @@ import requests
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc.jwk import RSAKey
 
+from broker.connectors.fetch import FetchPolicy
 from broker.connectors.mapping import IdentityMapping
 from broker.connectors.oidc import DEFAULT_CLAIMS as OIDC_CLAIMS
 from broker.connectors.oidc import JWKS_REFRESH_INTERVAL, OIDCConnector
 from broker.core.identity import LogoutHint
 from broker.errors import LoginFailed, UpstreamUnavailable
 from devstack.processes import free_port
+from tests.broker.connectors.trusts import trust
 from tests.support.forge import (
     FakeOIDCProvider,
     hmac_token,
@@ -35,7 +37,7 @@ STRANGER_KEY = RSAKey.generate_key(2048)  # a key the provider never published
 
 
 def make_connector(
-    issuer: str, client_secret: str = "test-secret", upstream_id: str = "test-oidc", **options
+    issuer: str, client_secret: str | None = "test-secret", upstream_id: str = "test-oidc", boundary=None, **options
 ) -> OIDCConnector:
     return OIDCConnector(
         id=upstream_id,
@@ -45,7 +47,7 @@ def make_connector(
         client_secret=client_secret,
         redirect_uri=f"{PORTAL}/login/{upstream_id}/callback",
         scopes=["openid", "email", "profile", "groups"],
-        mapping=IdentityMapping(**OIDC_CLAIMS),
+        mapping=IdentityMapping(**OIDC_CLAIMS, trust=boundary or trust(upstream_id)),
         clock_skew=60,
         **options,
     )
@@ -62,7 +64,12 @@ def provider():
 def fake(provider):
     provider.token_answers.clear()
     provider.token_requests.clear()
+    provider.userinfo_answers.clear()
+    provider.userinfo_requests.clear()
+    provider.extra_discovery.clear()
+    provider.jwks_headers.clear()
     provider.delay = 0.0
+    provider.trickle = None
     return provider
 
 
@@ -108,7 +115,7 @@ def test_authorization_request_uses_pkce_state_and_nonce(fake):
 
 
 def test_valid_token_gives_the_identity(fake):
-    login = sign_in_with(fake, make_connector(fake.url), amr=["pwd", "otp"])
+    login = sign_in_with(fake, make_connector(fake.url), amr=["pwd", "otp"], email="Alice@Example.com")
     identity = login.identity
     assert identity.subject == "subject-alice" and identity.username == "alice"
     assert identity.email == "alice@example.com" and identity.display_name == "Alice Anderson"
@@ -134,6 +141,7 @@ def test_without_amr_the_method_is_password(fake):
 
 
 def test_username_falls_back_to_the_email_local_part(fake):
+    fake.answer_userinfo({"sub": "subject-alice"})  # asked because the username claim is missing: none there either
     assert sign_in_with(fake, make_connector(fake.url), preferred_username=None).identity.username == "alice"
 
 
@@ -322,7 +330,7 @@ def test_a_slow_idp_is_unavailable_after_the_timeout(fake):
     fake.delay = 1.5
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable, match="in time"):
-        begin(make_connector(fake.url, timeout=(0.5, 0.5)))
+        begin(make_connector(fake.url, fetch=FetchPolicy(deadline=0.5)))
     assert time.monotonic() - started < 1.4
 
 

@@ -19,6 +19,7 @@ import pytest
 from lxml import etree
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
+from broker.connectors.fetch import FetchPolicy
 from broker.connectors.mapping import IdentityMapping
 from broker.connectors.saml import DEFAULT_ATTRIBUTES as SAML_ATTRIBUTES
 from broker.connectors.saml import SAMLConnector, SAMLLoginState
@@ -27,6 +28,7 @@ from broker.errors import LoginFailed, UpstreamUnavailable
 from devstack.processes import free_port
 from sso_common.keys import load_or_create_signing_identity
 from sso_common.store.memory import MemoryStateStore
+from tests.broker.connectors.trusts import trust
 from tests.support.forge import (
     NS,
     FakeOIDCProvider,
@@ -54,7 +56,7 @@ def saml_connector(sp_keys, portal: str, **options) -> SAMLConnector:
         id=UPSTREAM,
         display_name="Example Corp (SAML)",
         portal_url=portal,
-        mapping=IdentityMapping(**SAML_ATTRIBUTES),
+        mapping=IdentityMapping(**SAML_ATTRIBUTES, trust=trust(UPSTREAM)),
         sp_identity=sp_keys,
         store=MemoryStateStore(),
         clock_skew=60,
@@ -357,7 +359,7 @@ def test_a_slow_idp_is_unavailable_after_the_timeout(connect):
     slow = FakeOIDCProvider()
     slow.delay = 1.5
     try:
-        connector = connect(metadata_url=f"{slow.url}/saml/metadata", timeout=(0.5, 0.5))
+        connector = connect(metadata_url=f"{slow.url}/saml/metadata", fetch=FetchPolicy(deadline=0.5))
         started = time.monotonic()
         with pytest.raises(UpstreamUnavailable, match="in time"):
             connector.begin("state-1")

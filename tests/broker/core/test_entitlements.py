@@ -132,3 +132,12 @@ def test_arbitrary_requests_outside_the_offer_are_refused(access, person, groups
         return
     with pytest.raises(NotEntitled):
         check_entitlement(identity, access, account_id, permission_set)
+
+
+def test_a_partners_prefixed_groups_grant_nothing_the_corp_groups_do(access, person):
+    """A partner upstream's `aws-admins` arrives as `partner-aws-admins` (its group mapping's prefix): no
+    assignment names it, so the partner's admin gets nothing, least of all AdministratorAccess."""
+    partner_admin = person("mallory", groups=("partner-aws-admins", "partner-engineering"), email="m@partner.example")
+    assert entitlements_for(partner_admin, access) == []
+    with pytest.raises(NotEntitled):
+        check_entitlement(partner_admin, access, "111111111111", "AdministratorAccess")
