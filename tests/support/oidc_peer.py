@@ -1,8 +1,8 @@
 """panva's oidc-provider (npm, a certified OpenID Provider) as an independent upstream for the tests.
 
 The module is the one the benchmark installs into bench/peers/node_modules (git-ignored); when it is not
-there yet it is installed the same way (`npm ci`, bounded in time). Without node on the machine the tests
-that need the peer are skipped with the reason; `./run test` on a machine with node runs them."""
+there yet it is installed the same way (`npm ci`, bounded in time). `./run test` installs node and npm
+when the machine lacks them; without them these tests fail, saying so (never skip)."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ class OIDCProviderPeer:
 
 
 def ensure_installed() -> None:
-    """Skip when node is missing; install oidc-provider with npm ci when it is not there yet."""
+    """Install oidc-provider with npm ci when it is not there yet; fail clearly when node is missing."""
     if shutil.which("node") is None:
-        pytest.skip("node is not installed: panva's oidc-provider cannot run (install nodejs and npm)")
+        pytest.fail("node is not installed: panva's oidc-provider cannot run (./run test installs nodejs)")
     if MODULE.exists():
         return
     if shutil.which("npm") is None:
-        pytest.skip("npm is not installed: panva's oidc-provider cannot be installed into bench/peers")
+        pytest.fail("npm is not installed: panva's oidc-provider cannot be installed (./run test installs npm)")
     subprocess.run(
         ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS, check=True, timeout=INSTALL_TIMEOUT
     )
