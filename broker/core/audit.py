@@ -1,16 +1,45 @@
 """The audit trail: every sign-in (and why it failed) and every credential issuance.
 
 Records carry who, what, from where and until when; never a credential, token or assertion.
+
+Event types:
+- `sign_in`: a person signed in to the portal through an upstream identity provider (channel
+  `portal`), or was refused; refusals before the person is known carry no identity.
+- `cli_sign_in`: a person approved (or denied) a command-line tool's sign-in (device code or
+  authorization code flow; channel `sso-api`). One record per command-line sign-in: the browser
+  sign-in that may come before it is the portal's own `sign_in`, not a second record of it.
+- `sign_out`, and `credentials`: every issuance, on the channel that asked for it.
+
+`audit_query` turns the audit page's filters (person, event, outcome, channel, time range) into an
+`AuditQuery`, or a `BadFilter` naming the field and the problem.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from broker.core.identity import Identity
-from sso_common.store import AuditLog
+from sso_common.store import AuditLog, AuditQuery
 
 MAX_USER_AGENT = 256
+
+PORTAL_CHANNEL = "portal"  # a browser on the portal's pages
+API_CHANNEL = "sso-api"  # a CLI or SDK, and the browser approvals of its sign-ins
+
+EVENT_TYPES = {
+    "sign_in": "Sign-in",
+    "cli_sign_in": "Command-line sign-in",
+    "sign_out": "Sign-out",
+    "credentials": "Credentials",
+}
+OUTCOMES = {"success": "Success", "failure": "Failure"}
+CHANNELS = {PORTAL_CHANNEL: "Portal (browser)", API_CHANNEL: "Command line and SDKs (sso-api)"}
+FILTER_FIELDS = ("person", "event", "outcome", "channel", "since", "until")
+MAX_PERSON_LENGTH = 256
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?")
 
 
 @dataclass(frozen=True)
@@ -90,3 +119,78 @@ def issuance(
             **_where(origin),
         }
     )
+
+
+def cli_sign_in(
+    audit: AuditLog,
+    origin: RequestOrigin,
+    upstream_id: str,
+    identity: Identity,
+    client_name: str,
+    flow: str,
+    reason: str | None = None,
+) -> None:
+    """A command-line sign-in approved (reason None) or denied in the browser by `identity`."""
+    audit.append(
+        {
+            "type": "cli_sign_in",
+            "outcome": "success" if reason is None else "failure",
+            "upstream": upstream_id,
+            "client_name": client_name,
+            "flow": flow,
+            **({"reason": reason} if reason else {}),
+            **_who(identity),
+            **_where(origin),
+        }
+    )
+
+
+class BadFilter(ValueError):
+    """A filter of the audit page that cannot be applied; the message names the field and is safe to show."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def audit_query(params: Mapping[str, str]) -> AuditQuery:
+    """The query behind the audit page's filters. Empty fields filter nothing; times are UTC, `since`
+    inclusive and `until` exclusive."""
+    values = {name: (params.get(name) or "").strip() for name in FILTER_FIELDS}
+    person = values["person"]
+    if len(person) > MAX_PERSON_LENGTH or not person.isprintable():
+        raise BadFilter(
+            "person", f"Person: give a username, email address or subject of at most {MAX_PERSON_LENGTH} characters."
+        )
+    for field, allowed in (("event", EVENT_TYPES), ("outcome", OUTCOMES), ("channel", CHANNELS)):
+        if values[field] and values[field] not in allowed:
+            raise BadFilter(field, f"{field.title()}: {values[field][:40]!r} is not one of {', '.join(allowed)}.")
+    since, until = _time(values["since"], "since", "From"), _time(values["until"], "until", "Before")
+    if since is not None and until is not None and since >= until:
+        raise BadFilter("until", "Before: the end of the time range must come after its start.")
+    return AuditQuery(
+        event_type=values["event"] or None,
+        person=person or None,
+        outcome=values["outcome"] or None,
+        channel=values["channel"] or None,
+        since=since,
+        until=until,
+    )
+
+
+def form_time(epoch: float | None) -> str:
+    """A time of the query as the filter form's datetime-local field takes it (UTC), or ""."""
+    return "" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _time(text: str, field: str, label: str) -> float | None:
+    if not text:
+        return None
+    try:
+        if not _TIME.fullmatch(text):
+            raise ValueError
+        return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise BadFilter(
+            field, f"{label}: {text[:40]!r} is not a date and time (UTC) such as 2026-01-31 or 2026-01-31T09:30."
+        ) from None

@@ -3,7 +3,8 @@ Center domain together.
 
 - pages for people: `login` (sign-in, sign-out), `portal` (accounts, credentials), `admin` (audit),
   `device` (approving a command-line sign-in), `metadata` (SAML metadata the broker publishes);
-- AWS's APIs: `sso_oidc` and `sso_portal`, in AWS's wire format (`aws_wire`).
+- AWS's APIs: `sso_oidc` and `sso_portal`, in AWS's wire format (`aws_wire`), and `portal_info`, what
+  command-line clients read about the portal (its start URL, region, and the AWS emulator's address).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from broker.http import admin, device, login, metadata, portal, sso_oidc, sso_portal
+    from broker.http import admin, device, login, metadata, portal, portal_info, sso_oidc, sso_portal
 
-    for module in (login, portal, admin, metadata, device, sso_oidc, sso_portal):
+    for module in (login, portal, admin, metadata, device, sso_oidc, sso_portal, portal_info):
         app.register_blueprint(module.blueprint)

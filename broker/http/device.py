@@ -6,15 +6,17 @@ with a reference to the portal session: the CLI's sign-in ends when that session
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, redirect, render_template, request
 
 from broker.core import audit
-from broker.http.context import API_CHANNEL, current_session, request_origin, state
+from broker.core.sessions import PortalSession
+from broker.http.context import API_CHANNEL, current_session, request_origin, state, upstream_choices
 from broker.identity_center.codes import display_user_code, normalise_user_code, redirect_uri_allowed
 from broker.identity_center.grants import CODE_GRANT, DEFAULT_SCOPE, SCOPES
-from sso_common.web import UserFacingError, check_csrf
+from sso_common.web import UserFacingError, check_csrf, error_response
 
 blueprint = Blueprint("device", __name__)
 
@@ -23,18 +25,43 @@ AUTHORIZE_FIELDS = ("client_id", "redirect_uri", "state", "code_challenge", "cod
 
 def _sign_in_first(next_path: str, reason: str):
     """The sign-in choice, returning here afterwards (the portal's /login page does not carry `next`)."""
-    return render_template(
-        "device_signin.html", connectors=list(state().connectors.values()), next_path=next_path, reason=reason
-    )
+    return render_template("device_signin.html", choices=upstream_choices(), next_path=next_path, reason=reason)
 
 
 def _page(page: str, title: str, message: str = "", status: int = 200, **context):
-    return render_template("device.html", page=page, title=title, message=message, **context), status
+    return render_template(
+        "device.html", page=page, title=title, message=message, invalid=status >= 400, **context
+    ), status
 
 
 def _sso_origin():
     """Approvals are recorded on the CLI's channel: they are that channel's sign-ins."""
     return request_origin(API_CHANNEL)
+
+
+def _confirm(session: PortalSession, client_name: str, requested_at: float | None, requested_from: str, **context):
+    """The approval page: what approving grants (the person's AWS access, as them, until the portal
+    session ends), the client's self-declared name, and when and from where the request came."""
+    return _page(
+        "confirm",
+        "Approve this request?",
+        client_name=client_name,
+        identity=session.identity,
+        session_expires=session.expires,
+        requested_at=requested_at,
+        requested_from=requested_from,
+        **context,
+    )
+
+
+def _too_many_codes():
+    """Guessing codes is throttled per person and per address for a window; say how long that is."""
+    minutes = max(1, round(state().grants.settings.user_code_window / 60))
+    response = error_response(
+        f"Too many unknown codes were entered. Wait {minutes} minutes, then try again.", 429, "Too many attempts"
+    )
+    response.headers["Retry-After"] = str(state().grants.settings.user_code_window)
+    return response
 
 
 # --- device verification (RFC 8628) ---------------------------------------------------------------
@@ -50,9 +77,7 @@ def _device_request(raw_code: str, session):
         )
     store, address = state().grants, request.remote_addr or ""
     if store.user_code_guessing_blocked(session.identity.subject, address):
-        raise UserFacingError(
-            "Too many unknown codes were entered. Wait 15 minutes and try again.", 429, "Too many attempts"
-        )
+        return None, _too_many_codes()
     found = store.device_request(user_code, session.identity.subject, address)
     if found is None:
         return None, _page(
@@ -85,19 +110,21 @@ def device():
     if session is None:
         next_path = "/device" + (f"?{urlencode({'user_code': raw_code[:32]})}" if raw_code else "")
         return _sign_in_first(next_path, "Sign in to approve a sign-in request from a command-line tool.")
-    if not raw_code:
+    if "user_code" not in request.args:
         return _page("enter", "Enter your code", "Enter the code your terminal shows.")
+    if not raw_code.strip():
+        return _page("enter", "Enter your code", "Enter your code: the 8 letters your terminal shows.", 400)
     found, problem = _device_request(raw_code, session)
     if problem:
         return problem
-    return _page(
-        "confirm",
-        "Approve this request?",
-        client_name=found.client_name,
+    return _confirm(
+        session,
+        found.client_name,
+        found.requested_at,
+        found.requested_from,
         user_code=display_user_code(found.user_code),
         action="/device",
         fields={"user_code": found.user_code},
-        identity=session.identity,
     )
 
 
@@ -127,11 +154,13 @@ def device_decision():
             "This request expired or was decided meanwhile. Start again in your terminal.",
             409,
         )
-    audit.sign_in(
+    audit.cli_sign_in(
         state().audit,
         _sso_origin(),
         session.upstream_id,
         session.identity,
+        found.client_name,
+        "device code",
         None if approve else f"device request from {found.client_name} denied by the user",
     )
     if approve:
@@ -203,14 +232,15 @@ def authorize():
         query = urlencode({"response_type": "code", **{name: fields[name] for name in AUTHORIZE_FIELDS}})
         return _sign_in_first(f"/authorize?{query}", f"Sign in to let {fields['client_name']} use your AWS access.")
     hidden = {name: fields[name] for name in AUTHORIZE_FIELDS}
-    return _page(
-        "confirm",
-        "Allow access?",
-        client_name=fields["client_name"],
+    # The request is this browser's own visit, sent on by the application: made now, from here.
+    return _confirm(
+        session,
+        fields["client_name"],
+        time.time(),
+        request.remote_addr or "",
         user_code=None,
         action="/authorize",
         fields=hidden,
-        identity=session.identity,
     )
 
 
@@ -222,11 +252,13 @@ def authorize_decision():
     if session is None:
         raise UserFacingError("Your portal sign-in has ended. Start again from your terminal.", 401, "Signed out")
     if request.form.get("decision") != "approve":
-        audit.sign_in(
+        audit.cli_sign_in(
             state().audit,
             _sso_origin(),
             session.upstream_id,
             session.identity,
+            fields["client_name"],
+            "authorization code",
             f"code-flow request from {fields['client_name']} denied by the user",
         )
         return _back_to_client(fields, error="access_denied", error_description="The request was denied.")
@@ -242,5 +274,7 @@ def authorize_decision():
         session.expires,
         reference,
     )
-    audit.sign_in(state().audit, _sso_origin(), session.upstream_id, session.identity)
+    audit.cli_sign_in(
+        state().audit, _sso_origin(), session.upstream_id, session.identity, fields["client_name"], "authorization code"
+    )
     return _back_to_client(fields, code=code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from flask import Blueprint, abort, make_response, redirect, render_template, request
@@ -11,10 +12,22 @@ from werkzeug.wrappers import Response
 from broker.connectors import Connector
 from broker.connectors.transactions import TRANSACTION_LIFETIME, LoginTransaction, ParkedLogin, binding_matches
 from broker.core import audit
+from broker.core.catalogue import human_duration
 from broker.core.identity import Identity, UpstreamLogin
 from broker.errors import LoginFailed
 from broker.http import sso_portal
-from broker.http.context import LOGIN_COOKIE, SESSION_COOKIE, cookie_options, current_session, request_origin, state
+from broker.http.context import (
+    LAST_UPSTREAM_COOKIE,
+    LAST_UPSTREAM_MAX_AGE,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    cookie_options,
+    current_session,
+    request_origin,
+    session_ended,
+    state,
+    upstream_choices,
+)
 from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
 
 log = logging.getLogger(__name__)
@@ -36,10 +49,17 @@ def _refuse(upstream_id: str, failure: LoginFailed, identity: Identity | None = 
 
 
 def _start_session(login: UpstreamLogin, upstream_id: str, return_to: str) -> Response:
+    try:  # the person's (upstream, subject, email) in the directory; refused if another subject holds the address
+        state().people.admit(upstream_id, login, request_origin())
+    except LoginFailed as failure:
+        _refuse(upstream_id, failure, login.identity)
     session = state().sessions.create(login.identity, upstream_id, login.logout_hint)
     audit.sign_in(state().audit, request_origin(), upstream_id, login.identity)
     response = redirect(return_to if is_local_path(return_to) else "/", code=303)
     response.set_cookie(SESSION_COOKIE, session.id, **cookie_options(state().settings.session_lifetime))
+    response.set_cookie(
+        LAST_UPSTREAM_COOKIE, upstream_id, **{**cookie_options(LAST_UPSTREAM_MAX_AGE), "httponly": False}
+    )
     response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
 
@@ -48,7 +68,7 @@ def _start_session(login: UpstreamLogin, upstream_id: str, return_to: str) -> Re
 def choose():
     if current_session() is not None:
         return redirect("/", code=303)
-    return render_template("signin.html", connectors=list(state().connectors.values()))
+    return render_template("signin.html", choices=upstream_choices())
 
 
 @blueprint.get("/login/<upstream_id>")
@@ -117,18 +137,19 @@ def logout():
     bearer header, which a browser cannot add to a cross-site form."""
     if sso_portal.BEARER_HEADER in request.headers:
         return sso_portal.logout()
-    check_csrf()
     session = current_session()
+    if session is None:  # a tab left open: nothing to end, and no form to check
+        return session_ended()
+    check_csrf()
     destination = None
-    if session is not None:
-        state().sessions.end(session.id)
-        audit.sign_out(state().audit, request_origin(), session.identity)
-        connector = state().connectors.get(session.upstream_id)
-        if connector is not None and request.form.get("scope") != "local":
-            try:
-                destination = connector.logout(session.logout_hint, f"{state().settings.portal_url}/signed-out")
-            except LoginFailed as failure:  # the IdP is down: the portal session is ended anyway
-                log.info("upstream sign-out through %s skipped: %s", session.upstream_id, failure.reason)
+    state().sessions.end(session.id)
+    audit.sign_out(state().audit, request_origin(), session.identity)
+    connector = state().connectors.get(session.upstream_id)
+    if connector is not None and request.form.get("scope") != "local":
+        try:
+            destination = connector.logout(session.logout_hint, f"{state().settings.portal_url}/signed-out")
+        except LoginFailed as failure:  # the IdP is down: the portal session is ended anyway
+            log.info("upstream sign-out through %s skipped: %s", session.upstream_id, failure.reason)
     response = redirect(destination.url if destination else "/signed-out", code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -149,3 +170,14 @@ def signed_out():
 @blueprint.app_context_processor
 def template_globals():
     return {"portal_session": current_session(), "csrf_token": csrf_token}
+
+
+@blueprint.app_template_filter("isotime")
+def isotime(epoch: float) -> str:
+    """An epoch as an ISO 8601 UTC time, to the second (for <time datetime>)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@blueprint.app_template_filter("duration")
+def duration(seconds: int) -> str:
+    return human_duration(seconds)

@@ -1,12 +1,23 @@
-"""The access portal: accounts and roles, and programmatic access credentials for one role."""
+"""The access portal: accounts and roles, and a role's credentials in a panel of the accounts page.
+
+Credentials are issued by a POST (CSRF-protected) and answered in the body of the accounts page, that
+role's panel open, marked no-store: never in a URL, never kept by the server. With JavaScript the page
+sends that POST itself and moves the panel into the page already open, so the address stays `/` and a
+reload issues nothing. Without JavaScript the answer is the page itself; a GET of /credentials (a
+bookmark, a reload after the answer) comes back to the accounts page.
+"""
 
 from __future__ import annotations
 
 import logging
-from itertools import groupby
+from dataclasses import dataclass
 
-from flask import Blueprint, make_response, render_template, request
+from flask import Blueprint, make_response, redirect, render_template, request
 
+from broker.core.catalogue import catalogue
+from broker.core.entitlements import Entitlement
+from broker.core.exports import CredentialOptions, credential_options
+from broker.core.issuance import RoleCredentials
 from broker.errors import CredentialIssueError, EntitlementError, StsRefused
 from broker.http.context import request_origin, signed_in, signed_in_session, state
 from sso_common.web import UserFacingError, check_csrf
@@ -15,16 +26,59 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("portal", __name__)
 
 
+@dataclass(frozen=True)
+class Issued:
+    """Credentials just issued, as their panel shows them."""
+
+    entitlement: Entitlement
+    credentials: RoleCredentials
+    options: CredentialOptions
+
+    @property
+    def expires_epoch(self) -> int:
+        return int(self.credentials.expiration.timestamp())
+
+
+def _accounts_page(filter_text: str = "", issued: Issued | None = None):
+    portal = state()
+    session = signed_in_session()
+    identity = session.identity
+    open_account = issued.entitlement.account_id if issued else ""
+    response = make_response(
+        render_template(
+            "accounts.html",
+            identity=identity,
+            upstream=portal.connectors.get(session.upstream_id),
+            catalogue=catalogue(identity, portal.settings.access, filter_text, open_account),
+            is_admin=portal.settings.admin_group in identity.groups,
+            start_url=f"{portal.settings.portal_url}/start",
+            region=portal.settings.access.region,
+            issued=issued,
+        )
+    )
+    if issued:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+    return response
+
+
 @blueprint.get("/")
 @signed_in
 def accounts():
-    identity = signed_in_session().identity
-    entitlements = state().issuance.entitlements(identity)
-    by_account = [
-        (key, list(roles)) for key, roles in groupby(entitlements, key=lambda e: (e.account_id, e.account_name))
-    ]
-    is_admin = state().settings.admin_group in identity.groups
-    return render_template("accounts.html", identity=identity, accounts=by_account, is_admin=is_admin)
+    return _accounts_page(request.args.get("filter", ""))
+
+
+@blueprint.get("/start")
+@blueprint.get("/start/")
+def start():
+    """The start URL, as IAM Identity Center writes it (`https://.../start`, `.../start/#/`)."""
+    return redirect("/", code=302)
+
+
+@blueprint.get("/credentials")
+def credentials_address():
+    """The address of the credentials form, opened directly: the accounts page (which signs in first)."""
+    return redirect("/", code=303)
 
 
 @blueprint.post("/credentials")
@@ -51,13 +105,5 @@ def credentials():
         raise UserFacingError(
             "AWS could not be reached to issue credentials. Try again in a minute.", 503, "AWS unavailable"
         ) from None
-    page = render_template(
-        "credentials.html",
-        entitlement=entitlement,
-        credentials=issued,
-        expires_epoch=int(issued.expiration.timestamp()),
-    )
-    response = make_response(page)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    options = credential_options(entitlement, issued, state().settings.aws_endpoint_url_for_clients)
+    return _accounts_page(issued=Issued(entitlement, issued, options))

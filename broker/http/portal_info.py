@@ -14,30 +14,14 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from broker.core.exports import EMULATED_SERVICES
 from broker.http.aws_wire import install_error_handlers
 from broker.http.context import state
+from broker.http.sso_portal import BEARER_HEADER
 
 blueprint = Blueprint("portal_info", __name__)
 install_error_handlers(blueprint)
 
-BEARER_HEADER = "x-amz-sso_bearer_token"
-# The services an AWS emulator stands in for (botocore client names). A client sends only these to the
-# emulator: anything else keeps AWS's own endpoints.
-EMULATED_SERVICES = (
-    "sts",
-    "s3",
-    "dynamodb",
-    "iam",
-    "ec2",
-    "sqs",
-    "sns",
-    "lambda",
-    "logs",
-    "cloudformation",
-    "kms",
-    "secretsmanager",
-    "ssm",
-)
 CACHE_SECONDS = 300  # short: the emulator's address can change with a restart of the demo
 
 
@@ -50,7 +34,7 @@ def portal_document():
         portal_url=settings.portal_url,
         region=settings.access.region,
         aws_endpoint_url=emulator,
-        services=list(EMULATED_SERVICES) if emulator else [],
+        services=list(EMULATED_SERVICES) if emulator else [],  # botocore client names
     )
     response.headers["Cache-Control"] = f"public, max-age={CACHE_SECONDS}"
     return response

@@ -88,7 +88,7 @@ def start_device_authorization():
     portal = state().settings.portal_url
     if not is_this_portal(start_url, portal):
         raise ApiError("InvalidRequestException", f"startUrl must be this portal's URL, {portal} (or {portal}/start).")
-    started = state().grants.start_device_authorization(client_id, client)
+    started = state().grants.start_device_authorization(client_id, client, request.remote_addr or "")
     shown = display_user_code(started.user_code)
     return jsonify(
         deviceCode=started.device_code,

@@ -93,8 +93,14 @@ def list_accounts():
         key for key, _ in groupby(state().issuance.entitlements(identity), key=lambda e: (e.account_id, e.account_name))
     ]
     page, more = _page(accounts, f"accounts\x00{identity.subject}")
-    # access.yaml names no account e-mail addresses, so emailAddress (optional in the API) is left out.
-    return jsonify(accountList=[{"accountId": account_id, "accountName": name} for account_id, name in page], **more)
+    known = state().settings.access.accounts
+    listed = [_account(account_id, name, known[account_id].email) for account_id, name in page]
+    return jsonify(accountList=listed, **more)
+
+
+def _account(account_id: str, name: str, email: str | None) -> dict:
+    """An AccountInfo; emailAddress is optional in the API, left out for an account access.yaml gives none."""
+    return {"accountId": account_id, "accountName": name, **({"emailAddress": email} if email else {})}
 
 
 @blueprint.get("/assignment/roles")

@@ -163,9 +163,11 @@ class DeviceRequest:
     """A device authorization as the verification page sees it."""
 
     user_code: str
-    client_name: str
+    client_name: str  # self-declared at RegisterClient: not verified
     expired: bool
     decided: bool
+    requested_at: float | None = None  # when StartDeviceAuthorization was called
+    requested_from: str = ""  # the address it was called from ("" when not recorded)
 
 
 def remaining_seconds(expires_at: float, now: float) -> int:
@@ -218,7 +220,9 @@ class GrantStore:
 
     # --- device authorization (RFC 8628) --------------------------------------------------------
 
-    def start_device_authorization(self, client_id: str, client: RegisteredClient) -> DeviceAuthorization:
+    def start_device_authorization(
+        self, client_id: str, client: RegisteredClient, address: str = ""
+    ) -> DeviceAuthorization:
         if self.store.incr(DEVICE_RATE_KIND, client_id, 60) > self.settings.device_starts_per_minute:
             raise SlowDown("Too many device authorizations for this client.")
         if DEVICE_GRANT not in client.grant_types:
@@ -236,6 +240,8 @@ class GrantStore:
                 "client_name": client.name,
                 "scopes": client.scopes,
                 "expires_at": self._clock() + lifetime,
+                "requested_at": self._clock(),
+                "requested_from": address,
             },
             memory,
         )
@@ -267,6 +273,8 @@ class GrantStore:
             record["client_name"],
             self._clock() >= record["expires_at"],
             self.store.get(DECISION_KIND, reference) is not None,
+            record.get("requested_at"),
+            record.get("requested_from", ""),
         )
 
     def decide(self, user_code: str, identity: Identity | None, session_expires: float, session: str | None) -> bool:

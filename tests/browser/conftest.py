@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
+# axe-core, the accessibility checker every journey runs on every page (journey.check_page): pinned in
+# tests/browser/axe/package-lock.json, installed from the npm registry into its git-ignored node_modules
+# the first time (as bench/peers does), then injected into every page of every browser context.
+AXE_FOLDER = Path(__file__).resolve().parent / "axe"
+AXE_SCRIPT = AXE_FOLDER / "node_modules" / "axe-core" / "axe.min.js"
+NPM_TIMEOUT_SECONDS = 300
 
 
 @pytest.fixture(scope="session")
@@ -72,14 +79,47 @@ def urls(browser_stack) -> dict[str, str]:
 def screenshots_folder():
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     SCREENSHOTS.mkdir(parents=True)
+    (SCREENSHOTS.parent / "axe-violations.jsonl").unlink(missing_ok=True)  # journey.axe_violations' log
     return SCREENSHOTS
 
 
+@pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """axe-core's script, installed with `npm ci` (the locked version) when it is not there yet."""
+    if not AXE_SCRIPT.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is missing: `apt-get install -y npm` installs it (for axe-core)", pytrace=False)
+        try:
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=AXE_FOLDER,
+                check=True,
+                timeout=NPM_TIMEOUT_SECONDS,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"npm ci in {AXE_FOLDER} took more than {NPM_TIMEOUT_SECONDS} s", pytrace=False)
+        except subprocess.CalledProcessError as failure:
+            pytest.fail(f"npm ci in {AXE_FOLDER} failed: {failure.stderr.strip()[-2000:]}", pytrace=False)
+    return AXE_SCRIPT
+
+
 @pytest.fixture
-def context(context):
-    context.set_default_timeout(TIMEOUT_MS)
-    context.set_default_navigation_timeout(TIMEOUT_MS)
-    return context
+def new_context(new_context, axe_script):
+    """Every browser context of the journeys (`context` is made by this too): their timeouts, and
+    axe-core in every page. An init script goes in before the page's own scripts and is not subject to
+    its CSP: the pages keep their strict policy (script-src 'self') while being checked."""
+
+    def make(**options):
+        context = new_context(**options)
+        context.set_default_timeout(TIMEOUT_MS)
+        context.set_default_navigation_timeout(TIMEOUT_MS)
+        context.add_init_script(path=axe_script)
+        return context
+
+    return make
 
 
 @pytest.hookimpl(wrapper=True)

@@ -18,7 +18,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.journey import OIDC, SAML, expect_accounts_page, shoot, start_sign_in, type_credentials
+from tests.browser.journey import (
+    OIDC,
+    SAML,
+    expect_accounts_page,
+    role_panel,
+    shoot,
+    start_sign_in,
+    type_credentials,
+)
 
 GRACE_SECONDS = 120
 MARGIN_SECONDS = 8
@@ -93,9 +101,7 @@ def test_sign_in_after_more_than_two_minutes_on_the_idp_page(new_context, urls, 
         page.get_by_label("Username", exact=True).focus()
         type_credentials(page, "bob")
         expect_accounts_page(page, urls["PORTAL_URL"])
-        expect(
-            page.get_by_role("button", name="Access keys for EmployeeDirectoryDeveloper in example-sandbox")
-        ).to_be_visible()
+        expect(role_panel(page, "EmployeeDirectoryDeveloper", "example-sandbox")).to_be_visible()
         shoot(page, f"slow-sign-in-{protocol}")
         assert time.monotonic() - started[protocol] > GRACE_SECONDS
     # The SAML answer came as a cross-site POST, well after the grace would have run out.

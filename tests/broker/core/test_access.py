@@ -55,9 +55,9 @@ def with_change(change) -> dict:
 
 
 def test_seed_file_has_the_accounts_sets_and_assignments_the_organization_expects(access):
-    assert {a.id: a.name for a in access.accounts.values()} == {
-        "111111111111": "example-sandbox",
-        "222222222222": "example-production",
+    assert {a.id: (a.name, a.email) for a in access.accounts.values()} == {
+        "111111111111": ("example-sandbox", "aws-sandbox@example.com"),
+        "222222222222": ("example-production", "aws-production@example.com"),
     }
     assert list(access.permission_sets) == [
         "AdministratorAccess",
@@ -98,6 +98,7 @@ def test_every_broad_dynamodb_allow_is_fenced_to_the_employees_table(access, nam
 
 def test_minimal_valid_file_loads_with_durations_in_seconds(tmp_path):
     access = load_access(write(tmp_path, VALID), known_groups={"admins", "staff", "finance"})
+    assert [a.email for a in access.accounts.values()] == [None, None]  # optional
     assert access.permission_sets["Reader"].session_duration == 2 * 3600 + 30 * 60
     assert [(a.group, a.account_id) for a in access.assignments] == [
         ("admins", "111111111111"),
@@ -130,6 +131,22 @@ BAD_INPUTS = {
     "short account id": (set_in(["accounts", 0, "id"], "12345"), "accounts[0].id", "12-digit"),
     "unquoted account id": (set_in(["accounts", 0, "id"], 111111111111), "accounts[0].id", "must be quoted"),
     "duplicate account": (set_in(["accounts", 1, "id"], "111111111111"), "accounts[1].id", "listed twice"),
+    "account email without a domain": (
+        set_in(["accounts", 0, "email"], "aws-sandbox"),
+        "accounts[0].email",
+        "'aws-sandbox' is not an email address",
+    ),
+    "account email too long for AWS": (
+        set_in(["accounts", 0, "email"], "a" * 60 + "@example.com"),
+        "accounts[0].email",
+        "6 to 64 characters",
+    ),
+    "account email as a list": (set_in(["accounts", 0, "email"], ["a@example.com"]), "accounts[0].email", "string"),
+    "account email used twice": (
+        lambda data: [account.update(email="Cloud@Example.com") for account in data["accounts"]],
+        "accounts[1].email",
+        "used twice",
+    ),
     "duration over 12 hours": (
         set_in(["permission_sets", 0, "session_duration"], "PT13H"),
         "permission_sets[0].session_duration",

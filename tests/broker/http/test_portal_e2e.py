@@ -73,15 +73,20 @@ def test_developer_credentials_can_write(stack, bob):
 def test_credentials_page_has_every_format_and_the_expiry(stack, bob):
     _, http = bob
     page = request_credentials(http, stack.addresses["PORTAL_URL"], SANDBOX, "EmployeeDirectoryDeveloper").text
+    emulator = stack.addresses["AWS_URL"]
     for marker in (
         "export AWS_ACCESS_KEY_ID=",
-        "set -gx AWS_ACCESS_KEY_ID",
+        "set AWS_ACCESS_KEY_ID=",
         "$Env:AWS_ACCESS_KEY_ID=",
-        "aws_access_key_id=",
+        "aws_access_key_id = ",
+        f"set AWS_ENDPOINT_URL={emulator}",  # the emulator's, as people's tools reach it
+        f"  endpoint_url = {emulator}",
         "data-countdown=",
         "<time datetime=",
+        "broker-login configure",
+        f"{stack.addresses['PORTAL_URL']}/start",
     ):
-        assert marker in page
+        assert marker in page, marker
 
 
 @pytest.mark.parametrize(
@@ -140,7 +145,7 @@ def test_admin_sees_the_audit_trail_and_exports_it(stack):
     assert issued, events[-5:]
     record = issued[-1]
     assert record["account_id"] == SANDBOX and "AWSReservedSSO_AdministratorAccess_" in record["role_arn"]
-    assert record["session_name"] == "alice@example.com" and record["source_identity"] == "alice"
+    assert record["session_name"] == record["source_identity"] == "alice@example.com"  # unique across upstreams
     assert (
         record["expiration"] and record["client_address"] == "127.0.0.1" and "python-requests" in record["user_agent"]
     )
@@ -193,7 +198,9 @@ def test_signed_out_people_are_sent_to_sign_in(stack):
     answer = requests.post(
         portal + "/credentials", data={"account_id": SANDBOX, "permission_set": "x"}, allow_redirects=False
     )
-    assert answer.status_code == 303 and answer.headers["Location"] == "/login"
+    assert answer.status_code == 401 and "Your session has ended. Sign in again." in answer.text
+    opened = requests.get(portal + "/credentials")  # the address opened directly: a page, not a 405
+    assert opened.status_code == 200 and opened.url == portal + "/login"
 
 
 def test_no_credentials_in_the_logs(stack, bob):

@@ -121,7 +121,7 @@ def test_a_denied_request_gets_access_denied(app, client, person):
     assert read_page(denied.get_data(as_text=True)).heading == "Request denied"
     body = aws_error(poll(client, registration, authorization["deviceCode"]), "AccessDeniedException")
     assert body["error"] == "access_denied"
-    events = app.extensions["broker"].audit.query(AuditQuery(event_type="sign_in"))
+    events = app.extensions["broker"].audit.query(AuditQuery(event_type="cli_sign_in"))
     assert events[0]["outcome"] == "failure" and events[0]["channel"] == "sso-api" and "denied" in events[0]["reason"]
 
 
@@ -402,3 +402,42 @@ def test_a_code_whose_portal_session_ended_before_redemption_gives_no_token(app,
     code = allow(client, registration)["code"]
     portal_sign_out(client)
     aws_error(redeem(client, registration, code), "InvalidGrantException")
+
+
+@pytest.mark.parametrize(
+    "start_url",
+    [
+        "http://localhost",
+        "http://localhost/",
+        "http://localhost/start",
+        "http://localhost/start/",
+        "http://localhost/start/#",
+        "http://localhost/start#/",
+        "http://localhost/start/#/",
+    ],
+)
+def test_start_url_may_be_written_as_identity_center_users_do(client, start_url):
+    registration = register(client).get_json()
+    body = {**{k: registration[k] for k in ("clientId", "clientSecret")}, "startUrl": start_url}
+    answer = client.post("/device_authorization", json=body)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["verificationUri"] == "http://localhost/device"
+
+
+@pytest.mark.parametrize(
+    "start_url",
+    [
+        "http://localhost:8000/start",
+        "http://localhost.evil.example/start",
+        "http://localhost/starts",
+        "http://localhost/other/start",
+        "http://localhost/start?x=1",
+        "http://localhost/start#/accounts",
+        "https://localhost/start",
+    ],
+)
+def test_start_urls_of_other_portals_are_refused(client, start_url):
+    registration = register(client).get_json()
+    body = {**{k: registration[k] for k in ("clientId", "clientSecret")}, "startUrl": start_url}
+    message = aws_error(client.post("/device_authorization", json=body), "InvalidRequestException")["message"]
+    assert message == "startUrl must be this portal's URL, http://localhost (or http://localhost/start)."

@@ -93,11 +93,17 @@ def test_people_without_assignments_get_nothing(client, tokens_for, username, gr
 def test_accounts_and_roles_page_through_opaque_tokens(client, tokens_for):
     tokens = tokens_for("alice", ("engineering", "aws-admins"))
     first = client.get("/assignment/accounts?max_result=1", headers=bearer(tokens)).get_json()
-    assert first["accountList"] == [{"accountId": PRODUCTION, "accountName": "example-production"}]
+    assert first["accountList"] == [
+        {"accountId": PRODUCTION, "accountName": "example-production", "emailAddress": "aws-production@example.com"}
+    ]
     second = client.get(
         f"/assignment/accounts?max_result=1&next_token={first['nextToken']}", headers=bearer(tokens)
     ).get_json()
-    assert second == {"accountList": [{"accountId": SANDBOX, "accountName": "example-sandbox"}]}
+    assert second == {
+        "accountList": [
+            {"accountId": SANDBOX, "accountName": "example-sandbox", "emailAddress": "aws-sandbox@example.com"}
+        ]
+    }
     roles = client.get(f"/assignment/roles?account_id={SANDBOX}&max_result=1", headers=bearer(tokens)).get_json()
     assert roles["roleList"] == [{"roleName": "AdministratorAccess", "accountId": SANDBOX}] and roles["nextToken"]
     rest = client.get(
@@ -160,10 +166,15 @@ def test_logout_revokes_the_token_and_its_refresh_token(app, client, person):
     assert refused.status_code == 400 and refused.get_json()["__type"] == "InvalidGrantException"
 
 
-def test_the_portals_own_sign_out_is_untouched(client):
-    """POST /logout without the bearer header is the browser sign-out (which wants its CSRF token)."""
+def test_the_portals_own_sign_out_is_untouched(app, client, person):
+    """POST /logout without the bearer header is the browser sign-out: with a session it wants its CSRF
+    token; without one (a stale tab) it says the session ended. Neither answers in the API's words."""
+    stale = client.post("/logout")
+    assert stale.status_code == 401 and "Your session has ended" in stale.get_data(as_text=True)
+    sign_in(app, client, person("bob"))
     answer = client.post("/logout")
-    assert answer.status_code == 400 and "x-amzn-ErrorType" not in answer.headers
+    assert answer.status_code == 400 and "Form expired" in answer.get_data(as_text=True)
+    assert "x-amzn-ErrorType" not in answer.headers and "x-amzn-ErrorType" not in stale.headers
 
 
 # --- CLI sign-ins end with the portal session that approved them ----------------------------------
