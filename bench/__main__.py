@@ -1,6 +1,6 @@
 """`python -m bench` (or `./run bench`): the performance benchmark of the whole stack.
 
-Starts the stack in production mode (gunicorn, moto server, IAM enforcement on) on free local ports
+Starts the stack in production mode (granian, moto server, IAM enforcement on) on free local ports
 with a generated directory, drives it over HTTP from separate load processes, prints a table
 (throughput, latency percentiles, errors, peak RSS and CPU per server, target met or not).
 Bounded: each load run stops after its operations or --max-seconds, whichever comes first.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.run import Bench, Config, table, to_json
 
-ALL = ("startup", "oidc", "saml", "reissue", "idp", "storm", "soak")
+ALL = ("startup", "oidc", "saml", "reissue", "idp", "storm", "slow", "soak")
 DEFAULT = ALL[:-1]
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=5000, help="generated employees (default 5000)")
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per service (default 2)")
     parser.add_argument(
         "--env",
         action="append",
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench.run()
         print(
             f"\nBenchmark finished in {time.monotonic() - began:.0f} s "
-            f"({config.concurrency} concurrent clients, {config.workers} gunicorn workers per service, "
+            f"({config.concurrency} concurrent clients, {config.workers} workers per service, "
             f"{config.users} generated users; one argon2id verification took "
             f"{bench.calibration.get('argon2_verify_ms')} ms of CPU at the start):\n"
         )

@@ -1,8 +1,8 @@
-"""Memory and CPU of the servers, read from /proc: each server is a process tree (gunicorn master and
+"""Memory and CPU of the servers, read from /proc: each server is a process tree (granian's main process and
 its workers, the moto process, the node peer), summed.
 
 RSS is sampled every `interval` seconds in a background thread; the peak of the sum over each tree
-is kept per scenario, and the largest single process (a gunicorn worker) separately. CPU time is
+is kept per scenario, and the largest single process (a worker) separately. CPU time is
 utime+stime of every process of the tree, read at the start and end of a scenario.
 """
 

@@ -1,7 +1,7 @@
 """The benchmark: start the stack in production mode, drive it from separate processes, measure.
 
 Servers run exactly as in the demo (`devstack.stack.Stack`: moto server, provisioning, IAM enforcement,
-then the IdP and the portal under gunicorn), on free 127.0.0.1/localhost ports, reading a generated
+then the IdP and the portal under granian), on free 127.0.0.1/localhost ports, reading a generated
 directory of employees through IDP_CONFIG/BROKER_CONFIG. Load comes from `python -m bench.load`
 processes over real HTTP; memory and CPU of every server are read from /proc (bench.monitor).
 Every load run is bounded in operations and in time, and only loopback addresses are used.
@@ -31,6 +31,7 @@ PEERS = Path(__file__).resolve().parent / "peers"
 OIDC_SCOPE = "openid email profile groups"
 PORTAL_CLIENT_SECRET = "demo-portal-oidc-secret"
 MB = 1024 * 1024
+SLOW_CLIENTS = 100  # connections per service dripping their request heads in the "slow" scenario
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Config:
     groups: int = 50
     concurrency: int = 8
     processes: int = 2  # load processes; threads per process = concurrency / processes
-    workers: int = 2  # gunicorn workers per service
+    workers: int = 2  # worker processes per service (WEB_WORKERS)
     logins_oidc: int = 1200
     logins_saml: int = 800
     reissues: int = 3000
@@ -49,7 +50,7 @@ class Config:
     startup_runs: int = 3
     soak_logins: int = 0  # 0: no soak
     max_seconds: float = 300.0  # per load run
-    scenarios: tuple[str, ...] = ("startup", "oidc", "saml", "reissue", "idp", "storm")
+    scenarios: tuple[str, ...] = ("startup", "oidc", "saml", "reissue", "idp", "storm", "slow")
     server_env: dict = field(default_factory=dict)  # extra environment of the servers (experiments)
 
 
@@ -103,7 +104,7 @@ class Bench:
             if set(scenarios) - {"startup"}:
                 self.start_stack()
                 self.warm_up()
-                for name in ("oidc", "saml", "reissue", "idp", "storm", "soak"):
+                for name in ("oidc", "saml", "reissue", "idp", "storm", "slow", "soak"):
                     if name in scenarios:
                         getattr(self, f"scenario_{name}")()
         finally:
@@ -624,6 +625,42 @@ class Bench:
             f"{result['ok']} of {len(users)} logins in {result['seconds']:.1f} s; " + self.ceiling(result),
         )
 
+    def scenario_slow(self) -> None:
+        """Logins and /healthz while SLOW_CLIENTS connections per service drip their request heads (one byte a
+        second): the serving stack must keep answering (docs/architecture.md, Serving)."""
+        from bench.slow import Drippers
+
+        n = min(self.config.logins_oidc, 200)
+        urls = {"idp": self.stack.addresses["IDP_URL"], "broker": self.stack.addresses["PORTAL_URL"]}
+        drippers = [Drippers(url, SLOW_CLIENTS) for url in urls.values()]
+        try:
+            time.sleep(1.5)  # slow, not idle: a byte or two more on every connection
+            healthz = {}
+            for name, url in urls.items():
+                began = time.monotonic()
+                answer = requests.get(f"{url}/healthz", timeout=10)
+                healthz[name] = round((time.monotonic() - began) * 1000, 1) if answer.status_code == 200 else None
+            result = self.drive(
+                "PortalLogin",
+                {"portal": self.portal, "password": gen.GENERATED_PASSWORD, "upstream": "example-corp-oidc"},
+                self.users[-n:],
+            )
+            still_open = sum(d.open() for d in drippers)
+        finally:
+            for dripper in drippers:
+                dripper.close()
+        answered = all(ms is not None for ms in healthz.values())
+        self.row(
+            "8 slow clients",
+            f"{n} OIDC logins and /healthz while {SLOW_CLIENTS} connections per service drip their headers",
+            result,
+            "answers, 0 errors",
+            answered and result["error_count"] == 0,
+            f"/healthz IdP {healthz['idp']} ms, portal {healthz['broker']} ms; {still_open} of "
+            f"{2 * SLOW_CLIENTS} slow connections still open at the end",
+            healthz_ms=healthz,
+        )
+
     def scenario_soak(self) -> None:
         """10,000 logins (alternating protocols) in batches of 1,000; RSS of every server process after
         each batch. Flat means: growth from the 2nd to the last thousand within a few MB."""
@@ -836,7 +873,7 @@ def to_json(rows: list[Row], config: Config, calibration: dict | None = None) ->
         "settings": {
             "concurrency": config.concurrency,
             "load_processes": config.processes,
-            "gunicorn_workers": config.workers,
+            "workers": config.workers,
             "users": config.users,
             "groups": config.groups,
         },

@@ -6,6 +6,7 @@ Pure of HTTP: the login pages call these with form values and turn the outcomes 
 from __future__ import annotations
 
 import hmac
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +30,18 @@ class Outcome(Enum):
 
 @dataclass(frozen=True)
 class Throttle:
-    max_failures_per_user: int
-    max_failures_per_address: int
-    window_seconds: int
+    """Failed attempts allowed before a pause, each counted over a fixed window (config/idp.yaml
+    `login_throttle`). Guessing one person's password from one place meets the first limit; the slower
+    per-person limit stops guessing spread over many addresses, but only for browsers and addresses that
+    person has never signed in from, so nobody elsewhere can keep them out; the per-address limit stops one
+    address trying many people."""
+
+    max_failures_per_user_and_address: int = 5
+    window_seconds: int = 300
+    max_failures_per_user: int = 20  # from browsers and addresses the person has not signed in from
+    user_window_seconds: int = 900
+    max_failures_per_address: int = 50
+    trusted_seconds: int = 90 * 24 * 3600  # how long a browser or address stays known after a sign-in
 
 
 @dataclass(frozen=True)
@@ -53,12 +63,35 @@ class TotpPolicy:
 class Result:
     outcome: Outcome
     employee: Employee | None = None
+    retry_after: int = 0  # THROTTLED: seconds until an attempt is counted again
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Where a sign-in attempt comes from: the client's address, and the browser's device token (the
+    `idp_device` cookie, set at each successful sign-in), if it sent one."""
+
+    address: str
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class _Counter:
+    kind: str
+    key: str
+    limit: int
+    window: int
 
 
 class Authenticator:
-    """Each attempt first takes a slot in the per-user and per-address counters, atomically, and only
-    then costs a hash; a success gives its slots back. So concurrent guesses cannot slip past the
-    limit between a check and a count, and only failures (and attempts in flight) add up."""
+    """Each attempt first takes a slot in its counters, atomically, and only then costs a hash; a success
+    gives its slots back. So concurrent guesses cannot slip past a limit between a check and a count, and
+    only failures (and attempts in flight) add up.
+
+    Counters (fixed windows, so the page can say when the next one starts): a browser the person signed in
+    with before (valid device token) is counted alone, per (person, device). Any other attempt is counted
+    per (person, address), per address, and, unless the address is one the person signed in from before,
+    per person over the longer user window."""
 
     def __init__(
         self,
@@ -70,38 +103,92 @@ class Authenticator:
     ):
         self.directory, self.store, self.throttle, self.totp, self.clock = directory, store, throttle, totp, clock
 
-    def _counters(self, username: str, address: str):
-        return (
-            ("login_failures_user", username, self.throttle.max_failures_per_user),
-            ("login_failures_address", address, self.throttle.max_failures_per_address),
-        )
+    # --- who is known where -------------------------------------------------------------------
 
-    def _admit(self, username: str, address: str) -> bool:
-        window = self.throttle.window_seconds
-        counts = [(self.store.incr(kind, key, window), limit) for kind, key, limit in self._counters(username, address)]
-        return all(count <= limit for count, limit in counts)
+    def _trusted_device(self, username: str, device: str | None) -> bool:
+        return bool(device) and self.store.get("login_device", f"{device}\x00{username}") is not None
 
-    def _release(self, username: str, address: str) -> None:
-        for kind, key, _ in self._counters(username, address):
-            self.store.incr(kind, key, self.throttle.window_seconds, amount=-1)
+    def _known_address(self, username: str, address: str) -> bool:
+        return self.store.get("login_address", f"{username}\x00{address}") is not None
 
-    def check_password(self, username: str, password: str, address: str) -> Result:
+    def trust(self, username: str, attempt: Attempt) -> str:
+        """After a sign-in: remember the browser and the address for this person. Returns the device token
+        for the browser's cookie (its own, or a new one)."""
+        device = attempt.device if attempt.device and len(attempt.device) <= 64 else secrets.token_urlsafe(24)
+        ttl = self.throttle.trusted_seconds
+        self.store.put("login_device", f"{device}\x00{username}", {}, ttl)
+        self.store.put("login_address", f"{username}\x00{attempt.address}", {}, ttl)
+        return device
+
+    # --- counting -------------------------------------------------------------------------------
+
+    def _counters(self, username: str, attempt: Attempt) -> list[_Counter]:
+        t = self.throttle
+        if self._trusted_device(username, attempt.device):
+            return [
+                _Counter(
+                    "login_failures_device",
+                    f"{username}\x00{attempt.device}",
+                    t.max_failures_per_user_and_address,
+                    t.window_seconds,
+                )
+            ]
+        counters = [
+            _Counter(
+                "login_failures_user_address",
+                f"{username}\x00{attempt.address}",
+                t.max_failures_per_user_and_address,
+                t.window_seconds,
+            ),
+            _Counter("login_failures_address", attempt.address, t.max_failures_per_address, t.window_seconds),
+        ]
+        if not self._known_address(username, attempt.address):
+            counters.append(_Counter("login_failures_user", username, t.max_failures_per_user, t.user_window_seconds))
+        return counters
+
+    def _slot(self, counter: _Counter, now: float) -> tuple[str, float]:
+        """The counter's key in the current fixed window, and when that window ends."""
+        window = int(now // counter.window)
+        return f"{counter.key}\x00{window}", (window + 1) * counter.window
+
+    def _admit(self, username: str, attempt: Attempt) -> tuple[list[_Counter], int]:
+        """Take a slot in every counter; ([counters], 0) when all are within their limits, else the
+        seconds until the latest full window ends."""
+        now = self.clock()
+        counters = self._counters(username, attempt)
+        wait = 0.0
+        for counter in counters:
+            key, ends = self._slot(counter, now)
+            if self.store.incr(counter.kind, key, counter.window) > counter.limit:
+                wait = max(wait, ends - now)
+        return counters, int(wait) + 1 if wait else 0
+
+    def _release(self, counters: list[_Counter]) -> None:
+        now = self.clock()
+        for counter in counters:
+            self.store.incr(counter.kind, self._slot(counter, now)[0], counter.window, amount=-1)
+
+    # --- the checks -------------------------------------------------------------------------------
+
+    def check_password(self, username: str, password: str, attempt: Attempt) -> Result:
         username = username.strip().lower()[:128]
-        if not self._admit(username, address):
-            return Result(Outcome.THROTTLED)
+        counters, wait = self._admit(username, attempt)
+        if wait:
+            return Result(Outcome.THROTTLED, retry_after=wait)
         employee = self.directory.find(username)
         if not verify_password(employee.password_hash if employee else None, password) or employee is None:
             return Result(Outcome.BAD_CREDENTIALS)
-        self._release(username, address)
+        self._release(counters)
         if employee.disabled:
             return Result(Outcome.DISABLED)
         if employee.mfa_required:
             return Result(Outcome.NEEDS_TOTP, employee)
         return Result(Outcome.OK, employee)
 
-    def check_totp(self, employee: Employee, code: str, address: str) -> Result:
-        if not self._admit(employee.username, address):
-            return Result(Outcome.THROTTLED)
+    def check_totp(self, employee: Employee, code: str, attempt: Attempt) -> Result:
+        counters, wait = self._admit(employee.username, attempt)
+        if wait:
+            return Result(Outcome.THROTTLED, retry_after=wait)
         step = None
         if employee.totp_secret:
             code = code.strip().replace(" ", "")
@@ -110,7 +197,7 @@ class Authenticator:
         memory = self.totp.used_step_memory
         if step is None or not self.store.add("totp_used", f"{employee.username}:{step}", {}, memory):
             return Result(Outcome.BAD_CREDENTIALS)
-        self._release(employee.username, address)
+        self._release(counters)
         return Result(Outcome.OK, employee)
 
 

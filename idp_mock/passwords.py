@@ -4,7 +4,7 @@ Only hashes are ever stored. Unknown users are checked against a dummy hash so t
 takes the same time whether or not the user exists (no user enumeration by timing).
 
 Verifications run on a small pool of hashing threads per process (IDP_HASHING_THREADS, default 1; one
-gunicorn worker per core), not on every request thread at once: argon2id is memory-hard (19 MiB per
+worker process per core), not on every request thread at once: argon2id is memory-hard (19 MiB per
 verification), so more verifications at once than cores only thrash the caches (fewer logins per
 second), and each request thread that ran one kept its 19 MiB in its own malloc arena (RSS grew by
 that much per thread). Queued logins wait their turn; the cost of each verification is unchanged.

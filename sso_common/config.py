@@ -159,7 +159,7 @@ class Node:
         value = self.string()
         if len(value) < min_length:
             raise self.error(f"must be at least {min_length} characters")
-        if value.startswith(DEMO_SECRET_PREFIX) and public_url.startswith("https://"):
+        if value.lower().startswith(DEMO_SECRET_PREFIX) and public_url.lower().startswith("https://"):
             raise self.error(
                 "is the public demo value; set your own secret (see the ${...} variable in the file) "
                 "before serving over https"

@@ -21,9 +21,37 @@ from cryptography.x509.oid import NameOID
 
 
 def private_directory(path: Path) -> Path:
-    """Create (if needed) a folder only its owner can enter: instance folders hold keys and state."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create (if needed) a folder only its owner can enter: instance folders hold keys and state. Every
+    folder created on the way is 0700 too (Path.mkdir gives missing parents the default mode). The folder
+    itself, if it exists already and is ours, is made 0700 (an older version left some 0755); its parents,
+    which may be anyone's (/var/lib, a temporary folder), are left as they are."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process
+            continue
+        os.chmod(folder, 0o700)  # whatever the umask
+    if not path.is_dir():
+        raise NotADirectoryError(path)
+    status = path.stat()
+    if status.st_uid == os.getuid() and status.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
+
+
+def private_log(path: Path, append: bool = True) -> int:
+    """A log file only its owner can read (0600, also when it existed with a wider mode), in a private
+    folder, opened for appending (or emptied): a file descriptor. Logs may hold usernames and addresses."""
+    private_directory(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    if os.fstat(fd).st_uid == os.getuid():
+        os.fchmod(fd, 0o600)
+    return fd
 
 
 def write_private(path: Path, data: bytes) -> None:

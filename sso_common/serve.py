@@ -1,54 +1,136 @@
-"""Run a Flask app under gunicorn (a production WSGI server), from Python, on one address."""
+"""Serve a Flask app under granian (Rust HTTP server, WSGI interface), from Python, on one address.
+
+Why granian, and not gunicorn's threaded workers any more, is in docs/architecture.md ("Serving"): request
+heads are read by granian's Rust event loop, so slow or idle clients cost a socket, not one of the Python
+threads that run the app, and a head must arrive within HEADER_DEADLINE_MS; a request also costs about
+half the CPU. (A request body is still read by the app's thread: see "Serving" for that limit.) The app is
+built once, in this process, before the workers fork (keys and key rings are created once), then every
+worker serves that same app.
+
+`WEB_WORKERS` worker processes (default 2), each with `WEB_THREADS` threads running the app (default 8):
+the same knobs, with the same meaning, as under gunicorn. `WEB_TLS_CERTFILE` and `WEB_TLS_KEYFILE` (PEM,
+the key PKCS#8) make the app serve https itself; it then also sends Strict-Transport-Security (behind a
+TLS-terminating proxy, the proxy sets it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from gunicorn import glogging
-from gunicorn.app.base import BaseApplication
+from sso_common.logs import EscapeControlCharacters, configure_logging
 
 # Query strings can carry authorization codes and state: the access log records the path only.
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
+ACCESS_LOG_FORMAT = '%s "%s %s" %s %s %d.%06ds'  # address "METHOD /path" status bytes seconds
+HEADER_DEADLINE_MS = 10_000  # a request head (line and headers) must arrive within this, or the connection closes
+HSTS = "max-age=31536000"
+_access_logger = logging.getLogger("sso.access")
 
 
-class _Logger(glogging.Logger):
-    """gunicorn's logger, with an access line built from the six values ACCESS_LOG_FORMAT uses. gunicorn's
-    own builds every atom it knows, all request headers and the whole WSGI environ, for each request:
-    7% of the IdP's CPU on the protocol endpoints. The line written is the same."""
+class AccessLog:
+    """WSGI middleware writing one access line per request, in the format gunicorn wrote before:
+    `127.0.0.1 "GET /healthz" 200 52 0.001234s` (address, method, path without query, status, body bytes
+    as declared by Content-Length or "-", seconds until the app answered)."""
 
-    def access(self, resp, req, environ, request_time):
-        if self.cfg.access_log_format != ACCESS_LOG_FORMAT:
-            return super().access(resp, req, environ, request_time)
-        if not self.access_log_enabled:
-            return
-        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
-        sent = getattr(resp, "sent", None)
-        self.access_log.info(
-            '%s "%s %s" %s %s %d.%06ds',
-            environ.get("REMOTE_ADDR", "-"),
-            environ.get("REQUEST_METHOD") or "-",
-            environ.get("PATH_INFO") or "-",
-            status,
-            "-" if sent is None else sent,
-            request_time.seconds,
-            request_time.microseconds,
-        )
+    def __init__(self, app: Callable):
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        answer: dict[str, Any] = {}
+
+        def recording_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+            answer["status"], answer["headers"] = status, headers
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        try:
+            return self.app(environ, recording_start_response)
+        finally:
+            elapsed = time.perf_counter() - started
+            status = str(answer.get("status", "500")).split(" ", 1)[0]
+            length = next((v for k, v in answer.get("headers", ()) if k.lower() == "content-length"), "-")
+            _access_logger.info(
+                ACCESS_LOG_FORMAT,
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("REQUEST_METHOD") or "-",
+                environ.get("PATH_INFO") or "-",
+                status,
+                length,
+                int(elapsed),
+                int(elapsed % 1 * 1_000_000),
+            )
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, app_factory: Callable, options: dict):
-        self._factory, self._options = app_factory, options
-        super().__init__()
+class StrictTransportSecurity:
+    """WSGI middleware adding Strict-Transport-Security to every answer (only used when serving https)."""
 
-    def load_config(self):
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
+    def __init__(self, app: Callable):
+        self.app = app
 
-    def load(self):
-        return self._factory()
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def with_hsts(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+            if not any(name.lower() == "strict-transport-security" for name, _ in headers):
+                headers = [*headers, ("Strict-Transport-Security", HSTS)]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        return self.app(environ, with_hsts)
+
+
+class ProcessEnvironmentOut:
+    """WSGI middleware removing from the environ what granian copies there from the process environment
+    (it starts every request's environ from os.environ, CGI-style): a variable such as HTTP_PROXY or
+    HTTP_AUTHORIZATION in the server's environment would otherwise look like a request header."""
+
+    def __init__(self, app: Callable):
+        self.app = app
+        self.names = {name: value for name, value in os.environ.items() if name.startswith("HTTP_")}
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        for name, value in self.names.items():
+            if environ.get(name) == value and name != "HTTP_HOST":
+                del environ[name]
+        return self.app(environ, start_response)
+
+
+class _KnownThreadCount(logging.Filter):
+    """Drops granian's start-up warning that more threads than 2 x cores + 1 "seem quite high": the apps'
+    threads mostly wait on the network (STS, the upstream IdP, SP metadata), so WEB_THREADS is deliberate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Configuration allows spawning up to")
+
+
+def _granian_logging() -> dict:
+    """granian's own loggers, written like the apps' lines (one line per record, escaped)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"escape": {"()": EscapeControlCharacters}, "threads": {"()": _KnownThreadCount}},
+        "formatters": {"generic": {"format": "%(asctime)s %(levelname)s granian: %(message)s"}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "generic",
+                "filters": ["threads", "escape"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {"_granian": {"handlers": ["console"], "propagate": False}},
+    }
+
+
+def wrap(app: Callable, *, access: bool, tls: bool) -> Callable:
+    """The app as served: access log, HSTS over https, and no process environment in the environ."""
+    served: Callable = StrictTransportSecurity(app) if tls else app
+    served = AccessLog(served) if access else served
+    return ProcessEnvironmentOut(served)
 
 
 def serve(
@@ -59,43 +141,63 @@ def serve(
     workers: int | None = None,
     threads: int | None = None,
     access_log: bool = True,
-    header_map: str = "drop",
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> None:
-    """Serve in the foreground. The app is built once before forking, so keys are created once.
+    """Serve in the foreground until SIGTERM or SIGINT."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
 
-    `header_map` is gunicorn's rule for header names with underscores: dropped by default; the portal
-    needs "dangerous" because AWS's sso API sends its token in `x-amz-sso_bearer_token`."""
     workers = workers or int(os.environ.get("WEB_WORKERS", "2"))
     threads = threads or int(os.environ.get("WEB_THREADS", "8"))
-    options = {
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
-        "preload_app": True,
-        "timeout": 60,
-        "graceful_timeout": 5,
-        "keepalive": 5,
-        "accesslog": "-" if access_log else None,
-        "access_log_format": ACCESS_LOG_FORMAT,
-        "logger_class": _Logger,
-        "errorlog": "-",
-        "loglevel": os.environ.get("LOG_LEVEL", "info").lower(),
-        "control_socket_disable": True,  # one shared default path would collide between servers
-        "limit_request_line": 8190,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
-        "header_map": header_map,
-    }
-    _Gunicorn(app_factory, options).run()
+    certfile = certfile or os.environ.get("WEB_TLS_CERTFILE") or None
+    keyfile = keyfile or os.environ.get("WEB_TLS_KEYFILE") or None
+    if bool(certfile) != bool(keyfile):
+        raise SystemExit("serving https needs both WEB_TLS_CERTFILE and WEB_TLS_KEYFILE")
+    configure_logging()
+    app = wrap(app_factory(), access=access_log, tls=bool(certfile))
+    level = os.environ.get("LOG_LEVEL", "info").lower()
+    server = Server(
+        "sso_common.serve:app",  # a name for granian's logs: the app itself comes from the loader below
+        address=bind_address(host, port),
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        http=HTTPModes.http1,
+        websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_DEADLINE_MS, keep_alive=True),
+        log_level=LogLevels(level) if level in LogLevels.__members__ else LogLevels.info,
+        log_dictconfig=_granian_logging(),
+        ssl_cert=Path(certfile) if certfile else None,
+        ssl_key=Path(keyfile) if keyfile else None,
+        workers_kill_timeout=5,
+    )
+    # Workers are forked from this process (Linux), so the loader hands each of them the app built above.
+    server.serve(target_loader=lambda *_: app, wrap_loader=False)
+
+
+def bind_address(host: str, port: int) -> str:
+    """The IP address to listen on for `host` (granian binds addresses, not names): its first IPv4 address,
+    as gunicorn bound before (clients of "localhost" fall back from ::1 to 127.0.0.1)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise SystemExit(f"cannot listen on {host}: {error.strerror}") from None
+    found.sort(key=lambda entry: entry[0] != socket.AF_INET)
+    return str(found[0][4][0])
 
 
 def add_serve_command(commands, run: Callable, what: str) -> None:
     """The `serve` sub-command every service's CLI has."""
-    command = commands.add_parser("serve", help=f"run the {what} (gunicorn)")
+    command = commands.add_parser("serve", help=f"run the {what} (granian)")
     command.add_argument("--host", help="address to listen on (default: the host of its public URL)")
     command.add_argument("--port", type=int, help="port (default: the port of its public URL)")
     command.add_argument("--workers", type=int, help="worker processes (default: $WEB_WORKERS or 2)")
+    command.add_argument("--certfile", help="serve https with this PEM certificate (default: $WEB_TLS_CERTFILE)")
+    command.add_argument("--keyfile", help="and this PKCS#8 PEM key (default: $WEB_TLS_KEYFILE)")
     command.set_defaults(run=run)
 
 
@@ -103,4 +205,12 @@ def serve_at(app_factory: Callable, public_url: str, args: argparse.Namespace, *
     """Serve on the address of `public_url` unless the command line says otherwise."""
     parts = urlsplit(public_url)
     port = args.port or parts.port or (443 if parts.scheme == "https" else 80)
-    serve(app_factory, args.host or parts.hostname or "127.0.0.1", port, workers=args.workers, **options)
+    serve(
+        app_factory,
+        args.host or parts.hostname or "127.0.0.1",
+        port,
+        workers=args.workers,
+        certfile=getattr(args, "certfile", None),
+        keyfile=getattr(args, "keyfile", None),
+        **options,
+    )

@@ -116,13 +116,14 @@ def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> N
     def http_error(error: HTTPException):
         messages = {
             400: "The request could not be understood.",
-            404: "There is nothing at this address.",
+            404: "Not found: there is nothing at this address.",
             405: "This address does not accept that method.",
             413: "The request is too large.",
             429: "Too many attempts. Wait a few minutes and try again.",
         }
         status = error.code or 400
-        return error_response(messages.get(status, error.description or "The request was refused."), status)
+        title = "Not found" if status == 404 else None
+        return error_response(messages.get(status, error.description or "The request was refused."), status, title)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

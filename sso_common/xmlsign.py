@@ -17,18 +17,32 @@ from sso_common.keys import SigningIdentity
 DS_NAMESPACE = "http://www.w3.org/2000/09/xmldsig#"
 
 
+class _Sha1Signer(XMLSigner):
+    """signxml refuses SHA-1 by default, rightly. Only the mock IdP's `refused_algorithm` fault asks for it,
+    to show that relying parties refuse it too."""
+
+    def check_deprecated_methods(self):
+        pass
+
+
 def sign_element(
-    root: etree._Element, element_id: str, signing_identity: SigningIdentity, after: etree._Element
+    root: etree._Element,
+    element_id: str,
+    signing_identity: SigningIdentity,
+    after: etree._Element,
+    *,
+    sha1: bool = False,
 ) -> etree._Element:
     """A signed copy of `root` in which the element with ID `element_id` carries a signature right after
     `after` (its Issuer). `root` itself is left unchanged. Call again on the result to sign an enclosing
-    element too, innermost first."""
+    element too, innermost first. `sha1` signs with RSA-SHA1 and a SHA-1 digest (deprecated: for showing
+    that verifiers refuse it, never for a real signature)."""
     placeholder = etree.Element(f"{{{DS_NAMESPACE}}}Signature", Id="placeholder", nsmap={"ds": DS_NAMESPACE})
     after.addnext(placeholder)
     try:
-        return XMLSigner(
-            signature_algorithm=SignatureMethod.RSA_SHA256,
-            digest_algorithm=DigestAlgorithm.SHA256,
+        return (_Sha1Signer if sha1 else XMLSigner)(
+            signature_algorithm=SignatureMethod.RSA_SHA1 if sha1 else SignatureMethod.RSA_SHA256,
+            digest_algorithm=DigestAlgorithm.SHA1 if sha1 else DigestAlgorithm.SHA256,
             c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
         ).sign(root, key=signing_identity.key, cert=[signing_identity.certificate], reference_uri=f"#{element_id}")
     finally:

@@ -1,7 +1,8 @@
 """Login pages: password, TOTP step, "signed in as", sign-out. Works without JavaScript.
 
-Wrong credentials always get the same message (no user enumeration); repeated failures per user
-or per address are throttled with 429.
+Wrong credentials always get the same message (no user enumeration); repeated failures are throttled
+(idp_mock.authn) with 429, a Retry-After header and a page that says how long to wait. A successful
+sign-in leaves a device token in the `idp_device` cookie, so that this browser is known for that person.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
 
-from idp_mock.authn import Outcome
+from idp_mock.authn import Attempt, Outcome, Result
 from idp_mock.directory import Employee
 from idp_mock.session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
 from sso_common.records import Record
@@ -23,7 +24,7 @@ blueprint = Blueprint("login", __name__)
 
 BAD_CREDENTIALS = "The username or password is incorrect."
 BAD_CODE = "That verification code is not valid. Codes change every 30 seconds and work once."
-THROTTLED = "Too many failed sign-in attempts. Wait a few minutes and try again."
+DEVICE_COOKIE = "idp_device"
 DISABLED = "This account is disabled. Contact the IT service desk."
 PENDING_KIND = "login_pending_mfa"
 PENDING_TTL = 300
@@ -48,6 +49,22 @@ def _continue_target(value: str | None) -> str:
     return target
 
 
+def throttled_message(seconds: int) -> str:
+    minutes = (seconds + 59) // 60
+    wait = f"{minutes} minute{'s' if minutes != 1 else ''}" if seconds > 90 else f"{seconds} seconds"
+    return f"Too many failed sign-in attempts. Try again in {wait}."
+
+
+def _attempt() -> Attempt:
+    return Attempt(request.remote_addr or "", request.cookies.get(DEVICE_COOKIE) or None)
+
+
+def _throttled(result: Result, page):
+    response = page(429, throttled_message(result.retry_after))
+    response.headers["Retry-After"] = str(result.retry_after)
+    return response
+
+
 def _login_page(status=200, error=None, username="", continue_to="/", force=False):
     page = render_template(
         "login.html",
@@ -64,6 +81,16 @@ def _login_page(status=200, error=None, username="", continue_to="/", force=Fals
 def _signed_in(employee, amr, continue_to):
     response = redirect(continue_to, code=303)
     start_session(employee, amr, response)
+    settings = _idp().settings
+    response.set_cookie(
+        DEVICE_COOKIE,
+        _idp().authenticator.trust(employee.username, _attempt()),
+        max_age=settings.throttle.trusted_seconds,
+        httponly=True,
+        samesite="Lax",
+        secure=settings.secure_cookies,
+        path="/login",
+    )
     log.info("sign-in succeeded for %s (%s)", employee.username, "+".join(amr))
     return response
 
@@ -93,10 +120,10 @@ def login_submit():
     password = request.form.get("password") or ""
     if not username or not password or len(password) > 1024:
         return _login_page(401, BAD_CREDENTIALS, username, continue_to, force)
-    result = _idp().authenticator.check_password(username, password, request.remote_addr or "")
+    result = _idp().authenticator.check_password(username, password, _attempt())
     if result.outcome is Outcome.THROTTLED:
-        log.warning("sign-in throttled for a user or address")
-        return _login_page(429, THROTTLED, username, continue_to, force)
+        log.warning("sign-in throttled for a user or address (%s s)", result.retry_after)
+        return _throttled(result, lambda status, error: _login_page(status, error, username, continue_to, force))
     if result.outcome is Outcome.BAD_CREDENTIALS:
         log.info("sign-in failed: bad credentials")
         return _login_page(401, BAD_CREDENTIALS, username, continue_to, force)
@@ -140,11 +167,13 @@ def mfa_form():
 def mfa_submit():
     check_csrf()
     handle, pending, employee = _pending()
-    result = _idp().authenticator.check_totp(employee, request.form.get("totp") or "", request.remote_addr or "")
+    result = _idp().authenticator.check_totp(employee, request.form.get("totp") or "", _attempt())
+    if result.outcome is Outcome.THROTTLED:
+        log.info("verification codes throttled for %s", employee.username)
+        return _throttled(result, lambda status, error: _mfa_page(pending, employee, status, error))
     if result.outcome is not Outcome.OK:
-        status, error = (429, THROTTLED) if result.outcome is Outcome.THROTTLED else (401, BAD_CODE)
         log.info("verification code refused for %s", employee.username)
-        return _mfa_page(pending, employee, status, error)
+        return _mfa_page(pending, employee, 401, BAD_CODE)
     _idp().store.delete(PENDING_KIND, handle)
     session.pop("pending_mfa", None)
     return _signed_in(employee, AMR_MFA, pending.continue_to)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import scope_to_list
 
 from idp_mock.directory import Employee
+from idp_mock.faults import FaultPerson
 
 SCOPE_CLAIMS = {
     "openid": ("sub",),
@@ -16,7 +17,9 @@ SCOPES = tuple(SCOPE_CLAIMS)
 CLAIMS = tuple(claim for claims in SCOPE_CLAIMS.values() for claim in claims)
 
 
-def user_claims(employee: Employee, scope: str) -> dict:
+def user_claims(employee: Employee, scope: str, *, thin: bool = False) -> dict:
+    """The claims `scope` releases (only `sub` for a thin ID token), plus any claims a sign_in_as fault
+    set (idp_mock.faults), whatever the scope."""
     values = {
         "sub": employee.subject,
         "name": employee.name,
@@ -26,4 +29,8 @@ def user_claims(employee: Employee, scope: str) -> dict:
         "email_verified": True,  # the directory is the source of truth for work addresses
         "groups": list(employee.groups),
     }
-    return {claim: values[claim] for granted in scope_to_list(scope) or [] for claim in SCOPE_CLAIMS.get(granted, ())}
+    scopes = ["openid"] if thin else scope_to_list(scope) or []
+    released = {claim: values[claim] for granted in scopes for claim in SCOPE_CLAIMS.get(granted, ())}
+    if isinstance(employee, FaultPerson):
+        released.update({name: value for name, value in employee.claims.items() if not thin or name == "sub"})
+    return released

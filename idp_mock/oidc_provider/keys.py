@@ -40,7 +40,7 @@ class SigningKeys:
         self._index = directory / "keyring.json"
         self._lock = threading.Lock()
         self._version: tuple[int, int] | None = None
-        KeyRing(directory)  # creates the first two keys on first start (before gunicorn forks)
+        KeyRing(directory)  # creates the first two keys on first start (before the server forks its workers)
         self._current()
 
     def _current(self) -> _Loaded:

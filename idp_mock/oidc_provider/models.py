@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationCodeMixin,
@@ -96,6 +97,8 @@ class OIDCGrant(Record):
     amr: tuple[str, ...]
     acr: str
     expires_at: float
+    person: dict[str, Any] | None = None  # signed in by a sign_in_as fault (idp_mock.faults), not the form
+    withheld: tuple[str, ...] = ()  # claims a "missing" fault keeps out of this grant's ID token and userinfo
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class AccessToken(TokenMixin):
     client: OIDCClient
     employee: Employee
     revoked: bool
+    withheld: tuple[str, ...] = ()  # see OIDCGrant
 
     @property
     def scope(self) -> str:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 
+from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     OAuth2Request,
     grants,
 )
+from authlib.oauth2.rfc6749.authenticate_client import ClientAuthentication as AuthlibClientAuthentication
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
@@ -29,10 +33,14 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc import rpinitiated
 from authlib.oidc.core import UserInfoEndpoint
 from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.util import create_half_hash
 from flask import request as flask_request
 
+from idp_mock.directory import Employee
+from idp_mock.faults import Faults
 from idp_mock.oidc_provider.claims import CLAIMS, SCOPES, user_claims
 from idp_mock.oidc_provider.config import uri_problem
+from idp_mock.oidc_provider.id_tokens import sign_id_token
 from idp_mock.oidc_provider.keys import ALGORITHM, SigningKeys, keys_dir
 from idp_mock.oidc_provider.models import (
     AUTH_METHODS,
@@ -40,9 +48,10 @@ from idp_mock.oidc_provider.models import (
     AccessToken,
     AuthorizationCode,
     OIDCClient,
+    OIDCGrant,
     hash_secret,
 )
-from idp_mock.oidc_provider.storage import OIDCStore
+from idp_mock.oidc_provider.storage import OIDCStore, grant_person
 from idp_mock.session import ACR_MFA, ACR_PASSWORD, OIDCParticipant, record_participant
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,7 @@ class OIDCServer(AuthorizationServer):
         self.issuer = settings.issuer
         self.directory = settings.directory
         self.oidc_store = OIDCStore(store, settings)
+        self.faults = Faults(settings.faults, store)
         self.keys = SigningKeys(keys_dir(settings))
         lifetime = settings.oidc.access_token_lifetime
         self.load_config(
@@ -117,9 +127,19 @@ class OIDCServer(AuthorizationServer):
         client = self.settings.oidc.clients.get(client_id)
         return client if client is not None else self.oidc_store.client(client_id)
 
+    def is_first_party(self, client: OIDCClient) -> bool:
+        """One of Example Corp's own clients (config/idp.yaml), not one that registered itself."""
+        return client.client_id in self.settings.oidc.clients
+
     def active_employee(self, username: str):
         employee = self.directory.find(username)
         return employee if employee and not employee.disabled else None
+
+    def grant_user(self, grant: OIDCGrant | None) -> Employee | None:
+        """Who a grant is for: the person a sign_in_as fault signed in, or an active directory person."""
+        if grant is None:
+            return None
+        return grant_person(grant) or self.active_employee(grant.username)
 
     def save_token(self, token, request):
         source = request.authorization_code or request.refresh_token
@@ -147,6 +167,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
+            withheld=getattr(request, "withheld_claims", ()),
         )
         record_participant(OIDCParticipant(request.client.client_id))
 
@@ -160,7 +181,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing left to delete: query_authorization_code took the code atomically."""
 
     def authenticate_user(self, authorization_code):
-        return self.server.active_employee(authorization_code.grant.username)
+        return self.server.grant_user(authorization_code.grant)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -171,8 +192,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return self.server.oidc_store.take_refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token):
-        grant = self.server.oidc_store.grant(refresh_token.grant_id)
-        return self.server.active_employee(grant.username) if grant else None
+        return self.server.grant_user(self.server.oidc_store.grant(refresh_token.grant_id))
 
     def revoke_old_credential(self, refresh_token):
         """Nothing left to revoke: authenticate_refresh_token took the token atomically."""
@@ -195,10 +215,17 @@ class S256CodeChallenge(CodeChallenge):
 
 
 class IDToken(OpenIDCode):
+    """The ID token of the authorization code flow.
+
+    `nonce` is optional in this flow (OIDC Core 3.1.2.1): a nonce that is sent is checked (not used before by
+    this client) and returned in the ID token; a request without one gets an ID token without one. OIDC Core
+    requires a nonce only in the implicit and hybrid flows (3.2.2.1, 3.3.2.11), which this provider does
+    not offer: any response_type but `code` is refused (views.authorize, check_response_type)."""
+
     DEFAULT_EXPIRES_IN = ID_TOKEN_LIFETIME
 
     def __init__(self, server: OIDCServer):
-        super().__init__(require_nonce=True)
+        super().__init__(require_nonce=False)
         self.server = server
 
     def exists_nonce(self, nonce, request):
@@ -216,6 +243,21 @@ class IDToken(OpenIDCode):
     def generate_user_info(self, user, scope):
         return user_claims(user, scope)
 
+    def encode_id_token(self, token, request: OAuth2Request):
+        """authlib's, with the faults of the client applied (idp_mock.faults): the claims, times, audience,
+        key and algorithm a fault asks for."""
+        client = request.client
+        faults = {fault.kind: fault for fault in self.server.faults.active(f"oidc:{client.client_id}", "id_token")}
+        now = int(time.time())
+        claims = {**self.get_client_claims(client), "iat": now, "exp": now + self.DEFAULT_EXPIRES_IN}
+        claims.update(self.get_authorization_code_claims(request.authorization_code))
+        if token.get("access_token"):
+            claims["at_hash"] = create_half_hash(token["access_token"], ALGORITHM).decode()
+        claims.update(user_claims(request.user, token["scope"], thin="thin_id_token" in faults))
+        for name in request.authorization_code.grant.withheld:
+            claims.pop(name, None)
+        return sign_id_token(claims, faults, self.server.keys, client.client_id, now, self.DEFAULT_EXPIRES_IN)
+
 
 class AccessTokenValidator(BearerTokenValidator):
     def __init__(self, server: OIDCServer):
@@ -227,15 +269,23 @@ class AccessTokenValidator(BearerTokenValidator):
         if record is None:
             return None
         client = self.server.query_client(record.client_id)
-        employee = self.server.active_employee(record.username)
+        grant = self.server.oidc_store.grant(record.grant_id)
+        employee = grant_person(grant) if grant else None
+        employee = employee or self.server.active_employee(record.username)
         if client is None or employee is None:
             return None
-        return AccessToken(record, client, employee, revoked=self.server.oidc_store.grant(record.grant_id) is None)
+        return AccessToken(record, client, employee, revoked=grant is None, withheld=grant.withheld if grant else ())
 
 
 class UserInfo(UserInfoEndpoint):
-    def generate_user_info(self, user, scope):
-        return user_claims(user, scope)
+    def __call__(self, request):
+        """authlib's, for unsigned answers (the only kind offered), without the claims a "missing" fault
+        withheld from the sign-in (idp_mock.faults)."""
+        token = self.resource_protector.acquire_token("openid")
+        claims = user_claims(token.get_user(), token.scope)
+        for name in token.withheld:
+            claims.pop(name, None)
+        return 200, claims, default_json_headers
 
 
 class EndSession(rpinitiated.EndSessionEndpoint):
@@ -246,7 +296,10 @@ class EndSession(rpinitiated.EndSessionEndpoint):
         return [ALGORITHM]
 
     def is_post_logout_redirect_uri_legitimate(self, request, post_logout_redirect_uri, client, logout_hint):
-        """Without an id_token_hint the user confirms the sign-out on our page before any redirect."""
+        """A registered URI is accepted without an id_token_hint too, because views.logout asks the person
+        first: it redirects without asking only to one of Example Corp's own clients, when the hint names the
+        current session or nobody is signed in. A self-registered client's address is always confirmed on
+        the IdP's page, so the IdP is nobody's open redirector."""
         return True
 
 
@@ -289,8 +342,19 @@ class Registration(ClientRegistrationEndpoint):
         if not isinstance(logout_uris, list) or any(uri_problem(u) for u in logout_uris):
             raise InvalidClientMetadataError("post_logout_redirect_uris must list absolute http(s) URLs.")
         grant_types = data.get("grant_types", ["authorization_code"])
-        if not isinstance(grant_types, list) or "authorization_code" not in grant_types:
-            raise InvalidClientMetadataError("grant_types must be a list that includes authorization_code.")
+        if (
+            not isinstance(grant_types, list)
+            or "authorization_code" not in grant_types
+            or not set(grant_types) <= set(GRANT_TYPES)
+        ):
+            raise InvalidClientMetadataError(
+                "grant_types must be a list that includes authorization_code (and may include refresh_token)."
+            )
+        response_types = data.get("response_types", ["code"])
+        if response_types != ["code"]:
+            raise InvalidClientMetadataError(
+                "response_types must be a list holding only code: only the code flow is offered."
+            )
         name = data.get("client_name", "")
         if not isinstance(name, str) or len(name) > 200:
             raise InvalidClientMetadataError("client_name must be a string of at most 200 characters.")
@@ -310,6 +374,18 @@ class Registration(ClientRegistrationEndpoint):
             del info["client_secret"], info["client_secret_expires_at"]
         return info
 
+    def generate_client_registration_info(self, client, request):
+        """The values that apply to the client, defaults included (RFC 7591 3.2.1: the response contains
+        all registered metadata, including values the server set)."""
+        return {
+            "client_name": client.name,
+            "redirect_uris": list(client.redirect_uris),
+            "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+            "grant_types": list(client.grant_types),
+            "response_types": ["code"],
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        }
+
     def save_client(self, client_info, client_metadata, request):
         secret = client_info.get("client_secret")
         client = OIDCClient(
@@ -326,6 +402,25 @@ class Registration(ClientRegistrationEndpoint):
         return client
 
 
+class ClientAuthentication(AuthlibClientAuthentication):
+    """authlib's, with a failure that says what happened in words, and `WWW-Authenticate: Basic` only for a
+    client that tried HTTP Basic (RFC 6749 5.2: 401 with the scheme the client used; otherwise 400)."""
+
+    def authenticate(self, request, methods, endpoint):
+        try:
+            return super().authenticate(request, methods, endpoint)
+        except InvalidClientError as error:
+            scheme = (request.headers.get("Authorization") or "").partition(" ")[0].lower()
+            used_basic = scheme == "basic"
+            raise InvalidClientError(
+                status_code=401 if used_basic else 400,
+                description=error.description
+                if error.description and not error.description.startswith("The client cannot authenticate")
+                else "Client authentication failed: unknown client, wrong secret, or not the client's "
+                "registered token_endpoint_auth_method.",
+            ) from None
+
+
 def _client_secret_basic(query_client, request):
     """authlib's, except that an Authorization header that is not UTF-8 fails authentication (not a 500)."""
     try:
@@ -336,6 +431,7 @@ def _client_secret_basic(query_client, request):
 
 def build_server(settings, store) -> OIDCServer:
     server = OIDCServer(settings, store)
+    server._client_auth = ClientAuthentication(server.query_client)  # before register_client_auth_method
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IDToken(server)])
     server.register_grant(RefreshTokenGrant)
     server.register_client_auth_method("client_secret_basic", _client_secret_basic)

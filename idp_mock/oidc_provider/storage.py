@@ -1,4 +1,4 @@
-"""OIDC state in the shared StateStore, so every gunicorn worker sees the same codes, tokens and clients.
+"""OIDC state in the shared StateStore, so every server worker sees the same codes, tokens and clients.
 
 A *grant* is what one authorization code starts: who signed in, how, for which client and scopes.
 Every token issued from that code or from its refresh tokens names the grant, and is valid only while
@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 
+from idp_mock.faults import FaultPerson
 from idp_mock.oidc_provider.models import (
     IssuedAccessToken,
     IssuedCode,
@@ -30,6 +31,18 @@ log = logging.getLogger(__name__)
 
 PENDING_TTL = 600  # an authorization request waiting for the login
 REGISTERED_CLIENT_TTL = 30 * 24 * 3600  # dynamically registered clients
+
+
+def _person_record(person: FaultPerson) -> dict:
+    fields = ("username", "subject", "email", "name", "department", "groups", "claims")
+    return {name: getattr(person, name) for name in fields}
+
+
+def grant_person(grant: OIDCGrant) -> FaultPerson | None:
+    """The person a sign_in_as fault signed in for this grant, or None (a directory sign-in)."""
+    if grant.person is None:
+        return None
+    return FaultPerson(**{**grant.person, "groups": tuple(grant.person["groups"])}, password_hash="")
 
 
 class OIDCStore:
@@ -65,17 +78,21 @@ class OIDCStore:
         nonce: str | None,
         code_challenge: str | None,
         code_challenge_method: str | None,
+        withheld: tuple[str, ...] = (),
     ) -> None:
         grant_id = secrets.token_urlsafe(24)
         lifetime = self._oidc.refresh_token_lifetime
+        employee = sign_in.employee
         grant = OIDCGrant(
             client_id=client_id,
-            username=sign_in.employee.username,
+            username=employee.username,
             scope=scope,
             auth_time=sign_in.auth_time,
             amr=sign_in.amr,
             acr=sign_in.acr,
             expires_at=time.time() + lifetime,
+            person=_person_record(employee) if isinstance(employee, FaultPerson) else None,
+            withheld=withheld,
         )
         self._store.put("oidc_grant", grant_id, grant.to_record(), lifetime)
         issued = IssuedCode(grant_id, client_id, redirect_uri, nonce, code_challenge, code_challenge_method)

@@ -18,7 +18,8 @@ def register(app):
     identity = load_or_create_signing_identity(
         idp.settings.instance_dir, "saml-signing", f"Example Corp SAML IdP {idp.settings.issuer}"
     )
+    metadata = {want: idp_metadata(settings, identity, want_signed=want) for want in (True, False)}
     app.extensions["saml"] = SAMLIdP(
-        settings, identity, ServiceProviders(settings.service_providers, idp.store), idp_metadata(settings, identity)
+        settings, identity, ServiceProviders(settings.service_providers, idp.store), metadata
     )
     app.register_blueprint(blueprint)

@@ -4,9 +4,12 @@ fetched from an SP's metadata_url, see remote.py): one hardened parser for both.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import onelogin.saml2
 from cryptography import x509
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
@@ -31,12 +34,19 @@ _NS = {"md": SAML.NS_MD, "ds": SAML.NS_DS}
 _MD = f"{{{SAML.NS_MD}}}"
 
 
-def idp_metadata(settings: SAMLSettings, identity: SigningIdentity) -> bytes:
+def idp_metadata(settings: SAMLSettings, identity: SigningIdentity, want_signed: bool = True) -> bytes:
+    """The IdP's metadata. WantAuthnRequestsSigned is the truth for whoever reads it: the IdP requires
+    signed AuthnRequests from every SP registered with a signing certificate, so the general document says
+    true; an SP registered without one reads /saml/metadata?sp=ENTITY_ID, which says what applies to it
+    (`want_signed`), as SAML libraries that compare the two flags (samlify) need."""
     root = etree.Element(
         _MD + "EntityDescriptor", nsmap={"md": SAML.NS_MD, "ds": SAML.NS_DS}, entityID=settings.entity_id
     )
     idp = etree.SubElement(
-        root, _MD + "IDPSSODescriptor", WantAuthnRequestsSigned="false", protocolSupportEnumeration=SAML.NS_SAMLP
+        root,
+        _MD + "IDPSSODescriptor",
+        WantAuthnRequestsSigned="true" if want_signed else "false",
+        protocolSupportEnumeration=SAML.NS_SAMLP,
     )
     key = etree.SubElement(idp, _MD + "KeyDescriptor", use="signing")
     x509_data = etree.SubElement(etree.SubElement(key, f"{{{SAML.NS_DS}}}KeyInfo"), f"{{{SAML.NS_DS}}}X509Data")
@@ -88,9 +98,30 @@ def _load_entity_descriptor(xml: bytes) -> etree._Element:
         raise MetadataError(f"The metadata contains XML that is not allowed ({type(error).__name__}).") from None
     if root.tag != _MD + "EntityDescriptor":
         raise MetadataError("The metadata must be one md:EntityDescriptor.")
-    if not isinstance(OneLogin_Saml2_XML.validate_xml(root, "saml-schema-metadata-2.0.xsd"), etree._Element):
-        raise MetadataError("The metadata is not valid SAML 2.0 metadata (schema check failed).")
+    problem = schema_problem(root)
+    if problem:
+        raise MetadataError(f"The metadata is not valid SAML 2.0 metadata: {problem}.")
     return root
+
+
+_schemas = threading.local()  # an XMLSchema keeps the errors of its last validation: one per thread
+
+
+def schema_problem(root: etree._Element) -> str | None:
+    """What the SAML 2.0 metadata schema finds wrong first (line, element, problem), or None. The schema is
+    python3-saml's (the same files its own check reads), parsed once per thread."""
+    schema = getattr(_schemas, "metadata", None)
+    if schema is None:
+        path = Path(onelogin.saml2.__file__).parent / "schemas" / "saml-schema-metadata-2.0.xsd"
+        schema = _schemas.metadata = etree.XMLSchema(etree.parse(str(path)))
+    if schema.validate(root):
+        return None
+    error = schema.error_log.last_error if schema.error_log.last_error is not None else None
+    if error is None:
+        return "the schema check failed"
+    message = re.sub(r"\{[^}]*\}", "", error.message)  # "Element '{urn:...:metadata}X'" -> "Element 'X'"
+    message = "".join(c for c in message if c.isprintable())[:300].rstrip(". ")
+    return f"line {error.line}: {message}"
 
 
 def _validity(root: etree._Element) -> Validity:

@@ -1,6 +1,6 @@
 """Where SPs are looked up: the config file first, then SPs registered at run time.
 
-Run-time registrations live in the shared state store (not in process memory), so every gunicorn
+Run-time registrations live in the shared state store (not in process memory), so every server
 worker sees them. The store keeps the metadata as sent and it is re-read on lookup: one parser, one
 set of rules, for both registration and use. A configured SP with a `metadata_url` is returned with
 what its published metadata adds (certificates), fetched and cached by remote.PublishedMetadata.

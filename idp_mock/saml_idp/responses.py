@@ -8,7 +8,9 @@ binding. The order follows the spec: sign the Assertion, then encrypt it, then s
 from __future__ import annotations
 
 import base64
+import datetime
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -17,19 +19,22 @@ import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.x509.oid import NameOID
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from idp_mock.directory import Employee
+from idp_mock.faults import SHIFT_SECONDS, Fault
 from idp_mock.saml_idp.config import ATTRIBUTES, AWSRelease, ServiceProvider, name_id_value
 from idp_mock.session import SignIn
-from sso_common.keys import SigningIdentity
+from sso_common.keys import SigningIdentity, generate_rsa_key
 from sso_common.xmlsign import sign_element
 
 ASSERTION_LIFETIME = 300  # seconds an SP may take to consume the assertion
 _SAML, _SAMLP = f"{{{SAML.NS_SAML}}}", f"{{{SAML.NS_SAMLP}}}"
 _AWS = "https://aws.amazon.com/SAML/Attributes/"
+WRONG_AUDIENCE = "https://wrong-audience.example.test"
 
 
 def new_id() -> str:
@@ -119,9 +124,65 @@ class Grant:
     session_not_on_or_after: float
 
 
-def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, clock_skew: int) -> bytes:
+_unknown: dict[str, SigningIdentity] = {}
+_unknown_lock = threading.Lock()
+
+
+def _unknown_identity() -> SigningIdentity:
+    """A key and certificate of this process that no metadata ever names (the unknown_key fault)."""
+    with _unknown_lock:
+        if "identity" not in _unknown:
+            key = generate_rsa_key()
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unknown key (mock IdP fault)")])
+            now = datetime.datetime.now(datetime.UTC)
+            certificate = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=365))
+                .sign(key, hashes.SHA256())
+            )
+            _unknown["identity"] = SigningIdentity(key, certificate)
+        return _unknown["identity"]
+
+
+def _with_faults(attributes: list[Attribute], faults: dict[str, Fault]) -> list[Attribute]:
+    """The attributes a sign_in_as fault sets (they replace those of the same name) and a missing one drops."""
+    if "sign_in_as" in faults:
+        given = faults["sign_in_as"].values
+        attributes = [a for a in attributes if a.name not in given] + [
+            Attribute(name, SAML.ATTRNAME_FORMAT_BASIC, tuple(values)) for name, values in given.items() if values
+        ]
+    if "missing" in faults:
+        attributes = [a for a in attributes if a.name != faults["missing"].name]
+    return attributes
+
+
+def sso_response(
+    grant: Grant,
+    idp_entity_id: str,
+    identity: SigningIdentity,
+    clock_skew: int,
+    faults: dict[str, Fault] | None = None,
+) -> bytes:
+    """The signed Response for `grant`; `faults` (idp_mock.faults, by kind) make it wrong on purpose."""
+    faults = faults or {}
     now = time.time()
     sp, employee = grant.sp, grant.sign_in.employee
+    valid_from, valid_until = now - clock_skew, now + ASSERTION_LIFETIME
+    if "expired" in faults:
+        valid_from, valid_until = now - SHIFT_SECONDS - ASSERTION_LIFETIME, now - SHIFT_SECONDS
+    if "not_yet_valid" in faults:
+        valid_from, valid_until = now + SHIFT_SECONDS, now + SHIFT_SECONDS + ASSERTION_LIFETIME
+    audience = sp.audience_uri
+    if "wrong_audience" in faults:
+        audience = faults["wrong_audience"].audience or WRONG_AUDIENCE
+    sha1 = "refused_algorithm" in faults
+    if "unknown_key" in faults:
+        identity = _unknown_identity()
     response = _message("Response", idp_entity_id, grant.acs_url, grant.in_response_to, SAML.STATUS_SUCCESS, now)
     assertion_id = new_id()
     assertion = _sub(response, _SAML + "Assertion", ID=assertion_id, Version="2.0", IssueInstant=_instant(now))
@@ -133,7 +194,7 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
     _sub(
         confirmation,
         _SAML + "SubjectConfirmationData",
-        NotOnOrAfter=_instant(now + ASSERTION_LIFETIME),
+        NotOnOrAfter=_instant(valid_until),
         Recipient=grant.acs_url,
         InResponseTo=grant.in_response_to,
     )
@@ -142,10 +203,10 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
     conditions = _sub(
         assertion,
         _SAML + "Conditions",
-        NotBefore=_instant(now - clock_skew),
-        NotOnOrAfter=_instant(now + ASSERTION_LIFETIME),
+        NotBefore=_instant(valid_from),
+        NotOnOrAfter=_instant(valid_until),
     )
-    _sub(_sub(conditions, _SAML + "AudienceRestriction"), _SAML + "Audience", sp.audience_uri)
+    _sub(_sub(conditions, _SAML + "AudienceRestriction"), _SAML + "Audience", audience)
 
     statement = _sub(
         assertion,
@@ -156,7 +217,7 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
     )
     _sub(_sub(statement, _SAML + "AuthnContext"), _SAML + "AuthnContextClassRef", grant.sign_in.acr)
 
-    attributes = released_attributes(sp, employee)
+    attributes = _with_faults(released_attributes(sp, employee), faults)
     if attributes:
         statement = _sub(assertion, _SAML + "AttributeStatement")
         for attribute in attributes:
@@ -172,29 +233,26 @@ def sso_response(grant: Grant, idp_entity_id: str, identity: SigningIdentity, cl
 
     response_id = _id(response)
     if sp.sign in ("assertion", "both"):  # a signed copy: later steps work on it, not on `assertion`
-        response = sign_element(response, assertion_id, identity, after=assertion_issuer)
+        response = sign_element(response, assertion_id, identity, after=assertion_issuer, sha1=sha1)
     if sp.encrypt_assertion:
         if sp.encryption_certificate is None:  # check_options and remote.merge rule this out
             raise LookupError(f"{sp.entity_id} has no encryption certificate")
         _encrypt_assertion(_child(response, _SAML + "Assertion"), sp.encryption_certificate)
     if sp.sign in ("response", "both"):
-        response = sign_element(response, response_id, identity, after=_child(response, _SAML + "Issuer"))
+        response = sign_element(response, response_id, identity, after=_child(response, _SAML + "Issuer"), sha1=sha1)
     return etree.tostring(response, xml_declaration=True, encoding="UTF-8")
 
 
 def _encrypt_assertion(assertion: etree._Element, certificate: x509.Certificate) -> None:
     """Replace the Assertion with an EncryptedAssertion for the SP's certificate: AES-256-GCM content, its
     key wrapped with RSA-OAEP (the xmlsec template calls python3-saml makes for EncryptedIDs, with GCM
-    instead of CBC, which XML Encryption padding-oracle attacks target)."""
+    instead of CBC, which XML Encryption padding-oracle attacks target).
+
+    The plaintext is the Assertion serialised on its own, with the namespace declarations it uses (saml,
+    and ds for its signature): an SP decrypts it into a document of its own, where prefixes declared only on
+    the enclosing Response would be unbound (pysaml2: "unbound prefix"; node-saml: an invalid signature)."""
+    plaintext = etree.tostring(assertion)  # lxml writes the in-scope declarations on a serialised subtree
     encrypted_assertion = etree.Element(_SAML + "EncryptedAssertion")
-    assertion.addprevious(encrypted_assertion)
-    encrypted_assertion.append(assertion)
-    manager = xmlsec.KeysManager()
-    manager.add_key(
-        xmlsec.Key.from_memory(
-            certificate.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem, None
-        )
-    )
     template = xmlsec.template.encrypted_data_create(
         encrypted_assertion, xmlsec.constants.TransformAes256Gcm, type=xmlsec.constants.TypeEncElement, ns="xenc"
     )
@@ -202,17 +260,38 @@ def _encrypt_assertion(assertion: etree._Element, certificate: x509.Certificate)
     key_info = xmlsec.template.encrypted_data_ensure_key_info(template, ns="ds")
     encrypted_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep)
     xmlsec.template.encrypted_data_ensure_cipher_value(encrypted_key)
+    manager = xmlsec.KeysManager()
+    manager.add_key(
+        xmlsec.Key.from_memory(
+            certificate.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem, None
+        )
+    )
     context = xmlsec.EncryptionContext(manager)
     context.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, 256, xmlsec.constants.KeyDataTypeSession)
-    context.encrypt_xml(template, assertion)
+    encrypted_assertion.append(context.encrypt_binary(template, plaintext))
+    assertion.addprevious(encrypted_assertion)
+    parent = assertion.getparent()
+    if parent is None:  # sso_response only encrypts an Assertion inside its Response
+        raise LookupError("the Assertion has no parent")
+    parent.remove(assertion)
 
 
 def status_response(
-    acs_url: str, in_response_to: str | None, status: str, idp_entity_id: str, identity: SigningIdentity
+    acs_url: str,
+    in_response_to: str | None,
+    status: str | None,
+    idp_entity_id: str,
+    identity: SigningIdentity,
+    top: str = SAML.STATUS_RESPONDER,
+    message: str | None = None,
 ) -> bytes:
-    """A Response without an Assertion (e.g. NoPassive), signed so the SP can trust the refusal."""
-    response = _message("Response", idp_entity_id, acs_url, in_response_to, SAML.STATUS_RESPONDER, time.time())
-    _sub(_child(response, f"{_SAMLP}Status/{_SAMLP}StatusCode"), _SAMLP + "StatusCode", Value=status)
+    """A Response without an Assertion (NoPassive, RequestDenied, a fault's error), signed so the SP can
+    trust the refusal: top-level status `top`, second-level `status` (if any), StatusMessage `message`."""
+    response = _message("Response", idp_entity_id, acs_url, in_response_to, top, time.time())
+    if status is not None:
+        _sub(_child(response, f"{_SAMLP}Status/{_SAMLP}StatusCode"), _SAMLP + "StatusCode", Value=status)
+    if message:
+        _sub(_child(response, f"{_SAMLP}Status"), _SAMLP + "StatusMessage", message)
     return signed_post(response, identity)
 
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 import werkzeug
@@ -30,7 +31,9 @@ from flask import (
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 
+from idp_mock.consent import consent_page
 from idp_mock.errors import AlreadyConfigured, BadSignature, MetadataError, Refused
+from idp_mock.faults import person as fault_person
 from idp_mock.saml_idp.config import SAMLSettings, ServiceProvider, name_id_value
 from idp_mock.saml_idp.messages import (
     REQUEST_LIFETIME,
@@ -53,6 +56,7 @@ from idp_mock.saml_idp.responses import (
     status_response,
 )
 from idp_mock.session import (
+    AMR_PASSWORD,
     SAMLParticipant,
     SignIn,
     current_sign_in,
@@ -63,7 +67,7 @@ from idp_mock.session import (
 )
 from sso_common.keys import SigningIdentity
 from sso_common.records import Record
-from sso_common.web import UserFacingError
+from sso_common.web import UserFacingError, check_csrf
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("saml", __name__, static_folder="static", static_url_path="/saml/static")
@@ -71,6 +75,7 @@ blueprint = Blueprint("saml", __name__, static_folder="static", static_url_path=
 PENDING_KIND = "saml_pending"
 PENDING_TTL = 900  # time to sign in (password, TOTP) before the request is forgotten
 SEEN_REQUEST_KIND = "saml_request_seen"
+SAML_STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
 
 
 @dataclass
@@ -80,7 +85,7 @@ class SAMLIdP:
     settings: SAMLSettings
     identity: SigningIdentity
     service_providers: ServiceProviders
-    metadata: bytes
+    metadata: dict[bool, bytes]  # by WantAuthnRequestsSigned
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,14 @@ def _idp():
 
 @blueprint.get("/saml/metadata")
 def metadata():
-    return Response(_saml().metadata, mimetype="application/samlmetadata+xml")
+    """The IdP's metadata; with ?sp=ENTITY_ID, WantAuthnRequestsSigned says what applies to that SP."""
+    want_signed = True
+    if "sp" in request.args:
+        sp = _saml().service_providers.find(request.args["sp"])
+        if sp is None:
+            raise UserFacingError("There is no application with that identifier.", 404, "Unknown application")
+        want_signed = sp.require_signed_requests
+    return Response(_saml().metadata[want_signed], mimetype="application/samlmetadata+xml")
 
 
 def _known_sp(entity_id: str) -> ServiceProvider:
@@ -202,7 +214,10 @@ def _usable_sign_in(pending: PendingSAMLRequest) -> SignIn | None:
 
 
 def _proceed(pending: PendingSAMLRequest) -> werkzeug.Response:
-    """Answer now if the browser's sign-in is good enough, else keep the request and send the user to log in."""
+    """Answer now if the browser's sign-in is good enough (or a sign_in_as fault stands in for it), else
+    keep the request and send the user to log in."""
+    if "sign_in_as" in _idp().faults.pending_kinds(f"saml:{pending.sp}", "answer"):
+        return _answer(pending, None)
     sign_in = _usable_sign_in(pending)
     if sign_in is not None:
         return _answer(pending, sign_in)
@@ -216,9 +231,14 @@ def _proceed(pending: PendingSAMLRequest) -> werkzeug.Response:
             _saml().identity,
         )
         return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
+    return login_redirect(f"/saml/continue?request={_keep(pending)}", force=pending.force)
+
+
+def _keep(pending: PendingSAMLRequest) -> str:
+    """Keep the request server-side while the person signs in or answers the consent page: its handle."""
     handle = secrets.token_urlsafe(32)
     _idp().store.put(PENDING_KIND, handle, pending.to_record(), PENDING_TTL)
-    return login_redirect(f"/saml/continue?request={handle}", force=pending.force)
+    return handle
 
 
 @blueprint.get("/saml/continue")
@@ -267,9 +287,36 @@ def idp_initiated():
     )
 
 
-def _answer(pending: PendingSAMLRequest, sign_in: SignIn) -> Response:
-    """Issue the Response for the signed-in user and post it to the (already checked) ACS URL."""
+def _answer(pending: PendingSAMLRequest, sign_in: SignIn | None, consented: bool = False) -> werkzeug.Response:
+    """Issue the Response for the signed-in user (None: the one a sign_in_as fault names) and post it to the
+    (already checked) ACS URL; first ask consent if the SP registered itself."""
     sp = _known_sp(pending.sp)
+    if sign_in is not None and not consented and _consent_needed(sp, sign_in):
+        return _consent_page(sp, pending, sign_in)
+    faults = {fault.kind: fault for fault in _idp().faults.active(f"saml:{sp.entity_id}", "answer")}
+    if "delay" in faults:
+        time.sleep(faults["delay"].seconds)
+    if "sign_in_as" in faults:
+        person = fault_person(_idp().directory, faults["sign_in_as"])
+        if person is None:
+            raise UserFacingError(
+                "The sign_in_as fault names someone not in the directory.", 400, "Fault misconfigured"
+            )
+        sign_in = SignIn("", person, int(time.time()), AMR_PASSWORD)
+    if sign_in is None:  # the sign_in_as fault was used up by another request meanwhile
+        return login_redirect(f"/saml/continue?request={_keep(pending)}", force=pending.force)
+    if "error" in faults:
+        error = faults["error"]
+        xml = status_response(
+            pending.acs_url,
+            pending.request_id,
+            SAML_STATUS + error.substatus if error.substatus else None,
+            _saml().settings.entity_id,
+            _saml().identity,
+            top=SAML_STATUS + error.status,
+            message=error.description or None,
+        )
+        return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
     employee = sign_in.employee
     if sp.aws is not None and not sp.aws.roles_for(employee):
         raise UserFacingError(
@@ -292,7 +339,7 @@ def _answer(pending: PendingSAMLRequest, sign_in: SignIn) -> Response:
         session_index,
         sign_in.auth_time + _idp().settings.session_lifetime,
     )
-    xml = sso_response(grant, _saml().settings.entity_id, _saml().identity, _idp().settings.clock_skew)
+    xml = sso_response(grant, _saml().settings.entity_id, _saml().identity, _idp().settings.clock_skew, faults)
     log.info(
         "SAML assertion for %s to %s (%s)",
         employee.username,
@@ -300,6 +347,66 @@ def _answer(pending: PendingSAMLRequest, sign_in: SignIn) -> Response:
         "SP-initiated" if pending.request_id else "IdP-initiated",
     )
     return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
+
+
+# --- consent for SPs registered at run time (idp_mock.consent) -----------------------------------------
+
+ATTRIBUTE_WORDS = {
+    "email": "your email address",
+    "displayName": "your name",
+    "department": "your department",
+    "groups": "the groups you belong to",
+}
+
+
+def _consent_needed(sp: ServiceProvider, sign_in: SignIn) -> bool:
+    """Only SPs registered at run time ask; Example Corp's own (config/idp.yaml) never do."""
+    if sp.entity_id in _saml().settings.service_providers:
+        return False
+    return not _idp().consents.given(sign_in.employee.username, f"saml:{sp.entity_id}", sp.attributes)
+
+
+def _consent_page(sp: ServiceProvider, pending: PendingSAMLRequest, sign_in: SignIn) -> werkzeug.Response:
+    return consent_page(
+        party_name=sp.name,
+        party_url=pending.acs_url,
+        releases=["who you are at Example Corp (a stable identifier)"]
+        + [ATTRIBUTE_WORDS[name] for name in sp.attributes if name in ATTRIBUTE_WORDS],
+        username=sign_in.employee.username,
+        action="/saml/consent",
+        hidden={"request": _keep(pending)},
+    )
+
+
+@blueprint.post("/saml/consent")
+def consent():
+    """The person's answer on the consent page: allowed, the assertion is posted; denied, the SP gets a
+    signed Response with status Requester / RequestDenied."""
+    check_csrf()
+    handle = request.form.get("request", "")
+    record = _idp().store.take(PENDING_KIND, handle) if handle else None
+    if record is None:
+        raise UserFacingError("This sign-in has expired or was already completed.", 400, "Sign-in expired")
+    pending = PendingSAMLRequest.from_record(record)
+    sign_in = _usable_sign_in(pending)
+    if sign_in is None:  # signed out meanwhile: sign in, then asked again
+        return login_redirect(f"/saml/continue?request={_keep(pending)}", force=pending.force)
+    sp = _known_sp(pending.sp)
+    if request.form.get("decision") != "allow":
+        log.info("consent denied by %s to SAML SP %s", sign_in.employee.username, sp.entity_id)
+        xml = status_response(
+            pending.acs_url,
+            pending.request_id,
+            SAML_STATUS + "RequestDenied",
+            _saml().settings.entity_id,
+            _saml().identity,
+            top=SAML.STATUS_REQUESTER,
+            message="The person did not allow the application.",
+        )
+        return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
+    _idp().consents.remember(sign_in.employee.username, f"saml:{sp.entity_id}", sp.attributes, int(time.time()))
+    log.info("consent given by %s to SAML SP %s", sign_in.employee.username, sp.entity_id)
+    return _answer(pending, sign_in, consented=True)
 
 
 def _post_form(sp_name: str, url: str, xml: bytes, relay_state: str | None) -> Response:

@@ -1,4 +1,4 @@
-"""SQLite backend, the embedded default: one file, safe across gunicorn workers and threads (WAL)."""
+"""SQLite backend, the embedded default: one file, safe across server workers and threads (WAL)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ SCENARIOS = {
     "5 start-up",
     "6 soak",
     "7 storm",
+    "8 slow clients",
 }
 
 

@@ -37,6 +37,7 @@ def test_seeded_directory_has_the_expected_employees():
         "erin": {"security", "engineering"},
         "frank": {"engineering"},
         "grace": {"security"},
+        "heidi": {"hr"},
     }
     assert directory.employees["erin"].mfa_required and not directory.employees["bob"].mfa_required
     assert directory.employees["frank"].disabled

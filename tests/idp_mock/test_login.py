@@ -166,22 +166,34 @@ def strict_idp(tmp_path_factory):
     """An IdP with low throttling limits, so the tests can reach them quickly."""
     service = start_idp(
         tmp_path_factory.mktemp("strict-idp"),
-        env={"IDP_MAX_FAILURES_PER_USER": "3", "IDP_MAX_FAILURES_PER_ADDRESS": "8"},
+        env={"IDP_MAX_FAILURES_PER_USER_AND_ADDRESS": "3", "IDP_MAX_FAILURES_PER_ADDRESS": "12"},
     )
     yield service
     service.stop()
 
 
-def test_repeated_failures_for_one_user_are_throttled(strict_idp):
+def test_repeated_failures_for_one_user_are_throttled_and_the_page_says_how_long(strict_idp):
     for _ in range(3):
         assert login(strict_idp, "alice", password="bad-password")[1].status_code == 401
     _, answer = login(strict_idp, "alice")  # even the right password, for a while
-    assert answer.status_code == 429 and "Too many failed sign-in attempts" in answer.text
+    assert answer.status_code == 429 and "Too many failed sign-in attempts. Try again in " in answer.text
+    assert 0 < int(answer.headers["Retry-After"]) <= 301  # the rest of the 300-second window
     assert login(strict_idp, "bob")[1].status_code == 303  # other users are not locked out
 
 
+def test_a_browser_that_signed_in_before_is_not_locked_out_by_others(strict_idp):
+    carols_browser, answer = login(strict_idp, "carol")
+    assert answer.status_code == 303 and carols_browser.cookies.get("idp_device", path="/login")
+    for _ in range(3):  # someone else, from the same address, guessing carol's password
+        login(strict_idp, "carol", password="bad-password")
+    assert login(strict_idp, "carol")[1].status_code == 429  # a browser carol never used is paused ...
+    page = carols_browser.get(f"{strict_idp.url}/login", params={"continue": "/", "force": "1"})
+    again = submit_login(carols_browser, strict_idp.url, page, "carol")
+    assert again.status_code == 303  # ... hers is not
+
+
 def test_repeated_failures_from_one_address_are_throttled(strict_idp):
-    for number in range(8):
+    for number in range(12):
         login(strict_idp, f"guess{number}", password="bad-password")
-    _, answer = login(strict_idp, "carol")
+    _, answer = login(strict_idp, "dave")
     assert answer.status_code == 429

@@ -93,6 +93,8 @@ RECORDS = [
             "amr": ["pwd"],
             "acr": "urn:acr",
             "expires_at": 1_800_028_800.5,
+            "person": None,
+            "withheld": [],
         },
     ),
     (

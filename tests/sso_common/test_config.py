@@ -69,6 +69,14 @@ def test_demo_secrets_are_refused_on_https(tmp_path):
         node.child("short").secret("http://127.0.0.1:8001")
 
 
+@pytest.mark.parametrize("value", ["DEMO-registration-token", "Demo-registration-token", "dEmO-saml-admin-token"])
+@pytest.mark.parametrize("url", ["https://idp.example.com", "HTTPS://idp.example.com"])
+def test_demo_secrets_are_refused_on_https_whatever_their_case(tmp_path, value, url):
+    node = load_yaml(write(tmp_path, f"token: {value}\n"))
+    with pytest.raises(ConfigError, match="is the public demo value"):
+        node.child("token").secret(url)
+
+
 def test_nested_defaults_and_values_that_look_like_variables(tmp_path, monkeypatch):
     for name in ("OUTER", "INNER"):
         monkeypatch.delenv(name, raising=False)

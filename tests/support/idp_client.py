@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from html import unescape
+from urllib.parse import urljoin
 
 import pyotp
 import requests
@@ -73,3 +74,18 @@ def submit_login(
         code = fresh_totp(idp_url, totp_secret) if totp_secret else "000000"
         answer = http.post(f"{idp_url}/login/mfa", data={**form_fields(page.text), "totp": code}, allow_redirects=False)
     return answer
+
+
+def is_consent_page(page: requests.Response) -> bool:
+    """The IdP's consent page for a third-party application (idp_mock.consent)."""
+    return page.status_code == 200 and 'name="decision" value="allow"' in page.text
+
+
+def answer_consent(
+    http: requests.Session, idp_url: str, page: requests.Response, decision: str = "allow"
+) -> requests.Response:
+    """Press Allow (or Deny) on a consent page; returns the IdP's answer without following it."""
+    action = re.search(r'<form method="post" action="([^"]*)"', page.text)
+    assert action, f"no consent form: {page.text[:500]}"
+    fields = {**form_fields(page.text), "decision": decision}
+    return http.post(urljoin(idp_url + "/", unescape(action.group(1))), data=fields, allow_redirects=False)

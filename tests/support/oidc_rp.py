@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import jwt
 import requests
 
-from tests.support.idp_client import submit_login
+from tests.support.idp_client import answer_consent, is_consent_page, submit_login
 
 REGISTRATION_TOKEN = "demo-registration-token"
 CALLBACK = "https://rp.example.test/callback"
@@ -122,14 +122,22 @@ def is_login_page(answer: requests.Response) -> bool:
 
 
 def sign_in(
-    http: requests.Session, idp_url: str, request: Authorization, username: str | None, totp_secret: str | None = None
+    http: requests.Session,
+    idp_url: str,
+    request: Authorization,
+    username: str | None,
+    totp_secret: str | None = None,
+    consent: bool = True,
 ) -> requests.Response:
-    """Start the request; if the IdP shows its login page, sign in as `username`. Returns the answer
-    that leaves the IdP (a redirect to the client) or the page where the flow stopped."""
+    """Start the request; if the IdP shows its login page, sign in as `username`, and if it asks consent
+    (the test clients register themselves), allow (unless `consent` is False). Returns the answer that
+    leaves the IdP (a redirect to the client) or the page where the flow stopped."""
     answer = follow_to_client(http, idp_url, http.get(authorize_url(idp_url, request), allow_redirects=False))
     if username is not None and is_login_page(answer):
         answer = submit_login(http, idp_url, answer, username, totp_secret=totp_secret)
         answer = follow_to_client(http, idp_url, answer)
+    if consent and is_consent_page(answer):  # a dynamically registered client asks the first time
+        answer = follow_to_client(http, idp_url, answer_consent(http, idp_url, answer))
     return answer
 
 

@@ -34,7 +34,7 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from sso_common.keys import SigningIdentity, load_or_create_signing_identity
-from tests.support.idp_client import DEMO_PASSWORD, form_fields, submit_login
+from tests.support.idp_client import DEMO_PASSWORD, answer_consent, form_fields, is_consent_page, submit_login
 
 ADMIN_TOKEN = "demo-saml-admin-token"
 XMLSEC1 = "/usr/bin/xmlsec1"
@@ -162,14 +162,18 @@ def sign_in_through(
     username: str,
     totp_secret: str | None = None,
     password: str = DEMO_PASSWORD,
+    consent: str | None = "allow",
 ) -> requests.Response:
-    """From the IdP's first answer to an SSO request, log in if asked and return the page with the post form."""
+    """From the IdP's first answer to an SSO request, log in if asked, answer the consent page of an SP
+    registered at run time with `consent` (None: stop there), and return the page with the post form."""
     answer = start
     if answer.status_code == 302 and answer.headers["Location"].startswith("/login?"):
         login_page = http.get(idp_url + answer.headers["Location"])
         answer = submit_login(http, idp_url, login_page, username, password, totp_secret)
         assert answer.status_code == 303, f"login failed ({answer.status_code}): {answer.text[:500]}"
         answer = http.get(idp_url + answer.headers["Location"], allow_redirects=False)
+    if consent and is_consent_page(answer):
+        answer = answer_consent(http, idp_url, answer, consent)
     return answer
 
 
@@ -363,8 +367,12 @@ class OneLoginSP:
 # --- pysaml2 SP ----------------------------------------------------------------------------------------
 
 
-def pysaml2_client(idp_url: str, identity: SigningIdentity, directory: Path, entity_id: str | None = None):
-    """A pysaml2 Saml2Client trusting the IdP's published metadata; returns (client, its SP metadata XML)."""
+def pysaml2_client(
+    idp_url: str, identity: SigningIdentity, directory: Path, entity_id: str | None = None, decrypt: bool = False
+):
+    """A pysaml2 Saml2Client trusting the IdP's published metadata; returns (client, its SP metadata XML).
+    With `decrypt`, its key also decrypts assertions (the metadata then offers the certificate for
+    encryption too)."""
     from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
     from saml2.client import Saml2Client
     from saml2.config import SPConfig
@@ -384,6 +392,7 @@ def pysaml2_client(idp_url: str, identity: SigningIdentity, directory: Path, ent
             "allow_unknown_attributes": True,
             "key_file": str(key_file),
             "cert_file": str(cert_file),
+            **({"encryption_keypairs": [{"key_file": str(key_file), "cert_file": str(cert_file)}]} if decrypt else {}),
             "metadata": {"inline": [requests.get(f"{idp_url}/saml/metadata", timeout=10).text]},
             "service": {
                 "sp": {

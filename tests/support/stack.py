@@ -1,4 +1,5 @@
-"""The full stack (AWS emulator, IdP, portal) on free ports, for end-to-end tests."""
+"""The full stack (AWS emulator, IdP, portal, the Employee Directory on its instance) on free ports, for
+end-to-end tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def start_stack(instance_dir: Path, extra_env: dict | None = None) -> Stack:
         "PORTAL_URL": f"http://localhost:{free_port()}",
         "IDP_URL": f"http://127.0.0.1:{free_port()}",
         "AWS_URL": f"http://127.0.0.1:{free_port()}",
+        "EMPLOYEE_DIRECTORY_URL": f"http://localhost:{free_port()}",
+        "INSTANCE_METADATA_URL": f"http://127.0.0.1:{free_port()}",
     }
     # Several tests fail logins on purpose from one address: keep the address throttle out of their way.
     # A wide TOTP window, so tests signing erin in take an unused step instead of waiting (fresh_totp).

@@ -104,9 +104,11 @@ def test_pkce_challenge_without_method_is_refused(idp, oidc_client):
     _error_redirect(_authorize(idp.url, request), request, "invalid_request")
 
 
-def test_missing_nonce_is_refused(idp, oidc_client):
-    request = authorization(oidc_client, nonce=None)
-    _error_redirect(_authorize(idp.url, request), request, "invalid_request")
+def test_a_nonce_used_before_by_the_client_is_refused(idp, oidc_client):
+    first = authorization(oidc_client)
+    sign_in_for_tokens(requests.Session(), idp.url, oidc_client, "bob", nonce=first.nonce)
+    replay = authorization(oidc_client, nonce=first.nonce)
+    _error_redirect(_authorize(idp.url, replay), replay, "invalid_request")
 
 
 def test_response_type_token_is_refused(idp, oidc_client):
@@ -263,6 +265,7 @@ def test_wrong_client_secret_basic_is_401_with_www_authenticate(idp, oidc_client
     )
     _token_error(answer, 401, "invalid_client")
     assert answer.headers["WWW-Authenticate"].startswith("Basic")
+    assert "(" not in answer.json()["error_description"]  # words, not a Python tuple
 
 
 def test_wrong_client_secret_post_is_invalid_client(idp):
@@ -272,7 +275,10 @@ def test_wrong_client_secret_post_is_invalid_client(idp):
         data={"grant_type": "authorization_code", "code": "x", "client_id": client.client_id, "client_secret": "wrong"},
         timeout=10,
     )
-    _token_error(answer, 401, "invalid_client")
+    _token_error(answer, 400, "invalid_client")
+    assert "WWW-Authenticate" not in answer.headers  # only a client that tried HTTP Basic is told to use it
+    description = answer.json()["error_description"]
+    assert description.startswith("Client authentication failed") and "(" not in description, description
 
 
 def test_confidential_client_without_secret_is_invalid_client(idp, oidc_client):
@@ -281,7 +287,8 @@ def test_confidential_client_without_secret_is_invalid_client(idp, oidc_client):
         data={"grant_type": "authorization_code", "code": "x", "client_id": oidc_client.client_id},
         timeout=10,
     )
-    _token_error(answer, 401, "invalid_client")
+    _token_error(answer, 400, "invalid_client")  # it did not try HTTP Basic: no 401 asking for it
+    assert "WWW-Authenticate" not in answer.headers
 
 
 def test_unknown_client_at_the_token_endpoint_is_invalid_client(idp):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import requests
 
 from idp_mock.directory import load_directory
 from idp_mock.session import ACR_MFA, ACR_PASSWORD
-from tests.support.idp_client import ERIN_TOTP_SECRET, form_fields
+from tests.support.idp_client import ERIN_TOTP_SECRET, answer_consent, form_fields, is_consent_page
 from tests.support.oidc_rp import (
     PRIVATE_ACCESS_TOKEN_LIFETIME,
     REGISTRATION_TOKEN,
@@ -84,6 +85,13 @@ def test_password_user_gets_tokens_with_directory_claims(idp, oidc_client, usern
     assert claims["amr"] == ["pwd"] and claims["acr"] == ACR_PASSWORD
     assert claims["exp"] - claims["iat"] == 300
     assert abs(claims["auth_time"] - time.time()) < 30
+
+
+def test_the_code_flow_needs_no_nonce(idp, public_client):
+    """OIDC Core 3.1.2.1: nonce is optional with response_type=code (openid-client's quick-start sends none)."""
+    tokens = sign_in_for_tokens(requests.Session(), idp.url, public_client, "bob", nonce=None)
+    claims = verify_id_token(idp.url, tokens["id_token"], public_client)
+    assert claims["preferred_username"] == "bob" and "nonce" not in claims
 
 
 def test_mfa_user_gets_otp_amr_and_mfa_acr(private_idp):
@@ -264,16 +272,59 @@ def _still_signed_in(http, idp_url, client) -> bool:
     return "code" in redirect_params(sign_in(http, idp_url, authorization(client, prompt="none"), None))
 
 
-def test_logout_with_matching_id_token_hint_needs_no_confirmation(idp, oidc_client):
+# Example Corp's own client from config/idp.yaml (the portal's), as the repository's config defines it.
+PORTAL_CLIENT = Client(
+    "access-portal",
+    "client_secret_basic",
+    "demo-portal-oidc-secret",
+    redirect_uri="http://localhost:8000/login/example-corp-oidc/callback",
+    post_logout_redirect_uri="http://localhost:8000/signed-out",
+)
+
+
+def test_logout_with_matching_id_token_hint_needs_no_confirmation(idp):
     http = requests.Session()
-    tokens = sign_in_for_tokens(http, idp.url, oidc_client, "alice")
+    tokens = sign_in_for_tokens(http, idp.url, PORTAL_CLIENT, "alice")
     answer = http.get(
         f"{idp.url}/oidc/logout",
-        params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": SIGNED_OUT, "state": "bye-1"},
+        params={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": PORTAL_CLIENT.post_logout_redirect_uri,
+            "state": "bye-1",
+        },
         allow_redirects=False,
     )
-    assert answer.status_code in (302, 303) and answer.headers["Location"] == f"{SIGNED_OUT}?state=bye-1"
+    assert answer.status_code in (302, 303)
+    assert answer.headers["Location"] == f"{PORTAL_CLIENT.post_logout_redirect_uri}?state=bye-1"
+    assert not _still_signed_in(http, idp.url, PORTAL_CLIENT)
+
+
+def test_logout_to_a_self_registered_client_is_confirmed_even_with_a_matching_hint(idp, oidc_client):
+    http = requests.Session()
+    tokens = sign_in_for_tokens(http, idp.url, oidc_client, "alice")
+    params = {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": SIGNED_OUT, "state": "bye-3"}
+    page = http.get(f"{idp.url}/oidc/logout", params=params, allow_redirects=False)
+    assert page.status_code == 200 and "rp.example.test" in page.text and 'name="confirm"' in page.text
+    assert _still_signed_in(http, idp.url, oidc_client)
+    answer = http.post(f"{idp.url}/oidc/logout", data=form_fields(page.text), allow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["Location"] == f"{SIGNED_OUT}?state=bye-3"
     assert not _still_signed_in(http, idp.url, oidc_client)
+
+
+def test_signed_out_visitors_are_not_bounced_to_a_self_registered_address(idp, oidc_client):
+    """Without a session, a logout link naming a registered address of a client that registered itself
+    would make the IdP an open redirector for whoever holds the registration token: the person decides."""
+    http = requests.Session()
+    params = {"client_id": oidc_client.client_id, "post_logout_redirect_uri": SIGNED_OUT}
+    page = http.get(f"{idp.url}/oidc/logout", params=params, allow_redirects=False)
+    assert page.status_code == 200 and "Location" not in page.headers
+    assert "You are signed out" in page.text and "rp.example.test" in page.text
+    answer = http.post(f"{idp.url}/oidc/logout", data=form_fields(page.text), allow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["Location"] == SIGNED_OUT
+    # Example Corp's own client is sent back at once
+    own = {"client_id": "access-portal", "post_logout_redirect_uri": PORTAL_CLIENT.post_logout_redirect_uri}
+    answer = http.get(f"{idp.url}/oidc/logout", params=own, allow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["Location"] == PORTAL_CLIENT.post_logout_redirect_uri
 
 
 def test_logout_without_hint_asks_for_confirmation(idp, oidc_client):
@@ -341,6 +392,9 @@ def test_registration_returns_credentials_for_a_confidential_client(idp):
     data = answer.json()
     assert data["client_id"] and len(data["client_secret"]) >= 32 and data["client_id_issued_at"] > 0
     assert data["token_endpoint_auth_method"] == "client_secret_basic"
+    # RFC 7591 3.2.1: the defaults the server applied are in the answer too
+    assert data["grant_types"] == ["authorization_code"] and data["response_types"] == ["code"]
+    assert data["redirect_uris"] == ["https://app.example.test/cb"] and data["client_name"] == "App"
 
 
 def test_registration_of_a_public_client_returns_no_secret(idp):
@@ -381,6 +435,8 @@ def test_registration_refuses_bad_redirect_uris(idp, redirect_uris):
         {"grant_types": ["password"]},
         {"grant_types": ["refresh_token"]},
         {"response_types": ["token"]},
+        {"response_types": ["code", "code id_token"]},
+        {"grant_types": ["authorization_code", "client_credentials"]},
         {"token_endpoint_auth_method": "private_key_jwt"},
         {"post_logout_redirect_uris": ["nope"]},
         {"client_name": "x" * 500},
@@ -394,6 +450,8 @@ def test_registration_refuses_bad_redirect_uris(idp, redirect_uris):
         "password-grant",
         "no-code-grant",
         "token-response",
+        "hybrid-response",
+        "client-credentials-grant",
         "auth-method",
         "logout-uri",
         "long-name",
@@ -407,3 +465,46 @@ def test_registration_refuses_bad_redirect_uris(idp, redirect_uris):
 def test_registration_refuses_bad_metadata(idp, metadata):
     answer = _register(idp.url, {"redirect_uris": ["https://app.example.test/cb"], **metadata})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_client_metadata", answer.text
+
+
+# --- consent for clients that registered themselves ------------------------------------------------
+
+
+def test_a_self_registered_client_asks_consent_once_and_it_is_remembered(idp):
+    client = register_client(idp.url)
+    http = requests.Session()
+    page = sign_in(http, idp.url, authorization(client, scope="openid email"), "bob", consent=False)
+    assert is_consent_page(page) and "test client" in page.text and "rp.example.test" in page.text
+    assert "your email address" in page.text
+    forged = http.post(
+        idp.url + re.search(r'action="([^"]*)"', page.text).group(1),
+        data={**form_fields(page.text), "csrf_token": "forged", "decision": "allow"},
+        allow_redirects=False,
+    )
+    assert forged.status_code == 400 and "Form expired" in forged.text
+    answer = redirect_params(answer_consent(http, idp.url, page))
+    assert "code" in answer
+    # remembered: the same scopes again go straight through, more scopes ask again
+    assert "code" in redirect_params(sign_in(http, idp.url, authorization(client, scope="openid"), None, consent=False))
+    more = sign_in(http, idp.url, authorization(client, scope="openid email groups"), None, consent=False)
+    assert is_consent_page(more) and "the groups you belong to" in more.text
+    # prompt=consent asks even for what was allowed; prompt=none cannot ask: consent_required
+    assert is_consent_page(sign_in(http, idp.url, authorization(client, prompt="consent"), None, consent=False))
+    silent = authorization(client, scope="openid email groups", prompt="none")
+    assert redirect_params(sign_in(http, idp.url, silent, None, consent=False))["error"] == "consent_required"
+
+
+def test_denied_consent_is_access_denied_for_the_client(idp):
+    client = register_client(idp.url)
+    http = requests.Session()
+    request = authorization(client)
+    page = sign_in(http, idp.url, request, "carol", consent=False)
+    answer = redirect_params(answer_consent(http, idp.url, page, decision="deny"))
+    assert answer["error"] == "access_denied" and answer["state"] == request.state and "code" not in answer
+    assert is_consent_page(sign_in(http, idp.url, authorization(client), None, consent=False))  # not remembered
+
+
+def test_example_corp_s_own_clients_ask_no_consent(idp):
+    http = requests.Session()
+    answer = sign_in(http, idp.url, authorization(PORTAL_CLIENT), "dave", consent=False)
+    assert "code" in redirect_params(answer)

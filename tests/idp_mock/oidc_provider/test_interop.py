@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import jwt
 import requests
 
-from tests.support.idp_client import submit_login
+from tests.support.idp_client import answer_consent, is_consent_page, submit_login
 
 REDIRECT_URI = "https://interop-rp.example.test/cb"
 
@@ -67,6 +67,8 @@ def test_independent_relying_party_signs_in_verifies_and_refreshes(idp):
     login_page = _browser_until(browser, url, REDIRECT_URI)
     answer = submit_login(browser, issuer, login_page, "alice")
     callback = _browser_until(browser, urljoin(issuer, answer.headers["Location"]), REDIRECT_URI)
+    assert is_consent_page(callback)  # a client that registered itself: alice is asked first
+    callback = answer_consent(browser, issuer, callback)
     query = parse_qs(urlsplit(callback.headers["Location"]).query)
     assert query["state"] == [state]
 

@@ -76,3 +76,21 @@ def test_pysaml2_post_login(idp, client):
     start = http.post(action, data=fields, allow_redirects=False)
     response = login(idp, client, http, start, request_id, "bob")
     assert response.get_identity()["groups"] == ["engineering"]
+
+
+def test_pysaml2_decrypts_an_encrypted_assertion(idp, tmp_path):
+    """The encrypted Assertion carries its own namespace declarations: pysaml2 decrypts it into a document of
+    its own (it failed with "unbound prefix" when they were declared only on the enclosing Response)."""
+    client, metadata = pysaml2_client(idp.url, new_sp_identity(tmp_path), tmp_path, decrypt=True)
+    assert register_sp(idp.url, metadata, encrypt_assertion=True).status_code == 201
+    request_id, info = client.prepare_for_authenticate(entityid=idp_entity(idp), binding=BINDING_HTTP_REDIRECT)
+    http = requests.Session()
+    start = http.get(dict(info["headers"])["Location"], allow_redirects=False)
+    posted = post_form(sign_in_through(http, idp.url, start, "carol"))
+    assert b"EncryptedAssertion" in posted.xml and b"<saml:Assertion" not in posted.xml
+    response = client.parse_authn_request_response(
+        posted.fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={request_id: "/"}
+    )
+    assert response is not None and response.in_response_to == request_id
+    assert response.get_identity()["email"] == ["carol@example.com"]
+    assert response.assertion.subject.name_id.text

@@ -62,6 +62,23 @@ def test_idp_metadata_describes_endpoints_formats_and_the_persisted_certificate(
     assert x509.load_der_x509_certificate(base64.b64decode(published)) == on_disk
     parsed = OneLogin_Saml2_IdPMetadataParser.parse(answer.text)["idp"]
     assert parsed["entityId"] == f"{idp.url}/saml/metadata" and parsed["x509cert"]
+    # The IdP requires signed AuthnRequests of every SP registered with a signing certificate: it says so.
+    assert descriptor.get("WantAuthnRequestsSigned") == "true"
+
+
+def test_idp_metadata_for_one_sp_says_whether_its_requests_must_be_signed(idp, sp):
+    """SAML libraries that compare WantAuthnRequestsSigned with their own AuthnRequestsSigned (samlify) read
+    the metadata meant for them: true for an SP with a signing certificate, false for one without."""
+    unsigned = OneLoginSP(sp.idp_url, None)
+    for client, expected in ((sp, "true"), (unsigned, "false")):
+        assert register_sp(idp.url, client.metadata()).status_code == 201
+        answer = requests.get(f"{idp.url}/saml/metadata", params={"sp": client.entity_id}, timeout=10)
+        root = etree.fromstring(answer.content)
+        assert root.find("md:IDPSSODescriptor", NS).get("WantAuthnRequestsSigned") == expected
+    aws = requests.get(f"{idp.url}/saml/metadata", params={"sp": "urn:amazon:webservices"}, timeout=10)
+    assert b'WantAuthnRequestsSigned="false"' in aws.content  # configured without a certificate
+    unknown = requests.get(f"{idp.url}/saml/metadata", params={"sp": "https://nobody.example"}, timeout=10)
+    assert unknown.status_code == 404
 
 
 def test_signing_key_survives_a_restart(tmp_path):
@@ -147,6 +164,16 @@ def test_bad_metadata_gets_a_clear_400(idp, sp, case):
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_metadata" and answer.json()["error_description"]
     assert "root:" not in answer.text
+
+
+def test_a_schema_error_names_the_line_and_the_element(idp, sp):
+    metadata = sp.metadata()
+    line = next(number for number, text in enumerate(metadata.splitlines(), 1) if 'index="1"' in text)
+    answer = register_sp(idp.url, edited(metadata, 'index="1"', 'index="one"'))
+    description = answer.json()["error_description"]
+    assert answer.status_code == 400 and f"line {line}:" in description, description
+    assert "AssertionConsumerService" in description and "index" in description and "'one'" in description
+    assert "{urn:" not in description  # element names without their namespace URIs
 
 
 @pytest.mark.parametrize(

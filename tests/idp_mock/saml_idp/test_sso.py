@@ -10,7 +10,7 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from idp_mock.directory import load_directory
 from idp_mock.session import ACR_MFA, ACR_PASSWORD
 from idp_mock.settings import DEFAULT_CONFIG_DIR
-from tests.support.idp_client import ERIN_TOTP_SECRET
+from tests.support.idp_client import ERIN_TOTP_SECRET, answer_consent, form_fields, is_consent_page
 from tests.support.saml_sp import (
     OneLoginSP,
     http_post_binding,
@@ -212,3 +212,38 @@ def test_aws_idp_initiated_login_carries_roles_for_the_users_groups(idp):
 def test_aws_login_is_refused_for_a_user_without_aws_roles(idp):
     answer = aws_sign_in(idp, "dave")
     assert answer.status_code == 403 and "no role in Amazon Web Services" in answer.text
+
+
+# --- consent for SPs registered at run time -----------------------------------------------------------
+
+
+def test_an_sp_registered_at_run_time_asks_consent_once(idp, keys):
+    sp = OneLoginSP(idp.url, new_sp_identity(keys))
+    sp.register()
+    http = requests.Session()
+    url, request_id = sp.login_url(relay_state="/first")
+    page = sign_in_through(http, idp.url, http.get(url, allow_redirects=False), "bob", consent=None)
+    assert is_consent_page(page) and sp.entity_id in page.text and "your email address" in page.text
+    forged = http.post(
+        f"{idp.url}/saml/consent", data={**form_fields(page.text), "csrf_token": "x", "decision": "allow"}
+    )
+    assert forged.status_code == 400
+    posted = post_form(answer_consent(http, idp.url, page))
+    assert sp.accept(posted, request_id).get_attributes()["email"] == ["bob@example.com"]
+    # remembered: the next sign-in of bob's goes straight to the post form
+    url, request_id = sp.login_url()
+    assert sp.accept(post_form(http.get(url, allow_redirects=False)), request_id).is_authenticated()
+
+
+def test_denied_consent_is_a_request_denied_status_for_the_sp(idp, keys):
+    sp = OneLoginSP(idp.url, new_sp_identity(keys))
+    sp.register()
+    http = requests.Session()
+    url, request_id = sp.login_url()
+    page = sign_in_through(http, idp.url, http.get(url, allow_redirects=False), "carol", consent=None)
+    posted = post_form(answer_consent(http, idp.url, page, decision="deny"))
+    status = etree.fromstring(posted.xml).find("samlp:Status", NS)
+    codes = [code.get("Value") for code in status.iter(f"{{{SAML.NS_SAMLP}}}StatusCode")]
+    assert codes == [SAML.STATUS_REQUESTER, "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"]
+    assert b"<saml:Assertion" not in posted.xml
+    assert etree.fromstring(posted.xml).find(f"{{{SAML.NS_DS}}}Signature") is not None  # a signed refusal
