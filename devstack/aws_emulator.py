@@ -174,8 +174,49 @@ def _load_managed_policies_once() -> None:
     setattr(models.IAMBackend, "_init_aws_policies", init_aws_policies)  # noqa: B010 - a patch of moto's method
 
 
+def service_principal_session(service: str) -> str:
+    """The session name under which the organization access role acts as the AWS service `service`
+    (e.g. ec2.amazonaws.com) in the emulator: see `_service_principals_in_trust_policies`."""
+    return service
+
+
+def _service_principals_in_trust_policies() -> None:
+    """Trust policies naming an AWS service (`"Principal": {"Service": "ec2.amazonaws.com"}`), evaluated.
+
+    With enforcement on, moto 5.2 checks a role's trust policy on a same-account sts:AssumeRole, but only
+    for `AWS` principals: a statement naming only a `Service` made it answer HTTP 500 (it looks for the
+    caller in a missing `AWS` list). Here such a statement matches no IAM principal (as on AWS: nobody but
+    the service can use it), except the emulator's stand-in for the service, which AWS has no need of: a
+    session of the account's organization access role named after the service
+    (`assumed-role/OrganizationAccountAccessRole/ec2.amazonaws.com`), as the instance metadata service and
+    the container credentials endpoint of devstack act. Only the account's administrators can open such a
+    session; they could change the trust policy anyway."""
+    from moto.iam import access_control
+
+    statement = getattr(access_control, "IAMPolicyStatement", None)
+    original = getattr(statement, "_check_principal", None)
+    if statement is None or original is None:
+        return  # another moto version: leave it as it is
+
+    def check_principal(self, principal: str) -> bool:
+        expected = self._statement.get("Principal")
+        if not isinstance(expected, dict):
+            return bool(original(self, principal))
+        if "AWS" in expected and original(self, principal):
+            return True
+        services = expected.get("Service", [])
+        services = [services] if isinstance(services, str) else services
+        return any(
+            principal.endswith(f":assumed-role/{ORGANIZATION_ACCESS_ROLE}/{service_principal_session(service)}")
+            for service in services
+        )
+
+    setattr(statement, "_check_principal", check_principal)  # noqa: B010 - a patch of moto's method
+
+
 if __name__ == "__main__":  # the emulator process: moto server, started by MotoServer
     from moto.server import main as moto_server_main
 
     _load_managed_policies_once()
+    _service_principals_in_trust_policies()
     moto_server_main(sys.argv[1:])

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sso_common.keys import private_log
+
 LOG_TAIL = 3000  # characters of a failed process's log shown in the error
 
 
@@ -46,8 +48,7 @@ class Process:
     ) -> Process:
         """Run `python -m <module_args>` in `cwd`, appending its output to `log_path`. A new session
         (the default) keeps Ctrl-C in a terminal from reaching it before the launcher stops it."""
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
+        with os.fdopen(private_log(log_path), "ab") as log:  # 0600, in 0700 folders
             popen = subprocess.Popen(
                 [sys.executable, "-m", *module_args],
                 cwd=cwd,

@@ -1,4 +1,5 @@
-"""The whole stack on one machine: AWS emulator, corporate IdP, access portal.
+"""The whole stack on one machine: AWS emulator, corporate IdP, access portal, and the Employee Directory
+on its "EC2 instance".
 
 `./run demo` starts it on the default addresses; the end-to-end tests start the same thing on free
 ports. Every port is checked first: the launcher never uses (or prepares) a server it did not start.
@@ -6,7 +7,10 @@ The IdP needs nothing from AWS and starts at once. The emulator comes first for 
 organization with an access role per account, whose management keys go into the portal's instance
 folder (`aws-credentials`, where `broker serve` and `broker provision` find them); the portal starts as
 soon as they exist, while provisioning (SAML provider, roles, demo data) runs; then IAM enforcement goes
-on. The stack is up when all that is done and both services answer /healthz. Ctrl-C stops everything.
+on. Then the instance starts: its metadata service (devstack/instance_metadata.py: EmployeeWebAppRole's
+credentials, IMDSv2) and the Employee Directory app (employee_directory/), whose environment holds no AWS
+key, only the metadata service's address. The stack is up when all that is done and every service answers
+/healthz. Ctrl-C stops everything.
 The compose stack (docker-compose.yml) runs the same preparation in its one-shot provision service
 (`--prepare-aws`), against the emulator's container.
 """
@@ -32,13 +36,16 @@ from broker.core.access import load_access
 from broker.settings import DEFAULT_CONFIG
 from devstack.aws_emulator import MANAGEMENT_ACCOUNT_ID, MotoServer
 from devstack.processes import Process, python_env, stop_all
-from sso_common.keys import write_private
+from sso_common.keys import private_directory, private_log, write_private
 
 DEFAULT_ADDRESSES = {
     "PORTAL_URL": "http://localhost:8000",
     "IDP_URL": "http://127.0.0.1:8001",
     "AWS_URL": "http://127.0.0.1:8002",
+    "EMPLOYEE_DIRECTORY_URL": "http://localhost:8003",  # the app on the instance, for the browser
+    "INSTANCE_METADATA_URL": "http://127.0.0.1:8004",  # the instance's metadata service (169.254.169.254 on EC2)
 }
+INSTANCE_PROFILE = "EmployeeWebAppRole"  # attached to the instance: config/access.yaml's EC2 workload role
 CREDENTIALS_FILE = "aws-credentials"  # in the portal's instance folder: config/broker.yaml's aws_credentials_file
 
 
@@ -112,13 +119,17 @@ class Stack:
 
     def start(self) -> Stack:
         check_ports_free(self.addresses)
-        (self.instance_dir / "logs").mkdir(parents=True, exist_ok=True)
+        private_directory(self.instance_dir / "logs")
         try:
             self._say(f"starting the Example Corp IdP on {self.addresses['IDP_URL']}")
             self._launch("idp", ["idp_mock", "serve"])
             self._start_aws()
+            if self.runs_instance:
+                self._start_instance()
             self.processes["idp"].wait_healthy(f"{self.addresses['IDP_URL']}/healthz")
             self.processes["broker"].wait_healthy(f"{self.addresses['PORTAL_URL']}/healthz")
+            if self.runs_instance:
+                self.processes["employee-directory"].wait_healthy(f"{self.addresses['EMPLOYEE_DIRECTORY_URL']}/healthz")
         except BaseException:
             self.stop()
             raise
@@ -135,8 +146,66 @@ class Stack:
             self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
             self._launch("broker", ["broker", "serve"])
 
-        with self.log_path("provision").open("wb") as log:
+        with os.fdopen(private_log(self.log_path("provision"), append=False), "wb") as log:
             self.aws_env = prepare_aws(self.moto, self.env, self.credentials_file, log, on_keys=start_portal)
+
+    @property
+    def runs_instance(self) -> bool:
+        """Whether this stack runs the Employee Directory's instance: it has addresses for it (the demo and the
+        tests do; the benchmark, which measures the portal, does not)."""
+        return {"EMPLOYEE_DIRECTORY_URL", "INSTANCE_METADATA_URL"} <= self.addresses.keys()
+
+    def _start_instance(self) -> None:
+        """The Employee Directory's "EC2 instance": the metadata service (EC2's part: it assumes the instance
+        profile's role and hands out its credentials), then the app, which knows only where that service is."""
+        metadata = urlsplit(self.addresses["INSTANCE_METADATA_URL"])
+        self._say(
+            f"starting the Employee Directory's instance: metadata service on {self.addresses['INSTANCE_METADATA_URL']}"
+            f" (instance profile {INSTANCE_PROFILE}), the app on {self.addresses['EMPLOYEE_DIRECTORY_URL']}"
+        )
+        self._launch(
+            "instance-metadata",
+            [
+                "devstack.instance_metadata",
+                "--host",
+                metadata.hostname or "127.0.0.1",
+                "--port",
+                str(metadata.port or 80),
+                "--aws-url",
+                self.addresses["AWS_URL"],
+                "--credentials-file",
+                str(self.credentials_file),
+                "--instance-profile",
+                INSTANCE_PROFILE,
+            ],
+        )
+        self.processes["instance-metadata"].wait_healthy(f"{self.addresses['INSTANCE_METADATA_URL']}/healthz")
+        self.processes["employee-directory"] = Process.start(
+            "employee-directory",
+            ["employee_directory", "serve"],
+            log_path=self.log_path("employee-directory"),
+            cwd=self.instance_dir,
+            env=self.app_env(),
+        )
+
+    def app_env(self) -> dict[str, str]:
+        """The app's environment, as on a fresh instance: where the metadata service, the IdP and the AWS
+        endpoint are; no AWS key, profile or credentials file, and a home of its own (no ~/.aws)."""
+        app_dir = private_directory(self.instance_dir / "employee-directory")
+        inherited = {
+            name: value
+            for name, value in python_env().items()
+            if not name.startswith("AWS_") and name not in ("BROKER_INSTANCE_DIR", "IDP_INSTANCE_DIR")
+        }
+        return {
+            **inherited,
+            "HOME": str(private_directory(app_dir / "home")),
+            "EMPLOYEE_DIRECTORY_INSTANCE_DIR": str(app_dir),
+            "EMPLOYEE_DIRECTORY_URL": self.addresses["EMPLOYEE_DIRECTORY_URL"],
+            "IDP_URL": self.addresses["IDP_URL"],
+            "AWS_URL": self.addresses["AWS_URL"],  # the emulator's address: an endpoint, not a credential
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.addresses["INSTANCE_METADATA_URL"],
+        }
 
     @property
     def credentials_file(self) -> Path:
@@ -267,6 +336,21 @@ def banner(stack: Stack, seconds: float) -> str:
     """What a person needs once the demo is up: where to go, who to sign in as, how to use AWS."""
     urls = stack.addresses
     read_only = "example-production-EmployeeDirectoryReadOnly"
+    instance, workload = [], []
+    if stack.runs_instance:
+        instance = [
+            f"  Employee Directory (the app):       {urls['EMPLOYEE_DIRECTORY_URL']}/",
+            f"    on an EC2 instance stand-in whose metadata service is {urls['INSTANCE_METADATA_URL']}",
+            f"    (instance profile {INSTANCE_PROFILE}: the app holds no key; heidi, of hr, may upload photos)",
+        ]
+        workload = [
+            "A workload's credentials: what the app gets from its instance's metadata service, with no key at all:",
+            f'    env -i PATH="$PWD/.venv/bin:/usr/bin:/bin" HOME="$(mktemp -d)" '
+            f"AWS_EC2_METADATA_SERVICE_ENDPOINT={urls['INSTANCE_METADATA_URL']} \\",
+            f"      aws sts get-caller-identity --region us-east-1 --endpoint-url {urls['AWS_URL']}",
+            f"  The app's status page shows the same, and a denied action: {urls['EMPLOYEE_DIRECTORY_URL']}/status",
+            "",
+        ]
     return "\n".join(
         [
             f"The demo is up ({seconds:.1f} s).",
@@ -274,6 +358,7 @@ def banner(stack: Stack, seconds: float) -> str:
             f"  AWS access portal (open this one):  {urls['PORTAL_URL']}/",
             f"  Example Corp identity provider:     {urls['IDP_URL']}/",
             f"  AWS emulator (moto, IAM enforced):  {urls['AWS_URL']}",
+            *instance,
             "",
             f"Demo users (password {DEMO_PASSWORD}):",
             *(f"  {line}" for line in demo_users()),
@@ -288,6 +373,7 @@ def banner(stack: Stack, seconds: float) -> str:
             "    broker-login configure",
             f"    aws --profile {read_only} s3 ls s3://employee-directory-photos-222222222222/",
             "",
+            *workload,
             f"Logs: {stack.instance_dir / 'logs'}. Press Ctrl-C to stop.",
             "",
         ]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("broker", "broker_login", "idp_mock", "sso_common", "devstack")
+PACKAGES = ("broker", "broker_login", "idp_mock", "sso_common", "devstack", "employee_directory")
+SERVERS = ("broker", "idp_mock", "sso_common")
 
 
 def module_name(path: Path) -> str:
@@ -116,6 +117,17 @@ def test_the_broker_core_is_free_of_web_and_aws():
         if module.startswith(("broker.core", "broker.identity_center", "broker.errors"))
     }
     assert found == {}
+
+
+@pytest.mark.parametrize("package", ["broker", "idp_mock", "sso_common", "devstack", "broker_login"])
+def test_nothing_imports_the_employee_directory_app(package):
+    assert offenders(package, ("employee_directory",)) == {}
+
+
+def test_the_employee_directory_is_an_independent_client_of_the_idp_and_of_aws():
+    """It runs where a company's app runs, beside none of this project's servers: it imports none of them,
+    nor the development stand-ins (its instance's metadata service is reached over HTTP, as on EC2)."""
+    assert offenders("employee_directory", (*SERVERS, "devstack", "broker_login", "moto", "tests", "bench")) == {}
 
 
 def test_the_idp_and_the_broker_do_not_import_each_other():

@@ -1,9 +1,9 @@
 """Make every account match config/access.yaml: the broker's SAML provider, one role per assigned
-permission set, and the Employee Directory demo data.
+permission set, the roles for workloads (and their instance profiles), and the Employee Directory demo data.
 
 Idempotent: it reads what exists, changes only what differs, and reports each change, so a second run
-reports nothing. It deletes only roles it created itself (under the SSO path and tagged with this
-broker's name), never roles of a real IAM Identity Center sharing the account.
+reports nothing. It deletes only roles it created itself (under the SSO path, or the workloads path, and
+tagged with this broker's name), never roles of a real IAM Identity Center sharing the account.
 
 Per-account AWS clients come from a factory (account ID, service name) -> client;
 `broker.aws.accounts.AccountSessions.client` is the standard one.
@@ -22,10 +22,12 @@ from lxml import etree
 from broker.aws.assertion import AWS_SAML_ENDPOINT
 from broker.core.access import AccessConfig, EmployeeDirectory, PermissionSet
 from broker.core.naming import SSO_ROLE_PATH, provider_arn, role_name
+from broker.core.workloads import WORKLOAD_ROLE_PATH, WorkloadRole
 
 ClientFactory = Callable[[str, str], Any]  # (account ID, service name) -> boto3 client
 
 INLINE_POLICY_NAME = "AwsSSOInlinePolicy"  # the name IAM Identity Center gives it
+WORKLOAD_POLICY_NAME = "WorkloadPermissions"  # a workload role's one inline policy
 MANAGED_BY_TAG = "sso-broker:managed-by"
 
 
@@ -61,6 +63,7 @@ def provision(access: AccessConfig, broker_idp_metadata_xml: str, clients: Clien
         iam = clients(account_id, "iam")
         changes += _ensure_saml_provider(iam, account_id, access.identity_provider_name, broker_idp_metadata_xml)
         changes += _ensure_roles(iam, account_id, access)
+        changes += _ensure_workload_roles(iam, account_id, access)
         if access.employee_directory:
             changes += _seed_employee_directory(
                 clients(account_id, "s3"),
@@ -154,9 +157,126 @@ def _ensure_role(
     return changes
 
 
-def _roles_managed_by(iam, provider_name: str) -> set[str]:
+def workload_trust_policy(workload: WorkloadRole) -> dict:
+    """Only the workload's service may assume its role: the lesson's "trusted entity"."""
+    return workload.trust_policy()
+
+
+def _ensure_workload_roles(iam, account_id: str, access: AccessConfig) -> list[Change]:
+    """Each workload role of this account, with exactly its inline policy (nothing attached) and, for EC2,
+    its instance profile; workload roles and profiles this broker made that are no longer declared go."""
+    provider_name = access.identity_provider_name
+    wanted = {workload.name: workload for workload in access.workloads if account_id in workload.account_ids}
+    changes: list[Change] = []
+    for workload in wanted.values():
+        changes += _ensure_workload_role(iam, account_id, workload, access)
+        if workload.instance_profile is not None:
+            changes += _ensure_instance_profile(
+                iam, account_id, workload.instance_profile, workload.name, provider_name
+            )
+    wanted_profiles = {w.instance_profile for w in wanted.values() if w.instance_profile is not None}
+    for profile in _paginate(iam, "list_instance_profiles", "InstanceProfiles", PathPrefix=WORKLOAD_ROLE_PATH):
+        name = profile["InstanceProfileName"]
+        tags = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"].get("Tags", [])
+        if name not in wanted_profiles and {"Key": MANAGED_BY_TAG, "Value": provider_name} in tags:
+            for role in profile.get("Roles", []):
+                iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+            iam.delete_instance_profile(InstanceProfileName=name)
+            changes.append(Change(account_id, "deleted", f"instance profile {name}"))
+    for name in _roles_managed_by(iam, provider_name, WORKLOAD_ROLE_PATH) - wanted.keys():
+        _delete_role(iam, name)
+        changes.append(Change(account_id, "deleted", f"workload role {name}"))
+    return changes
+
+
+def _ensure_workload_role(iam, account_id: str, workload: WorkloadRole, access: AccessConfig) -> list[Change]:
+    name, trust = workload.name, workload_trust_policy(workload)
+    changes: list[Change] = []
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except iam.exceptions.NoSuchEntityException:
+        iam.create_role(
+            Path=WORKLOAD_ROLE_PATH,
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=workload.description,
+            MaxSessionDuration=workload.max_session_duration,
+            Tags=[{"Key": MANAGED_BY_TAG, "Value": access.identity_provider_name}],
+        )
+        changes.append(Change(account_id, "created", f"workload role {name} (trusts {workload.trusted_service})"))
+    else:
+        tags = _paginate(iam, "list_role_tags", "Tags", RoleName=name)
+        if (
+            role["Path"] != WORKLOAD_ROLE_PATH
+            or {"Key": MANAGED_BY_TAG, "Value": access.identity_provider_name} not in tags
+        ):
+            raise ProvisioningConflict(
+                f"in {account_id}, a role named {name} exists that this broker did not create (path "
+                f"{role['Path']}): rename the workload in access.yaml or remove that role"
+            )
+        if role["AssumeRolePolicyDocument"] != trust:
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+            changes.append(Change(account_id, "updated", f"workload role {name} trust policy"))
+        if (role.get("Description", ""), role["MaxSessionDuration"]) != (
+            workload.description,
+            workload.max_session_duration,
+        ):
+            iam.update_role(
+                RoleName=name, Description=workload.description, MaxSessionDuration=workload.max_session_duration
+            )
+            changes.append(Change(account_id, "updated", f"workload role {name} description and session duration"))
+    for arn in _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name, key="PolicyArn"):
+        iam.detach_role_policy(RoleName=name, PolicyArn=arn)  # its inline policy is all it may do
+        changes.append(Change(account_id, "detached", f"{arn} from workload role {name}"))
+    inline_names = set(_paginate(iam, "list_role_policies", "PolicyNames", RoleName=name))
+    document = workload.inline_policy(account_id, access.region)
+    if (
+        WORKLOAD_POLICY_NAME not in inline_names
+        or iam.get_role_policy(RoleName=name, PolicyName=WORKLOAD_POLICY_NAME)["PolicyDocument"] != document
+    ):
+        iam.put_role_policy(RoleName=name, PolicyName=WORKLOAD_POLICY_NAME, PolicyDocument=json.dumps(document))
+        action = "updated" if WORKLOAD_POLICY_NAME in inline_names else "created"
+        changes.append(Change(account_id, action, f"inline policy of workload role {name}"))
+    for stale in sorted(inline_names - {WORKLOAD_POLICY_NAME}):
+        iam.delete_role_policy(RoleName=name, PolicyName=stale)
+        changes.append(Change(account_id, "deleted", f"inline policy {stale} of workload role {name}"))
+    return changes
+
+
+def _ensure_instance_profile(iam, account_id: str, name: str, role_name: str, provider_name: str) -> list[Change]:
+    """The instance profile `name` holding exactly `role_name` (an instance profile holds one role)."""
+    changes: list[Change] = []
+    try:
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except iam.exceptions.NoSuchEntityException:
+        profile = iam.create_instance_profile(
+            InstanceProfileName=name,
+            Path=WORKLOAD_ROLE_PATH,
+            Tags=[{"Key": MANAGED_BY_TAG, "Value": provider_name}],
+        )["InstanceProfile"]
+        changes.append(Change(account_id, "created", f"instance profile {name}"))
+    roles = [role["RoleName"] for role in profile.get("Roles", [])]
+    for other in roles:
+        if other != role_name:
+            iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=other)
+            changes.append(Change(account_id, "removed", f"role {other} from instance profile {name}"))
+    if role_name not in roles:
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=role_name)
+        changes.append(Change(account_id, "added", f"role {role_name} to instance profile {name}"))
+    return changes
+
+
+class ProvisioningConflict(ClientError):
+    """A role of a workload's name exists that this broker did not make: provisioning never takes it over.
+    What IAM would answer to creating it (EntityAlreadyExists), with the reason."""
+
+    def __init__(self, message: str):
+        super().__init__({"Error": {"Code": "EntityAlreadyExists", "Message": message}}, "CreateRole")
+
+
+def _roles_managed_by(iam, provider_name: str, path: str = SSO_ROLE_PATH) -> set[str]:
     names = set()
-    for role in _paginate(iam, "list_roles", "Roles", PathPrefix=SSO_ROLE_PATH):
+    for role in _paginate(iam, "list_roles", "Roles", PathPrefix=path):
         tags = _paginate(iam, "list_role_tags", "Tags", RoleName=role["RoleName"])
         if {"Key": MANAGED_BY_TAG, "Value": provider_name} in tags:
             names.add(role["RoleName"])
@@ -164,6 +284,8 @@ def _roles_managed_by(iam, provider_name: str) -> set[str]:
 
 
 def _delete_role(iam, name: str) -> None:
+    for profile in _paginate(iam, "list_instance_profiles_for_role", "InstanceProfiles", RoleName=name):
+        iam.remove_role_from_instance_profile(InstanceProfileName=profile["InstanceProfileName"], RoleName=name)
     for arn in _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name, key="PolicyArn"):
         iam.detach_role_policy(RoleName=name, PolicyArn=arn)
     for policy_name in _paginate(iam, "list_role_policies", "PolicyNames", RoleName=name):
@@ -177,11 +299,14 @@ def _paginate(client, operation: str, result_key: str, key: str | None = None, *
 
 
 # The demo application: a few employees, their photos in S3, their records in DynamoDB.
-DEMO_EMPLOYEES = (
-    {"username": "alice", "display_name": "Alice Martin", "department": "Security"},
-    {"username": "bob", "display_name": "Bob Dupont", "department": "Engineering"},
-    {"username": "carol", "display_name": "Carol Nguyen", "department": "Finance"},
-    {"username": "dave", "display_name": "Dave Okafor", "department": "Platform"},
+DEMO_EMPLOYEES = (  # as config/directory.yaml knows them (frank, disabled, has left)
+    {"username": "alice", "display_name": "Alice Anderson", "department": "Engineering"},
+    {"username": "bob", "display_name": "Bob Brown", "department": "Engineering"},
+    {"username": "carol", "display_name": "Carol Chen", "department": "Finance"},
+    {"username": "dave", "display_name": "Dave Diaz", "department": "External"},
+    {"username": "erin", "display_name": "Erin Evans", "department": "Security"},
+    {"username": "grace", "display_name": "Grace Green", "department": "Security"},
+    {"username": "heidi", "display_name": "Heidi Hoffmann", "department": "People (HR)"},
 )
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from sso_common.config import Node, load_yaml
+from broker.core.workloads import WorkloadRole, parse_workloads
+from sso_common.config import EMAIL_PATTERN, Node, load_yaml
 
 ACCOUNT_ID_PATTERN = r"\d{12}"
 PERMISSION_SET_NAME_PATTERN = r"[A-Za-z0-9+=,.@_-]{1,32}"
@@ -32,6 +33,8 @@ BUCKET_NAME_PATTERN = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 TABLE_NAME_PATTERN = r"[A-Za-z0-9_.-]{3,255}"
 DESCRIPTION_PATTERN = r"[\t\n\r\x20-\x7e\xa1-\xff]{1,700}"  # IAM role descriptions' alphabet
 DURATION_PATTERN = r"PT(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?"
+# An AWS account's root email address: AWS Organizations takes 6 to 64 characters, one @, a dotted domain.
+ACCOUNT_EMAIL_PATTERN = rf"(?=.{{6,64}}$){EMAIL_PATTERN}"
 
 MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 3600, 12 * 3600
 MAX_MANAGED_POLICIES_PER_ROLE = 10  # IAM's default quota
@@ -44,6 +47,7 @@ _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 class Account:
     id: str
     name: str
+    email: str | None = None  # the account's root email address, as AWS Organizations knows it
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class AccessConfig:
     permission_sets: Mapping[str, PermissionSet]  # by name, in file order
     assignments: tuple[Assignment, ...]
     employee_directory: EmployeeDirectory | None
+    workloads: tuple[WorkloadRole, ...] = ()  # roles for applications (broker/core/workloads.py)
 
     def assigned_permission_sets(self, account_id: str) -> list[PermissionSet]:
         """Permission sets some group holds in `account_id`: the roles that must exist there."""
@@ -96,8 +101,9 @@ class AccessConfig:
         return [ps for name, ps in self.permission_sets.items() if name in names]
 
 
-def load_access(path: str | Path, known_groups: Iterable[str] | None = None) -> AccessConfig:
-    """Read and validate the access file; with `known_groups`, assignments to other groups are refused."""
+def load_access(path: str | Path, known_groups: Collection[str] | None = None) -> AccessConfig:
+    """Read and validate the access file; with `known_groups` (a set, or the groups the upstreams' mappings
+    can produce: broker.connectors.trust.GroupCatalogue), assignments to other groups are refused."""
     root = load_yaml(path).only_keys(
         "identity_provider_name",
         "region",
@@ -105,11 +111,12 @@ def load_access(path: str | Path, known_groups: Iterable[str] | None = None) -> 
         "permission_sets",
         "assignments",
         "employee_directory",
+        "workloads",
     )
     region = root.child("region").string(REGION_PATTERN, "an AWS region name such as us-east-1")
     accounts = _accounts(root.child("accounts"))
     permission_sets = _permission_sets(root.child("permission_sets"), region)
-    known = None if known_groups is None else frozenset(known_groups)
+    known = known_groups
     directory = root.child("employee_directory", None)
     return AccessConfig(
         source=root.source,
@@ -121,14 +128,21 @@ def load_access(path: str | Path, known_groups: Iterable[str] | None = None) -> 
         permission_sets=MappingProxyType(permission_sets),
         assignments=_assignments(root.child("assignments", []), accounts, permission_sets, known),
         employee_directory=None if directory.value is None else _employee_directory(directory),
+        workloads=parse_workloads(
+            root.child("workloads", []),
+            accounts={**{a.id: a.id for a in accounts.values()}, **{a.name: a.id for a in accounts.values()}},
+            policy=lambda node: _inline_policy(node, region),
+            duration=_duration_seconds,
+        ),
     )
 
 
 def _accounts(node: Node) -> dict[str, Account]:
     accounts: dict[str, Account] = {}
     names: set[str] = set()
+    emails: set[str] = set()
     for element in node.elements():
-        element.only_keys("id", "name")
+        element.only_keys("id", "name", "email")
         id_node = element.child("id")
         if isinstance(id_node.value, int):
             raise id_node.error("must be quoted ('012345678901'): a bare number loses leading zeros")
@@ -138,7 +152,14 @@ def _accounts(node: Node) -> dict[str, Account]:
             raise id_node.error(f"account {account_id} is listed twice")
         if name in names:
             raise element.child("name").error(f"account name {name!r} is used twice")
-        accounts[account_id] = Account(account_id, name)
+        email_node = element.child("email", None)
+        email = None
+        if email_node.value is not None:
+            email = email_node.string(ACCOUNT_EMAIL_PATTERN, "an email address of 6 to 64 characters")
+            if email.lower() in emails:
+                raise email_node.error(f"account email {email!r} is used twice: every AWS account has its own")
+            emails.add(email.lower())
+        accounts[account_id] = Account(account_id, name, email)
         names.add(name)
     if not accounts:
         raise node.error("must list at least one account")
@@ -244,7 +265,7 @@ def _assignments(
     node: Node,
     accounts: dict[str, Account],
     permission_sets: dict[str, PermissionSet],
-    known_groups: frozenset[str] | None,
+    known_groups: Collection[str] | None,
 ) -> tuple[Assignment, ...]:
     by_name = {account.name: account.id for account in accounts.values()}
     assignments: list[Assignment] = []
@@ -253,7 +274,9 @@ def _assignments(
         group_node = element.child("group")
         group = group_node.string()
         if known_groups is not None and group not in known_groups:
-            raise group_node.error(f"unknown group {group!r} (the directory has: {', '.join(sorted(known_groups))})")
+            sets = isinstance(known_groups, (set, frozenset))
+            known = f"known: {', '.join(sorted(known_groups))}" if sets else str(known_groups)
+            raise group_node.error(f"unknown group {group!r} ({known})")
         account_node = element.child("account")
         account = str(account_node.value) if isinstance(account_node.value, int) else account_node.string()
         account_id = account if account in accounts else by_name.get(account)

@@ -93,6 +93,12 @@ def published_ports(service: dict) -> list[tuple[str, int, int]]:
     return ports
 
 
+def listening_ports(service: dict) -> list[int]:
+    """The ports its command listens on (`--port N` or `-p N`), published or not."""
+    command = [str(part) for part in service.get("command", [])]
+    return [int(command[i + 1]) for i, part in enumerate(command[:-1]) if part in ("--port", "-p")]
+
+
 def start_order(all_services: dict[str, dict]) -> list[str]:
     """Services in an order that respects depends_on (and fails on a cycle)."""
     order: list[str] = []
@@ -123,6 +129,9 @@ class LocalRewrite:
         ports = {
             container: free_port() for service in all_services.values() for _, _, container in published_ports(service)
         }
+        for service in all_services.values():  # ports only a neighbour reaches (a shared network namespace)
+            for port in listening_ports(service):
+                ports.setdefault(port, free_port())
         # Service names and network aliases become loopback; `localhost` stays `localhost` (the portal's own
         # site, distinct from 127.0.0.1); listening on every interface becomes listening on loopback.
         hosts = {"0.0.0.0": "127.0.0.1", "127.0.0.1": "127.0.0.1", "localhost": "localhost"}

@@ -237,3 +237,67 @@ def test_the_region_is_the_access_configs():
 
     region = load_access(REPO / "config" / "access.yaml").region
     assert services()["broker"]["environment"]["AWS_DEFAULT_REGION"] == region
+
+
+# --- the Employee Directory: a task with its role, beside its credentials endpoint ---------------------------
+
+
+def test_the_app_shares_the_credentials_endpoints_network_namespace_and_reaches_it_on_loopback():
+    from botocore.utils import ContainerMetadataFetcher
+
+    from devstack.container_credentials import CREDENTIALS_PATH
+
+    all_services = services()
+    app, endpoint = all_services["employee-directory"], all_services["task-credentials"]
+    assert app["network_mode"] == "service:task-credentials"
+    assert "ports" not in app and "networks" not in app  # a shared namespace has one set of both: the endpoint's
+    uri = urlsplit(app["environment"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"])
+    command = endpoint["command"]
+    assert (uri.hostname, uri.port, uri.path) == (
+        "127.0.0.1",
+        int(command[command.index("--port") + 1]),
+        CREDENTIALS_PATH,
+    )
+    assert command[command.index("--host") + 1] == "127.0.0.1"  # nothing outside the namespace reaches it
+    ContainerMetadataFetcher()._validate_allowed_url(uri.geturl())  # botocore takes it (loopback)
+    assert app["depends_on"] == {
+        "task-credentials": {"condition": "service_healthy"},
+        "idp": {"condition": "service_healthy"},
+    }
+    assert endpoint["depends_on"] == {
+        "aws": {"condition": "service_healthy"},
+        "provision": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_the_app_is_given_no_key_only_where_its_credentials_are_and_a_token_file():
+    all_services = services()
+    app, endpoint = all_services["employee-directory"], all_services["task-credentials"]
+    aws_variables = {name for name in app["environment"] if name.startswith("AWS_")}
+    assert aws_variables == {"AWS_URL", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"}
+    # The emulator's management keys (on broker-state) are the endpoint's, read-only, never the app's.
+    assert "broker-state" not in volume_mounts(app).values()
+    assert "broker-state:/var/lib/sso/broker:ro" in endpoint["volumes"]
+    token_file = app["environment"]["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+    command = endpoint["command"]
+    assert command[command.index("--token-file") + 1] == token_file
+    shared = {target: volume for target, volume in volume_mounts(app).items() if token_file.startswith(target + "/")}
+    assert (
+        shared == {"/var/lib/sso/task": "task-token"} and volume_mounts(endpoint)["/var/lib/sso/task"] == "task-token"
+    )
+    assert "task-token:/var/lib/sso/task:ro" in app["volumes"]  # the app reads the token, never writes it
+    assert command[command.index("--role") + 1] == "EmployeeWebAppTaskRole"
+
+
+def test_the_apps_address_is_published_by_its_namespace_and_the_idp_sends_people_back_there(configured):
+    all_services = services()
+    app = all_services["employee-directory"]
+    url = urlsplit(app["environment"]["EMPLOYEE_DIRECTORY_URL"])
+    port = int(app["command"][app["command"].index("--port") + 1])
+    assert url.hostname == "localhost" and url.port == port
+    assert app["command"][app["command"].index("--host") + 1] == "0.0.0.0"
+    assert published_ports(all_services["task-credentials"]) == [("127.0.0.1", port, port)]
+    assert all_services["idp"]["environment"]["EMPLOYEE_DIRECTORY_URL"] == url.geturl()
+    client = configured["idp"].oidc.clients["employee-directory"]
+    assert client.redirect_uris == (f"{url.geturl()}/auth/callback",)
+    assert app["environment"]["IDP_URL"] == all_services["broker"]["environment"]["IDP_URL"]

@@ -9,6 +9,7 @@ emulator's keys in the credentials file, the issuer, the redirect addresses).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,15 +22,17 @@ import requests
 from tests.compose.composefile import (
     LocalRewrite,
     healthcheck_command,
-    published_ports,
+    listening_ports,
     run_healthcheck,
     seconds,
     services,
     start_order,
 )
+from tests.support.directory_app import KEY_SHAPE, csrf, environ_of, sign_in_to_directory
 from tests.support.portal import credentials_from_page, request_credentials, signed_in_session
 
 SANDBOX = "111111111111"
+LONG_RUNNING = {"aws", "idp", "broker", "task-credentials", "employee-directory"}
 
 
 @dataclass
@@ -130,20 +133,20 @@ def test_services_start_in_dependency_order_and_become_healthy(composed):
     assert order.index("aws") < order.index("provision") < order.index("broker")
     assert order.index("idp") < order.index("broker")
     long_running = [name for name, service in composed.services.items() if "healthcheck" in service]
-    assert set(composed.healthy_after) == set(long_running) == {"aws", "idp", "broker"}
+    assert set(composed.healthy_after) == set(long_running) == LONG_RUNNING
     assert composed.exit_codes == {"provision": 0}
     assert all(process.poll() is None for name, process in composed.processes.items() if name in long_running)
 
 
 def test_healthchecks_fail_while_their_service_is_down(composed):
-    assert composed.unhealthy_before_start == {"aws": True, "idp": True, "broker": True}
+    assert composed.unhealthy_before_start == dict.fromkeys(LONG_RUNNING, True)
 
 
 def test_each_healthcheck_probes_its_own_service(composed):
     for name in composed.healthy_after:
         command = " ".join(healthcheck_command(composed.services[name]))
-        own_ports = {container for _, _, container in published_ports(composed.services[name])}
-        assert any(f":{port}/" in command for port in own_ports), (name, command)
+        (own_port,) = listening_ports(composed.services[name])  # the port its own command listens on
+        assert f":{own_port}/" in command, (name, command)
 
 
 def test_the_issuer_the_portal_checks_is_the_one_the_idp_serves(composed):
@@ -181,3 +184,23 @@ def test_the_provisioning_step_can_run_again(composed):
     assert again.wait(timeout=180) == 0, composed.log("provision")
     assert Path(url(composed, "broker", "AWS_SHARED_CREDENTIALS_FILE")).read_text() == keys
     test_a_person_signs_in_through_the_composed_services_and_gets_credentials(composed)
+
+
+def test_the_employee_directory_runs_as_its_task_role_with_no_key(composed):
+    app, idp = (
+        url(composed, "employee-directory", "EMPLOYEE_DIRECTORY_URL"),
+        url(composed, "employee-directory", "IDP_URL"),
+    )
+    http = sign_in_to_directory(app, idp, "heidi")
+    assert "Alice Anderson" in http.get(app + "/").text
+    status = http.get(app + "/status").text
+    assert re.search(r"arn:aws:sts::222222222222:assumed-role/EmployeeWebAppTaskRole/task-[0-9a-f]{16}", status)
+    assert "the container credentials endpoint" in status
+    tried = http.post(app + "/status/try-to-delete-the-bucket", data={"csrf_token": csrf(status)}).text
+    assert "Denied: AccessDenied" in tried
+    environ = environ_of(composed.processes["employee-directory"].pid)
+    names = {name.decode() for name in environ if name.startswith(b"AWS_")}
+    assert names == {"AWS_URL", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"}
+    token = Path(environ[b"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"].decode()).read_bytes().strip()
+    everything = b"\0".join(environ.values())
+    assert token not in everything and not KEY_SHAPE.search(everything)

@@ -14,6 +14,7 @@ import pytest
 
 from devstack.processes import free_port, python_env
 from devstack.stack import DEFAULT_ADDRESSES, PortInUse, check_ports_free, demo_users
+from sso_common.keys import private_directory, private_log
 from tests.support.idp_client import TOTP_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +25,8 @@ def free_addresses() -> dict[str, str]:
         "PORTAL_URL": f"http://localhost:{free_port()}",
         "IDP_URL": f"http://127.0.0.1:{free_port()}",
         "AWS_URL": f"http://127.0.0.1:{free_port()}",
+        "EMPLOYEE_DIRECTORY_URL": f"http://localhost:{free_port()}",
+        "INSTANCE_METADATA_URL": f"http://127.0.0.1:{free_port()}",
     }
 
 
@@ -41,6 +44,13 @@ def test_free_ports_pass_and_a_busy_one_names_its_variable(listener):
     check_ports_free(addresses)
     addresses["AWS_URL"] = f"http://127.0.0.1:{listener}"
     with pytest.raises(PortInUse, match=rf"port {listener} of AWS_URL=.* set AWS_URL to another address"):
+        check_ports_free(addresses)
+
+
+@pytest.mark.parametrize("variable", ["EMPLOYEE_DIRECTORY_URL", "INSTANCE_METADATA_URL"])
+def test_the_instances_ports_are_checked_like_the_others(listener, variable):
+    addresses = {**free_addresses(), variable: f"http://127.0.0.1:{listener}"}
+    with pytest.raises(PortInUse, match=rf"port {listener} of {variable}=.* set {variable} to another address"):
         check_ports_free(addresses)
 
 
@@ -62,7 +72,7 @@ def test_a_busy_port_stops_the_demo_in_one_line_before_anything_starts(listener,
 
 def test_every_demo_user_is_listed_with_what_makes_them_differ():
     lines = {line.split()[0]: line for line in demo_users()}
-    assert set(lines) == {"alice", "bob", "carol", "dave", "erin", "frank", "grace"}
+    assert set(lines) == {"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
     assert "TOTP" in lines["erin"] and "disabled" in lines["frank"] and "TOTP" not in lines["grace"]
 
 
@@ -106,10 +116,14 @@ def test_the_demo_says_what_it_does_lists_everyone_and_says_which_service_died(t
             "starting the AWS emulator",
             "provisioning the accounts",
             "starting the access portal",
+            "starting the Employee Directory's instance",
         ):
             assert step in shown, shown
         assert "The demo is up" in shown and addresses["PORTAL_URL"] in shown and "grace" in shown
         assert f"AWS_ENDPOINT_URL={addresses['AWS_URL']}" in shown
+        # The instance is listed: the app, its metadata service, and how to be the app from a shell.
+        assert f"Employee Directory (the app):       {addresses['EMPLOYEE_DIRECTORY_URL']}/" in shown
+        assert f"AWS_EC2_METADATA_SERVICE_ENDPOINT={addresses['INSTANCE_METADATA_URL']}" in shown
         assert "aws_secret_access_key" not in shown.lower() and "AKIA" not in shown
         keys = instance / "broker" / "aws-credentials"
         assert oct(keys.stat().st_mode & 0o777) == "0o600"
@@ -150,3 +164,34 @@ def test_provision_without_credentials_says_so_in_one_line(tmp_path):
         check=False,
     )
     assert run.returncode == 1 and "no AWS credentials" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_every_folder_the_stack_creates_is_private_and_every_log_0600(stack):
+    """instance/ (the demo's, here the test's) holds keys, state, the emulator's keys and logs."""
+    instance = stack.instance_dir
+    folders = [instance, *(path for path in instance.rglob("*") if path.is_dir())]
+    moto = instance / "aws"  # the emulator's folder is ours; what moto writes in it is moto's
+    ours = [path for path in folders if path == moto or not path.is_relative_to(moto)]
+    assert {"logs", "idp", "broker", "aws"} <= {path.name for path in ours}
+    for folder in ours:
+        assert folder.stat().st_mode & 0o777 == 0o700, f"{folder} is {oct(folder.stat().st_mode & 0o777)}"
+    logs = list((instance / "logs").glob("*.log")) + [instance / "aws" / "moto_server.log"]
+    assert {"idp.log", "broker.log", "provision.log"} <= {log.name for log in logs}
+    for log in logs:
+        assert log.stat().st_mode & 0o777 == 0o600, f"{log} is {oct(log.stat().st_mode & 0o777)}"
+
+
+def test_private_folders_and_logs_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o000)
+    try:
+        log = tmp_path / "new" / "deeper" / "service.log"
+        os.close(private_log(log))
+        wide = tmp_path / "wide"
+        wide.mkdir(mode=0o755)
+        os.chmod(wide, 0o755)
+        private_directory(wide)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "new", tmp_path / "new" / "deeper", wide):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert log.stat().st_mode & 0o777 == 0o600
