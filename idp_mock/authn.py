@@ -152,19 +152,20 @@ class Authenticator:
         return f"{counter.key}\x00{window}", (window + 1) * counter.window
 
     def _admit(self, username: str, attempt: Attempt) -> tuple[list[_Counter], int]:
-        """Take a slot in every counter; ([counters], 0) when all are within their limits, else the
-        seconds until the latest full window ends."""
+        """Take a slot in each counter in turn; ([counters], 0) when all are within their limits. At the
+        first full one, give back every slot taken (a refused attempt costs no hash, so it must not use
+        up a slot a later attempt could have had) and return the seconds until that window ends."""
         now = self.clock()
         counters = self._counters(username, attempt)
-        wait = 0.0
-        for counter in counters:
+        for taken, counter in enumerate(counters, start=1):
             key, ends = self._slot(counter, now)
             if self.store.incr(counter.kind, key, counter.window) > counter.limit:
-                wait = max(wait, ends - now)
-        return counters, int(wait) + 1 if wait else 0
+                self._release(counters[:taken], now)
+                return counters, int(ends - now) + 1
+        return counters, 0
 
-    def _release(self, counters: list[_Counter]) -> None:
-        now = self.clock()
+    def _release(self, counters: list[_Counter], now: float | None = None) -> None:
+        now = self.clock() if now is None else now
         for counter in counters:
             self.store.incr(counter.kind, self._slot(counter, now)[0], counter.window, amount=-1)
 

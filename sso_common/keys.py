@@ -55,16 +55,36 @@ def private_log(path: Path, append: bool = True) -> int:
 
 
 def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` in one step (readers never see half a file), readable by its owner only."""
+    _place_private(path, data, exclusive=False)
+
+
+def create_private(path: Path, data: bytes) -> bool:
+    """Write `path` only if it does not exist yet, in one step: of processes creating the same file at
+    once (the portal and `broker provision` at the demo's start, say), exactly one wins, and the others
+    must read the winner's. True when this call created it."""
+    return _place_private(path, data, exclusive=True)
+
+
+def _place_private(path: Path, data: bytes, exclusive: bool) -> bool:
     private_directory(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # fails when the file exists: no window between a check and a write
+        except FileExistsError:
+            return False
+        return True
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def generate_rsa_key() -> rsa.RSAPrivateKey:
@@ -88,19 +108,17 @@ def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
     if path.exists():
         return load_rsa_key(path)
     key = generate_rsa_key()
-    write_private(path, private_key_pem(key))
-    return key
+    return key if create_private(path, private_key_pem(key)) else load_rsa_key(path)
 
 
 def load_or_create_certificate(
     path: Path, key: rsa.RSAPrivateKey, common_name: str, days: int = 3650
 ) -> x509.Certificate:
-    """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata)."""
-    if path.exists():
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-        public = cert.public_key()
-        if isinstance(public, rsa.RSAPublicKey) and public.public_numbers() == key.public_key().public_numbers():
-            return cert
+    """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata).
+    Made once: a file certifying another key (the key was replaced) is replaced."""
+    existing = _certificate_for(path, key)
+    if existing is not None:
+        return existing
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -113,8 +131,23 @@ def load_or_create_certificate(
         .not_valid_after(now + datetime.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
-    write_private(path, cert.public_bytes(serialization.Encoding.PEM))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    if path.exists():  # certifies another key
+        write_private(path, pem)
+    elif not create_private(path, pem):  # another process made it meanwhile: theirs, for the same key
+        return _certificate_for(path, key) or cert
     return cert
+
+
+def _certificate_for(path: Path, key: rsa.RSAPrivateKey) -> x509.Certificate | None:
+    """The certificate in `path` if it certifies `key`."""
+    if not path.exists():
+        return None
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    public = cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey) and public.public_numbers() == key.public_key().public_numbers():
+        return cert
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, jsonify, render_template, render_t
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 
-from sso_common.keys import write_private
+from sso_common.keys import create_private
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def load_or_create_secret(path: Path) -> bytes:
     if path.exists():
         return path.read_bytes()
     secret = secrets.token_bytes(32)
-    write_private(path, secret)
-    return secret
+    return secret if create_private(path, secret) else path.read_bytes()
 
 
 def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> None:
