@@ -34,8 +34,9 @@ EVENT_TYPES = {
     "cli_sign_in": "Command-line sign-in",
     "sign_out": "Sign-out",
     "credentials": "Credentials",
+    "groups_dropped": "Groups dropped at sign-in",
 }
-OUTCOMES = {"success": "Success", "failure": "Failure"}
+OUTCOMES = {"success": "Success", "failure": "Failure", "dropped": "Dropped"}
 CHANNELS = {PORTAL_CHANNEL: "Portal (browser)", API_CHANNEL: "Command line and SDKs (sso-api)"}
 FILTER_FIELDS = ("person", "event", "outcome", "channel", "since", "until")
 MAX_PERSON_LENGTH = 256
@@ -194,3 +195,22 @@ def _time(text: str, field: str, label: str) -> float | None:
         raise BadFilter(
             field, f"{label}: {text[:40]!r} is not a date and time (UTC) such as 2026-01-31 or 2026-01-31T09:30."
         ) from None
+
+
+def groups_dropped(
+    audit: AuditLog, origin: RequestOrigin, upstream_id: str, identity: Identity, dropped: list[str], count: int
+) -> None:
+    """Groups an upstream asserted outside its mapping: dropped, never passed on, and said so here."""
+    more = f" and {count - len(dropped)} more" if count > len(dropped) else ""
+    audit.append(
+        {
+            "type": "groups_dropped",
+            "outcome": "dropped",
+            "upstream": upstream_id,
+            "reason": f"groups outside the upstream's mapping were dropped: {', '.join(dropped)}{more}",
+            "dropped_groups": dropped,
+            "dropped_count": count,
+            **_who(identity),
+            **_where(origin),
+        }
+    )

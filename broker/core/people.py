@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from broker.core import audit
 from broker.core.audit import RequestOrigin
 from broker.core.identity import UpstreamLogin
 from broker.errors import LoginFailed
@@ -72,25 +73,9 @@ class People:
         return [person for person in found if person.subject != subject]
 
     def _audit_dropped(self, upstream_id: str, login: UpstreamLogin, origin: RequestOrigin) -> None:
-        identity, dropped = login.identity, sorted(login.dropped_groups)
-        listed = dropped[:MAX_DROPPED_LISTED]
-        more = f" and {len(dropped) - len(listed)} more" if len(dropped) > len(listed) else ""
-        self.audit.append(
-            {
-                "type": "groups_dropped",
-                "outcome": "dropped",
-                "upstream": upstream_id,
-                "reason": f"groups outside the upstream's mapping were dropped: {', '.join(listed)}{more}",
-                "dropped_groups": listed,
-                "dropped_count": len(dropped),
-                "user": identity.username,
-                "email": identity.email,
-                "subject": identity.subject,
-                "groups": sorted(identity.groups),
-                "upstream_issuer": identity.issuer,
-                "client_address": origin.address,
-                "channel": origin.channel,
-            }
+        dropped = sorted(login.dropped_groups)
+        audit.groups_dropped(
+            self.audit, origin, upstream_id, login.identity, dropped[:MAX_DROPPED_LISTED], len(dropped)
         )
 
 
