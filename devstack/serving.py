@@ -12,14 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from broker.aws.accounts import AccountSessions, broker_session
 from broker.core.access import load_access
@@ -100,13 +95,6 @@ def workload_context(args: argparse.Namespace, service: str) -> WorkloadContext:
     return WorkloadContext(sessions, account_id, access.region)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """The apps log each request themselves, by path only: werkzeug's line has the query string."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 def configure_logging() -> None:
     """One line per record on standard error, control characters escaped (a request's path is the caller's
     text), as the servers log (sso_common.logs); the launcher puts it in the service's log file."""
@@ -116,23 +104,9 @@ def configure_logging() -> None:
 
 
 def serve_wsgi(app: Callable, host: str, port: int, *, name: str) -> None:
-    """Serve `app` in this process, one thread per request, until SIGTERM or Ctrl-C."""
-    server = make_server(ipv4_first(host, port), port, app, threaded=True, request_handler=_QuietHandler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    """Serve `app` until SIGTERM or Ctrl-C with the project's one serving stack, in ONE worker process:
+    the stand-ins keep their tokens and cached credentials in memory, which a second worker would not see."""
+    from sso_common.serve import serve
+
     logging.getLogger("devstack").info("%s listening on http://%s:%d", name, host, port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-def ipv4_first(host: str, port: int) -> str:
-    """The address to bind for `host`: its first IPv4 address (clients of "localhost" fall back to it)."""
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise SystemExit(f"cannot listen on {host}: {error.strerror}") from None
-    found.sort(key=lambda entry: entry[0] != socket.AF_INET)
-    return str(found[0][4][0])
+    serve(lambda: app, host, port, workers=1)
