@@ -3,6 +3,9 @@
   broker-login [--account-id ID | --account-name NAME] [--role ROLE] [--format FORMAT [NAME]]
       sign in (device flow) and print credentials: exports (default), json, credential-process,
       or `profile NAME` to write them to ~/.aws/credentials
+  broker-login --explain [--account-id ID | --account-name NAME] [--role ROLE]
+      print "How did I get here?" on stderr: every step of the sign-in, decoded and checked, and each
+      credential request (alone: the sign-in only, no credentials)
   broker-login configure [--use-credential-process] [--profile-prefix PREFIX]
       write ~/.aws/config profiles for every role you have, as `aws configure sso` does
   broker-login credential-process --account-id ID --role ROLE
@@ -31,7 +34,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TypeVar
 
-from broker_login import files, formats, validate
+from broker_login import explain, files, formats, validate
 from broker_login.headless import LoginSecrets, headless_sign_in
 from broker_login.portal import Credentials, LoginError, NotSignedIn, Portal, PortalInfo, Token
 from broker_login.terminal import Console
@@ -91,9 +94,17 @@ class SignIn:
             if token.refresh_token and registration and registration.expires_at > _now():
                 try:
                     return self._keep(self.portal.refresh(registration, token.refresh_token), registration)
-                except LoginError:
-                    pass  # revoked or past the end of the sign-in: sign in again
+                except LoginError as refused:  # revoked or past the end of the sign-in: sign in again
+                    return self._sign_in_again(refused)
         return self.sign_in()
+
+    def _sign_in_again(self, ended: LoginError) -> Token:
+        """A new sign-in after the portal ended the last one; when there is no way to sign in here, the error
+        says why the portal ended it (disabled, revoked, signed out at the IdP...), in its own words."""
+        try:
+            return self.sign_in()
+        except LoginError as failure:
+            raise LoginError(f"the portal ended your sign-in ({ended}); {failure}") from None
 
     def sign_in(self) -> Token:
         if not self.non_interactive and not self.console.reaches_the_person:
@@ -138,9 +149,9 @@ class SignIn:
         """`action` with a token; once more after a new sign-in if the portal no longer knows the token."""
         try:
             return action(self.token())
-        except NotSignedIn:
+        except NotSignedIn as ended:
             files.forget_token(self.session_name)
-            return action(self.sign_in())
+            return action(self._sign_in_again(ended))
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -184,7 +195,34 @@ def _pick_role(sign_in: SignIn, args, console: Console) -> tuple[str, str, str]:
     return account_id, account_name, console.choose("role", roles, option="--role")
 
 
+def _explain(sign_in: SignIn, console: Console) -> None:
+    """The portal's "How did I get here?" for this sign-in, on the console (stderr): never the outcome's
+    cause, so a failure to fetch it is said and nothing more."""
+    try:
+        document = sign_in.call(lambda token: explain.fetch(sign_in.portal, token))
+    except LoginError as error:
+        console.say(f"broker-login: no explanation: {error}")
+        return
+    console.say(explain.render(document))
+
+
 def _print_credentials(sign_in: SignIn, args, console: Console) -> int:
+    """Credentials (stdout), and with --explain the explanation (stderr), also of a refusal."""
+    if not getattr(args, "explain", False):
+        return _write_credentials(sign_in, args, console)
+    if not (args.account_id or args.account_name or args.role):
+        _explain(sign_in, console)
+        return 0
+    try:
+        written = _write_credentials(sign_in, args, console)
+    except LoginError:
+        _explain(sign_in, console)
+        raise
+    _explain(sign_in, console)
+    return written
+
+
+def _write_credentials(sign_in: SignIn, args, console: Console) -> int:
     account_id, account_name, role = _pick_role(sign_in, args, console)
     credentials = sign_in.call(lambda token: sign_in.portal.credentials(token, account_id, role))
     kind = args.format[0]
@@ -413,6 +451,11 @@ def _parser() -> argparse.ArgumentParser:
         default=["exports"],
         metavar="FORMAT",
         help="exports (default), json, credential-process, or profile NAME",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help='print "How did I get here?" on stderr: the sign-in step by step, and this credential request',
     )
     parser.set_defaults(run=_print_credentials, account_name=None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -23,9 +23,12 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from broker.connectors.trust import UpstreamTrust
+from broker.core import evidence
+from broker.core.evidence import BROKER
 from broker.core.identity import Identity, LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed
 from sso_common.config import Node
@@ -130,39 +133,105 @@ class IdentityMapping:
         self, subject: Any, values: Mapping[str, Any], *, authn: Authentication, issuer: str
     ) -> tuple[Identity, frozenset[str]]:
         """(the Identity, the upstream groups dropped by the mapping); LoginFailed when the upstream vouched
-        for nobody usable, or for something outside its trust boundary."""
+        for nobody usable, or for something outside its trust boundary. Each check, and where each field came
+        from, is recorded for the explanation (broker.core.evidence) as it is made."""
         trust = self.trust
-        if subject is None or (isinstance(subject, str) and not subject.strip()):
-            raise LoginFailed("The identity provider sent no subject identifier.")
-        subject = _text("subject", subject, strip=False)
-        email = self._email(values)
-        if not trust.email_domains.allows(email):
-            raise LoginFailed(
-                f"This identity provider may not vouch for {email}: it may assert addresses at "
-                f"{trust.email_domains} only."
+        record = evidence.recorder()
+        section = record.section("identity", "The Identity and the trust boundary")
+        section.plan(
+            ("subject identifier", BROKER, "text without control characters, at most 256 characters"),
+            ("email address", BROKER, "one well-formed address"),
+            ("email domain allowed", BROKER, str(trust.email_domains)),
+            ("email_verified", BROKER, f"rule {trust.email_verified}"),
+            ("username", BROKER, "one text value (default: the email's local part)"),
+            ("groups", BROKER, f"text values, at most {MAX_GROUPS}; then the upstream's group mapping"),
+            ("second factor", BROKER, trust.mfa.describe()),
+            ("display name and department", BROKER, "text without control characters"),
+        )
+        with section.run("subject identifier"):
+            if subject is None or (isinstance(subject, str) and not subject.strip()):
+                raise LoginFailed("The identity provider sent no subject identifier.")
+            subject = _text("subject", subject, strip=False)
+            section.passed("subject identifier", received=subject)
+        with section.run("email address"):
+            email = self._email(values)
+            section.passed("email address", received=email)
+        with section.run("email domain allowed", received=email.rsplit("@", 1)[-1]):
+            if not trust.email_domains.allows(email):
+                raise LoginFailed(
+                    f"This identity provider may not vouch for {email}: it may assert addresses at "
+                    f"{trust.email_domains} only."
+                )
+        with section.run("email_verified", received=self._shown(self.email_verified, values)):
+            self._check_email_verified(values)
+        with section.run("username"):
+            username = self._single("username", values) or email.split("@", 1)[0]
+            section.passed("username", received=username)
+        with section.run("groups"):
+            upstream_groups = self._groups(values)
+            groups, dropped = trust.groups.apply(upstream_groups)
+            section.passed(
+                "groups",
+                received=f"{len(upstream_groups)} sent: {', '.join(upstream_groups) or 'none'}",
+                detail=f"kept {len(groups)}, dropped {len(dropped)}"
+                + (f" ({', '.join(sorted(dropped))})" if dropped else ""),
             )
-        self._check_email_verified(values)
-        username = self._single("username", values) or email.split("@", 1)[0]
-        upstream_groups = self._groups(values)
-        groups, dropped = trust.groups.apply(upstream_groups)
         mfa = trust.mfa.recognises(authn.amr, authn.acr, authn.contexts)
-        if trust.mfa.require and not mfa:
-            raise LoginFailed(
-                "This identity provider did not report a second factor (multi-factor authentication), which "
-                "the portal requires for it. Sign in again with your verification code or security key."
-            )
+        reported = ", ".join(sorted(authn.amr | authn.contexts | ({authn.acr} if authn.acr else set()))) or "nothing"
+        with section.run("second factor", received=f"reported: {reported}; recognised: {'yes' if mfa else 'no'}"):
+            if trust.mfa.require and not mfa:
+                raise LoginFailed(
+                    "This identity provider did not report a second factor (multi-factor authentication), which "
+                    "the portal requires for it. Sign in again with your verification code or security key."
+                )
+        with section.run("display name and department"):
+            display_name = self._single("display_name", values, first=True) or username
+            department = self._single("department", values, first=True) or ""
         identity = Identity(
             subject=subject,
             username=username,
             email=email,
-            display_name=self._single("display_name", values, first=True) or username,
+            display_name=display_name,
             groups=groups,
-            department=self._single("department", values, first=True) or "",
+            department=department,
             authn_methods=frozenset({"pwd", "mfa"} if mfa else {"pwd"}),
             issuer=issuer,
             auth_time=authn.time,
         )
+        self._record_sources(section, identity, values, record.notes)
         return identity, dropped
+
+    def _source(self, field_name: str, values: Mapping[str, Any], notes: Mapping[str, Any]) -> str:
+        """Which claim or attribute a field was taken from, for the explanation."""
+        kind = notes.get("value_kind", "claim or attribute")
+        from_userinfo = set(notes.get("userinfo_claims", ()))
+        for name in getattr(self, field_name):
+            if name in values and values[name] is not None:
+                return f"{kind} {name!r}" + (" (userinfo)" if name in from_userinfo else "")
+        return ""
+
+    def _record_sources(
+        self, section: evidence.SectionRecorder, identity: Identity, values: Mapping[str, Any], notes: Mapping[str, Any]
+    ) -> None:
+        sources = {
+            "subject": notes.get("subject_source", "the subject"),
+            "email": self._source("email", values, notes),
+            "username": self._source("username", values, notes) or "the email address's local part",
+            "display_name": self._source("display_name", values, notes) or "the username (none sent)",
+            "department": self._source("department", values, notes) or "none sent",
+            "groups": (self._source("groups", values, notes) or "none sent") + ", through the group mapping",
+        }
+        for name, source in sources.items():
+            value = getattr(identity, name)
+            shown = ", ".join(sorted(value)) if isinstance(value, frozenset) else value
+            section.fact(name, shown or "(empty)", source)
+        section.fact("second factor", "yes" if identity.mfa else "no", "the upstream's MFA rule (mfa:)")
+        section.fact("issuer", identity.issuer, "the upstream's configuration")
+        section.fact("auth_time", _epoch(identity.auth_time), "when the upstream authenticated you")
+
+    def _shown(self, names: Names, values: Mapping[str, Any]) -> str:
+        found = self._values(names, values)
+        return "(absent)" if found is None else ", ".join(str(value)[:40] for value in found[:3])
 
     # -- fields ------------------------------------------------------------------------------------
 
@@ -234,6 +303,13 @@ def _text(what: str, value: Any, *, strip: bool = True) -> str:
     if len(value) > LIMITS[what]:
         raise LoginFailed(f"The identity provider sent a {label} longer than {LIMITS[what]} characters.")
     return value.strip() if strip else value
+
+
+def _epoch(value: int) -> str:
+    try:
+        return f"{value} ({datetime.fromtimestamp(value, UTC):%Y-%m-%d %H:%M:%S} UTC)"
+    except (OverflowError, OSError, ValueError):
+        return str(value)
 
 
 def _kind(value: Any) -> str:

@@ -23,6 +23,8 @@ iss, aud/azp, exp/iat/nbf with the configured clock skew, nonce and at_hash.
   from the JWKS is dropped when the cached copy expires.
 Every call goes through one `UpstreamClient`: an overall deadline, no redirects, a size cap, a cap on
 calls in flight per upstream server.
+Each check records the outcome it reached for "How did I get here?" (broker.core.evidence; joserfc's own
+claim checks through broker.connectors.recording.RecordingClaimsRegistry), never validating twice.
 """
 
 from __future__ import annotations
@@ -45,9 +47,8 @@ from authlib.oidc.core.util import create_half_hash
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
 
-from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry
+from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry, recording
 from broker.connectors.client_auth import (
     ASSERTION_TYPE,
     METHODS,
@@ -58,6 +59,8 @@ from broker.connectors.client_auth import (
 )
 from broker.connectors.fetch import DEFAULT_POLICY, Answer, CachedDocument, FetchPolicy, ServerSlots, UpstreamClient
 from broker.connectors.mapping import Authentication, IdentityMapping
+from broker.connectors.upstream_sessions import with_upstream_session
+from broker.core import evidence
 from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
 from sso_common.config import URL_PATTERN, Node
@@ -203,37 +206,63 @@ class OIDCConnector:
         return OIDCLoginState.from_record(record)
 
     def complete(self, params: Mapping[str, str], kept: OIDCLoginState) -> UpstreamLogin:
+        # Each check below reports its outcome to the explanation as it is made (broker.core.evidence).
+        record = evidence.recorder()
+        section = record.section("upstream", f"The answer from {self.display_name} (OpenID Connect)")
+        recording.oidc_plan(
+            section, issuer=self.issuer, client_id=self.client_id, skew=self.clock_skew, algorithms=ALGORITHMS
+        )
+        section.fact("callback parameters", ", ".join(sorted(params)) or "none", "the browser's redirect")
+        record.note("value_kind", "claim")
+        record.note("subject_source", "claim 'sub' of the ID token")
         provider = self._provider()
-        if "iss" in params and params["iss"] != self.issuer:  # RFC 9207: an answer meant for another IdP
-            raise LoginFailed("The sign-in answer comes from another issuer.")
-        if "iss" not in params and provider.get("authorization_response_iss_parameter_supported") is True:
-            raise LoginFailed(
-                "The sign-in answer does not name its issuer (iss), which this identity provider always does "
-                "(RFC 9207): it may have been sent by another one."
-            )
-        if "error" in params:
-            description = _printable(params.get("error_description", ""), 200)
-            raise LoginFailed(
-                f"The identity provider refused the sign-in ({_printable(params['error'], 64)}"
-                + (f": {description})." if description else ").")
-            )
-        if not params.get("code"):
-            raise LoginFailed("The sign-in answer has no authorization code.")
-        token = self._redeem(params["code"], kept.code_verifier, provider)
-        if not isinstance(token.get("id_token"), str):
-            raise LoginFailed("The identity provider sent no ID token.")
+        with section.run(recording.ISS_PARAMETER, received=_printable(params.get("iss", "(absent)"), 200)):
+            if "iss" in params and params["iss"] != self.issuer:  # RFC 9207: an answer meant for another IdP
+                raise LoginFailed("The sign-in answer comes from another issuer.")
+            if "iss" not in params and provider.get("authorization_response_iss_parameter_supported") is True:
+                raise LoginFailed(
+                    "The sign-in answer does not name its issuer (iss), which this identity provider always does "
+                    "(RFC 9207): it may have been sent by another one."
+                )
+            if "iss" not in params:
+                section.skipped(recording.ISS_PARAMETER, "absent; this identity provider does not announce RFC 9207")
+        with section.run(recording.NO_ERROR, received=_printable(params.get("error", "none"), 64)):
+            if "error" in params:
+                description = _printable(params.get("error_description", ""), 200)
+                raise LoginFailed(
+                    f"The identity provider refused the sign-in ({_printable(params['error'], 64)}"
+                    + (f": {description})." if description else ").")
+                )
+        code = params.get("code")
+        with section.run(recording.CODE_PRESENT, received=evidence.fingerprint(code) if code else "(absent)"):
+            if not code:
+                raise LoginFailed("The sign-in answer has no authorization code.")
+        with section.run(recording.CODE_REDEEMED):
+            token = self._redeem(params["code"], kept.code_verifier, provider)
+        with section.run(recording.ID_TOKEN_PRESENT):
+            if not isinstance(token.get("id_token"), str):
+                raise LoginFailed("The identity provider sent no ID token.")
+        recording.describe_jwt(section, token["id_token"], "ID token")
         access_token = token.get("access_token") if isinstance(token.get("access_token"), str) else None
         claims = self._verify(token["id_token"], kept.nonce, access_token)
         values = dict(claims)
         if self._wants_userinfo(claims):
-            for name, value in self._userinfo(provider, token, claims["sub"]).items():
+            with section.run(recording.USERINFO, received="called"):
+                info = self._userinfo(provider, token, claims["sub"])
+            added = []
+            for name, value in info.items():
                 if name not in PROTOCOL_CLAIMS and name not in values:
                     values[name] = value
+                    added.append(name)
+            record.note("userinfo_claims", added)
+            section.fact("claims added from userinfo", ", ".join(sorted(added)) or "none", "the userinfo answer")
+        else:
+            section.skipped(recording.USERINFO, f"not called (userinfo: {self.userinfo})")
         amr = claims.get("amr")
         auth_time = claims.get("auth_time")
         if not isinstance(auth_time, (int, float)) or isinstance(auth_time, bool) or not math.isfinite(auth_time):
             auth_time = claims["iat"]
-        return self.mapping.login(
+        login = self.mapping.login(
             claims.get("sub"),
             values,
             authn=Authentication(
@@ -244,6 +273,7 @@ class OIDCConnector:
             issuer=self.issuer,
             id_token=token["id_token"],
         )
+        return with_upstream_session(login, claims, token)  # sid and tokens, to follow the upstream session
 
     def logout(self, hint: LogoutHint, return_to: str) -> Redirect | None:
         """RP-initiated logout. The local sign-out must not depend on the IdP: None if it is unreachable."""
@@ -293,13 +323,18 @@ class OIDCConnector:
         """A JWT verified against the JWKS; on an unknown kid or a bad signature the JWKS is fetched again
         (rate-limited) and the token tried once more against the new keys."""
         keys = self._jwks.get()
+        section = evidence.recorder().section("upstream")
         try:
-            return jwt.decode(token, keys, algorithms=list(ALGORITHMS))
+            decoded = jwt.decode(token, keys, algorithms=list(ALGORITHMS))
+            recording.signing_key(section, keys, decoded.header, refetched=False)
+            return decoded
         except (InvalidKeyIdError, BadSignatureError):
             fresh = self._jwks.refresh(JWKS_REFRESH_INTERVAL)
             if fresh is None:
                 raise
-            return jwt.decode(token, fresh, algorithms=list(ALGORITHMS))
+            decoded = jwt.decode(token, fresh, algorithms=list(ALGORITHMS))
+            recording.signing_key(section, fresh, decoded.header, refetched=True)
+            return decoded
 
     # -- the code, the ID token, userinfo -----------------------------------------------------------
 
@@ -339,7 +374,9 @@ class OIDCConnector:
             )
         answer = self.http.post_form(endpoint, "token endpoint", urlencode(form).encode(), headers)
         if answer.status == 200:
-            return self.http.json_object(answer, "token endpoint")
+            document = self.http.json_object(answer, "token endpoint")
+            recording.token_answer(evidence.recorder().section("upstream"), document, method)
+            return document
         if answer.status in (400, 401):
             error = _oauth_error(answer)
             if error == "invalid_client":
@@ -351,9 +388,12 @@ class OIDCConnector:
         raise UpstreamUnavailable(f"{self.display_name}: the token endpoint failed (HTTP {answer.status}).")
 
     def _verify(self, id_token: str, nonce: str, access_token: str | None) -> dict:
+        section = evidence.recorder().section("upstream")
         try:
-            token = self._decode(id_token)
-            JWTClaimsRegistry(
+            with section.run(recording.SIGNATURE):
+                token = self._decode(id_token)
+            recording.RecordingClaimsRegistry(  # joserfc's JWTClaimsRegistry, its checks observed
+                section,
                 leeway=self.clock_skew,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.client_id},
@@ -370,12 +410,20 @@ class OIDCConnector:
             raise LoginFailed("The ID token was rejected: malformed.") from None
         claims = token.claims
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != self.client_id:
-            raise LoginFailed("The ID token was rejected: issued to another client (azp).")
-        if "at_hash" in claims:
-            expected = create_half_hash(access_token or "", token.header["alg"])
-            if not isinstance(claims["at_hash"], str) or not hmac.compare_digest(expected, claims["at_hash"].encode()):
-                raise LoginFailed("The ID token was rejected: at_hash does not match the access token.")
+        with section.run(recording.AZP, received=_printable(claims.get("azp", "(absent)"), 200)):
+            if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != self.client_id:
+                raise LoginFailed("The ID token was rejected: issued to another client (azp).")
+            if "azp" not in claims and len(audiences) <= 1:
+                section.skipped(recording.AZP, "absent, and aud names one client")
+        with section.run(recording.AT_HASH, received=_printable(claims.get("at_hash", "(absent)"), 200)):
+            if "at_hash" in claims:
+                expected = create_half_hash(access_token or "", token.header["alg"])
+                if not isinstance(claims["at_hash"], str) or not hmac.compare_digest(
+                    expected, claims["at_hash"].encode()
+                ):
+                    raise LoginFailed("The ID token was rejected: at_hash does not match the access token.")
+            else:
+                section.skipped(recording.AT_HASH, "absent (optional in the code flow)")
         return claims
 
     def _wants_userinfo(self, claims: Mapping[str, Any]) -> bool:

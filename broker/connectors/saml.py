@@ -25,6 +25,10 @@ upstream's `mfa.authn_contexts`, or a value of its `mfa.amr_attribute` listed in
 The broker's SP metadata: `sp_metadata_xml()` is one upstream's (its ACS and SLO), `sp_metadata(connectors)`
 lists every SAML upstream's ACS and SLO under the one SP entity ID, for IdPs that accept only endpoints
 from metadata (broker/http/metadata.py serves both).
+
+For "How did I get here?", python3-saml's checks are recorded by the error code `is_valid` stopped with, in
+its order (broker.connectors.recording.SAML_CHECKS), and the broker's own checks as they are made; the
+Response is kept pretty-printed with its signature values withheld.
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
-from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry
+from broker.connectors import COMMON_KEYS, ConnectorContext, Redirect, UpstreamEntry, recording
 from broker.connectors.fetch import DEFAULT_POLICY, CachedDocument, FetchPolicy, ServerSlots, UpstreamClient
 from broker.connectors.mapping import Authentication, IdentityMapping
+from broker.core import evidence
 from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
 from sso_common.config import URL_PATTERN
@@ -234,6 +239,7 @@ class SAMLConnector:
             fresh = self._metadata.refresh(METADATA_REFRESH_INTERVAL) if self._static is None else None
             if fresh is None:
                 raise _rejected(_REASONS[Invalid.INVALID_SIGNATURE]) from None
+        evidence.recorder().note("saml_metadata_refetched", True)
         try:  # the IdP may have rolled its certificate over: once more with its current metadata
             return self._complete(fresh, params, kept)
         except _BadSignature:
@@ -242,40 +248,72 @@ class SAMLConnector:
     def _complete(
         self, settings: OneLogin_Saml2_Settings, params: Mapping[str, str], kept: SAMLLoginState
     ) -> UpstreamLogin:
+        # Each check reports its outcome to the explanation (broker.core.evidence): python3-saml's by the
+        # error code it stopped with, in is_valid's order (broker.connectors.recording.SAML_CHECKS).
+        record = evidence.recorder()
+        section = record.section("upstream", f"The answer from {self.display_name} (SAML 2.0)")
+        recording.saml_plan(section, skew=self.clock_skew)
+        if record.notes.get("saml_metadata_refetched"):
+            section.fact("IdP metadata", "fetched again after a failed signature (certificate rollover), then retried")
+        record.note("value_kind", "attribute")
+        response, validated = None, False
         try:
             response = OneLogin_Saml2_Response(settings, params["SAMLResponse"])
+            section.passed(recording.READABLE)
+            recording.describe_saml(
+                section, response.get_xml_document(), params["SAMLResponse"], bool(response.encrypted)
+            )
             response.is_valid(self._request_data, request_id=kept.request_id, raise_exceptions=True)
+            validated = True
+            recording.saml_outcome(section, response.document)
             answers = response.get_in_response_to()
             name_id = response.get_nameid()
             name_id_format = response.get_nameid_format()
             attributes = response.get_attributes()
+            section.passed(recording.NAME_ID, received=f"{name_id_format or 'no Format'}")
         except Invalid as error:
+            reason = _REASONS.get(error.code, "it is not valid")
+            if response is None:
+                section.failed(recording.READABLE, reason)
+            elif not (validated and recording.getter_failed(section, error.code, reason)):
+                recording.saml_outcome(section, response.document, error.code, reason)
             if error.code == Invalid.INVALID_SIGNATURE:
                 raise _BadSignature from None
-            raise _rejected(_REASONS.get(error.code, "it is not valid")) from None
+            raise _rejected(reason) from None
         except Exception:  # noqa: BLE001 - malformed base64/XML: python3-saml raises anything
+            if response is None:
+                section.failed(recording.READABLE, "it is not a readable SAML response")
+            else:
+                section.failed("python3-saml stopped with an unclassified error", "it is not a readable SAML response")
             raise _rejected("it is not a readable SAML response") from None
-        if answers != kept.request_id:
-            raise _rejected("it does not answer our sign-in request (InResponseTo)")
+        with section.run(recording.IN_RESPONSE_TO, received=answers or "(absent)", expected=kept.request_id):
+            if answers != kept.request_id:
+                raise _rejected("it does not answer our sign-in request (InResponseTo)")
         assertion = OneLogin_Saml2_XML.query(response.get_xml_document(), _ASSERTION)[0]  # decrypted if need be
-        expires = self._check_conditions(assertion, response.get_assertion_not_on_or_after())
-        if not self.store.add(REPLAY_KIND, assertion.get("ID"), {}, max(1, expires - time.time())):
-            raise _rejected("the assertion was already used (replayed)")
+        with section.run(recording.CONDITIONS_SKEW):
+            expires = self._check_conditions(assertion, response.get_assertion_not_on_or_after())
+        with section.run(recording.REPLAY, received=assertion.get("ID")):
+            if not self.store.add(REPLAY_KIND, assertion.get("ID"), {}, max(1, expires - time.time())):
+                raise _rejected("the assertion was already used (replayed)")
 
         statement = OneLogin_Saml2_XML.query(assertion, "./saml:AuthnStatement")[0]
         amr_attribute = self.mapping.trust.mfa.amr_attribute
         subject_names = self.mapping.extra.get("subject", ())
-        if subject_names:
-            subject = next((attributes[n] for n in subject_names if attributes.get(n)), None)
-            subject = subject[0] if isinstance(subject, list) and len(subject) == 1 else subject
-        elif name_id_format == SAML.NAMEID_TRANSIENT:
-            raise LoginFailed(
-                "The identity provider sent a transient NameID, which names nobody for longer than one sign-in: "
-                "it must send a persistent NameID, or the upstream's attributes.subject must name the "
-                "attribute that holds a lasting identifier."
-            )
-        else:
-            subject = name_id
+        with section.run(recording.SUBJECT, received=name_id_format or "no Format"):
+            if subject_names:
+                source = next((n for n in subject_names if attributes.get(n)), None)
+                subject = attributes[source] if source else None
+                subject = subject[0] if isinstance(subject, list) and len(subject) == 1 else subject
+                record.note("subject_source", f"attribute {source!r}" if source else "no subject attribute")
+            elif name_id_format == SAML.NAMEID_TRANSIENT:
+                raise LoginFailed(
+                    "The identity provider sent a transient NameID, which names nobody for longer than one sign-in: "
+                    "it must send a persistent NameID, or the upstream's attributes.subject must name the "
+                    "attribute that holds a lasting identifier."
+                )
+            else:
+                subject = name_id
+                record.note("subject_source", f"NameID ({name_id_format or 'no Format'})")
         return self.mapping.login(
             subject,
             attributes,

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from broker.core import evidence
 from sso_common.config import Node
 
 DOMAIN_PATTERN = r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}[a-z0-9]"
@@ -100,13 +101,17 @@ class GroupMapping:
         """(the broker groups, the upstream groups dropped because the mapping has no place for them)."""
         kept: set[str] = set()
         dropped: set[str] = set()
+        record = evidence.recorder()  # what became of each group, for the explanation
         for group in groups:
             if group in self.mapped:
                 kept.add(self.mapped[group])
+                record.group(group, self.mapped[group], "keep" if self.mapped[group] == group else "map")
             elif self.prefix is not None:
                 kept.add(self.prefix + group)
+                record.group(group, self.prefix + group, f"prefix {self.prefix}")
             else:
                 dropped.add(group)
+                record.group(group, None, "no rule: dropped")
         return frozenset(kept), frozenset(dropped)
 
     def can_produce(self, group: str) -> bool:

@@ -9,6 +9,10 @@ Event types:
   authorization code flow; channel `sso-api`). One record per command-line sign-in: the browser
   sign-in that may come before it is the portal's own `sign_in`, not a second record of it.
 - `sign_out`, and `credentials`: every issuance, on the channel that asked for it.
+- `revocation`: a person's sessions, grants and credentials revoked (by whom, why); `scim`: a change an
+  upstream provisioned over SCIM (a person created, changed, disabled or deleted; a group and its members);
+  `session_ended`: a portal session or command-line sign-in refused at use (disabled, revoked, deleted,
+  signed out at the identity provider, or not re-validated in time).
 
 `audit_query` turns the audit page's filters (person, event, outcome, channel, time range) into an
 `AuditQuery`, or a `BadFilter` naming the field and the problem.
@@ -16,6 +20,7 @@ Event types:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,9 +40,18 @@ EVENT_TYPES = {
     "sign_out": "Sign-out",
     "credentials": "Credentials",
     "groups_dropped": "Groups dropped at sign-in",
+    "revocation": "Revocation",
+    "scim": "SCIM provisioning",
+    "session_ended": "Session ended",
+    "backchannel_logout": "Signed out at the identity provider",
 }
 OUTCOMES = {"success": "Success", "failure": "Failure", "dropped": "Dropped"}
-CHANNELS = {PORTAL_CHANNEL: "Portal (browser)", API_CHANNEL: "Command line and SDKs (sso-api)"}
+SCIM_CHANNEL = "scim"  # an identity provider provisioning people and groups
+CHANNELS = {
+    PORTAL_CHANNEL: "Portal (browser)",
+    API_CHANNEL: "Command line and SDKs (sso-api)",
+    SCIM_CHANNEL: "SCIM provisioning",
+}
 FILTER_FIELDS = ("person", "event", "outcome", "channel", "since", "until")
 MAX_PERSON_LENGTH = 256
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?")
@@ -74,14 +88,21 @@ def _where(origin: RequestOrigin) -> dict:
 
 
 def sign_in(
-    audit: AuditLog, origin: RequestOrigin, upstream_id: str, identity: Identity | None, reason: str | None = None
+    audit: AuditLog,
+    origin: RequestOrigin,
+    upstream_id: str,
+    identity: Identity | None,
+    reason: str | None = None,
+    explanation: str | None = None,
 ) -> None:
+    """`explanation`: the ID of the sign-in's "How did I get here?" story (the audit page links it)."""
     audit.append(
         {
             "type": "sign_in",
             "outcome": "success" if reason is None else "failure",
             "upstream": upstream_id,
             **({"reason": reason} if reason else {}),
+            **({"explanation": explanation} if explanation else {}),
             **_who(identity),
             **_where(origin),
         }
@@ -211,6 +232,82 @@ def groups_dropped(
             "dropped_groups": dropped,
             "dropped_count": count,
             **_who(identity),
+            **_where(origin),
+        }
+    )
+
+
+def revocation(audit: AuditLog, upstream_id: str, subject: str, email: str, reason: str, actor: str, at: float) -> None:
+    """Everything issued to the person before `at` is void (broker.core.revocation)."""
+    audit.append(
+        {
+            "type": "revocation",
+            "outcome": "success",
+            "time": at,
+            "upstream": upstream_id,
+            "subject": subject,
+            "email": email,
+            "reason": reason,
+            "actor": actor,
+        }
+    )
+
+
+def scim_change(
+    audit: AuditLog,
+    upstream_id: str,
+    action: str,
+    *,
+    subject: str | None = None,
+    email: str | None = None,
+    group: str | None = None,
+    detail: str | None = None,
+    outcome: str = "success",
+) -> None:
+    """A write an upstream made over SCIM: `action` is e.g. "user created", "user disabled", "group members"."""
+    audit.append(
+        {
+            "type": "scim",
+            "outcome": outcome,
+            "channel": SCIM_CHANNEL,
+            "upstream": upstream_id,
+            "action": action,
+            **({"subject": subject} if subject else {}),
+            **({"email": email} if email else {}),
+            **({"group": group} if group else {}),
+            **({"reason": detail} if detail else {}),
+        }
+    )
+
+
+def session_ended(
+    audit: AuditLog, origin: RequestOrigin, upstream_id: str, identity: Identity, reason: str, what: str
+) -> None:
+    """A portal session (`what` "portal session") or command-line sign-in refused at use, with why."""
+    audit.append(
+        {
+            "type": "session_ended",
+            "outcome": "failure",
+            "upstream": upstream_id,
+            "reason": reason,
+            "ended": what,
+            **_who(identity),
+            **_where(origin),
+        }
+    )
+
+
+def backchannel_logout(
+    audit: AuditLog, origin: RequestOrigin, upstream_id: str, sid: str | None, subject: str | None
+) -> None:
+    """An upstream signed a session (`sid`: a one-way digest of it is recorded) or a person out."""
+    audit.append(
+        {
+            "type": "backchannel_logout",
+            "outcome": "success",
+            "upstream": upstream_id,
+            **({"subject": subject} if subject else {}),
+            **({"upstream_session": hashlib.sha256(sid.encode()).hexdigest()[:16]} if sid else {}),
             **_where(origin),
         }
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.core import evidence
 from broker.core.access import AccessConfig
 from broker.core.identity import Identity
 from broker.core.naming import provider_arn, role_arn, role_name
@@ -32,22 +33,34 @@ def entitlements_for(identity: Identity, access: AccessConfig) -> list[Entitleme
     Sets that require MFA are listed even without MFA (`requires_mfa` says so), so the portal can
     explain why; `check_entitlement` refuses them at issuance.
     """
-    pairs = {(a.account_id, a.permission_set) for a in access.assignments if a.group in identity.groups}
+    record = evidence.recorder()  # the explanation's entitlement decision, as made here
+    pairs = set()
+    for a in access.assignments:
+        matched = a.group in identity.groups
+        record.assignment(a.group, a.account_id, a.permission_set, matched)
+        if matched:
+            pairs.add((a.account_id, a.permission_set))
     entitlements = [_entitlement(access, account_id, name) for account_id, name in pairs]
     return sorted(entitlements, key=lambda e: (e.account_name, e.account_id, e.permission_set))
 
 
 def check_entitlement(identity: Identity, access: AccessConfig, account_id: str, permission_set: str) -> Entitlement:
     """The entitlement for a requested role, or `NotEntitled` / `MfaRequired` with a reason to show."""
+    record = evidence.recorder()
     for entitlement in entitlements_for(identity, access):
         if entitlement.account_id == account_id and entitlement.permission_set == permission_set:
             if entitlement.requires_mfa and not identity.mfa:
-                raise MfaRequired(
+                refusal = MfaRequired(
                     f"{permission_set} requires multi-factor authentication. Sign out, then sign in again with your "
                     "verification code; if you have no authenticator app enrolled, ask the IT service desk."
                 )
+                record.entitlement_check(account_id, permission_set, "MfaRequired", refusal.reason)
+                raise refusal
+            record.entitlement_check(account_id, permission_set, "granted")
             return entitlement
-    raise NotEntitled(f"You have no access to {permission_set} in account {account_id}.")
+    refused = NotEntitled(f"You have no access to {permission_set} in account {account_id}.")
+    record.entitlement_check(account_id, permission_set, "NotEntitled", refused.reason)
+    raise refused
 
 
 def _entitlement(access: AccessConfig, account_id: str, permission_set: str) -> Entitlement:

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 from flask import Blueprint, make_response, redirect, render_template, request
 
+from broker.core import evidence
 from broker.core.catalogue import catalogue
 from broker.core.entitlements import Entitlement
+from broker.core.explain import FAILED_ISSUANCE, ISSUED, REFUSED_ISSUANCE
 from broker.core.exports import CredentialOptions, credential_options
 from broker.core.issuance import RoleCredentials
 from broker.errors import CredentialIssueError, EntitlementError, StsRefused
+from broker.http import explain
 from broker.http.context import request_origin, signed_in, signed_in_session, state
 from sso_common.web import UserFacingError, check_csrf
 
@@ -33,6 +36,7 @@ class Issued:
     entitlement: Entitlement
     credentials: RoleCredentials
     options: CredentialOptions
+    explanation_url: str | None = None  # "How did I get here?" for these credentials
 
     @property
     def expires_epoch(self) -> int:
@@ -51,6 +55,7 @@ def _accounts_page(filter_text: str = "", issued: Issued | None = None):
             upstream=portal.connectors.get(session.upstream_id),
             catalogue=catalogue(identity, portal.settings.access, filter_text, open_account),
             is_admin=portal.settings.admin_group in identity.groups,
+            explanation_url="/explain",
             start_url=f"{portal.settings.portal_url}/start",
             region=portal.settings.access.region,
             issued=issued,
@@ -86,24 +91,45 @@ def credentials_address():
 def credentials():
     """Credentials go in the page body of a POST answer (never a URL), marked no-store."""
     check_csrf()
-    identity = signed_in_session().identity
+    session = signed_in_session()
+    identity = session.identity
     account_id = request.form.get("account_id", "")[:32]
     permission_set = request.form.get("permission_set", "")[:64]
-    try:
-        entitlement, issued = state().issuance.issue(identity, account_id, permission_set, request_origin())
-    except EntitlementError as refusal:
-        raise UserFacingError(refusal.reason, 403, "Access denied") from None
-    except StsRefused as refusal:
-        log.warning("STS refused a role request: %s", refusal.code)
-        raise UserFacingError(
-            "AWS refused to issue credentials for this role. An administrator has been "
-            "notified through the audit trail.",
-            502,
-            "AWS refused the request",
-        ) from None
-    except CredentialIssueError:
-        raise UserFacingError(
-            "AWS could not be reached to issue credentials. Try again in a minute.", 503, "AWS unavailable"
-        ) from None
+    story = explain.story_of_session(session)
+
+    def explained(outcome: str, reason: str = "") -> str | None:
+        """This request in the session's "How did I get here?"; its link (the page shows it)."""
+        url = explain.record_issuance(
+            story,
+            channel="portal",
+            account_id=account_id,
+            permission_set=permission_set,
+            outcome=outcome,
+            reason=reason,
+        )
+        explain.offer(url)
+        return url
+
+    with evidence.recording():  # what the entitlement check and STS record, for the explanation
+        try:
+            entitlement, issued = state().issuance.issue(identity, account_id, permission_set, request_origin())
+        except EntitlementError as refusal:
+            explained(REFUSED_ISSUANCE, refusal.reason)
+            raise UserFacingError(refusal.reason, 403, "Access denied") from None
+        except StsRefused as refusal:
+            log.warning("STS refused a role request: %s", refusal.code)
+            explained(FAILED_ISSUANCE, str(refusal))
+            raise UserFacingError(
+                "AWS refused to issue credentials for this role. An administrator has been "
+                "notified through the audit trail.",
+                502,
+                "AWS refused the request",
+            ) from None
+        except CredentialIssueError as failure:
+            explained(FAILED_ISSUANCE, str(failure))
+            raise UserFacingError(
+                "AWS could not be reached to issue credentials. Try again in a minute.", 503, "AWS unavailable"
+            ) from None
+        url = explained(ISSUED)
     options = credential_options(entitlement, issued, state().settings.aws_endpoint_url_for_clients)
-    return _accounts_page(issued=Issued(entitlement, issued, options))
+    return _accounts_page(issued=Issued(entitlement, issued, options, url))

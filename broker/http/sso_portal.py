@@ -14,8 +14,11 @@ from itertools import groupby
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from broker.core import evidence
+from broker.core.explain import FAILED_ISSUANCE, ISSUED, REFUSED_ISSUANCE
 from broker.core.identity import Identity
 from broker.errors import CredentialIssueError, EntitlementError, IdentityCenterError, MfaRequired, StsRefused
+from broker.http import explain
 from broker.http.aws_wire import ApiError, error_response, install_error_handlers
 from broker.http.context import API_CHANNEL, request_origin, state
 from broker.identity_center.pagination import BadPageRequest, PageTokens, page_size, paginate
@@ -61,21 +64,34 @@ def _page(items: list, context: str) -> tuple[list, dict]:
 
 @blueprint.get("/federation/credentials")
 def get_role_credentials():
-    identity = _caller()
+    identity, grant_id = state().grants.bearer(request.headers.get(BEARER_HEADER))
     account_id, role_name = _account_id(), request.args.get("role_name", "")
     if not 0 < len(role_name) <= 64:
         raise ApiError("InvalidRequestException", "role_name is required.")
-    try:
-        _, issued = state().issuance.issue(identity, account_id, role_name, request_origin(API_CHANNEL))
-    except MfaRequired as refusal:
-        raise ApiError("ForbiddenException", refusal.reason) from None
-    except EntitlementError:
-        raise ApiError("ForbiddenException", NO_ACCESS) from None
-    except StsRefused as refusal:
-        log.warning("STS refused a role request: %s", refusal.code)
-        raise ApiError("InternalServerException", "AWS refused to issue credentials for this role.") from None
-    except CredentialIssueError:
-        raise ApiError("ServiceUnavailableException", "AWS could not be reached. Try again in a minute.") from None
+
+    def explained(outcome: str, reason: str = "") -> None:  # in the sign-in's "How did I get here?"
+        story = explain.story_of_grant(grant_id)
+        explain.record_issuance(
+            story, channel=API_CHANNEL, account_id=account_id, permission_set=role_name, outcome=outcome, reason=reason
+        )
+
+    with evidence.recording():
+        try:
+            _, issued = state().issuance.issue(identity, account_id, role_name, request_origin(API_CHANNEL))
+        except MfaRequired as refusal:
+            explained(REFUSED_ISSUANCE, refusal.reason)
+            raise ApiError("ForbiddenException", refusal.reason) from None
+        except EntitlementError as refusal:
+            explained(REFUSED_ISSUANCE, refusal.reason)
+            raise ApiError("ForbiddenException", NO_ACCESS) from None
+        except StsRefused as refusal:
+            log.warning("STS refused a role request: %s", refusal.code)
+            explained(FAILED_ISSUANCE, str(refusal))
+            raise ApiError("InternalServerException", "AWS refused to issue credentials for this role.") from None
+        except CredentialIssueError as failure:
+            explained(FAILED_ISSUANCE, str(failure))
+            raise ApiError("ServiceUnavailableException", "AWS could not be reached. Try again in a minute.") from None
+        explained(ISSUED)
     return jsonify(
         roleCredentials={
             "accessKeyId": issued.access_key_id,

@@ -36,6 +36,12 @@ DOCS = {
     "portal-device-approval",
     "portal-audit",
     "portal-session-ended",
+    "portal-explain",
+    "portal-explain-aws",
+    "portal-explain-saml",
+    "portal-explain-refused",
+    "portal-explain-mfa",
+    "portal-explain-no-access",
 }
 BLOCKING_IMPACTS = ("serious", "critical")
 PHONE = {"width": 375, "height": 740}
