@@ -19,6 +19,7 @@ from bench.run import Bench, Config, table, to_json
 
 ALL = ("startup", "oidc", "saml", "reissue", "idp", "storm", "slow", "soak")
 DEFAULT = ALL[:-1]
+REPLICATED = {"oidc", "saml", "storm"}  # what --replicas measures: logins through the edge
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per service (default 2)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="N replicas of the IdP and of the portal behind nginx, with Redis and PostgreSQL (devstack/replicas.py;"
+        " --workers is then per replica); default 0: one of each on SQLite, as the demo runs",
+    )
+    parser.add_argument(
+        "--no-scim",
+        action="store_true",
+        help="people enter the portal's directory when they sign in, not through the IdP's SCIM push (compare "
+        "stores and replicas without the push's own cost)",
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -64,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(scenarios) - set(ALL)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if args.replicas and set(scenarios) - REPLICATED:
+        parser.error(f"with --replicas, the scenarios are {', '.join(sorted(REPLICATED))}")
     with tempfile.TemporaryDirectory(prefix="sso-bench-") as scratch:
         config = Config(
             instance_dir=(args.instance_dir or Path(scratch)).resolve(),
@@ -75,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             scenarios=tuple(scenarios),
             soak_logins=args.soak_logins if "soak" in scenarios else 0,
             server_env=dict(item.split("=", 1) for item in args.env),
+            replicas=args.replicas,
+            scim=not args.no_scim,
         )
         if args.quick:
             config.users = min(config.users, 80)
@@ -82,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
             config.startup_runs, config.warmup = 1, 16
             config.soak_logins = min(config.soak_logins, 40)
         config.instance_dir.mkdir(parents=True, exist_ok=True)
+        layout = (
+            f"replica, {config.replicas} replicas of each service (Redis, PostgreSQL, nginx)"
+            if config.replicas
+            else "service (SQLite)"
+        )
         began = time.monotonic()
         bench = Bench(config, log=lambda text: print(text, flush=True))
         rows = bench.run()
         print(
             f"\nBenchmark finished in {time.monotonic() - began:.0f} s "
-            f"({config.concurrency} concurrent clients, {config.workers} workers per service, "
+            f"({config.concurrency} concurrent clients, {config.workers} workers per {layout}, "
             f"{config.users} generated users; one argon2id verification took "
             f"{bench.calibration.get('argon2_verify_ms')} ms of CPU at the start):\n"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,8 @@ class Config:
     max_seconds: float = 300.0  # per load run
     scenarios: tuple[str, ...] = ("startup", "oidc", "saml", "reissue", "idp", "storm", "slow")
     server_env: dict = field(default_factory=dict)  # extra environment of the servers (experiments)
+    replicas: int = 0  # 0: one IdP and one portal on SQLite; N: N of each behind nginx, Redis and PostgreSQL
+    scim: bool = True  # False: no SCIM push (people enter the directory at sign-in)
 
 
 @dataclass
@@ -122,8 +125,15 @@ class Bench:
             f"generated {len(self.users)} users in {len(info['groups'])} groups "
             f"({time.monotonic() - began:.1f} s) in {generated}"
         )
+        if not self.config.scim:
+            broker_config = Path(info["broker_config"])
+            broker_config.write_text(re.sub(r"\n\s*scim:\n(\s+token[^\n]*\n)+", "\n", broker_config.read_text()))
+            self.config.server_env.setdefault("IDP_SCIM_PUSH", "false")
         # The stack reads BROKER_CONFIG from this process's environment too (provisioning).
         os.environ["IDP_CONFIG"], os.environ["BROKER_CONFIG"] = info["idp_config"], info["broker_config"]
+        if self.config.replicas:
+            self.start_replicated()
+            return
         addresses = {
             "PORTAL_URL": f"http://localhost:{free_port()}",
             "IDP_URL": f"http://127.0.0.1:{free_port()}",
@@ -145,6 +155,39 @@ class Bench:
                 "idp": self.stack.processes["idp"].pid,
                 "broker": self.stack.processes["broker"].pid,
                 "aws": self.stack.moto.pid,
+            }
+        )
+
+    def start_replicated(self) -> None:
+        """N replicas of each service behind nginx, state in Redis and records in PostgreSQL (devstack/replicas.py).
+        CPU is reported per service as the sum of its replicas ("idp", "broker"), and for the engines ("redis",
+        "postgres", "nginx") as their own columns."""
+        from devstack.replicas import ReplicatedStack
+
+        state = self.config.instance_dir / "stack"
+        shutil.rmtree(state, ignore_errors=True)
+        began = time.monotonic()
+        self.stack = ReplicatedStack(
+            state,
+            replicas=self.config.replicas,
+            workers=self.config.workers,
+            extra_env={"LOG_LEVEL": "warning", **self.config.server_env},
+        ).start()
+        addresses = self.stack.addresses
+        self.log(
+            f"replicated stack up in {time.monotonic() - began:.1f} s: {self.config.replicas} x (IdP, portal) behind "
+            f"nginx, portal {addresses['PORTAL_URL']}, IdP {addresses['IDP_URL']}, AWS emulator {addresses['AWS_URL']}"
+        )
+        self.portal, self.idp, self.aws = (addresses[k] for k in ("PORTAL_URL", "IDP_URL", "AWS_URL"))
+        pids = {member.name: member.process.pid for member in self.stack.members}
+        postmaster = (self.stack.postgres.data / "postmaster.pid").read_text().split()[0]
+        self.monitor = Monitor(
+            {
+                **pids,
+                "aws": self.stack.moto.pid,
+                "redis": self.stack.redis.process.pid,
+                "postgres": int(postmaster),
+                "nginx": self.stack.nginx.process.pid,
             }
         )
 
@@ -212,6 +255,8 @@ class Bench:
         cpu_after = self.monitor.cpu()
         busy, wall = machine_busy_seconds() - busy_before, time.monotonic() - wall_before
         totals, largest = self.monitor.peaks()
+        cpu_after, cpu_before, totals = (_by_service(x) for x in (cpu_after, cpu_before, totals))
+        largest = {name: max(v for k, v in largest.items() if _service(k) == name) for name in map(_service, largest)}
         latencies = sorted(x for r in results for x in r["latencies"])
         finished = [x for r in results for x in r["finished"]]
         began = min(r["began"] for r in results)
@@ -247,7 +292,7 @@ class Bench:
         target: str = "",
         met: bool | None = None,
         result_text: str = "",
-        servers: tuple[str, ...] = ("idp", "broker", "aws"),
+        servers: tuple[str, ...] = ("idp", "broker", "aws", "redis", "postgres", "nginx"),
         **extra,
     ) -> Row:
         lat = result["latencies"]
@@ -803,6 +848,18 @@ class Bench:
             times=times,
         )
         row.throughput = None
+
+
+def _service(name: str) -> str:
+    """A replica's service: idp-2 -> idp (its figures are summed with the other replicas')."""
+    return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+
+
+def _by_service(values: dict) -> dict:
+    summed: dict = {}
+    for name, value in values.items():
+        summed[_service(name)] = summed.get(_service(name), 0) + value
+    return summed
 
 
 def _answers(url: str) -> bool:

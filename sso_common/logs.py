@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"  # request ID: sso_common/request_id.py
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -62,7 +62,8 @@ class EscapeControlCharacters(logging.Filter):
 
 
 def configure_logging(level: str | int | None = None) -> None:
-    """The apps' logging: one line per record on standard error, escaped, at LOG_LEVEL (default info).
+    """The apps' logging: one line per record on standard error, escaped, with the request's ID (`-` outside
+    a request), at LOG_LEVEL (default info).
 
     Safe to call more than once. When the root logger already has handlers (a test runner's), they are
     kept and get the escaping filter too."""
@@ -73,6 +74,10 @@ def configure_logging(level: str | int | None = None) -> None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(stream)
+    from sso_common.request_id import RequestIdField
+
     for handler in root.handlers:
         if not any(isinstance(f, EscapeControlCharacters) for f in handler.filters):
             handler.addFilter(EscapeControlCharacters())
+        if not any(isinstance(f, RequestIdField) for f in handler.filters):
+            handler.addFilter(RequestIdField())

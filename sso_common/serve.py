@@ -11,14 +11,23 @@ worker serves that same app.
 the same knobs, with the same meaning, as under gunicorn. `WEB_TLS_CERTFILE` and `WEB_TLS_KEYFILE` (PEM,
 the key PKCS#8) make the app serve https itself; it then also sends Strict-Transport-Security (behind a
 TLS-terminating proxy, the proxy sets it).
+
+Behind nginx (the replicated stack), `WEB_TRUSTED_PROXIES` (addresses or networks, comma-separated) names
+the proxies whose `X-Real-IP` is the client's address: throttles and audit records then see the person's
+address, not the proxy's. From anyone else the header is ignored. Every request gets an ID
+(sso_common/request_id.py) before anything logs, and metrics are summed over the workers through a private
+folder made here (sso_common/metrics.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sso_common.logs import EscapeControlCharacters, configure_logging
+from sso_common.request_id import RequestId
 
 # Query strings can carry authorization codes and state: the access log records the path only.
 ACCESS_LOG_FORMAT = '%s "%s %s" %s %s %d.%06ds'  # address "METHOD /path" status bytes seconds
@@ -99,6 +109,43 @@ class ProcessEnvironmentOut:
         return self.app(environ, start_response)
 
 
+class TrustedProxy:
+    """WSGI middleware: behind a proxy named in `trusted` (WEB_TRUSTED_PROXIES), the client's address is the
+    proxy's `X-Real-IP` (nginx sets it from the connection, replacing what a client sent)."""
+
+    def __init__(self, app: Callable, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        self.app, self.trusted = app, trusted
+
+    @classmethod
+    def from_environment(cls, app: Callable, value: str | None = None) -> Callable:
+        value = os.environ.get("WEB_TRUSTED_PROXIES", "") if value is None else value
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        if not names:
+            return app
+        try:
+            return cls(app, [ipaddress.ip_network(name, strict=False) for name in names])
+        except ValueError as problem:
+            raise SystemExit(f"WEB_TRUSTED_PROXIES: {problem}") from None
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        client = environ.get("HTTP_X_REAL_IP", "").strip()
+        if client and self._trusted(environ.get("REMOTE_ADDR", "")):
+            try:
+                ipaddress.ip_address(client)
+            except ValueError:
+                pass
+            else:
+                environ["sso.proxy_address"], environ["REMOTE_ADDR"] = environ.get("REMOTE_ADDR"), client
+        return self.app(environ, start_response)
+
+
 class _KnownThreadCount(logging.Filter):
     """Drops granian's start-up warning that more threads than 2 x cores + 1 "seem quite high": the apps'
     threads mostly wait on the network (STS, the upstream IdP, SP metadata), so WEB_THREADS is deliberate."""
@@ -113,7 +160,7 @@ def _granian_logging() -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"escape": {"()": EscapeControlCharacters}, "threads": {"()": _KnownThreadCount}},
-        "formatters": {"generic": {"format": "%(asctime)s %(levelname)s granian: %(message)s"}},
+        "formatters": {"generic": {"format": "%(asctime)s %(levelname)s [-] granian: %(message)s"}},
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
@@ -127,10 +174,12 @@ def _granian_logging() -> dict:
 
 
 def wrap(app: Callable, *, access: bool, tls: bool) -> Callable:
-    """The app as served: access log, HSTS over https, and no process environment in the environ."""
+    """The app as served: no process environment in the environ, a request ID, the client's address from a
+    trusted proxy, the access log, HSTS over https."""
     served: Callable = StrictTransportSecurity(app) if tls else app
     served = AccessLog(served) if access else served
-    return ProcessEnvironmentOut(served)
+    served = TrustedProxy.from_environment(served)
+    return ProcessEnvironmentOut(RequestId(served))
 
 
 def serve(
@@ -157,7 +206,14 @@ def serve(
     if bool(certfile) != bool(keyfile):
         raise SystemExit("serving https needs both WEB_TLS_CERTFILE and WEB_TLS_KEYFILE")
     configure_logging()
-    app = wrap(app_factory(), access=access_log, tls=bool(certfile))
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # an operator's own folder is kept
+        from sso_common.metrics import enable_multiprocess
+
+        metrics_dir = tempfile.mkdtemp(prefix="sso-metrics-")  # 0700: ours only
+        enable_multiprocess(Path(metrics_dir))
+    built = app_factory()
+    app = wrap(built, access=access_log, tls=bool(certfile))
     level = os.environ.get("LOG_LEVEL", "info").lower()
     server = Server(
         "sso_common.serve:app",  # a name for granian's logs: the app itself comes from the loader below
@@ -175,8 +231,23 @@ def serve(
         ssl_key=Path(keyfile) if keyfile else None,
         workers_kill_timeout=5,
     )
-    # Workers are forked from this process (Linux), so the loader hands each of them the app built above.
-    server.serve(target_loader=lambda *_: app, wrap_loader=False)
+    # Workers are forked from this process (Linux), so the loader hands each of them the app built above; it
+    # runs in the worker, where it also starts the app's background jobs (threads do not survive a fork).
+    try:
+        server.serve(target_loader=lambda *_: start_in_worker(built, app), wrap_loader=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+WORKER_START = "worker_start"  # app.extensions[WORKER_START]: callables each worker process runs once, at its start
+
+
+def start_in_worker(built: Any, served: Callable) -> Callable:
+    """Run the app's worker-start callables (its background jobs, e.g. a lease-holding sender) in this worker."""
+    for start in getattr(built, "extensions", {}).get(WORKER_START, ()):
+        start()
+    return served
 
 
 def bind_address(host: str, port: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -75,12 +76,44 @@ def image_copies() -> dict[str, str]:
 
 
 def volume_mounts(service: dict) -> dict[str, str]:
-    """Container path -> named volume."""
+    """Container path -> named volume (or, for a read-only configuration file, its path: ./...)."""
     mounts = {}
     for entry in service.get("volumes", []):
         source, target = entry.split(":")[:2]
         mounts[target] = source
     return mounts
+
+
+ENGINES = {"redis", "postgres", "edge"}  # official images of the engines; every other service is the project's
+PROGRAMS = {  # what an engine's image runs, as Debian's packages install it here (./run test)
+    "redis-server": "redis-server",
+    "redis-cli": "redis-cli",
+    "pg_isready": "pg_isready",
+    "curl": "curl",
+    "nginx": "nginx",
+    "postgres": "postgres",
+}
+
+
+def local_edge_config(text: str, rewrite: LocalRewrite, folder: Path) -> str:
+    """deploy/nginx.conf for a local nginx (Debian's 1.22): replicas and listeners on the local ports, logs
+    and temporary files in `folder`, no run-time re-resolution (Docker's DNS and nginx >= 1.27.3 only)."""
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (folder / "tmp" / name).mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    text = re.sub(r"^user [^;]+;\n", "", text, flags=re.M)
+    text = re.sub(r"^\s*(zone [^;]+|resolver [^;]+);\n", "", text, flags=re.M)
+    text = text.replace(" resolve;", ";")
+    text = re.sub(
+        r"listen (\d+)(;| ssl;)", lambda m: f"listen 127.0.0.1:{rewrite.ports[int(m.group(1))]}{m.group(2)}", text
+    )
+    text = re.sub(r"server ([\w.-]+):(\d+) ", lambda m: f"server {rewrite.text(m.group(0).split()[1])} ", text)
+    text = text.replace("pid /tmp/nginx.pid;", f"pid {folder}/nginx.pid;")
+    text = text.replace("error_log /dev/stderr", f"error_log {folder}/logs/error.log")
+    text = text.replace("access_log /dev/stdout", f"access_log {folder}/logs/access.log")
+    temp = "".join(f"    {name}_temp_path {folder}/tmp/{name.split('_')[0]};\n" for name in
+                   ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    return text.replace("http {\n", "http {\n" + temp, 1)
 
 
 def published_ports(service: dict) -> list[tuple[str, int, int]]:
@@ -143,7 +176,7 @@ class LocalRewrite:
         paths: dict[str, Path] = {}
         for service in all_services.values():
             for target, volume in volume_mounts(service).items():
-                paths[target] = scratch / "volumes" / volume
+                paths[target] = REPO / volume if volume.startswith("./") else scratch / "volumes" / volume
             if service.get("working_dir"):
                 paths.setdefault(service["working_dir"], scratch / "workdirs" / service["working_dir"].strip("/"))
         for target, source in image_copies().items():
@@ -172,8 +205,16 @@ class LocalRewrite:
     def command(self, command: list[str]) -> list[str]:
         assert isinstance(command, list), f"use the exec form (a list) for commands and healthchecks: {command!r}"
         program, *arguments = command
-        assert program == "python", f"every command runs the image's python: {command!r}"
-        return [sys.executable, *(self.argument(a) for a in arguments)]
+        if program == "python":  # the project's image
+            return [sys.executable, *(self.argument(a) for a in arguments)]
+        assert program in PROGRAMS, f"every command runs the image's python or an engine's program: {command!r}"
+        if program == "postgres":  # not on PATH in Debian's package: its versioned folder
+            from devstack.engines import postgres_bin_dir
+
+            return [str(postgres_bin_dir() / "postgres"), *(self.argument(a) for a in arguments)]
+        found = shutil.which(PROGRAMS[program])
+        assert found, f"{program} is missing (./run test installs it from Debian)"
+        return [found, *(self.argument(a) for a in arguments)]
 
     def environment(self, service: dict) -> dict[str, str]:
         inherited = {

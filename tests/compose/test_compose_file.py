@@ -5,6 +5,7 @@ services read (the issuer, redirect and ACS addresses, published ports, names on
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from flask import Flask
 
 from tests.compose.composefile import (
     COMPOSE_FILE,
+    ENGINES,
     REPO,
     compose,
     healthcheck_command,
@@ -45,7 +47,7 @@ def test_the_file_follows_the_compose_specification():
 
 def test_the_schema_check_does_catch_mistakes(tmp_path):
     broken = compose()
-    broken["services"]["idp"]["healthcheck"]["intervall"] = "5s"
+    broken["services"]["idp-1"]["healthcheck"]["intervall"] = "5s"
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
     assert check_schema(tmp_path / "docker-compose.yml").returncode != 0
 
@@ -64,9 +66,14 @@ def test_docker_compose_accepts_the_file():
     assert answer.returncode == 0, answer.stdout + answer.stderr
 
 
-def test_every_service_runs_the_projects_image():
+def test_every_service_runs_the_projects_image_but_the_engines_their_pinned_official_ones():
     for name, service in services().items():
-        assert service["build"] == "." and service["image"] == "sso-login-broker:local", name
+        if name in ENGINES:
+            assert "build" not in service and re.fullmatch(
+                r"(redis|postgres|nginx):\d+\.\d+(\.\d+)?-bookworm", service["image"]
+            )
+        else:
+            assert service["build"] == "." and service["image"] == "sso-login-broker:local", name
 
 
 def test_the_emulator_runs_as_the_demo_runs_it(monkeypatch, tmp_path):
@@ -99,27 +106,38 @@ def test_long_running_services_have_healthchecks_and_the_one_shot_does_not_resta
     for name, service in services().items():
         if name == "provision":
             assert "healthcheck" not in service and service["restart"] == "no"
+        elif name in ENGINES:
+            assert healthcheck_command(service)[0] in ("redis-cli", "pg_isready", "curl"), name
         else:
             assert healthcheck_command(service)[:2] == ["python", "-c"], name
+    for name in ("idp-1", "idp-2", "broker-1", "broker-2"):  # ready: the replica reaches its stores
+        assert "/readyz'" in healthcheck_command(services()[name])[2], name
 
 
 def test_services_start_in_dependency_order():
     all_services = services()
+    healthy = {"condition": "service_healthy"}
     assert start_order(all_services).index("aws") < start_order(all_services).index("provision")
-    assert all_services["provision"]["depends_on"] == {"aws": {"condition": "service_healthy"}}
-    assert all_services["broker"]["depends_on"] == {
-        "aws": {"condition": "service_healthy"},
-        "provision": {"condition": "service_completed_successfully"},
-        "idp": {"condition": "service_healthy"},
-    }
-    assert "depends_on" not in all_services["idp"] and "depends_on" not in all_services["aws"]
+    assert all_services["provision"]["depends_on"] == {"aws": healthy}
+    for name in ("broker-1", "broker-2"):
+        assert all_services[name]["depends_on"] == {
+            "redis": healthy,
+            "postgres": healthy,
+            "aws": healthy,
+            "provision": {"condition": "service_completed_successfully"},
+        }
+    for name in ("idp-1", "idp-2"):
+        assert all_services[name]["depends_on"] == {"redis": healthy, "postgres": healthy}
+    assert all_services["edge"]["depends_on"] == dict.fromkeys(("idp-1", "idp-2", "broker-1", "broker-2"), healthy)
+    assert not any("depends_on" in all_services[name] for name in ("aws", "redis", "postgres"))
 
 
 def test_state_and_keys_live_on_named_volumes():
     declared = set(compose()["volumes"])
     all_services = services()
     for name, service in all_services.items():
-        assert set(volume_mounts(service).values()) <= declared, f"{name}: bind mount or undeclared volume"
+        if name != "edge":
+            assert set(volume_mounts(service).values()) <= declared, f"{name}: bind mount or undeclared volume"
 
     def on_volume(service: dict, path: str) -> str:
         return next(
@@ -128,8 +146,13 @@ def test_state_and_keys_live_on_named_volumes():
             if path.startswith(target + "/") or path == target
         )
 
-    idp, broker, provision = all_services["idp"], all_services["broker"], all_services["provision"]
+    idp, broker, provision = all_services["idp-1"], all_services["broker-1"], all_services["provision"]
     assert on_volume(idp, idp["environment"]["IDP_INSTANCE_DIR"]) == "idp-state"
+    # Replicas share their service's keys: one volume per service, mounted by each replica.
+    assert (
+        all_services["idp-2"]["volumes"] == idp["volumes"] and all_services["broker-2"]["volumes"] == broker["volumes"]
+    )
+    assert all_services["edge"]["volumes"] == ["./deploy/nginx.conf:/etc/nginx/nginx.conf:ro"]  # configuration only
     # Provisioning registers the broker's signing key in every account: both use the same keys.
     assert provision["environment"]["BROKER_INSTANCE_DIR"] == broker["environment"]["BROKER_INSTANCE_DIR"]
     assert on_volume(broker, broker["environment"]["BROKER_INSTANCE_DIR"]) == "broker-state"
@@ -156,13 +179,13 @@ def configured(monkeypatch, tmp_path):
 
     for variable in ("PORTAL_URL", "IDP_URL", "AWS_URL"):
         monkeypatch.delenv(variable, raising=False)
-    return {"idp": load("idp", idp_settings), "broker": load("broker", broker_settings)}
+    return {"idp": load("idp-1", idp_settings), "broker": load("broker-1", broker_settings)}
 
 
 def test_the_issuer_the_portal_checks_is_the_issuer_the_idp_serves(configured):
     idp, broker = configured["idp"], configured["broker"]
-    issuer = services()["broker"]["environment"]["IDP_URL"]
-    assert idp.issuer == issuer == services()["idp"]["environment"]["IDP_URL"]
+    issuer = services()["broker-1"]["environment"]["IDP_URL"]
+    assert idp.issuer == issuer == services()["idp-1"]["environment"]["IDP_URL"]
     upstreams = {node.child("id").value: node for node in broker.upstreams_node.elements()}
     assert upstreams["example-corp-oidc"].child("issuer").value == issuer
     assert upstreams["example-corp-saml"].child("metadata_url").value == f"{issuer}/saml/metadata"
@@ -173,8 +196,8 @@ def test_the_idp_sends_people_back_to_the_portals_published_address(configured):
     """The redirect, post-logout and ACS addresses the IdP allows resolve from PORTAL_URL to real portal routes."""
     from broker.http import login
 
-    portal = services()["broker"]["environment"]["PORTAL_URL"]
-    assert configured["broker"].portal_url == portal == services()["idp"]["environment"]["PORTAL_URL"]
+    portal = services()["broker-1"]["environment"]["PORTAL_URL"]
+    assert configured["broker"].portal_url == portal == services()["idp-1"]["environment"]["PORTAL_URL"]
     assert services()["provision"]["environment"]["PORTAL_URL"] == portal
     app = Flask("routes")
     app.register_blueprint(login.blueprint)
@@ -192,51 +215,101 @@ def test_the_idp_sends_people_back_to_the_portals_published_address(configured):
 
 
 def test_the_idp_fetches_the_portals_metadata_from_inside_the_network(configured):
-    """The portal's published entity ID is what the browser sees; the IdP fetches the same document by
-    service name, since localhost inside the idp container is the idp container."""
+    """The portal's published entity ID is what the browser sees; the IdP fetches the same document through
+    the edge by service name, since localhost inside an idp container is that container."""
+    from devstack.edge import COMPOSE
+
     portal_sp = next(
         sp
         for sp in configured["idp"].saml.service_providers.values()
-        if sp.entity_id == services()["broker"]["environment"]["PORTAL_URL"] + "/saml/metadata"
+        if sp.entity_id == services()["broker-1"]["environment"]["PORTAL_URL"] + "/saml/metadata"
     )
     fetched = urlsplit(portal_sp.metadata_url)
-    broker_port = int(services()["broker"]["command"][services()["broker"]["command"].index("--port") + 1])
-    assert (fetched.hostname, fetched.port, fetched.path) == ("broker", broker_port, "/saml/metadata")
+    portal_site = next(site for site in COMPOSE.sites if site.name == "portal")
+    assert (fetched.hostname, fetched.port, fetched.path) == ("edge", int(portal_site.listen), "/saml/metadata")
 
 
 def test_published_ports_and_names_match_the_urls():
+    from devstack.edge import COMPOSE
+
     all_services = services()
-    portal = urlsplit(all_services["broker"]["environment"]["PORTAL_URL"])
-    idp = urlsplit(all_services["idp"]["environment"]["IDP_URL"])
-    aws = urlsplit(all_services["broker"]["environment"]["AWS_URL"])
+    portal = urlsplit(all_services["broker-1"]["environment"]["PORTAL_URL"])
+    idp = urlsplit(all_services["broker-1"]["environment"]["IDP_URL"])
+    aws = urlsplit(all_services["broker-1"]["environment"]["AWS_URL"])
 
     def serve_port(command: list[str], flag: str) -> int:
         return int(command[command.index(flag) + 1])
 
-    # The browser reaches the portal and the IdP at their URLs' ports, published on this machine's loopback.
+    # The browser reaches the portal and the IdP at their URLs' ports, published by the edge on loopback, and
+    # nothing else of theirs: the replicas are reached through the edge.
     assert portal.hostname == "localhost"
-    assert published_ports(all_services["broker"]) == [("127.0.0.1", portal.port, portal.port)]
-    assert serve_port(all_services["broker"]["command"], "--port") == portal.port
-    assert published_ports(all_services["idp"]) == [("127.0.0.1", idp.port, idp.port)]
-    assert serve_port(all_services["idp"]["command"], "--port") == idp.port
-    # The IdP's name works in the browser (*.localhost is loopback) and on the compose network (alias).
+    edge = all_services["edge"]
+    assert published_ports(edge) == [("127.0.0.1", portal.port, portal.port), ("127.0.0.1", idp.port, idp.port)]
+    sites = {site.name: site for site in COMPOSE.sites}
+    assert (int(sites["portal"].listen), int(sites["idp"].listen)) == (portal.port, idp.port)
+    # The edge passes each site to exactly its service's replicas, at the ports they listen on.
+    for site, service in (("portal", "broker"), ("idp", "idp")):
+        replicas = {f"{name}:{serve_port(s['command'], '--port')}" for name, s in all_services.items()
+                    if name.startswith(f"{service}-")}  # fmt: skip
+        assert set(sites[site].replicas) == replicas and len(replicas) == 2
+        assert all("ports" not in all_services[name.split(":")[0]] for name in replicas)
+    # The IdP's name works in the browser (*.localhost is loopback) and on the compose network (the edge's alias).
     assert idp.hostname.endswith(".localhost")
-    assert all_services["idp"]["networks"]["default"]["aliases"] == [idp.hostname]
+    assert edge["networks"]["default"]["aliases"] == [idp.hostname]
     assert idp.hostname != portal.hostname  # two sites, as in production
     # Containers reach the emulator by its service name, on the port moto listens on.
     assert aws.hostname == "aws" and all_services["provision"]["environment"]["AWS_URL"] == aws.geturl()
     assert serve_port(all_services["aws"]["command"], "-p") == aws.port
     assert published_ports(all_services["aws"]) == [("127.0.0.1", aws.port, aws.port)]
-    for name in ("aws", "idp", "broker"):
+    for name in ("aws", "idp-1", "idp-2", "broker-1", "broker-2"):
         command = all_services[name]["command"]
         assert command[command.index("-H" if name == "aws" else "--host") + 1] == "0.0.0.0", name
+
+
+def test_the_edge_runs_the_generated_configuration():
+    from devstack.edge import COMPOSE, nginx_config
+
+    assert (REPO / "deploy" / "nginx.conf").read_text() == nginx_config(COMPOSE), "run python -m devstack.edge"
+    assert services()["edge"]["command"] == ["nginx", "-g", "daemon off;"]
+
+
+def test_replicas_differ_only_in_their_port():
+    all_services = services()
+    for first, second in (("idp-1", "idp-2"), ("broker-1", "broker-2")):
+        one, other = dict(all_services[first]), dict(all_services[second])
+        for service in (one, other):
+            service.pop("command"), service.pop("healthcheck")
+        assert one == other, (first, second)
+        port = all_services[second]["command"][-1]
+        assert all_services[second]["healthcheck"]["test"][-1].count(f":{port}/") == 1
+
+
+def test_the_stores_are_the_engines_with_the_engines_credentials():
+    all_services = services()
+    postgres, edge = all_services["postgres"], all_services["edge"]
+    broker, idp = all_services["broker-1"]["environment"], all_services["idp-1"]["environment"]
+    assert broker["BROKER_STATE_URL"] == "redis://redis:6379/0" and idp["IDP_STATE_URL"] == "redis://redis:6379/1"
+    durable = [broker[f"BROKER_{name}_URL"] for name in ("LASTING", "DIRECTORY", "AUDIT", "CHANGES")]
+    assert idp["IDP_CHANGES_URL"] == idp["IDP_LASTING_URL"]
+    assert len(set(durable)) == 1 and durable[0].endswith("?schema=broker")
+    assert idp["IDP_LASTING_URL"].endswith("?schema=idp")
+    for url in (durable[0], idp["IDP_LASTING_URL"]):
+        parts = urlsplit(url)
+        env = postgres["environment"]
+        assert (parts.username, parts.password, parts.path.strip("/")) == (
+            env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"],
+        )  # fmt: skip
+        assert (parts.hostname, parts.port) == ("postgres", int(postgres["command"][-1]))
+    # The replicas take X-Real-IP from the edge only: its fixed address on the network.
+    edge_address = edge["networks"]["default"]["ipv4_address"]
+    assert broker["WEB_TRUSTED_PROXIES"] == idp["WEB_TRUSTED_PROXIES"] == edge_address
 
 
 def test_the_region_is_the_access_configs():
     from broker.core.access import load_access
 
     region = load_access(REPO / "config" / "access.yaml").region
-    assert services()["broker"]["environment"]["AWS_DEFAULT_REGION"] == region
+    assert services()["broker-1"]["environment"]["AWS_DEFAULT_REGION"] == region
 
 
 # --- the Employee Directory: a task with its role, beside its credentials endpoint ---------------------------
@@ -262,7 +335,7 @@ def test_the_app_shares_the_credentials_endpoints_network_namespace_and_reaches_
     ContainerMetadataFetcher()._validate_allowed_url(uri.geturl())  # botocore takes it (loopback)
     assert app["depends_on"] == {
         "task-credentials": {"condition": "service_healthy"},
-        "idp": {"condition": "service_healthy"},
+        "edge": {"condition": "service_healthy"},  # the IdP's address
     }
     assert endpoint["depends_on"] == {
         "aws": {"condition": "service_healthy"},
@@ -297,7 +370,7 @@ def test_the_apps_address_is_published_by_its_namespace_and_the_idp_sends_people
     assert url.hostname == "localhost" and url.port == port
     assert app["command"][app["command"].index("--host") + 1] == "0.0.0.0"
     assert published_ports(all_services["task-credentials"]) == [("127.0.0.1", port, port)]
-    assert all_services["idp"]["environment"]["EMPLOYEE_DIRECTORY_URL"] == url.geturl()
+    assert all_services["idp-1"]["environment"]["EMPLOYEE_DIRECTORY_URL"] == url.geturl()
     client = configured["idp"].oidc.clients["employee-directory"]
     assert client.redirect_uris == (f"{url.geturl()}/auth/callback",)
-    assert app["environment"]["IDP_URL"] == all_services["broker"]["environment"]["IDP_URL"]
+    assert app["environment"]["IDP_URL"] == all_services["broker-1"]["environment"]["IDP_URL"]

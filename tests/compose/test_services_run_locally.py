@@ -2,15 +2,18 @@
 
 The services start in the compose file's dependency order, as local processes (see composefile.py):
 each long-running service must fail its healthcheck before it starts and pass it once it is up; the
-one-shot provisioning must exit 0 before its dependents start. Then a person signs in through the
-composed services and gets working credentials, which proves the hand-over between them (the
-emulator's keys in the credentials file, the issuer, the redirect addresses).
+one-shot provisioning must exit 0 before its dependents start. The engines run from Debian's packages:
+redis-server and nginx with the file's command (nginx with deploy/nginx.conf made local), PostgreSQL as
+its image's entrypoint would (devstack.engines). Then a person signs in through the composed edge and
+gets working credentials, which proves the hand-over between them (the emulator's keys in the credentials
+file, the issuer, the redirect addresses, the stores).
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +22,34 @@ import boto3
 import pytest
 import requests
 
+from devstack.stack import DIRECTORY_TOKEN, wait_for_provisioning
 from tests.compose.composefile import (
     LocalRewrite,
     healthcheck_command,
     listening_ports,
+    local_edge_config,
     run_healthcheck,
     seconds,
     services,
     start_order,
+    volume_mounts,
 )
 from tests.support.directory_app import KEY_SHAPE, csrf, environ_of, sign_in_to_directory
 from tests.support.portal import credentials_from_page, request_credentials, signed_in_session
 
 SANDBOX = "111111111111"
-LONG_RUNNING = {"aws", "idp", "broker", "task-credentials", "employee-directory"}
+LONG_RUNNING = {
+    "redis",
+    "postgres",
+    "aws",
+    "idp-1",
+    "idp-2",
+    "broker-1",
+    "broker-2",
+    "edge",
+    "task-credentials",
+    "employee-directory",
+}
 
 
 @dataclass
@@ -49,15 +66,34 @@ class Composed:
     def env(self, name: str) -> dict[str, str]:
         return self.rewrite.environment(self.services[name])
 
+    def edge_log(self) -> str:
+        path = self.logs.parent / "edge" / "logs" / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def run(self, name: str) -> subprocess.Popen:
         service = self.services[name]
+        for target, volume in volume_mounts(service).items():  # named volumes exist before a container starts
+            if not volume.startswith("./"):
+                Path(self.rewrite.paths[target]).mkdir(parents=True, exist_ok=True)
+        command = self.rewrite.command(service["command"])
+        if name == "postgres":  # the image's entrypoint: a cluster with POSTGRES_USER, _PASSWORD and _DB
+            env = service["environment"]
+            command = [sys.executable, "-m", "devstack.engines", "postgres", "--port", command[-1],
+                       "--user", env["POSTGRES_USER"], "--password", env["POSTGRES_PASSWORD"],
+                       "--database", env["POSTGRES_DB"]]  # fmt: skip
+        elif name == "edge":  # nginx with deploy/nginx.conf, the one file mounted into it, made local
+            folder = self.logs.parent / "edge"
+            (source,) = [Path(self.rewrite.paths[target]) for target in volume_mounts(service)]
+            folder.mkdir(exist_ok=True)
+            (folder / "nginx.conf").write_text(local_edge_config(source.read_text(), self.rewrite, folder))
+            command = [command[0], "-p", str(folder), "-c", str(folder / "nginx.conf"), *command[1:]]
         with (self.logs / f"{name}.log").open("ab") as log:
             return subprocess.Popen(
-                self.rewrite.command(service["command"]),
+                command,
                 env=self.env(name),
                 cwd=self.rewrite.workdir(service),
                 stdout=log,
@@ -118,6 +154,10 @@ def composed(tmp_path_factory):
     try:
         for name in start_order(all_services):
             stack.start(name)
+        # As `./run demo` does: the portal admits only people the IdP provisioned over SCIM, so the stack is
+        # ready for sign-ins once the IdP's full sync reached every target.
+        idp = stack.env("idp-1")
+        wait_for_provisioning(idp["IDP_URL"], idp.get("IDP_DIRECTORY_ADMIN_TOKEN", DIRECTORY_TOKEN))
         yield stack
     finally:
         stack.stop()
@@ -130,8 +170,9 @@ def url(composed, service: str, variable: str) -> str:
 def test_services_start_in_dependency_order_and_become_healthy(composed):
     order = composed.started
     assert set(order) == set(composed.services)
-    assert order.index("aws") < order.index("provision") < order.index("broker")
-    assert order.index("idp") < order.index("broker")
+    assert order.index("aws") < order.index("provision") < order.index("broker-1")
+    assert max(order.index(name) for name in ("redis", "postgres")) < order.index("idp-1")
+    assert max(order.index(name) for name in ("idp-1", "idp-2", "broker-1", "broker-2")) < order.index("edge")
     long_running = [name for name, service in composed.services.items() if "healthcheck" in service]
     assert set(composed.healthy_after) == set(long_running) == LONG_RUNNING
     assert composed.exit_codes == {"provision": 0}
@@ -144,34 +185,35 @@ def test_healthchecks_fail_while_their_service_is_down(composed):
 
 def test_each_healthcheck_probes_its_own_service(composed):
     for name in composed.healthy_after:
-        command = " ".join(healthcheck_command(composed.services[name]))
-        (own_port,) = listening_ports(composed.services[name])  # the port its own command listens on
-        assert f":{own_port}/" in command, (name, command)
+        command = healthcheck_command(composed.services[name])
+        ports = listening_ports(composed.services[name]) or [8000]  # the edge: its portal site
+        (own_port,) = ports  # the port its own command listens on
+        assert f":{own_port}/" in " ".join(command) or str(own_port) in command, (name, command)
 
 
 def test_the_issuer_the_portal_checks_is_the_one_the_idp_serves(composed):
-    issuer = url(composed, "broker", "IDP_URL")
-    assert url(composed, "idp", "IDP_URL") == issuer
+    issuer = url(composed, "broker-1", "IDP_URL")
+    assert url(composed, "idp-1", "IDP_URL") == issuer
     discovery = requests.get(issuer + "/.well-known/openid-configuration", timeout=5).json()
     assert discovery["issuer"] == issuer
     assert 'entityID="' + issuer + '/saml/metadata"' in requests.get(issuer + "/saml/metadata", timeout=5).text
 
 
 def test_the_emulator_keys_are_handed_to_the_portal_in_a_private_file(composed):
-    path = Path(url(composed, "broker", "AWS_SHARED_CREDENTIALS_FILE"))
+    path = Path(url(composed, "broker-1", "AWS_SHARED_CREDENTIALS_FILE"))
     assert path.exists() and path.stat().st_mode & 0o777 == 0o600
     assert "aws_secret_access_key" in path.read_text()
 
 
 def test_a_person_signs_in_through_the_composed_services_and_gets_credentials(composed):
-    portal = url(composed, "broker", "PORTAL_URL")
+    portal = url(composed, "broker-1", "PORTAL_URL")
     for upstream in ("example-corp-oidc", "example-corp-saml"):
         http = signed_in_session(portal, "bob", upstream)
         answer = request_credentials(http, portal, SANDBOX, "EmployeeDirectoryDeveloper")
         assert answer.status_code == 200, answer.text[:2000]
         credentials = credentials_from_page(answer.text)
         caller = boto3.client(
-            "sts", endpoint_url=url(composed, "broker", "AWS_URL"), region_name="us-east-1", **credentials
+            "sts", endpoint_url=url(composed, "broker-1", "AWS_URL"), region_name="us-east-1", **credentials
         ).get_caller_identity()
         assert caller["Account"] == SANDBOX and caller["Arn"].endswith("/bob@example.com")
 
@@ -179,10 +221,10 @@ def test_a_person_signs_in_through_the_composed_services_and_gets_credentials(co
 def test_the_provisioning_step_can_run_again(composed):
     """`docker compose up` runs the one-shot service again while the emulator keeps running: it must
     succeed and keep the keys the running portal holds."""
-    keys = Path(url(composed, "broker", "AWS_SHARED_CREDENTIALS_FILE")).read_text()
+    keys = Path(url(composed, "broker-1", "AWS_SHARED_CREDENTIALS_FILE")).read_text()
     again = composed.run("provision")
     assert again.wait(timeout=180) == 0, composed.log("provision")
-    assert Path(url(composed, "broker", "AWS_SHARED_CREDENTIALS_FILE")).read_text() == keys
+    assert Path(url(composed, "broker-1", "AWS_SHARED_CREDENTIALS_FILE")).read_text() == keys
     test_a_person_signs_in_through_the_composed_services_and_gets_credentials(composed)
 
 
@@ -204,3 +246,11 @@ def test_the_employee_directory_runs_as_its_task_role_with_no_key(composed):
     token = Path(environ[b"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"].decode()).read_bytes().strip()
     everything = b"\0".join(environ.values())
     assert token not in everything and not KEY_SHAPE.search(everything)
+
+
+def test_the_edge_spreads_requests_over_both_replicas_of_each_service(composed):
+    """After the sign-ins above, the edge's access log names both portal and both IdP replicas."""
+    upstreams = set(re.findall(r"upstream=127\.0\.0\.1:(\d+)", composed.edge_log()))
+    for names in (("broker-1", "broker-2"), ("idp-1", "idp-2")):
+        ports = {str(composed.rewrite.ports[listening_ports(composed.services[name])[0]]) for name in names}
+        assert ports <= upstreams, (names, upstreams)
