@@ -15,8 +15,14 @@ always safe to show, log and audit: it never holds a token, an assertion, a pass
     │   ├── IdentityRefused        no assertion can name this person: becomes NotEntitled (403)
     │   ├── StsUnavailable         STS unreachable or failing (5xx): 503 page / ServiceUnavailableException
     │   └── StsRefused             STS refused the request (4xx): 502 page / InternalServerException
-    └── IdentityCenterError    the Identity Center compatible API refuses: AWS's JSON error format,
-                               named by `aws_error` (status and OAuth code in broker.http.aws_wire)
+    ├── IdentityCenterError    the Identity Center compatible API refuses: AWS's JSON error format,
+    │                          named by `aws_error` (status and OAuth code in broker.http.aws_wire)
+    └── AccessEnded            a portal session or command-line sign-in may no longer act (the person was
+        │                      disabled, deleted or revoked, signed out at the IdP, or the session is past its
+        │                      cap): the session ends; a 401 page naming why, UnauthorizedException or
+        │                      InvalidGrantException on the API
+        └── RevalidationUnavailable  the upstream could not be asked whether the person may still act: this
+                                     request is refused (503 page / ServiceUnavailableException), the session kept
 
 Outside the tree: `sso_common.config.ConfigError` stops a service at start-up (exit code 2), and
 `sso_common.web.UserFacingError` is the web layer's own "show this page with this status".
@@ -137,3 +143,21 @@ class NotSignedIn(IdentityCenterError):
     """The bearer token is unknown, expired, or its sign-in has ended."""
 
     aws_error = "UnauthorizedException"
+
+
+class ServiceUnavailable(IdentityCenterError):
+    """Something the answer depends on (the person's identity provider) did not answer: try again later."""
+
+    aws_error = "ServiceUnavailableException"
+
+
+class AccessEnded(BrokerError):
+    """A session or grant may no longer act; `reason` says why, safe to show (no secret, no internal detail)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RevalidationUnavailable(AccessEnded):
+    """The upstream did not answer the re-validation: refused for now, not ended."""

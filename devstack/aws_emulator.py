@@ -1,6 +1,8 @@
 """A local AWS for development and tests: moto server in a subprocess, plus an emulated organization.
 
-moto server (run through `python -m devstack.aws_emulator`: moto's `moto_server`, with the fixes below) keeps
+moto server (run through `python -m devstack.aws_emulator`: moto's `moto_server`, with the fixes below:
+managed policies parsed once, trust policies naming a service, and the session keys `aws:TokenIssueTime` and
+`aws:SourceIdentity` evaluated in Deny statements, see `_session_keys_in_deny_statements`) keeps
 all state in memory, so every start is a clean set of accounts. It writes a pid and log folder in its
 working directory, hence the scratch `workdir`. IAM policy enforcement is off at start (moto's default)
 and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset-auth``
@@ -14,6 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
 
 import boto3
 
@@ -214,9 +217,176 @@ def _service_principals_in_trust_policies() -> None:
     setattr(statement, "_check_principal", check_principal)  # noqa: B010 - a patch of moto's method
 
 
+SESSION_KEYS = ("aws:TokenIssueTime", "aws:SourceIdentity")  # what the emulator knows of a temporary session
+SOURCE_IDENTITY_ATTRIBUTE = "https://aws.amazon.com/SAML/Attributes/SourceIdentity"
+
+
+def _session_keys_in_deny_statements() -> None:
+    """`aws:TokenIssueTime` and `aws:SourceIdentity` in the conditions of Deny statements, evaluated.
+
+    moto 5.2 evaluates only `StringEquals`, and only against the context values a request supplies (none, for
+    an ordinary call); any other operator counts as true. A Deny conditioned on these keys (IAM's "revoke active
+    sessions", and the broker's revocation of one person) would therefore deny every session of the role, new
+    ones too. Here:
+    - every temporary session records when it was issued (whole seconds, as AWS gives aws:TokenIssueTime), and a
+      session from AssumeRoleWithSAML records the SourceIdentity its assertion carries;
+    - in the conditions of a Deny statement of the caller's identity policies, these two keys are evaluated
+      against the caller's session: the date operators (DateEquals, DateNotEquals, DateLessThan[Equals],
+      DateGreaterThan[Equals]) for aws:TokenIssueTime, the string operators (StringEquals, StringNotEquals,
+      their IgnoreCase forms, StringLike, StringNotLike) for aws:SourceIdentity, each with `...IfExists`; a key
+      the caller lacks (an IAM user's keys have no issue time, a session may have no source identity) makes
+      its condition false, so the Deny does not apply. The statement's other conditions stay as moto treats
+      them. Allow statements and trust policies are untouched.
+    Not evaluated (only real AWS can confirm): other condition keys, ForAnyValue/ForAllValues, policy
+    variables, session policies and resource policies."""
+    import threading
+    from datetime import UTC, datetime
+    from fnmatch import fnmatchcase
+
+    from moto.iam import access_control
+    from moto.sts import models as sts_models
+
+    request_base: Any = getattr(access_control, "IAMRequestBase", None)
+    statement: Any = getattr(access_control, "IAMPolicyStatement", None)
+    assumed_role: Any = getattr(sts_models, "AssumedRole", None)
+    backend: Any = getattr(sts_models, "STSBackend", None)
+    if None in (request_base, statement, assumed_role, backend) or not hasattr(statement, "is_action_permitted"):
+        return  # another moto version: leave it as it is
+    caller = threading.local()
+
+    original_init = getattr(assumed_role, "__init__")  # noqa: B009 - the class's, to wrap
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.token_issue_time = datetime.now(UTC).replace(microsecond=0)
+        self.source_identity = None
+
+    original_saml = backend.assume_role_with_saml
+
+    def assume_role_with_saml(self, **kwargs):
+        source_identity = _saml_source_identity(kwargs.get("saml_assertion", ""))
+        role = original_saml(self, **kwargs)
+        role.source_identity = source_identity
+        return role
+
+    original_check = request_base.check_action_permitted
+
+    def check_action_permitted(self, resource):
+        caller.context = _session_context(self._access_key)
+        try:
+            return original_check(self, resource)
+        finally:
+            caller.context = None
+
+    original_permitted = statement.is_action_permitted
+
+    def is_action_permitted(self, action, resource="*", principal=None, incoming_condition_values=None):
+        conditions = self._statement.get("Condition")
+        context = getattr(caller, "context", None)
+        if self._statement.get("Effect") != "Deny" or not isinstance(conditions, dict) or context is None:
+            return original_permitted(self, action, resource, principal, incoming_condition_values)
+        others = {}
+        for operator, values in conditions.items():
+            if not isinstance(values, dict):
+                others[operator] = values
+                continue
+            for key, expected in values.items():
+                if key in SESSION_KEYS and not _holds(operator, context.get(key), expected, fnmatchcase):
+                    return access_control.PermissionResult.NEUTRAL  # the Deny does not apply to this session
+            rest = {key: value for key, value in values.items() if key not in SESSION_KEYS}
+            if rest:
+                others[operator] = rest
+        remaining = {key: value for key, value in self._statement.items() if key != "Condition"}
+        if others:
+            remaining["Condition"] = others
+        return original_permitted(statement(remaining), action, resource, principal, incoming_condition_values)
+
+    setattr(assumed_role, "__init__", init)  # noqa: B010 - patches of moto's methods
+    setattr(backend, "assume_role_with_saml", assume_role_with_saml)  # noqa: B010
+    setattr(request_base, "check_action_permitted", check_action_permitted)  # noqa: B010
+    setattr(statement, "is_action_permitted", is_action_permitted)  # noqa: B010
+
+
+def _saml_source_identity(encoded: str) -> str | None:
+    """The SourceIdentity attribute of a base64 SAML response, if any (moto does not read it)."""
+    import base64
+
+    from lxml import etree
+
+    try:
+        root = etree.fromstring(base64.b64decode(encoded), parser=etree.XMLParser(resolve_entities=False))
+    except (ValueError, etree.XMLSyntaxError):
+        return None
+    for attribute in root.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Attribute"):
+        if attribute.get("Name") == SOURCE_IDENTITY_ATTRIBUTE:
+            value = attribute.find("{urn:oasis:names:tc:SAML:2.0:assertion}AttributeValue")
+            return value.text if value is not None else None
+    return None
+
+
+def _session_context(access_key: Any) -> dict:
+    """The caller's session keys: none for an IAM user's keys; issue time and source identity for a session."""
+    from moto.iam.access_control import AssumedRoleAccessKey
+    from moto.sts.models import sts_backends
+
+    if not isinstance(access_key, AssumedRoleAccessKey):
+        return {}
+    for role in sts_backends[access_key.account_id][access_key.partition].assumed_roles:
+        if role.access_key_id == access_key._access_key_id:
+            role = cast(Any, role)
+            context = {"aws:TokenIssueTime": getattr(role, "token_issue_time", None)}
+            if getattr(role, "source_identity", None):
+                context["aws:SourceIdentity"] = role.source_identity
+            return {key: value for key, value in context.items() if value is not None}
+    return {}
+
+
+def _holds(operator: str, actual, expected, like) -> bool:
+    """One operator on one of the session keys: any expected value matching (none, for the Not operators)."""
+    from datetime import datetime
+
+    if_exists = operator.endswith("IfExists")
+    name = operator.removesuffix("IfExists")
+    if actual is None:
+        return if_exists
+    values = expected if isinstance(expected, list) else [expected]
+    if name.startswith("Date"):
+        if not isinstance(actual, datetime):
+            return False
+        moments = [datetime.fromisoformat(str(value).replace("Z", "+00:00")) for value in values]
+        compare = {
+            "DateEquals": lambda m: actual == m,
+            "DateNotEquals": lambda m: actual != m,
+            "DateLessThan": lambda m: actual < m,
+            "DateLessThanEquals": lambda m: actual <= m,
+            "DateGreaterThan": lambda m: actual > m,
+            "DateGreaterThanEquals": lambda m: actual >= m,
+        }.get(name)
+        if compare is None:
+            return True  # an operator moto ignores: as moto would
+        return all(compare(m) for m in moments) if name == "DateNotEquals" else any(compare(m) for m in moments)
+    text = str(actual)
+    matches = {
+        "StringEquals": lambda v: text == v,
+        "StringEqualsIgnoreCase": lambda v: text.lower() == str(v).lower(),
+        "StringLike": lambda v: like(text, str(v)),
+    }
+    negated = {
+        "StringNotEquals": "StringEquals",
+        "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
+        "StringNotLike": "StringLike",
+    }
+    if name in matches:
+        return any(matches[name](value) for value in values)
+    if name in negated:
+        return not any(matches[negated[name]](value) for value in values)
+    return True  # an operator moto ignores: as moto would
+
+
 if __name__ == "__main__":  # the emulator process: moto server, started by MotoServer
     from moto.server import main as moto_server_main
 
     _load_managed_policies_once()
     _service_principals_in_trust_policies()
+    _session_keys_in_deny_statements()
     moto_server_main(sys.argv[1:])

@@ -19,7 +19,11 @@ IMDSv2 as with `HttpTokens=required`:
 The credentials come from `RoleCredentialSource` (devstack/workload_credentials.py): EC2's trust is checked
 (a role whose trust policy does not name ec2.amazonaws.com gets `"Code": "AssumeRoleUnauthorizedAccess"`
 with the reason, as IMDS answers), and they rotate when less than five minutes remain. `/healthz` (no
-token, nothing in it) is this stand-in's own, for the launcher and the compose healthcheck.
+token, nothing in it) is this stand-in's own, for the launcher and the compose healthcheck; so is `/explain`
+(with a token, like every GET): the instance, its profile and role, the role's trust policy and each trust
+check EC2 made, the session tokens issued (as fingerprints, with who asked and how often each fetched the
+role's credentials) and the credentials' rotation history (access keys by their last 4 characters). The
+portal's "How did I get here?" shows it as the workload path (`workload_metadata_url` in broker.yaml).
 
     python -m devstack.instance_metadata --port 8004 --account example-production
 """
@@ -35,7 +39,7 @@ import secrets
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -62,6 +66,9 @@ MIN_TOKEN_TTL, MAX_TOKEN_TTL = 1, 21600
 MAX_TOKENS = 10_000  # live session tokens kept; the oldest go first beyond that
 MAX_TOKEN_LENGTH = 128
 INSTANCE_ID_PATTERN = r"i-[0-9a-f]{17}"
+EXPLAIN_PATH = "/explain"  # this stand-in's own: what the portal's explanation shows of the workload path
+CREDENTIALS_PREFIX = "/latest/meta-data/iam/security-credentials/"
+TOKENS_REMEMBERED = 20  # the newest session tokens the explanation lists
 
 
 @dataclass(frozen=True)
@@ -160,10 +167,24 @@ class SessionTokens:
         self.clock = clock
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        # The newest tokens as the explanation shows them: a fingerprint, never the token.
+        self.recent: deque[dict] = deque(maxlen=TOKENS_REMEMBERED)
 
-    def issue(self, ttl: int) -> str:
+    def issue(self, ttl: int, requested_by: str = "") -> str:
         token = secrets.token_urlsafe(42)
         now = self.clock()
+        digest = _digest(token)
+        self.recent.append(
+            {
+                "fingerprint": f"sha256:{digest[:12]}… (…{token[-4:]}, {len(token)} characters)",
+                "digest": digest,
+                "ttl_seconds": ttl,
+                "issued_at": now,
+                "expires_at": now + ttl,
+                "requested_by": requested_by[:80],
+                "credential_fetches": 0,
+            }
+        )
         with self._lock:
             if len(self._expiry) >= MAX_TOKENS:  # full: drop the expired ones, then the oldest
                 for digest in [d for d, expiry in self._expiry.items() if expiry <= now]:
@@ -179,6 +200,12 @@ class SessionTokens:
         with self._lock:
             expiry = self._expiry.get(_digest(token))
         return expiry is not None and self.clock() < expiry
+
+    def used_for_credentials(self, token: str | None) -> None:
+        digest = _digest(token or "")
+        for entry in self.recent:
+            if entry["digest"] == digest:
+                entry["credential_fetches"] += 1
 
 
 def _digest(token: str) -> str:
@@ -221,7 +248,12 @@ class InstanceMetadataService:
             return _text("Method Not Allowed", 405)
         if not self.tokens.valid(request.headers.get(TOKEN_HEADER)):
             return _text("Unauthorized", 401)  # IMDSv1 (no token), an expired or unknown token
-        return self.metadata(path)
+        if path == EXPLAIN_PATH:
+            return self.explain()
+        response = self.metadata(path)
+        if path.startswith(CREDENTIALS_PREFIX) and path != CREDENTIALS_PREFIX and response.status_code == 200:
+            self.tokens.used_for_credentials(request.headers.get(TOKEN_HEADER))
+        return response
 
     def token(self, request: Request) -> Response:
         if "X-Forwarded-For" in request.headers:
@@ -229,7 +261,7 @@ class InstanceMetadataService:
         ttl = request.headers.get(TOKEN_TTL_HEADER)
         if ttl is None or not re.fullmatch(r"[0-9]{1,5}", ttl) or not MIN_TOKEN_TTL <= int(ttl) <= MAX_TOKEN_TTL:
             return _text("Bad Request", 400)
-        response = _text(self.tokens.issue(int(ttl)))
+        response = _text(self.tokens.issue(int(ttl), request.headers.get("User-Agent", "")))
         response.headers[TOKEN_TTL_HEADER] = ttl
         return response
 
@@ -305,6 +337,35 @@ class InstanceMetadataService:
                 indent=2,
             )
         )
+
+    def explain(self) -> Response:
+        """The workload path as this instance knows it (no secret: fingerprints and last 4 characters)."""
+        identity, source = self.identity, self.source
+        document: dict = {
+            "instance_id": identity.instance_id,
+            "account_id": identity.account_id,
+            "region": identity.region,
+            "service": source.service.service,
+            "session_name": source.session_name,
+            "session_seconds": source.duration,
+            "rotate_before_seconds": source.rotate_before,
+            "now": self.clock(),
+            "instance_profile": None,
+            "role": None,
+            "problem": None,
+        }
+        try:
+            profile = self.profile_lookup.profile()
+            document["instance_profile"] = {"name": profile.name, "arn": profile.arn, "id": profile.id}
+            if profile.role is not None:
+                role = profile.role
+                document["role"] = {"name": role.name, "arn": role.arn, "trust_policy": role.trust_policy}
+        except CredentialsRefused as refused:
+            document["problem"] = f"{refused.code}: {refused.message}"
+        document["trust_checks"] = [{k: v for k, v in c.items() if k != "trust_policy"} for c in source.trust_checks]
+        document["credentials"] = list(source.history)
+        document["tokens"] = [{k: v for k, v in t.items() if k != "digest"} for t in self.tokens.recent]
+        return Response(json.dumps(document, indent=2), content_type="application/json")
 
     def _role_name(self) -> str | None:
         """The role of the attached instance profile, or None when there is none to name."""

@@ -94,6 +94,9 @@ class Stack:
     workers: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None  # tells a person what is happening, a line at a time
+    # Seconds the IdP's first SCIM sync may take: the demo's 8 people take well under one; the benchmark's 5,000
+    # take minutes (docs/benchmarks.md).
+    provisioning_timeout: float = 900.0
     processes: dict[str, Process] = field(default_factory=dict)
     moto: MotoServer | None = None
     aws_env: dict[str, str] = field(default_factory=dict)
@@ -128,6 +131,14 @@ class Stack:
                 self._start_instance()
             self.processes["idp"].wait_healthy(f"{self.addresses['IDP_URL']}/healthz")
             self.processes["broker"].wait_healthy(f"{self.addresses['PORTAL_URL']}/healthz")
+            if self.env.get("IDP_SCIM_PUSH", "true").lower() != "false":  # off: nothing will come to wait for
+                self._say("provisioning the directory to the portal (SCIM, a full sync)")
+                wait_for_provisioning(
+                    self.addresses["IDP_URL"],
+                    self.env.get("IDP_DIRECTORY_ADMIN_TOKEN", DIRECTORY_TOKEN),
+                    self.provisioning_timeout,
+                    progress=self._say,
+                )
             if self.runs_instance:
                 self.processes["employee-directory"].wait_healthy(f"{self.addresses['EMPLOYEE_DIRECTORY_URL']}/healthz")
         except BaseException:
@@ -231,6 +242,43 @@ class Stack:
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+
+
+DIRECTORY_TOKEN = "demo-directory-admin-token"  # config/idp.yaml's default provisioning.admin_token
+
+
+def wait_for_provisioning(
+    idp_url: str, token: str, timeout: float = 60.0, progress: Callable[[str], None] | None = None
+) -> dict:
+    """Once the portal is up: ask the IdP to push now, then wait until every SCIM target has taken the whole
+    directory (its full sync done, nothing pending). The portal admits only people the IdP provisioned, so
+    the stack is not up before this. RuntimeError after `timeout` with the IdP's last error."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def call(method: str) -> dict:
+        request = urllib.request.Request(
+            f"{idp_url}/admin/directory/sync", method=method, headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.load(answer)
+
+    status = call("POST")
+    started = time.monotonic()
+    deadline, said = started + timeout, started
+    while not all(t["synced"] and t["pending_changes"] == 0 and not t["last_error"] for t in status["targets"]):
+        if progress is not None and time.monotonic() - said >= 15:
+            said = time.monotonic()
+            failing = [f"{t['name']}: {t['last_error']}" for t in status["targets"] if t["last_error"]]
+            retrying = f"; retrying after {failing[0]}" if failing else ""
+            progress(f"still provisioning ({said - started:.0f} s){retrying}")
+        if time.monotonic() > deadline:
+            errors = "; ".join(f"{t['name']}: {t['last_error']}" for t in status["targets"] if t["last_error"])
+            raise RuntimeError(f"the IdP did not provision the portal within {timeout:.0f} s ({errors or 'no error'})")
+        time.sleep(0.1)
+        status = call("GET")
+    return status
 
 
 def prepare_aws(
@@ -364,6 +412,10 @@ def banner(stack: Stack, seconds: float) -> str:
             *(f"  {line}" for line in demo_users()),
             f"  erin's authenticator secret is {ERIN_TOTP_SECRET}; print her current code with",
             f"  .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{ERIN_TOTP_SECRET}').now())\"",
+            "",
+            "The IdP provisions the portal over SCIM (README, 'Provisioning and revocation'): change its directory and",
+            "the portal follows within a second, sessions and credentials included, e.g.",
+            "    .venv/bin/idp-mock directory disable bob        (enable bob; add-member aws-admins bob; list)",
             "",
             "AWS from a shell: credentials come from the portal or broker-login, never long-term keys.",
             "  In the portal, a role's credentials panel gives exports that include",

@@ -21,9 +21,11 @@ credentials for a few minutes after they expired; the emulator does not check ex
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_SECONDS = 900  # STS's minimum for AssumeRole: the demo rotates often enough to be seen
 DEFAULT_ROTATE_BEFORE_SECONDS = 300  # new credentials when less than five minutes remain
+HISTORY_LENGTH = 50  # credentials (and trust checks) remembered for the portal's explanation
 MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 900, 43200
 
 Clock = Callable[[], float]  # seconds since the epoch
@@ -148,6 +151,10 @@ class RoleCredentialSource:
         self.service_label = service_label
         self._current: RoleCredentials | None = None
         self._lock = threading.Lock()
+        # For the portal's "How did I get here?" (its workload path): every set of credentials obtained (no
+        # secret: the access key's last 4 characters) and every trust check, with the outcome reached here.
+        self.history: deque[dict] = deque(maxlen=HISTORY_LENGTH)
+        self.trust_checks: deque[dict] = deque(maxlen=HISTORY_LENGTH)
 
     def credentials(self) -> RoleCredentials:
         """The credentials to hand out now: the current ones while more than `rotate_before` remain,
@@ -171,6 +178,17 @@ class RoleCredentialSource:
                 self._current = None
                 raise
             self._current = fresh
+            self.history.append(
+                {
+                    "kind": "rotated" if current is not None else "first",
+                    "role_arn": fresh.role_arn,
+                    "session_name": self.session_name,
+                    "access_key": f"…{fresh.access_key_id[-4:]}",
+                    "access_key_sha256": hashlib.sha256(fresh.access_key_id.encode()).hexdigest()[:12],
+                    "obtained_at": fresh.obtained_at,
+                    "expires_at": fresh.expires_at,
+                }
+            )
             log.info(
                 "%s credentials for %s: access key %s, valid until %s",
                 "new (rotated)" if current is not None else "first",
@@ -183,7 +201,18 @@ class RoleCredentialSource:
     def _assume(self, now: float) -> RoleCredentials:
         role = self.find_role()
         service = self.service.service
-        if service not in trusted_services(role.trust_policy):
+        trusted = trusted_services(role.trust_policy)
+        self.trust_checks.append(
+            {
+                "time": now,
+                "role_arn": role.arn,
+                "service": service,
+                "trusted_services": trusted,
+                "outcome": "passed" if service in trusted else "failed",
+                "trust_policy": role.trust_policy,
+            }
+        )
+        if service not in trusted:
             raise CredentialsRefused(
                 "AssumeRoleUnauthorizedAccess",
                 f"{self.service_label} cannot assume the role {role.name}: its trust policy does not name "

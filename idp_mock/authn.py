@@ -14,7 +14,7 @@ from enum import Enum
 
 import pyotp
 
-from idp_mock.directory import Directory, Employee
+from idp_mock.directory import DirectoryView, Employee
 from idp_mock.passwords import verify_password
 
 TOTP_STEP_SECONDS = 30  # RFC 6238's default, what authenticator apps use
@@ -95,7 +95,7 @@ class Authenticator:
 
     def __init__(
         self,
-        directory: Directory,
+        directory: DirectoryView,
         store,
         throttle: Throttle,
         totp: TotpPolicy = TotpPolicy(),

@@ -36,7 +36,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from idp_mock.directory import Directory, Employee
+from idp_mock.directory import DirectoryView, Employee
 from sso_common.config import ConfigError, Node
 from sso_common.records import Record
 from sso_common.store import StateStore
@@ -268,7 +268,7 @@ class FaultPerson(Employee):
     claims: dict[str, Any] = field(default_factory=dict)
 
 
-def person(directory: Directory, fault: Fault) -> FaultPerson | None:
+def person(directory: DirectoryView, fault: Fault) -> FaultPerson | None:
     """The person a sign_in_as fault signs in (None: it names a username the directory does not have)."""
     base = directory.find(fault.username) if fault.username else None
     if fault.username and base is None:

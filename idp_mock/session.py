@@ -7,6 +7,7 @@ the state store. Protocol handlers ask `current_sign_in()` who is signed in, and
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from sso_common.web import is_local_path
 
 COOKIE_NAME = "idp_session"
 SESSION_KIND = "idp_session"
+LOGOUT_LISTENERS = "idp_logout_listeners"  # app.extensions: called with (sid, SessionRecord) at each sign-out
 
 # Authentication context, named the same way for both protocols.
 ACR_PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
@@ -144,11 +146,22 @@ def participants() -> tuple[Participant, ...]:
     return record.participants if record else ()
 
 
+def sid_of(session_id: str) -> str:
+    """The session's `sid` toward relying parties (OIDC Front/Back-Channel Logout): it names the session without
+    being usable as its cookie."""
+    return hashlib.sha256(b"oidc sid\x00" + session_id.encode()).hexdigest()[:32]
+
+
 def end_session(response: Response | None = None) -> None:
-    """Sign the browser out of the IdP (both protocols)."""
+    """Sign the browser out of the IdP (both protocols). With a `response` (a sign-out, not a new sign-in
+    replacing the session), the relying parties that asked for it are told too (back-channel logout)."""
     session_id = request.cookies.get(COOKIE_NAME)
+    record = _session(session_id) if session_id and response is not None else None
     if session_id:
         _store().delete(SESSION_KIND, session_id)
+    if session_id and record is not None:
+        for listener in current_app.extensions.get(LOGOUT_LISTENERS, ()):
+            listener(sid_of(session_id), record)
     g.sign_in = None
     if response is not None:
         response.delete_cookie(

@@ -31,6 +31,7 @@ class IdPSettings:
     oidc: Any  # idp_mock.oidc_provider.config.OIDCSettings
     saml: Any  # idp_mock.saml_idp.config.SAMLSettings
     faults: Any = None  # idp_mock.faults.FaultSettings
+    provisioning: Any = None  # idp_mock.directory_admin.ProvisioningSettings
 
     @property
     def secure_cookies(self) -> bool:
@@ -42,6 +43,7 @@ def default_instance_dir() -> Path:
 
 
 def load_settings(config_path: str | Path | None = None, instance_dir: str | Path | None = None) -> IdPSettings:
+    from idp_mock.directory_admin import parse_provisioning
     from idp_mock.faults import parse_fault_settings
     from idp_mock.oidc_provider.config import parse_oidc_settings
     from idp_mock.saml_idp.config import parse_saml_settings
@@ -60,6 +62,7 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         "oidc",
         "saml",
         "faults",
+        "provisioning",
     )
     issuer = root.child("issuer").string(URL_PATTERN, "an http(s) URL").rstrip("/")
     directory_node = root.child("directory")
@@ -89,10 +92,18 @@ def load_settings(config_path: str | Path | None = None, instance_dir: str | Pat
         ),
         consent_lifetime=root.child("consent_lifetime_seconds", 30 * 86400).integer(60, 400 * 86400),
         totp=TotpPolicy(look_around_steps=totp.child("look_around_steps", 1).integer(0, 10)),
-        stores=parse_store_urls(root.child("stores", {}), {"state": f"sqlite:///{instance / 'idp-state.db'}"}),
+        stores=parse_store_urls(
+            root.child("stores", {}),
+            {
+                "state": f"sqlite:///{instance / 'idp-state.db'}",
+                "lasting": "",  # lasting: idp_mock/app.py
+                "changes": f"sqlite:///{instance / 'directory-changes.db'}",  # run-time directory changes
+            },
+        ),
         instance_dir=instance,
         demo_hint=root.child("demo_hint", False).boolean(),
         oidc=parse_oidc_settings(root.child("oidc", {}), issuer),
         saml=parse_saml_settings(root.child("saml", {}), issuer, directory),
         faults=parse_fault_settings(root.child("faults", {}), issuer),
+        provisioning=parse_provisioning(root.child("provisioning", {}), issuer),
     )

@@ -189,12 +189,16 @@ class KeyRing:
         self.keys = self._load()
 
     def _init(self) -> None:
+        """The first two keys. Replicas sharing the folder may start together: the index is created exclusively,
+        so one ring wins and the others drop their keys and load it."""
         kids = []
         for _ in range(2):
             kid = secrets.token_urlsafe(12)
             write_private(self.directory / f"{kid}.key", private_key_pem(generate_rsa_key()))
             kids.append(kid)
-        write_private(self._index, json.dumps({"kids": kids}).encode())
+        if not create_private(self._index, json.dumps({"kids": kids}).encode()):
+            for kid in kids:
+                (self.directory / f"{kid}.key").unlink(missing_ok=True)
 
     def _load(self) -> list[tuple[str, rsa.RSAPrivateKey]]:
         kids = json.loads(self._index.read_text())["kids"]

@@ -12,7 +12,16 @@ import secrets
 import uuid
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, jsonify, render_template, render_template_string, request, session
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    session,
+)
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 
@@ -54,11 +63,17 @@ def error_response(message: str, status: int, title: str | None = None, referenc
     try:  # the app's own look when it has an error page, a plain page otherwise
         html = render_template("error.html", **context)
     except TemplateNotFound:
-        html = render_template_string(_ERROR_PAGE, **context)
-    except Exception:  # an error page must never fail: e.g. the state store is what broke
-        log.exception("the error page could not be rendered; using the plain one")
-        html = render_template_string(_ERROR_PAGE, **context)
+        html = _plain_page(context)
+    except Exception as error:  # an error page must never fail: e.g. the state store is what broke
+        log.warning("the error page could not be rendered (%s: %s); using the plain one", type(error).__name__, error)
+        html = _plain_page(context)
     return Response(html, status=status, mimetype="text/html")
+
+
+def _plain_page(context: dict) -> str:
+    """The plain error page straight from Jinja: Flask's rendering would run the app's context processors,
+    which may need the very store that failed."""
+    return current_app.jinja_env.from_string(_ERROR_PAGE).render(**context)
 
 
 def _service_name() -> str:

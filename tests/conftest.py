@@ -11,8 +11,9 @@ from tests.support.stack import start_stack
 # so a failing contract shows the values it compared. Must run before anything imports the module.
 pytest.register_assert_rewrite("sso_common.store.conformance")
 
-# The in-process portal's fixtures (module_app, app, client, clock) for the sso-api tests.
-pytest_plugins = ["tests.support.identity_center"]
+# The in-process portal's fixtures (module_app, app, client, clock) for the sso-api tests; real Redis and
+# PostgreSQL servers (redis_server, postgres_server) for the shared stores and the replicated stack.
+pytest_plugins = ["tests.support.identity_center", "tests.support.engines"]
 
 
 @pytest.fixture(scope="session")

@@ -138,3 +138,32 @@ def test_the_employee_directory_is_an_independent_client_of_the_idp_and_of_aws()
 def test_the_idp_and_the_broker_do_not_import_each_other():
     assert offenders("idp_mock", ("broker",)) == {}
     assert offenders("broker", ("idp_mock",)) == {}
+
+
+def test_the_scim_service_is_a_domain_of_its_own_behind_its_blueprint():
+    """broker/scim (the SCIM service provider's domain) imports no web framework and no AWS SDK, nor the broker's
+    HTTP glue; the core imports nothing of it; only the SCIM blueprint and the app factory use it."""
+    forbidden = ("flask", "werkzeug", "boto3", "botocore", "broker.http", "broker.aws", "broker.identity_center")
+    found = {
+        module: sorted(name for name in imported if name == "broker.app" or name.startswith(forbidden))
+        for module, imported in external_imports("broker").items()
+        if module.startswith("broker.scim")
+    }
+    assert {module: names for module, names in found.items() if names} == {}
+    users = {
+        module
+        for module, imported in external_imports("broker").items()
+        if any(name.startswith("broker.scim") for name in imported) and not module.startswith("broker.scim")
+    }
+    assert users <= {"broker.http.scim", "broker.app"}
+    core = {module: names for module, names in offenders("broker", ("scim2_models", "scim2_server")).items()}
+    assert {module for module in core if module.startswith(("broker.core", "broker.identity_center"))} == set()
+
+
+def test_scim_libraries_stay_on_their_side():
+    """The broker serves SCIM (scim2-server) and never acts as a client; the mock IdP is a SCIM client
+    (scim2-client, in its pusher) and never serves it."""
+    assert offenders("broker", ("scim2_client", "httpx2")) == {}
+    assert offenders("idp_mock", ("scim2_server",)) == {}
+    clients = {module for module, names in offenders("idp_mock", ("scim2_client", "httpx2")).items()}
+    assert clients <= {"idp_mock.scim_push"}

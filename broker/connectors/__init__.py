@@ -31,9 +31,11 @@ from broker.core.identity import LogoutHint, UpstreamLogin
 from sso_common.config import Node
 from sso_common.store import StateStore
 
-# Keys of every `upstreams:` entry (the trust boundary and the fetch limits); each connector type adds its own.
+# Keys of every `upstreams:` entry (the trust boundary, the fetch limits, and how the upstream keeps its people
+# current: SCIM, re-validation, the session cap, read by broker.settings); each connector type adds its own.
 FETCH_KEYS = ("timeout_seconds", "max_logins_in_flight")
-COMMON_KEYS = ("id", "display_name", "type", *TRUST_KEYS, *FETCH_KEYS)
+LIFECYCLE_KEYS = ("scim", "revalidate_minutes", "max_session_minutes")
+COMMON_KEYS = ("id", "display_name", "type", *TRUST_KEYS, *FETCH_KEYS, *LIFECYCLE_KEYS)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from broker.errors import UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
+from sso_common.request_id import outgoing_headers
 
 DEADLINE = 10.0  # seconds for a whole call: connect, send, headers and body
 CONNECT_TIMEOUT = 3.0
@@ -201,7 +202,10 @@ class UpstreamClient:
             watchdog.watch(connection.sock)  # the response keeps reading it after the connection lets go
             connection.sock.settimeout(remaining)  # no single read outlasts the deadline either
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            connection.request(method, path, body=body, headers={"User-Agent": USER_AGENT, **headers})
+            # The request ID of the sign-in that makes the call: the IdP logs it too (sso_common/request_id.py).
+            connection.request(
+                method, path, body=body, headers={"User-Agent": USER_AGENT, **outgoing_headers(), **headers}
+            )
             response = connection.getresponse()
             announced = response.getheader("Content-Length")
             if announced and announced.isdigit() and int(announced) > self.policy.max_bytes:

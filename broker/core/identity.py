@@ -52,6 +52,18 @@ class LogoutHint(Record):
 
 
 @dataclass(frozen=True)
+class UpstreamSession(Record):
+    """What lets the broker follow the upstream session after the sign-in (broker.core.guard): the session ID
+    the upstream gave (OIDC `sid`, for back-channel logout), and the tokens to ask the upstream again whether
+    the person may still act (an OIDC refresh token, or an access token for userinfo). Kept server-side only."""
+
+    sid: str | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    access_expires_at: float | None = None
+
+
+@dataclass(frozen=True)
 class UpstreamLogin(Record):
     """A verified upstream sign-in: who, and how to end the upstream session. `dropped_groups` are the
     upstream's groups its mapping had no place for (audited at sign-in, never passed on)."""
@@ -59,6 +71,7 @@ class UpstreamLogin(Record):
     identity: Identity
     logout_hint: LogoutHint = LogoutHint()
     dropped_groups: frozenset[str] = frozenset()
+    upstream_session: UpstreamSession = UpstreamSession()
 
 
 # AWS's rules (STS AssumeRoleWithSAML, IAM session tags): RoleSessionName and SourceIdentity take

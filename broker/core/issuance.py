@@ -19,6 +19,12 @@ from broker.core.entitlements import Entitlement, check_entitlement, entitlement
 from broker.core.identity import Identity, aws_person_name
 from broker.errors import CredentialIssueError, EntitlementError, IdentityRefused, NotEntitled
 from sso_common.store import AuditLog
+from sso_common.store.errors import StoreUnavailable
+
+NOT_AUDITED = (
+    "No credentials were issued: the audit trail cannot be written right now, and the portal never hands out "
+    "credentials it has not recorded. Try again in a minute."
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,13 @@ class Issuance:
         except CredentialIssueError as failure:
             record(role_arn=entitlement.role_arn, reason=str(failure))
             raise
-        record(
-            role_arn=entitlement.role_arn,
-            session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
-            source_identity=aws_person_name(identity),
-            expiration=credentials.expiration.isoformat(),
-        )
+        try:
+            record(
+                role_arn=entitlement.role_arn,
+                session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
+                source_identity=aws_person_name(identity),
+                expiration=credentials.expiration.isoformat(),
+            )
+        except StoreUnavailable as down:  # the credentials are dropped here: never handed out unaudited
+            raise StoreUnavailable(down.store, down.problem, public_message=NOT_AUDITED) from None
         return entitlement, credentials

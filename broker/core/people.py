@@ -11,6 +11,13 @@ A person is (upstream, subject), never the email address alone. At each sign-in 
 A refusal is a `LoginFailed` (a page and an audit record, by the sign-in glue). The upstream groups that
 its mapping dropped are written to the audit trail here (`groups_dropped`), naming the person.
 
+For an upstream that provisions over SCIM, the directory is the source of truth for who exists and in which
+groups: a sign-in is admitted only for a provisioned, active person, and is not written to the directory (the
+upstream's SCIM client writes it); the session then carries the directory's groups, not the sign-in's.
+
+`current` is the check every later use makes (`broker.core.guard`): the person as the directory has them
+now, or `AccessEnded` when they were disabled, deleted (SCIM) or revoked since the session started.
+
 Two sign-ins racing to claim one address with two subjects cannot both win: each records itself, then
 looks again, and withdraws (and is refused) if another subject holds the address too.
 """
@@ -23,11 +30,15 @@ from dataclasses import replace
 
 from broker.core import audit
 from broker.core.audit import RequestOrigin
-from broker.core.identity import UpstreamLogin
-from broker.errors import LoginFailed
+from broker.core.identity import Identity, UpstreamLogin
+from broker.errors import AccessEnded, LoginFailed
 from sso_common.store import AuditLog, DirectoryStore, PeopleQuery, Person
 
 MAX_DROPPED_LISTED = 50  # group names listed in one audit record; the count is always complete
+DISABLED = "Your access to the portal is disabled. Ask the IT service desk."
+NOT_PROVISIONED = (
+    "Your identity provider has not provisioned you to the portal (or has removed you). Ask the IT service desk."
+)
 _ADDRESS_TAKEN = (
     "This identity provider now gives the address {email} to another account than before (its subject "
     "identifier changed). The portal never merges two accounts on its own: ask the IT service desk to check "
@@ -36,17 +47,30 @@ _ADDRESS_TAKEN = (
 
 
 class People:
-    def __init__(self, directory: DirectoryStore, audit: AuditLog, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        directory: DirectoryStore,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+        scim_upstreams: frozenset[str] = frozenset(),
+    ):
         self.directory, self.audit, self._clock = directory, audit, clock
+        self.scim_upstreams = scim_upstreams
 
     def admit(self, upstream_id: str, login: UpstreamLogin, origin: RequestOrigin) -> Person:
         """Record the person of a verified upstream login, or LoginFailed (see the module docstring)."""
         identity = login.identity
         existing = self.directory.get(upstream_id, identity.subject)
         if existing is not None and existing.disabled:
-            raise LoginFailed("Your access to the portal is disabled. Ask the IT service desk.", 403)
+            raise LoginFailed(DISABLED, 403)
+        if upstream_id in self.scim_upstreams and (existing is None or not existing.provisioned):
+            raise LoginFailed(NOT_PROVISIONED, 403)
         if self._holders(upstream_id, identity.email, identity.subject):
             raise LoginFailed(_ADDRESS_TAKEN.format(email=identity.email), 403)
+        if upstream_id in self.scim_upstreams and existing is not None:  # the upstream's SCIM client writes it
+            if login.dropped_groups:
+                self._audit_dropped(upstream_id, login, origin)
+            return existing
         person = Person(
             upstream=upstream_id,
             subject=identity.subject,
@@ -66,6 +90,25 @@ class People:
         if login.dropped_groups:
             self._audit_dropped(upstream_id, login, origin)
         return person
+
+    def current(self, upstream_id: str, identity: Identity, since: float) -> Identity:
+        """The identity of a session or grant that started at `since`, as the directory has the person now (for
+        a SCIM upstream: its groups); AccessEnded when they may no longer act."""
+        person = self.directory.get(upstream_id, identity.subject)
+        scim = upstream_id in self.scim_upstreams
+        if scim and (person is None or not person.provisioned):
+            raise AccessEnded("your identity provider has removed you from the portal's directory")
+        if person is None:
+            return identity
+        if person.disabled:
+            raise AccessEnded("your access has been disabled")
+        if person.revoked_at is not None and person.revoked_at >= since:
+            raise AccessEnded("your access was revoked")
+        if not scim:
+            return identity
+        if person.created_at > since:
+            raise AccessEnded("your identity provider has provisioned you again since you signed in")
+        return replace(identity, groups=person.groups) if person.groups != identity.groups else identity
 
     def _holders(self, upstream_id: str, email: str, subject: str) -> list[Person]:
         """The other subjects this upstream gave `email` to."""

@@ -3,6 +3,10 @@
 Records that must end with a portal session (the command-line sign-ins it approved) keep a
 *reference* to it, never its ID: a one-way digest that can tell whether the session is still live
 but cannot be used as the session cookie.
+
+Under the same reference, each session also has its `Standing`: who, through which upstream, since when,
+the upstream's session (its `sid`, its tokens) and when the upstream last confirmed the person. Portal
+pages and command-line grants alike go through `broker.core.guard.SessionGuard` with it before acting.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.core.identity import Identity, LogoutHint
+from broker.core.identity import Identity, LogoutHint, UpstreamSession
 from sso_common.records import NOT_STORED, Record
 from sso_common.store import StateStore
 
 SESSION_KIND = "portal_session"
 REFERENCE_KIND = "portal_session_reference"  # live while its session is; see Sessions.reference
+STANDING_KIND = "portal_session_standing"  # by reference: the session's Standing (broker.core.guard)
 
 
 @dataclass(frozen=True)
@@ -31,13 +36,33 @@ class PortalSession(Record):
     expires: float
 
 
+@dataclass(frozen=True)
+class Standing(Record):
+    """What the guard checks a session against, kept under the session's reference (never its ID)."""
+
+    upstream_id: str
+    identity: Identity  # as last confirmed (sign-in, or the upstream's last re-validation)
+    started: float
+    expires: float
+    validated_at: float  # when the upstream last vouched for the person (sign-in or re-validation)
+    upstream_session: UpstreamSession = UpstreamSession()
+
+
 class Sessions:
     def __init__(self, store: StateStore, lifetime: int, clock: Callable[[], float] = time.time):
         self.store, self.lifetime, self._clock = store, lifetime, clock
 
-    def create(self, identity: Identity, upstream_id: str, logout_hint: LogoutHint) -> PortalSession:
+    def create(
+        self,
+        identity: Identity,
+        upstream_id: str,
+        logout_hint: LogoutHint,
+        upstream_session: UpstreamSession | None = None,
+    ) -> PortalSession:
         now = self._clock()
         session = PortalSession(secrets.token_urlsafe(32), identity, upstream_id, logout_hint, now, now + self.lifetime)
+        standing = Standing(upstream_id, identity, now, session.expires, now, upstream_session or UpstreamSession())
+        self.store.put(STANDING_KIND, session_reference(session.id), standing.to_record(), self.lifetime)
         self.store.put(SESSION_KIND, session.id, session.to_record(), self.lifetime)
         return session
 
@@ -51,7 +76,23 @@ class Sessions:
         """End the session and, with it, everything that holds a reference to it."""
         if session_id:
             self.store.delete(SESSION_KIND, session_id)
-            self.store.delete(REFERENCE_KIND, session_reference(session_id))
+            self.end_reference(session_reference(session_id))
+
+    def end_reference(self, reference: str) -> None:
+        """End what a reference stands for: the grants bound to the session, and its standing. (The session
+        record itself goes when next loaded: the guard finds no standing.)"""
+        self.store.delete(REFERENCE_KIND, reference)
+        self.store.delete(STANDING_KIND, reference)
+
+    def standing(self, reference: str | None) -> Standing | None:
+        record = self.store.get(STANDING_KIND, reference) if reference else None
+        return Standing.from_record(record) if record else None
+
+    def update_standing(self, reference: str, standing: Standing) -> None:
+        """Keep a re-validated standing, for as long as its session lives (not if it ended meanwhile)."""
+        remaining = standing.expires - self._clock()
+        if remaining > 0 and self.store.get(STANDING_KIND, reference) is not None:
+            self.store.put(STANDING_KIND, reference, standing.to_record(), remaining)
 
     def reference(self, session: PortalSession) -> str | None:
         """A reference for a record that must not outlive `session`, or None when the session has

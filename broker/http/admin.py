@@ -1,4 +1,5 @@
-"""Administration: the audit trail, for members of the admin group only.
+"""Administration, for members of the admin group only: the audit trail, and the people page (find a person,
+revoke their sessions and credentials).
 
 The filters are a GET form (person, event, outcome, channel, time range: nothing secret), read by
 `broker.core.audit.audit_query`; the JSON lines export takes the same query string and exports
@@ -12,9 +13,19 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, render_template, request
 
-from broker.core.audit import CHANNELS, EVENT_TYPES, FILTER_FIELDS, OUTCOMES, BadFilter, audit_query, form_time
+from broker.core.audit import (
+    CHANNELS,
+    EVENT_TYPES,
+    FILTER_FIELDS,
+    MAX_PERSON_LENGTH,
+    OUTCOMES,
+    BadFilter,
+    audit_query,
+    form_time,
+)
 from broker.http.context import signed_in, signed_in_session, state
-from sso_common.web import UserFacingError
+from sso_common.store import PeopleQuery
+from sso_common.web import UserFacingError, check_csrf
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -23,7 +34,7 @@ PAGE_SIZE = 200
 
 def _require_admin():
     if state().settings.admin_group not in signed_in_session().identity.groups:
-        raise UserFacingError("The audit trail is for administrators.", 403, "Access denied")
+        raise UserFacingError("The administration pages are for administrators.", 403, "Access denied")
 
 
 def _filters() -> dict[str, str]:
@@ -67,3 +78,47 @@ def audit_export():
     return Response(
         lines, mimetype="application/x-ndjson", headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'}
     )
+
+
+# --- people: find one, revoke their sessions and credentials ------------------------------------------------
+
+PEOPLE_PAGE = 50
+
+
+@blueprint.get("/people")
+@signed_in
+def people_page():
+    """The directory's people, found by address or subject; each with a button to revoke them."""
+    _require_admin()
+    wanted = request.args.get("person", "")[:MAX_PERSON_LENGTH].strip()
+    return _people(wanted)
+
+
+def _people(wanted: str, notice: str | None = None, status: int = 200):
+    directory = state().people.directory
+    if not wanted:
+        found = directory.find(limit=PEOPLE_PAGE)
+    else:
+        query = PeopleQuery(email=wanted.lower()) if "@" in wanted else PeopleQuery(subject=wanted)
+        found = directory.find(query, limit=PEOPLE_PAGE)
+    return render_template(
+        "people.html", people=found, person=wanted, notice=notice, page_size=PEOPLE_PAGE, total=directory.count()
+    ), status
+
+
+@blueprint.post("/people/revoke")
+@signed_in
+def revoke_person():
+    """Revoke one person: every portal session and command-line sign-in they hold ends at its next use, and their
+    AWS credentials issued so far are denied (broker.core.revocation). Audited with the administrator's name."""
+    check_csrf()
+    _require_admin()
+    upstream, subject = request.form.get("upstream", "")[:64], request.form.get("subject", "")[:256]
+    person = state().people.directory.get(upstream, subject)
+    revocations = state().revocations
+    if person is None or revocations is None:
+        raise UserFacingError("There is no such person in the directory.", 404, "Not found")
+    admin = signed_in_session().identity
+    revocations.revoke(upstream, subject, f"revoked by an administrator ({admin.email})", admin.email)
+    notice = f"Revoked {person.email or person.subject}: their sessions end now and their AWS credentials are denied."
+    return _people(person.email or person.subject, notice)

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import IdentityCenterError
+from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,15 @@ def install_error_handlers(blueprint: Blueprint) -> None:
     def domain_error(error: IdentityCenterError):
         log.info("%s %s refused: %s", request.method, request.path, error.aws_error)
         return error_response(ApiError(error.aws_error, error.message))
+
+    @blueprint.errorhandler(StoreUnavailable)
+    def store_unavailable(error: StoreUnavailable):
+        """A store's engine is down or restarting: retryable (botocore retries a 503), never a 500."""
+        log.warning("%s %s answered 503: %s", request.method, request.path, error)
+        message = error.public_message or "The service is temporarily unavailable. Try again in a few seconds."
+        answer = error_response(ApiError("ServiceUnavailableException", message))
+        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answer
 
     @blueprint.errorhandler(HTTPException)
     def http_error(error: HTTPException):

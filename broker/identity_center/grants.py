@@ -14,6 +14,11 @@ Grants without a reference are treated as ended (fail closed).
 
 Refresh tokens rotate. A rotated token presented again ends the whole grant (RFC 9700 §4.14.2):
 either the client or a thief has used it, and the server cannot tell which.
+
+Every use (CreateToken from an approval or a refresh token, every call with an access token) also asks the
+`guard` (broker.core.guard.SessionGuard) whether the portal session behind the grant may still act, and with
+which identity: a person disabled, deleted or revoked, signed out at their IdP or past the session's cap ends
+the grant, with the reason in the refusal; the identity it returns (current groups) is the one issued for.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from dataclasses import dataclass, field
 from broker.core.identity import Identity
 from broker.errors import (
     AccessDenied,
+    AccessEnded,
     AuthorizationPending,
     ExpiredToken,
     InvalidClient,
     InvalidGrant,
     NotSignedIn,
+    RevalidationUnavailable,
+    ServiceUnavailable,
     SlowDown,
     UnauthorizedClient,
 )
@@ -44,6 +52,7 @@ from sso_common.store import StateStore
 log = logging.getLogger(__name__)
 
 SessionLive = Callable[[str | None], bool]  # a portal session reference -> is that session still live?
+Guard = Callable[[str | None], Identity]  # a portal session reference -> its identity now, or AccessEnded
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REFRESH_GRANT = "refresh_token"
@@ -60,6 +69,7 @@ DECISION_KIND = "sso_device_decision"  # written once (StateStore.add): the firs
 POLL_KIND = "sso_device_poll"  # last poll and current interval, apart from the decision
 AUTH_CODE_KIND = "sso_auth_code"
 GRANT_KIND = "sso_grant"
+ENDED_GRANT_KIND = "sso_grant_ended"  # why a grant was ended by its guard, for the refusals of its other tokens
 ACCESS_KIND = "sso_access_token"
 REFRESH_KIND = "sso_refresh_token"
 SPENT_REFRESH_KIND = "sso_refresh_token_spent"  # written once (StateStore.add) when a refresh token is rotated
@@ -191,8 +201,31 @@ class GrantStore:
         settings: GrantSettings,
         session_live: SessionLive,
         clock: Callable[[], float] = time.time,
+        guard: Guard | None = None,
     ):
         self.store, self.settings, self._session_live, self._clock = store, settings, session_live, clock
+        self._guard = guard
+
+    def _current(self, grant_id: str | None, reference: str | None, identity: Identity, refusal: type) -> Identity:
+        """The identity a grant (or an approval about to become one) acts as now; its refusal (NotSignedIn or
+        InvalidGrant, with why) when the portal session behind it may no longer act, and the grant ends."""
+        if self._guard is None:
+            return identity
+        try:
+            return self._guard(reference)
+        except RevalidationUnavailable as unavailable:
+            raise ServiceUnavailable(f"{unavailable.reason[0].upper()}{unavailable.reason[1:]}.") from None
+        except AccessEnded as ended:
+            message = f"Your sign-in has ended: {ended.reason}. Sign in again."
+            if grant_id is not None:
+                self.store.put(ENDED_GRANT_KIND, grant_id, {"message": message}, self.settings.token_lifetime)
+                self.store.delete(GRANT_KIND, grant_id)
+            raise refusal(message) from None
+
+    def _ended(self, grant_id: str | None, default: str) -> str:
+        """Why a grant is gone when its guard ended it, else `default`."""
+        record = self.store.get(ENDED_GRANT_KIND, grant_id) if grant_id else None
+        return str(record["message"]) if record else default
 
     # --- clients --------------------------------------------------------------------------------
 
@@ -385,6 +418,7 @@ class GrantStore:
         now = self._clock()
         if approval.session_expires <= now + 60 or not self._session_live(approval.session):
             raise InvalidGrant("The portal sign-in behind this request has ended.")
+        self._current(None, approval.session, approval.identity, InvalidGrant)
         grant_id = secrets.token_urlsafe(16)
         grant = Grant(approval.identity, client_id, approval.scopes, approval.session_expires, approval.session)
         self.store.put(GRANT_KIND, grant_id, grant.to_record(), remaining_seconds(approval.session_expires, now))
@@ -405,6 +439,8 @@ class GrantStore:
         refused = InvalidGrant("The refresh token is unknown, used, expired or revoked.")
         record = self.store.get(REFRESH_KIND, refresh_token) if refresh_token else None
         grant = self._grant(record["grant"]) if record else None
+        if record is not None and grant is None:
+            raise InvalidGrant(self._ended(record["grant"], refused.message))
         if record is None or grant is None or refresh_token is None:
             raise refused
         grant_id = record["grant"]
@@ -414,6 +450,7 @@ class GrantStore:
         if not self._session_live(grant.session):
             self.store.delete(GRANT_KIND, grant_id)
             raise InvalidGrant("The portal sign-in behind this token has ended.")
+        self._current(grant_id, grant.session, grant.identity, InvalidGrant)
         if not self.store.add(
             SPENT_REFRESH_KIND, refresh_token, {}, max(1, remaining_seconds(grant.expires_at, self._clock()))
         ):
@@ -446,12 +483,20 @@ class GrantStore:
             self.store.delete(GRANT_KIND, record["grant"])
             grant = None
         if record is None or grant is None:
-            raise NotSignedIn("Session token not found or invalid.")
-        return grant.identity, record["grant"]
+            default = "Session token not found or invalid."
+            raise NotSignedIn(self._ended(record["grant"], default) if record else default)
+        return self._current(record["grant"], grant.session, grant.identity, NotSignedIn), record["grant"]
 
     def logout(self, access_token: str | None) -> None:
         """End the whole grant: this token, its siblings and every refresh token of the sign-in."""
-        _, grant_id = self.bearer(access_token)
+        record = self.store.get(ACCESS_KIND, access_token) if access_token else None
+        grant = self._grant(record["grant"]) if record else None
+        if record is not None and grant is not None and not self._session_live(grant.session):
+            self.store.delete(GRANT_KIND, record["grant"])
+            grant = None
+        if record is None or grant is None:  # (a revoked person may still sign out: no guard here)
+            raise NotSignedIn("Session token not found or invalid.")
+        grant_id = record["grant"]
         self.store.delete(GRANT_KIND, grant_id)
         if access_token:
             self.store.delete(ACCESS_KIND, access_token)

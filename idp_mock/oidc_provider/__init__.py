@@ -25,5 +25,10 @@ def register(app: Flask) -> None:
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
     logging.getLogger("authlib").setLevel(logging.INFO)  # authlib logs issued tokens at DEBUG
     app.extensions["oidc"] = build_server(idp.settings, idp.store)
+    app.extensions["oidc"].directory = idp.directory  # the live one: run-time changes included
+    from idp_mock.oidc_provider.backchannel import BackChannelLogout
+    from idp_mock.session import LOGOUT_LISTENERS
+
+    app.extensions.setdefault(LOGOUT_LISTENERS, []).append(BackChannelLogout(app.extensions["oidc"]))
     app.register_blueprint(pages)
     app.register_blueprint(api)

@@ -62,7 +62,13 @@ def _uris(node: Node, required: bool) -> tuple[str, ...]:
 
 def _client(node: Node, issuer: str) -> OIDCClient:
     node.only_keys(
-        "client_id", "name", "token_endpoint_auth_method", "client_secret", "redirect_uris", "post_logout_redirect_uris"
+        "client_id",
+        "name",
+        "token_endpoint_auth_method",
+        "client_secret",
+        "redirect_uris",
+        "post_logout_redirect_uris",
+        "backchannel_logout_uri",
     )
     client_id = node.child("client_id").string(
         r"[A-Za-z0-9._~-]{1,128}", "a client id (letters, digits, . _ ~ -, at most 128)"
@@ -85,7 +91,18 @@ def _client(node: Node, issuer: str) -> OIDCClient:
         post_logout_redirect_uris=_uris(node.child("post_logout_redirect_uris", []), required=False),
         token_endpoint_auth_method=method,
         secret_hash=secret_hash,
+        backchannel_logout_uri=_backchannel_uri(node.child("backchannel_logout_uri", None)),
     )
+
+
+def _backchannel_uri(node: Node) -> str | None:
+    """OIDC Back-Channel Logout 1.0, section 2.2: an absolute http(s) URL without a fragment."""
+    if node.value is None:
+        return None
+    problem = uri_problem(node.value)
+    if problem:
+        raise node.error(f"{node.value!r} {problem}")
+    return str(node.value)
 
 
 def parse_oidc_settings(node: Node, issuer: str) -> OIDCSettings:

@@ -39,6 +39,7 @@ class OIDCClient(Record, ClientMixin):
     token_endpoint_auth_method: str
     grant_types: tuple[str, ...] = GRANT_TYPES
     secret_hash: str | None = field(default=None, repr=False)
+    backchannel_logout_uri: str | None = None  # OIDC Back-Channel Logout: where its logout tokens go
 
     @property
     def is_public(self) -> bool:
@@ -99,6 +100,7 @@ class OIDCGrant(Record):
     expires_at: float
     person: dict[str, Any] | None = None  # signed in by a sign_in_as fault (idp_mock.faults), not the form
     withheld: tuple[str, ...] = ()  # claims a "missing" fault keeps out of this grant's ID token and userinfo
+    sid: str | None = None  # the SSO session's `sid` (idp_mock.oidc_provider.backchannel), in the ID token
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,8 @@ class OIDCServer(AuthorizationServer):
             "acr_values_supported": [ACR_PASSWORD, ACR_MFA],
             "prompt_values_supported": ["none", "login"],
             "claims_parameter_supported": False,
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
         }
@@ -256,6 +258,8 @@ class IDToken(OpenIDCode):
         claims.update(user_claims(request.user, token["scope"], thin="thin_id_token" in faults))
         for name in request.authorization_code.grant.withheld:
             claims.pop(name, None)
+        if request.authorization_code.grant.sid:
+            claims["sid"] = request.authorization_code.grant.sid  # for back-channel logout
         return sign_id_token(claims, faults, self.server.keys, client.client_id, now, self.DEFAULT_EXPIRES_IN)
 
 

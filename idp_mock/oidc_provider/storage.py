@@ -24,7 +24,7 @@ from idp_mock.oidc_provider.models import (
     PendingOIDCRequest,
     RefreshToken,
 )
-from idp_mock.session import SignIn
+from idp_mock.session import SignIn, sid_of
 from sso_common.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class OIDCStore:
             expires_at=time.time() + lifetime,
             person=_person_record(employee) if isinstance(employee, FaultPerson) else None,
             withheld=withheld,
+            sid=sid_of(sign_in.session_id) if sign_in.session_id else None,
         )
         self._store.put("oidc_grant", grant_id, grant.to_record(), lifetime)
         issued = IssuedCode(grant_id, client_id, redirect_uri, nonce, code_challenge, code_challenge_method)

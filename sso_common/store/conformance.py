@@ -2,7 +2,7 @@
 
 A backend's tests subclass each contract it serves and give the subclass one fixture, `make_store`: a
 function that opens a new, empty store. The state store's takes the clock the store must read (the tests
-move it to expire entries); the directory's and the audit log's take nothing. Audit tests give their
+move it to expire entries); the directory's, the audit log's and the change log's take nothing. Audit tests give their
 events an explicit "time", which `append` keeps.
 
     class TestSQLiteStateStore(StateStoreContract):
@@ -10,7 +10,7 @@ events an explicit "time", which `append` keeps.
         def make_store(self, tmp_path):
             return lambda clock: SQLiteStateStore(str(tmp_path / "state.db"), clock=clock)
 
-(tests/sso_common/test_stores.py has the memory and SQLite backends' six such classes.)
+(tests/sso_common/test_stores.py has the memory and SQLite backends' eight such classes.)
 The contracts are named `...Contract`, not `Test...`, so pytest runs them only through such subclasses.
 Only tests import this module (it needs pytest).
 """
@@ -21,11 +21,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from sso_common.store import AuditLog, AuditQuery, DirectoryStore, PeopleQuery, Person, StateStore
+from sso_common.store import (
+    AuditLog,
+    AuditQuery,
+    ChangeLog,
+    DirectoryConflict,
+    DirectoryGroup,
+    DirectoryStore,
+    GroupQuery,
+    PeopleQuery,
+    Person,
+    StateStore,
+    UnknownMember,
+)
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -71,12 +83,46 @@ def run_together(count: int, action: Callable[[int], T]) -> list[T]:
     return [results[index] for index in range(count)]
 
 
+_CLOCK_TESTS = (  # the StateStore tests that move the test's clock
+    "test_entries_expire",
+    "test_add_refuses_a_live_entry_but_reuses_an_expired_one",
+    "test_incr_counts_within_a_window_then_restarts",
+    "test_incr_window_starts_at_the_first_increment",
+    "test_purge_expired",
+)
+_REAL_TIME_TESTS = (  # their real-time counterparts
+    "test_real_time_entries_expire",
+    "test_real_time_add_refuses_a_live_entry_but_reuses_an_expired_one",
+    "test_real_time_incr_window_starts_at_the_first_increment_then_restarts",
+    "test_real_time_purge_expired",
+)
+
+
 class StateStoreContract:
-    """Fixture: `make_store(clock) -> StateStore`."""
+    """Fixture: `make_store(clock) -> StateStore`.
+
+    A backend whose engine expires entries on its own clock (Redis: the TTL of the key) sets
+    `REAL_TIME_EXPIRY = True`. Its store cannot follow the test's clock, so the five tests that move the
+    clock are replaced for it by the same checks in real time (`test_real_time_...`): short TTLs, an entry
+    checked well before its TTL (alive) and well after it (gone), about 4 s in all. The other backends keep
+    the exact clock-driven tests; every other test is the same for all."""
+
+    REAL_TIME_EXPIRY: ClassVar[bool] = False
+    REAL_TTL: ClassVar[float] = 0.5  # seconds: the real-time tests' TTL
+    REAL_MARGIN: ClassVar[float] = 0.25  # seconds kept from each side of an expiry (a loaded machine's jitter)
 
     @pytest.fixture
     def clock(self) -> FakeClock:
         return FakeClock()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A backend's class gets one of the two sets of expiry tests (None is not collected)."""
+        super().__init_subclass__(**kwargs)
+        for name in _REAL_TIME_TESTS if not cls.REAL_TIME_EXPIRY else _CLOCK_TESTS:
+            setattr(cls, name, None)
+
+    def _sleep_until(self, started: float, seconds: float) -> None:
+        time.sleep(max(0.0, started + seconds - time.monotonic()))
 
     @pytest.fixture
     def store(self, make_store: Callable[[Clock], StateStore], clock: FakeClock) -> StateStore:
@@ -188,6 +234,44 @@ class StateStoreContract:
         store.put("a", "new", {}, 500)
         clock.now += 10
         assert store.purge_expired() == 1
+        assert store.get("a", "new") == {}
+
+    # --- the same, in real time, for a backend that expires on its engine's clock (REAL_TIME_EXPIRY) ---
+
+    def test_real_time_entries_expire(self, store: StateStore) -> None:
+        started = time.monotonic()
+        store.put("code", "k", {"v": 1}, self.REAL_TTL)
+        self._sleep_until(started, self.REAL_TTL - self.REAL_MARGIN)
+        assert store.get("code", "k") == {"v": 1}
+        self._sleep_until(started, self.REAL_TTL + self.REAL_MARGIN)
+        assert store.get("code", "k") is None
+        assert store.take("code", "k") is None
+
+    def test_real_time_add_refuses_a_live_entry_but_reuses_an_expired_one(self, store: StateStore) -> None:
+        started = time.monotonic()
+        assert store.add("replay", "assertion-1", {}, self.REAL_TTL) is True
+        assert store.add("replay", "assertion-1", {}, self.REAL_TTL) is False
+        self._sleep_until(started, self.REAL_TTL + self.REAL_MARGIN)
+        assert store.add("replay", "assertion-1", {}, self.REAL_TTL) is True
+
+    def test_real_time_incr_window_starts_at_the_first_increment_then_restarts(self, store: StateStore) -> None:
+        window = 2 * self.REAL_TTL  # a later increment inside it must not move its end
+        started = time.monotonic()
+        assert store.incr("fail", "bob", window) == 1
+        self._sleep_until(started, self.REAL_TTL)
+        assert store.incr("fail", "bob", window) == 2
+        # past the first increment's window, before the end a second increment would have set
+        self._sleep_until(started, window + self.REAL_MARGIN)
+        assert store.incr("fail", "bob", window) == 1
+        assert store.get("fail", "bob") == {"count": 1}
+
+    def test_real_time_purge_expired(self, store: StateStore) -> None:
+        started = time.monotonic()
+        store.put("a", "old", {}, self.REAL_TTL)
+        store.put("a", "new", {}, 60)
+        self._sleep_until(started, self.REAL_TTL + self.REAL_MARGIN)
+        assert store.purge_expired() in (0, 1)  # the engine may have dropped it already
+        assert store.get("a", "old") is None
         assert store.get("a", "new") == {}
 
 
@@ -349,6 +433,219 @@ class DirectoryStoreContract:
         assert _keys(store.find(PeopleQuery(group="dev"))) == [("corp", f"user{index:02}") for index in range(20)]
         assert all(store.count(PeopleQuery(group=f"team{index}")) == 1 for index in range(20))
 
+    # --- people provisioned over SCIM, and their groups -------------------------------------------------
+
+    def test_a_provisioned_person_round_trips(self, store: DirectoryStore) -> None:
+        alice = _provisioned("alice", display_name="Alice", scim_attributes='{"name": {"givenName": "Alice"}}')
+        alice = replace(alice, created_at=10.5, version=3, disabled=True)
+        assert store.put(alice) is True
+        assert store.get("corp", "alice") == alice
+        assert store.find(PeopleQuery(scim_id="id-alice")) == [alice]
+
+    def test_put_if_version_writes_only_over_that_version(self, store: DirectoryStore) -> None:
+        alice = _provisioned("alice", version=1)
+        assert store.put(alice, if_version=1) is False  # missing counts as version 0
+        assert store.get("corp", "alice") is None
+        assert store.put(alice, if_version=0) is True
+        assert store.put(replace(alice, display_name="stale", version=2), if_version=0) is False
+        assert store.put(replace(alice, display_name="fresh", version=2), if_version=1) is True
+        stored = store.get("corp", "alice")
+        assert stored is not None and (stored.display_name, stored.version) == ("fresh", 2)
+
+    def test_racing_read_modify_writes_lose_no_update(self, store: DirectoryStore) -> None:
+        for index in range(20):
+            store.put(_provisioned(f"user{index:02}"))
+        store.put_group(DirectoryGroup("corp", "g1", "Developers", broker_group="dev", version=1))
+
+        def add_member(index: int) -> int:
+            attempts = 0
+            while True:
+                attempts += 1
+                group = store.get_group("corp", "g1")
+                assert group is not None
+                grown = replace(group, members=group.members | {f"id-user{index:02}"}, version=group.version + 1)
+                if store.put_group(grown, if_version=group.version):
+                    return attempts
+
+        run_together(20, add_member)
+        group = store.get_group("corp", "g1")
+        assert group is not None and group.members == {f"id-user{index:02}" for index in range(20)}
+        assert group.version == 21
+        assert store.count(PeopleQuery(group="dev")) == 20
+
+    def test_put_never_moves_revoked_at_back(self, store: DirectoryStore) -> None:
+        alice = _person("alice")
+        store.put(alice)
+        store.revoke("corp", "alice", 2_000.0)
+        store.put(replace(alice, display_name="renamed"))  # read before the revocation: no revoked_at
+        stored = store.get("corp", "alice")
+        assert stored is not None and (stored.display_name, stored.revoked_at) == ("renamed", 2_000.0)
+        store.put(replace(alice, revoked_at=1_000.0))
+        assert store.get("corp", "alice").revoked_at == 2_000.0  # type: ignore[union-attr]
+        store.put(replace(alice, revoked_at=3_000.0))
+        assert store.get("corp", "alice").revoked_at == 3_000.0  # type: ignore[union-attr]
+
+    def test_a_scim_id_names_one_person(self, store: DirectoryStore) -> None:
+        store.put(_provisioned("alice"))
+        with pytest.raises(DirectoryConflict):
+            store.put(_provisioned("bob", scim_id="id-alice"))
+        with pytest.raises(DirectoryConflict):  # at another upstream too: the SCIM id is the resource's address
+            store.put(_provisioned("bob", upstream="partner", scim_id="id-alice"))
+        assert store.count() == 1
+
+    def test_user_names_are_unique_per_upstream_whatever_their_case(self, store: DirectoryStore) -> None:
+        store.put(_provisioned("alice", user_name="Alice@Example.com"))
+        with pytest.raises(DirectoryConflict):
+            store.put(_provisioned("alice2", user_name="ALICE@example.COM"))
+        store.put(_provisioned("alice3", upstream="partner", user_name="alice@example.com"))
+        store.put(replace(_person("carol"), user_name="alice@example.com"))  # not provisioned: no SCIM userName
+        assert store.count() == 3
+        found = store.find(PeopleQuery(upstream="corp", user_name="aLiCe@example.com"))
+        assert _keys(found) == [("corp", "alice")]
+
+    def test_a_person_can_be_renamed_and_keep_their_user_name(self, store: DirectoryStore) -> None:
+        alice = _provisioned("alice")
+        store.put(alice)
+        store.put(replace(alice, user_name=alice.user_name.upper(), version=1))
+        assert store.get("corp", "alice").user_name == alice.user_name.upper()  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize(
+        ("filters", "expected"),
+        [
+            ({"provisioned": True}, [("corp", "alice"), ("corp", "bob")]),
+            ({"provisioned": False}, [("corp", "carol")]),
+            ({"subject": "bob"}, [("corp", "bob")]),
+            ({"scim_id": "id-bob"}, [("corp", "bob")]),
+            ({"user_name": "BOB@EXAMPLE.COM"}, [("corp", "bob")]),
+            ({"display_name": "Bob"}, [("corp", "bob")]),
+            ({"display_name": "bob"}, []),
+            ({"group": "dev"}, [("corp", "alice"), ("corp", "carol")]),
+            ({"group": "dev", "provisioned": True}, [("corp", "alice")]),
+        ],
+    )
+    def test_filters_of_provisioned_people(
+        self, store: DirectoryStore, filters: dict[str, Any], expected: list[tuple[str, str]]
+    ) -> None:
+        store.put(_provisioned("alice"))
+        store.put(_provisioned("bob", display_name="Bob"))
+        store.put(_person("carol", groups=frozenset({"dev"})))
+        store.put_group(DirectoryGroup("corp", "g1", "Developers", frozenset({"id-alice"}), broker_group="dev"))
+        assert _keys(store.find(PeopleQuery(**filters))) == expected
+        assert store.count(PeopleQuery(**filters)) == len(expected)
+
+    def test_a_provisioned_persons_groups_come_from_the_groups(self, store: DirectoryStore) -> None:
+        store.put(_provisioned("alice", groups=frozenset({"ignored"})))
+        assert store.get("corp", "alice").groups == frozenset()  # type: ignore[union-attr]
+        store.put_group(DirectoryGroup("corp", "g1", "Developers", frozenset({"id-alice"}), broker_group="dev"))
+        store.put_group(DirectoryGroup("corp", "g2", "Devs too", frozenset({"id-alice"}), broker_group="dev"))
+        store.put_group(DirectoryGroup("corp", "g3", "Admins", frozenset({"id-alice"}), broker_group="admins"))
+        store.put_group(DirectoryGroup("corp", "g4", "Unmapped", frozenset({"id-alice"}), broker_group=None))
+        assert store.get("corp", "alice").groups == {"dev", "admins"}  # type: ignore[union-attr]
+        assert store.find(PeopleQuery(group="admins"))[0].groups == {"dev", "admins"}
+        store.put_group(DirectoryGroup("corp", "g3", "Admins", frozenset(), broker_group="admins", version=1))
+        store.delete_group("corp", "g1")
+        assert store.get("corp", "alice").groups == {"dev"}  # type: ignore[union-attr]
+        store.delete_group("corp", "g2")
+        assert store.get("corp", "alice").groups == frozenset()  # type: ignore[union-attr]
+        assert store.count(PeopleQuery(group="dev")) == 0
+
+    def test_groups_round_trip_filter_and_page(self, store: DirectoryStore) -> None:
+        store.put(_provisioned("alice"))
+        groups = [
+            DirectoryGroup(
+                "corp",
+                f"g{index:02}",
+                f"Team {index}",
+                frozenset({"id-alice"}) if index % 2 else frozenset(),
+                broker_group=f"team{index}",
+                external_id=f"ext-{index}",
+                created_at=1.5,
+                updated_at=2.5,
+                version=index,
+            )
+            for index in range(25)
+        ]
+        for group in groups:
+            assert store.put_group(group) is True
+        store.put_group(DirectoryGroup("partner", "g00", "Team 0"))
+        assert store.get_group("corp", "g07") == groups[7]
+        assert store.get_group("corp", "missing") is None
+        corp = GroupQuery(upstream="corp")
+        assert [group.id for page in (0, 10, 20) for group in store.find_groups(corp, offset=page, limit=10)] == [
+            f"g{index:02}" for index in range(25)
+        ]
+        assert store.count_groups() == 26 and store.count_groups(corp) == 25
+        assert store.find_groups(GroupQuery(upstream="corp", display_name="TEAM 3")) == [groups[3]]
+        assert store.find_groups(GroupQuery(external_id="ext-4")) == [groups[4]]
+        assert store.count_groups(GroupQuery(member="id-alice")) == 12
+        assert [g.id for g in store.find_groups(GroupQuery(id="g00"))] == ["g00", "g00"]
+        with pytest.raises(ValueError):
+            store.find_groups(limit=-1)
+
+    def test_a_group_of_strangers_is_refused_whole(self, store: DirectoryStore) -> None:
+        store.put(_provisioned("alice"))
+        store.put(_provisioned("bob", upstream="partner"))
+        store.put(_person("carol"))  # signed in, never provisioned: no SCIM id to be a member by
+        group = DirectoryGroup("corp", "g1", "Developers", frozenset({"id-alice"}), broker_group="dev")
+        store.put_group(group)
+        for stranger in ("id-nobody", "id-bob", "carol"):
+            with pytest.raises(UnknownMember):
+                store.put_group(replace(group, display_name="Renamed", members=group.members | {stranger}, version=1))
+        assert store.get_group("corp", "g1") == group
+
+    def test_deleting_a_person_takes_them_out_of_their_groups(self, store: DirectoryStore) -> None:
+        store.put(_provisioned("alice"))
+        store.put(_provisioned("bob"))
+        store.put_group(
+            DirectoryGroup("corp", "g1", "Developers", frozenset({"id-alice", "id-bob"}), broker_group="dev")
+        )
+        assert store.delete("corp", "alice") is True
+        assert store.get_group("corp", "g1").members == {"id-bob"}  # type: ignore[union-attr]
+        store.put(_provisioned("alice"))  # the same SCIM id again: not a member until a group says so
+        assert store.get("corp", "alice").groups == frozenset()  # type: ignore[union-attr]
+        assert store.delete_group("corp", "g1") is True and store.delete_group("corp", "g1") is False
+
+    def test_changing_a_persons_scim_id_leaves_their_old_groups(self, store: DirectoryStore) -> None:
+        alice = _provisioned("alice")
+        store.put(alice)
+        store.put_group(DirectoryGroup("corp", "g1", "Developers", frozenset({"id-alice"}), broker_group="dev"))
+        store.put(replace(alice, scim_id="id-alice-2", version=1))
+        assert store.get_group("corp", "g1").members == frozenset()  # type: ignore[union-attr]
+        assert store.get("corp", "alice").groups == frozenset()  # type: ignore[union-attr]
+
+    def test_rename_moves_a_person_and_keeps_their_groups(self, store: DirectoryStore) -> None:
+        alice = _provisioned("alice", version=3)
+        store.put(alice)
+        store.put(_person("carol", groups=frozenset({"dev"})))
+        store.put_group(DirectoryGroup("corp", "g1", "Developers", frozenset({"id-alice"}), broker_group="dev"))
+        store.revoke("corp", "alice", 5.0)
+        assert store.rename("corp", "alice", "alice-2") is True
+        assert store.get("corp", "alice") is None
+        moved = replace(alice, subject="alice-2", groups=frozenset({"dev"}), revoked_at=5.0)
+        assert store.get("corp", "alice-2") == moved
+        assert store.rename("corp", "carol", "carol-2") is True
+        assert store.get("corp", "carol-2").groups == {"dev"}  # type: ignore[union-attr]
+        assert _keys(store.find(PeopleQuery(group="dev"))) == [("corp", "alice-2"), ("corp", "carol-2")]
+        with pytest.raises(DirectoryConflict):
+            store.rename("corp", "alice-2", "carol-2")
+        assert store.rename("corp", "nobody", "somebody") is False
+        assert store.count() == 2
+
+    def test_put_group_if_version(self, store: DirectoryStore) -> None:
+        group = DirectoryGroup("corp", "g1", "Developers", version=1)
+        assert store.put_group(group, if_version=1) is False
+        assert store.put_group(group, if_version=0) is True
+        assert store.put_group(replace(group, display_name="x", version=2), if_version=0) is False
+        assert store.put_group(replace(group, display_name="y", version=2), if_version=1) is True
+        assert store.get_group("corp", "g1").display_name == "y"  # type: ignore[union-attr]
+
+
+def _provisioned(subject: str, upstream: str = "corp", **fields: Any) -> Person:
+    fields.setdefault("email", f"{subject}@example.com")
+    fields.setdefault("scim_id", f"id-{subject}")
+    fields.setdefault("user_name", f"{subject}@example.com")
+    return Person(upstream=upstream, subject=subject, **fields)
+
 
 _EVENTS = [
     {"n": 0, "time": 100.0, "type": "sign_in", "user": "alice", "outcome": "success", "channel": "web"},
@@ -446,3 +743,45 @@ class AuditLogContract:
         for n in range(2_001):  # SQLite pages by 1,000: two full pages and a partial one
             log.append({"n": n, "type": "sign_in", "time": 100.0 + n})
         assert [e["n"] for e in log.export()] == list(range(2_001))
+
+
+class ChangeLogContract:
+    """Fixture: `make_store() -> ChangeLog`."""
+
+    @pytest.fixture
+    def log(self, make_store: Callable[[], ChangeLog]) -> ChangeLog:
+        return make_store()
+
+    def test_an_empty_log(self, log: ChangeLog) -> None:
+        assert log.last() == 0
+        assert log.read() == []
+
+    def test_append_then_read_forward(self, log: ChangeLog) -> None:
+        positions = [log.append({"n": n, "nested": {"list": [n]}}) for n in range(5)]
+        assert positions == sorted(positions) and len(set(positions)) == 5 and positions[0] > 0
+        assert log.last() == positions[-1]
+        assert [record["n"] for _, record in log.read()] == [0, 1, 2, 3, 4]
+        assert log.read(after=positions[1]) == [(positions[n], {"n": n, "nested": {"list": [n]}}) for n in (2, 3, 4)]
+        assert [record["n"] for _, record in log.read(after=positions[0], limit=2)] == [1, 2]
+        assert log.read(after=positions[-1]) == []
+        assert log.read(limit=0) == []
+
+    def test_records_are_copies(self, log: ChangeLog) -> None:
+        record = {"list": [1]}
+        log.append(record)
+        record["list"].append(2)
+        ((_, read),) = log.read()
+        read["list"].append(3)
+        assert log.read() == [(log.last(), {"list": [1]})]
+
+    def test_a_negative_limit_is_refused(self, log: ChangeLog) -> None:
+        with pytest.raises(ValueError):
+            log.read(limit=-1)
+
+    def test_racing_appends_each_get_their_own_position(self, log: ChangeLog) -> None:
+        positions = run_together(50, lambda index: log.append({"by": index}))
+        assert len(set(positions)) == 50
+        read = log.read(limit=100)
+        assert [position for position, _ in read] == sorted(positions)
+        assert {record["by"] for _, record in read} == set(range(50))
+        assert log.read(after=sorted(positions)[24], limit=100) == read[25:]

@@ -14,33 +14,45 @@ from typing import Any
 
 from sso_common.keys import private_directory
 from sso_common.store import (  # the rules every backend applies alike
+    EVERY_GROUP,
     EVERYONE,
     EVERYTHING,
     AuditQuery,
+    DirectoryConflict,
+    DirectoryGroup,
+    GroupQuery,
     PeopleQuery,
     Person,
+    UnknownMember,
     check_page,
+    checked_group,
     checked_person,
     hashed_key,
+    later,
+    user_name_key,
 )
 
 _PURGE_EVERY = 500  # writes between opportunistic purges of expired rows
 
 
 def _where(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    """The WHERE clause that ANDs each condition whose value is given (not None), and its parameters."""
+    """The WHERE clause that ANDs each condition whose value is given (not None), and its parameters (the
+    value once per `?` of its clause)."""
     given = [(clause, value) for clause, value in conditions if value is not None]
     if not given:
         return "", []
-    return f"WHERE {' AND '.join(clause for clause, _ in given)} ", [value for _, value in given]
+    return f"WHERE {' AND '.join(clause for clause, _ in given)} ", [
+        value for clause, value in given for _ in range(clause.count("?"))
+    ]
 
 
 class _Connections:
     """One connection per thread and process: sqlite3 connections must not cross a fork or a thread."""
 
-    def __init__(self, path: str, schema: str) -> None:
+    def __init__(self, path: str, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None) -> None:
         self.path = path
         self._schema = schema
+        self._migrate = migrate
         self._local = threading.local()
         private_directory(Path(path).parent)
         if not os.path.exists(path):  # SQLite gives its -wal and -shm files the database file's mode
@@ -54,6 +66,8 @@ class _Connections:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            if self._migrate is not None:
+                self._migrate(conn)
             conn.executescript(self._schema)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
@@ -157,8 +171,33 @@ class SQLiteStateStore:
         return cursor.rowcount
 
 
+_PERSON_COLUMNS = {  # added after the first release: databases made before get them at first open
+    "scim_id": "TEXT",
+    "user_name": "TEXT NOT NULL DEFAULT ''",
+    "user_name_key": "TEXT NOT NULL DEFAULT ''",
+    "scim_attributes": "TEXT NOT NULL DEFAULT ''",
+    "created_at": "REAL NOT NULL DEFAULT 0",
+    "version": "INTEGER NOT NULL DEFAULT 0",
+}
+
+
+def _add_person_columns(conn: sqlite3.Connection) -> None:
+    """Bring a directory database made before SCIM up to the current person table (idempotent)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(person)")}
+    if not columns:
+        return  # a new database: the schema creates the whole table
+    for name, declaration in _PERSON_COLUMNS.items():
+        if name not in columns:
+            try:
+                conn.execute(f"ALTER TABLE person ADD COLUMN {name} {declaration}")
+            except sqlite3.OperationalError as error:  # another process added it meanwhile
+                if "duplicate column" not in str(error):
+                    raise
+
+
 class SQLiteDirectoryStore:
-    """People in one table, their groups in another, so that filtering by group is an index lookup."""
+    """People in one table, their groups in another, so that filtering by group is an index lookup; the
+    SCIM groups and their members in two more. A provisioned person's groups are read through the latter."""
 
     _SCHEMA = """
     CREATE TABLE IF NOT EXISTS person (
@@ -169,9 +208,17 @@ class SQLiteDirectoryStore:
         disabled INTEGER NOT NULL,
         revoked_at REAL,
         updated_at REAL NOT NULL,
+        scim_id TEXT,
+        user_name TEXT NOT NULL DEFAULT '',
+        user_name_key TEXT NOT NULL DEFAULT '',
+        scim_attributes TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (upstream, subject)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS person_email ON person (email);
+    CREATE UNIQUE INDEX IF NOT EXISTS person_scim_id ON person (scim_id) WHERE scim_id IS NOT NULL;
+    CREATE UNIQUE INDEX IF NOT EXISTS person_user_name ON person (upstream, user_name_key) WHERE scim_id IS NOT NULL;
     CREATE TABLE IF NOT EXISTS membership (
         group_name TEXT NOT NULL,
         upstream TEXT NOT NULL,
@@ -179,21 +226,65 @@ class SQLiteDirectoryStore:
         PRIMARY KEY (group_name, upstream, subject)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS membership_person ON membership (upstream, subject);
+    CREATE TABLE IF NOT EXISTS directory_group (
+        upstream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        display_key TEXT NOT NULL,
+        external_id TEXT,
+        broker_group TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (upstream, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS directory_group_name ON directory_group (upstream, display_key);
+    CREATE TABLE IF NOT EXISTS group_member (
+        upstream TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        scim_id TEXT NOT NULL,
+        PRIMARY KEY (upstream, group_id, scim_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS group_member_person ON group_member (upstream, scim_id);
     """
     # One statement reads a person and their groups, so a concurrent put cannot pair old groups with new fields.
     _SELECT = (
-        "SELECT upstream, subject, email, display_name, disabled, revoked_at, updated_at, "
-        "(SELECT json_group_array(group_name) FROM membership m "
-        " WHERE m.upstream = p.upstream AND m.subject = p.subject) "
+        "SELECT upstream, subject, email, display_name, disabled, revoked_at, updated_at, scim_id, user_name, "
+        "scim_attributes, created_at, version, "
+        "CASE WHEN p.scim_id IS NULL THEN "
+        " (SELECT json_group_array(group_name) FROM membership m "
+        "  WHERE m.upstream = p.upstream AND m.subject = p.subject) "
+        "ELSE (SELECT json_group_array(DISTINCT g.broker_group) FROM group_member m JOIN directory_group g "
+        " ON g.upstream = m.upstream AND g.id = m.group_id "
+        " WHERE m.upstream = p.upstream AND m.scim_id = p.scim_id AND g.broker_group IS NOT NULL) END "
         "FROM person p "
+    )
+    _GROUP_SELECT = (
+        "SELECT upstream, id, display_name, external_id, broker_group, created_at, updated_at, version, "
+        "(SELECT json_group_array(scim_id) FROM group_member m WHERE m.upstream = g.upstream AND m.group_id = g.id) "
+        "FROM directory_group g "
     )
 
     def __init__(self, path: str) -> None:
-        self._db = _Connections(path, self._SCHEMA)
+        self._db = _Connections(path, self._SCHEMA, _add_person_columns)
 
     @staticmethod
     def _person(row: tuple) -> Person:
-        upstream, subject, email, display_name, disabled, revoked_at, updated_at, groups = row
+        (
+            upstream,
+            subject,
+            email,
+            display_name,
+            disabled,
+            revoked_at,
+            updated_at,
+            scim_id,
+            user_name,
+            scim_attributes,
+            created_at,
+            version,
+            groups,
+        ) = row
         return Person(
             upstream=upstream,
             subject=subject,
@@ -203,36 +294,98 @@ class SQLiteDirectoryStore:
             disabled=bool(disabled),
             revoked_at=revoked_at,
             updated_at=updated_at,
+            scim_id=scim_id,
+            user_name=user_name,
+            scim_attributes=scim_attributes,
+            created_at=created_at,
+            version=version,
+        )
+
+    @staticmethod
+    def _group(row: tuple) -> DirectoryGroup:
+        upstream, group_id, display_name, external_id, broker_group, created_at, updated_at, version, members = row
+        return DirectoryGroup(
+            upstream=upstream,
+            id=group_id,
+            display_name=display_name,
+            members=frozenset(json.loads(members)),
+            broker_group=broker_group,
+            external_id=external_id,
+            created_at=created_at,
+            updated_at=updated_at,
+            version=version,
         )
 
     @staticmethod
     def _filters(query: PeopleQuery) -> tuple[str, list[Any]]:
-        return _where(
+        conditions: list[tuple[str, Any]] = [
+            ("p.upstream = ?", query.upstream),
+            ("p.email = ?", query.email),
             (
-                ("p.upstream = ?", query.upstream),
-                ("p.email = ?", query.email),
-                (
-                    "(p.upstream, p.subject) IN (SELECT upstream, subject FROM membership WHERE group_name = ?)",
-                    query.group,
-                ),
-                ("p.disabled = ?", None if query.disabled is None else int(query.disabled)),
-            )
-        )
+                "((p.upstream, p.subject) IN (SELECT upstream, subject FROM membership WHERE group_name = ?) "
+                "OR (p.upstream, p.scim_id) IN (SELECT m.upstream, m.scim_id FROM group_member m "
+                "JOIN directory_group g ON g.upstream = m.upstream AND g.id = m.group_id WHERE g.broker_group = ?))",
+                query.group,
+            ),
+            ("p.disabled = ?", None if query.disabled is None else int(query.disabled)),
+            ("p.subject = ?", query.subject),
+            ("p.scim_id = ?", query.scim_id),
+            (
+                "(p.scim_id IS NOT NULL AND p.user_name_key = ?)",
+                None if query.user_name is None else user_name_key(query.user_name),
+            ),
+            ("p.display_name = ?", query.display_name),
+            ("(p.scim_id IS NOT NULL) = ?", None if query.provisioned is None else int(query.provisioned)),
+        ]
+        return _where(conditions)
 
-    def put(self, person: Person) -> None:
+    def put(self, person: Person, *, if_version: int | None = None) -> bool:
         person = checked_person(person)
         key = (person.upstream, person.subject)
-        with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO person (upstream, subject, email, display_name, disabled, revoked_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, person.email, person.display_name, int(person.disabled), person.revoked_at, person.updated_at),
-            )
-            conn.execute("DELETE FROM membership WHERE upstream = ? AND subject = ?", key)
-            conn.executemany(
-                "INSERT INTO membership (group_name, upstream, subject) VALUES (?, ?, ?)",
-                [(group, *key) for group in person.groups],
-            )
+        try:
+            with self._db.transaction() as conn:
+                stored = conn.execute(
+                    "SELECT version, scim_id, revoked_at FROM person WHERE upstream = ? AND subject = ?", key
+                ).fetchone()
+                if if_version is not None and (stored[0] if stored else 0) != if_version:
+                    return False
+                if stored is not None and stored[1] is not None and stored[1] != person.scim_id:
+                    conn.execute(
+                        "DELETE FROM group_member WHERE upstream = ? AND scim_id = ?", (person.upstream, stored[1])
+                    )
+                conn.execute(
+                    "INSERT INTO person (upstream, subject, email, display_name, disabled, revoked_at, updated_at, "
+                    "scim_id, user_name, user_name_key, scim_attributes, created_at, version) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (upstream, subject) DO UPDATE SET email = excluded.email, "
+                    "display_name = excluded.display_name, disabled = excluded.disabled, "
+                    "revoked_at = excluded.revoked_at, "
+                    "updated_at = excluded.updated_at, scim_id = excluded.scim_id, user_name = excluded.user_name, "
+                    "user_name_key = excluded.user_name_key, scim_attributes = excluded.scim_attributes, "
+                    "created_at = excluded.created_at, version = excluded.version",
+                    (
+                        *key,
+                        person.email,
+                        person.display_name,
+                        int(person.disabled),
+                        later(stored[2] if stored else None, person.revoked_at),
+                        person.updated_at,
+                        person.scim_id,
+                        person.user_name,
+                        user_name_key(person.user_name),
+                        person.scim_attributes,
+                        person.created_at,
+                        person.version,
+                    ),
+                )
+                conn.execute("DELETE FROM membership WHERE upstream = ? AND subject = ?", key)
+                conn.executemany(
+                    "INSERT INTO membership (group_name, upstream, subject) VALUES (?, ?, ?)",
+                    [(group, *key) for group in person.groups],
+                )
+        except sqlite3.IntegrityError:
+            raise DirectoryConflict("another person has this scim_id, or this user_name at this upstream") from None
+        return True
 
     def get(self, upstream: str, subject: str) -> Person | None:
         row = (
@@ -245,6 +398,11 @@ class SQLiteDirectoryStore:
     def delete(self, upstream: str, subject: str) -> bool:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM membership WHERE upstream = ? AND subject = ?", (upstream, subject))
+            conn.execute(
+                "DELETE FROM group_member WHERE upstream = ? AND scim_id = "
+                "(SELECT scim_id FROM person WHERE upstream = ? AND subject = ?)",
+                (upstream, upstream, subject),
+            )
             cursor = conn.execute("DELETE FROM person WHERE upstream = ? AND subject = ?", (upstream, subject))
             return cursor.rowcount == 1
 
@@ -266,6 +424,112 @@ class SQLiteDirectoryStore:
             (at, at, upstream, subject),
         )
         return cursor.rowcount == 1
+
+    def rename(self, upstream: str, subject: str, new_subject: str) -> bool:
+        if not isinstance(new_subject, str) or not new_subject:
+            raise ValueError(f"a person's subject must be a non-empty string, not {new_subject!r}")
+        try:
+            with self._db.transaction() as conn:
+                cursor = conn.execute(
+                    "UPDATE person SET subject = ? WHERE upstream = ? AND subject = ?", (new_subject, upstream, subject)
+                )
+                conn.execute(
+                    "UPDATE membership SET subject = ? WHERE upstream = ? AND subject = ?",
+                    (new_subject, upstream, subject),
+                )
+                return cursor.rowcount == 1
+        except sqlite3.IntegrityError:
+            raise DirectoryConflict("another person of this upstream has this subject") from None
+
+    def put_group(self, group: DirectoryGroup, *, if_version: int | None = None) -> bool:
+        group = checked_group(group)
+        key = (group.upstream, group.id)
+        with self._db.transaction() as conn:
+            stored = conn.execute("SELECT version FROM directory_group WHERE upstream = ? AND id = ?", key).fetchone()
+            if if_version is not None and (stored[0] if stored else 0) != if_version:
+                return False
+            conn.execute(
+                "INSERT INTO directory_group (upstream, id, display_name, display_key, external_id, broker_group, "
+                "created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (upstream, id) DO UPDATE SET display_name = excluded.display_name, "
+                "display_key = excluded.display_key, external_id = excluded.external_id, "
+                "broker_group = excluded.broker_group, created_at = excluded.created_at, "
+                "updated_at = excluded.updated_at, version = excluded.version",
+                (
+                    *key,
+                    group.display_name,
+                    user_name_key(group.display_name),
+                    group.external_id,
+                    group.broker_group,
+                    group.created_at,
+                    group.updated_at,
+                    group.version,
+                ),
+            )
+            current = {
+                row[0]
+                for row in conn.execute("SELECT scim_id FROM group_member WHERE upstream = ? AND group_id = ?", key)
+            }
+            conn.executemany(
+                "DELETE FROM group_member WHERE upstream = ? AND group_id = ? AND scim_id = ?",
+                [(*key, member) for member in current - group.members],
+            )
+            conn.executemany(
+                "INSERT INTO group_member (upstream, group_id, scim_id) VALUES (?, ?, ?)",
+                [(*key, member) for member in group.members - current],
+            )
+            unknown = conn.execute(
+                "SELECT m.scim_id FROM group_member m LEFT JOIN person p ON p.upstream = m.upstream "
+                "AND p.scim_id = m.scim_id WHERE m.upstream = ? AND m.group_id = ? AND p.subject IS NULL "
+                "ORDER BY m.scim_id LIMIT 1",
+                key,
+            ).fetchone()
+            if unknown is not None:  # raised inside the transaction: it rolls back, nothing is written
+                raise UnknownMember(f"no provisioned person of this upstream has the id {unknown[0]!r}")
+        return True
+
+    def get_group(self, upstream: str, group_id: str) -> DirectoryGroup | None:
+        row = (
+            self._db.get()
+            .execute(f"{self._GROUP_SELECT}WHERE g.upstream = ? AND g.id = ?", (upstream, group_id))
+            .fetchone()
+        )
+        return self._group(row) if row else None
+
+    def delete_group(self, upstream: str, group_id: str) -> bool:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM group_member WHERE upstream = ? AND group_id = ?", (upstream, group_id))
+            cursor = conn.execute("DELETE FROM directory_group WHERE upstream = ? AND id = ?", (upstream, group_id))
+            return cursor.rowcount == 1
+
+    @staticmethod
+    def _group_filters(query: GroupQuery) -> tuple[str, list[Any]]:
+        return _where(
+            (
+                ("g.upstream = ?", query.upstream),
+                ("g.id = ?", query.id),
+                ("g.display_key = ?", None if query.display_name is None else user_name_key(query.display_name)),
+                ("g.external_id = ?", query.external_id),
+                (
+                    "g.id IN (SELECT group_id FROM group_member m WHERE m.upstream = g.upstream AND m.scim_id = ?)",
+                    query.member,
+                ),
+            )
+        )
+
+    def find_groups(
+        self, query: GroupQuery = EVERY_GROUP, *, offset: int = 0, limit: int = 100
+    ) -> list[DirectoryGroup]:
+        check_page(limit, offset)
+        where, params = self._group_filters(query)
+        rows = self._db.get().execute(
+            f"{self._GROUP_SELECT}{where}ORDER BY g.upstream, g.id LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
+        return [self._group(row) for row in rows.fetchall()]
+
+    def count_groups(self, query: GroupQuery = EVERY_GROUP) -> int:
+        where, params = self._group_filters(query)
+        return int(self._db.get().execute(f"SELECT count(*) FROM directory_group g {where}", params).fetchone()[0])
 
 
 class SQLiteAuditLog:
@@ -322,3 +586,34 @@ class SQLiteAuditLog:
             for row_id, event in rows:
                 last = row_id
                 yield json.loads(event)
+
+
+class SQLiteChangeLog:
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS change_log (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        record TEXT NOT NULL
+    );
+    """
+
+    def __init__(self, path: str) -> None:
+        self._db = _Connections(path, self._SCHEMA)
+
+    def append(self, record: dict) -> int:
+        row = (
+            self._db.get()
+            .execute("INSERT INTO change_log (record) VALUES (?) RETURNING position", (json.dumps(record),))
+            .fetchone()
+        )
+        return int(row[0])
+
+    def read(self, after: int = 0, *, limit: int = 100) -> list[tuple[int, dict]]:
+        check_page(limit, max(after, 0))
+        rows = self._db.get().execute(
+            "SELECT position, record FROM change_log WHERE position > ? ORDER BY position LIMIT ?", (after, limit)
+        )
+        return [(int(position), json.loads(record)) for position, record in rows.fetchall()]
+
+    def last(self) -> int:
+        row = self._db.get().execute("SELECT max(position) FROM change_log").fetchone()
+        return int(row[0] or 0)

@@ -485,3 +485,42 @@ def test_the_app_without_its_metadata_service_says_so_then_recovers_when_it_is_b
         assert "Alice Anderson" in client.get("/").text
         status = client.get("/status").text
         assert f"assumed-role/EmployeeWebAppRole/{INSTANCE_ID}" in status and INSTANCE_ID in status
+
+
+# --- /explain: the workload path, for the portal's "How did I get here?" ---------------------------------
+
+
+def test_explain_tells_the_workload_path_with_fingerprints_only(imds, clock):
+    credentials_path = f"/latest/meta-data/iam/security-credentials/{ROLE}"
+    app_token = token(imds)  # as an SDK does: a session token, then the role's credentials with it
+    first = get(imds, credentials_path, app_token).json()
+    clock.advance(601)  # 299 s left: the next request gets new credentials
+    second = get(imds, credentials_path, app_token).json()
+    assert first["AccessKeyId"] != second["AccessKeyId"]
+    told = get(imds, "/explain", token(imds, "60")).json()
+    assert told["instance_id"] == INSTANCE_ID and told["role"]["name"] == ROLE
+    assert EC2_SERVICE in trusted_services(told["role"]["trust_policy"])
+    assert [check["outcome"] for check in told["trust_checks"]] == ["passed", "passed"]  # one per AssumeRole
+    assert [issued["kind"] for issued in told["credentials"]] == ["first", "rotated"]
+    assert [issued["access_key"] for issued in told["credentials"]] == [
+        f"…{first['AccessKeyId'][-4:]}",
+        f"…{second['AccessKeyId'][-4:]}",
+    ]
+    [used] = [entry for entry in told["tokens"] if entry["credential_fetches"]]
+    assert used["credential_fetches"] == 2 and used["ttl_seconds"] == 21600
+    assert used["fingerprint"].endswith(f"(…{app_token[-4:]}, {len(app_token)} characters)")
+    text = json.dumps(told)
+    for secret in (app_token, first["AccessKeyId"], first["SecretAccessKey"], first["Token"], second["Token"]):
+        assert secret not in text
+    assert get(imds, "/explain", None).status_code == 401  # like every other GET: IMDSv2's token first
+
+
+def test_explain_records_the_trust_check_ec2_failed(emulator, clock, profile_of_a_task_role):
+    service = instance(emulator, clock, profile=profile_of_a_task_role)
+    with served(service) as url:
+        session_token = token(url)
+        get(url, "/latest/meta-data/iam/security-credentials/EmployeeWebAppTaskRole", session_token)
+        told = get(url, "/explain", session_token).json()
+    [check] = told["trust_checks"]
+    assert check["outcome"] == "failed" and check["trusted_services"] == ["ecs-tasks.amazonaws.com"]
+    assert check["service"] == EC2_SERVICE and told["credentials"] == []

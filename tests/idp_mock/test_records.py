@@ -95,6 +95,7 @@ RECORDS = [
             "expires_at": 1_800_028_800.5,
             "person": None,
             "withheld": [],
+            "sid": None,
         },
     ),
     (
@@ -130,6 +131,7 @@ RECORDS = [
             "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code"],
             "secret_hash": None,
+            "backchannel_logout_uri": None,
         },
     ),
 ]

@@ -54,3 +54,27 @@ def test_create_private_never_replaces_and_write_private_does(tmp_path):
     assert path.read_bytes() == b"third"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert [p.name for p in path.parent.iterdir()] == ["file"]  # no temporary left behind
+
+
+def test_replicas_starting_together_on_one_folder_share_one_key_ring(tmp_path):
+    """Replicas of the IdP share their instance folder (compose: a volume): the first rings made at once
+    converge on one, and no stray key is left behind."""
+    import threading
+
+    from sso_common.keys import KeyRing
+
+    rings: list = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        rings.append(KeyRing(tmp_path / "oidc-keys"))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    reread = [kid for kid, _ in KeyRing(tmp_path / "oidc-keys").keys]
+    assert len(rings) == 8 and all([kid for kid, _ in ring._load()] == reread for ring in rings)
+    assert sorted(path.stem for path in (tmp_path / "oidc-keys").glob("*.key")) == sorted(reread)

@@ -8,8 +8,13 @@ import pytest
 
 from sso_common.config import ConfigError, load_yaml
 from sso_common.store import PeopleQuery, Person
-from sso_common.store.conformance import AuditLogContract, DirectoryStoreContract, StateStoreContract
-from sso_common.store.memory import MemoryAuditLog, MemoryDirectoryStore, MemoryStateStore
+from sso_common.store.conformance import (
+    AuditLogContract,
+    ChangeLogContract,
+    DirectoryStoreContract,
+    StateStoreContract,
+)
+from sso_common.store.memory import MemoryAuditLog, MemoryChangeLog, MemoryDirectoryStore, MemoryStateStore
 from sso_common.store.registry import (
     Backend,
     open_audit_log,
@@ -18,7 +23,7 @@ from sso_common.store.registry import (
     parse_store_urls,
     register_backend,
 )
-from sso_common.store.sqlite import SQLiteAuditLog, SQLiteDirectoryStore, SQLiteStateStore
+from sso_common.store.sqlite import SQLiteAuditLog, SQLiteChangeLog, SQLiteDirectoryStore, SQLiteStateStore
 
 
 class TestMemoryStateStore(StateStoreContract):
@@ -55,6 +60,18 @@ class TestSQLiteAuditLog(AuditLogContract):
     @pytest.fixture
     def make_store(self, tmp_path):
         return lambda: SQLiteAuditLog(str(tmp_path / "audit.db"))
+
+
+class TestMemoryChangeLog(ChangeLogContract):
+    @pytest.fixture
+    def make_store(self):
+        return MemoryChangeLog
+
+
+class TestSQLiteChangeLog(ChangeLogContract):
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        return lambda: SQLiteChangeLog(str(tmp_path / "changes.db"))
 
 
 def test_sqlite_keys_are_not_stored_in_clear(tmp_path):
@@ -122,8 +139,8 @@ def test_registry_refuses_a_sqlite_url_without_a_path():
 
 
 def test_registry_refuses_an_unknown_scheme_naming_the_choices():
-    with pytest.raises(ValueError, match="redis://cache") as refused:
-        open_state_store("redis://cache")
+    with pytest.raises(ValueError, match="mongodb://cache") as refused:
+        open_state_store("mongodb://cache")
     assert "sqlite:///PATH" in str(refused.value) and "memory://" in str(refused.value)
 
 
@@ -158,3 +175,30 @@ def test_parse_store_urls_refuses_an_unknown_contract(tmp_path):
     with pytest.raises(ConfigError) as refused:
         parse_store_urls(_stores_node(tmp_path, "stores:\n  sessions: memory://\n"), DEFAULTS)
     assert refused.value.key == "stores.sessions"
+
+
+def test_a_directory_made_before_scim_gets_the_new_columns_and_keeps_its_people(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "directory.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE person (upstream TEXT NOT NULL, subject TEXT NOT NULL, email TEXT NOT NULL,
+            display_name TEXT NOT NULL, disabled INTEGER NOT NULL, revoked_at REAL, updated_at REAL NOT NULL,
+            PRIMARY KEY (upstream, subject)) WITHOUT ROWID;
+        CREATE TABLE membership (group_name TEXT NOT NULL, upstream TEXT NOT NULL, subject TEXT NOT NULL,
+            PRIMARY KEY (group_name, upstream, subject)) WITHOUT ROWID;
+        INSERT INTO person VALUES ('corp', 'alice', 'alice@example.com', 'Alice', 0, 5.0, 1.0);
+        INSERT INTO membership VALUES ('dev', 'corp', 'alice');
+        """
+    )
+    old.commit()
+    old.close()
+    store = SQLiteDirectoryStore(str(path))
+    assert store.get("corp", "alice") == Person(
+        "corp", "alice", "alice@example.com", "Alice", frozenset({"dev"}), revoked_at=5.0, updated_at=1.0
+    )
+    store.put(Person("corp", "bob", "bob@example.com", scim_id="id-bob", user_name="bob", version=1))
+    assert store.find(PeopleQuery(provisioned=True))[0].subject == "bob"
+    SQLiteDirectoryStore(str(path))  # opened again (another worker): nothing to add, nothing fails

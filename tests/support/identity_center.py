@@ -55,10 +55,15 @@ class FakeIssuer:
         )
 
 
-def portal_app(instance_dir: Path):
-    """The portal app on in-memory state, with STS stood in for."""
-    memory = {"state": "memory://", "directory": "memory://", "audit": "memory://"}
-    settings = dataclasses.replace(load_settings(instance_dir=instance_dir), stores=memory, portal_url=PORTAL)
+def portal_app(instance_dir: Path, **changes):
+    """The portal app on in-memory state, with STS stood in for. Its upstreams provision nothing over SCIM and
+    are not re-validated (`lifecycles=()`): the sso-api tests sign people in directly; `changes` replace other
+    settings (tests of provisioning and revocation give the lifecycles back)."""
+    memory = {"state": "memory://", "directory": "memory://", "audit": "memory://", "changes": "memory://"}
+    settings = dataclasses.replace(
+        load_settings(instance_dir=instance_dir),
+        **{"stores": memory, "portal_url": PORTAL, "lifecycles": (), **changes},
+    )
     app = create_app(settings)
     app.extensions["broker"].issuance.issuer = FakeIssuer()
     return app
@@ -72,6 +77,7 @@ def fresh_sso_state(app, clock: FakeClock) -> None:
         GrantSettings.from_environment(state.settings.session_lifetime),
         state.sessions.is_live,
         clock,
+        guard=lambda reference: state.guard.check(reference).identity,
     )
 
 

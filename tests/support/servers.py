@@ -51,5 +51,6 @@ def start_idp(workdir: Path, config: Path | None = None, env: dict[str, str] | N
     url = f"http://127.0.0.1:{port}"
     args = ["idp_mock"] + (["--config", str(config)] if config else []) + ["serve", "--port", str(port)]
     # A wide TOTP window, so tests signing erin in take an unused step instead of waiting (fresh_totp).
-    defaults = {"IDP_URL": url, "IDP_INSTANCE_DIR": str(workdir / "instance"), **TOTP_ENV}
+    # Alone, it pushes its directory nowhere (IDP_SCIM_PUSH): a portal it knows nothing of is not its target.
+    defaults = {"IDP_URL": url, "IDP_INSTANCE_DIR": str(workdir / "instance"), "IDP_SCIM_PUSH": "false", **TOTP_ENV}
     return start_service("idp", args, url, workdir, {**defaults, **(env or {})})

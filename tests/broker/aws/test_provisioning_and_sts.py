@@ -270,3 +270,102 @@ def test_sts_error_answer_is_reported_as_refused_without_the_assertion(
 
 def test_change_reads_as_one_line():
     assert str(Change(SANDBOX, "created", "bucket b")) == f"{SANDBOX}: created bucket b"
+
+
+# -- the way to AWS, as "How did I get here?" shows it ------------------------------------------------
+
+
+def _minted(monkeypatch) -> list[bytes]:
+    """Every SAML Response the issuer builds, kept by the test (to know its signature value)."""
+    from broker.aws import sts as sts_module
+
+    minted: list[bytes] = []
+    build = sts_module.build_saml_response
+
+    def keep(*args, **kwargs) -> bytes:
+        minted.append(build(*args, **kwargs))
+        return minted[-1]
+
+    monkeypatch.setattr(sts_module, "build_saml_response", keep)
+    return minted
+
+
+def test_the_way_to_aws_is_recorded_decoded_and_without_a_secret(issuer, access, person, sessions, monkeypatch):
+    from lxml import etree
+
+    from broker.aws.evidence import policies_section
+    from broker.core.evidence import recording
+    from broker.core.explain import issuance_story, shown_issuance
+
+    minted = _minted(monkeypatch)
+    bob = person("bob")
+    with recording() as record:
+        entitlement = check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper")
+        credentials = issuer.issue(bob, entitlement)
+    story = issuance_story(
+        record,
+        access=access,
+        channel="portal",
+        account_id=SANDBOX,
+        permission_set="EmployeeDirectoryDeveloper",
+        role_name=entitlement.role_name,
+        role_arn=entitlement.role_arn,
+        outcome="issued",
+    )
+    sections = {section.key: section for section in story.sections}
+    assert list(sections) == ["entitlement", "assertion", "request", "answer"]
+    assertion = {fact.label: fact.value for fact in sections["assertion"].facts}
+    assert assertion["Role"] == f"{entitlement.role_arn},{entitlement.provider_arn}"
+    assert assertion["RoleSessionName"] == assertion["SourceIdentity"] == "bob@example.com"
+    assert assertion["SessionDuration"] == str(entitlement.session_duration)
+    assert assertion["PrincipalTag:username"] == "bob@example.com" and assertion["Audience"].endswith("/saml")
+    request = {fact.label: fact.value for fact in sections["request"].facts}
+    assert request["RoleArn"] == entitlement.role_arn and request["PrincipalArn"] == entitlement.provider_arn
+    answer = {fact.label: fact.value for fact in sections["answer"].facts}
+    assert answer["AssumedRoleUser Arn"] == credentials.assumed_role_arn
+    assert [(c.name, c.outcome) for c in sections["answer"].checks] == [("STS accepted the assertion", "passed")]
+
+    [xml] = minted
+    signature = "".join(etree.fromstring(xml).findtext(".//{http://www.w3.org/2000/09/xmldsig#}SignatureValue").split())
+    stored = json.dumps(story.to_record())
+    for secret in (signature, signature[:40], credentials.secret_access_key, credentials.session_token):
+        assert secret not in stored
+    assert credentials.access_key_id not in stored and credentials.access_key_id[-4:] in answer["AccessKeyId"]
+    # The request body: withheld while the assertion is a bearer credential, then shown, signature withheld.
+    assert shown_issuance(story, time.time())["request_body"] is None
+    later = shown_issuance(story, story.assertion_expires + 1)["request_body"]
+    assert later.startswith("Action=AssumeRoleWithSAML") and "RoleArn=" in later and signature[:40] not in later
+
+    policies = policies_section(
+        lambda account_id: sessions.client(account_id, "iam"),
+        access,
+        account_id=SANDBOX,
+        permission_set="EmployeeDirectoryDeveloper",
+        role_name=entitlement.role_name,
+        role_arn=entitlement.role_arn,
+        trust={},
+    )
+    trust = json.loads(policies.documents[0].text)
+    assert trust == trust_policy(entitlement.provider_arn)  # as IAM has it, the provider the only principal
+    assert any(document.label.startswith("Inline permission policy") for document in policies.documents)
+
+
+def test_an_sts_refusal_is_recorded_where_sts_answered(moto_server, access, person, signing_identity, first_run):
+    from broker.core.evidence import recording
+
+    unknown_caller = boto3.Session(
+        aws_access_key_id="AKIAUNKNOWNCALLER000", aws_secret_access_key="wrong", region_name="us-east-1"
+    )
+    issuer = StsCredentialIssuer(
+        moto_server.endpoint_url,
+        "us-east-1",
+        signing_identity,
+        BROKER_ENTITY_ID,
+        caller_sessions=lambda account_id: unknown_caller,
+    )
+    bob = person("bob")
+    with recording() as record, pytest.raises(StsRefused):
+        issuer.issue(bob, check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper"))
+    [answer] = record.sections("answer")
+    [check] = answer.checks
+    assert check.outcome == "failed" and check.detail.startswith("InvalidClientTokenId")

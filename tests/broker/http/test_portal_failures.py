@@ -5,6 +5,7 @@ The portal runs in-process here (Flask's test client), pointed at endpoints the 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -56,7 +57,8 @@ def portal(monkeypatch, tmp_path, idp_url: str, aws_url: str):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    app = create_app(load_settings(instance_dir=tmp_path / "broker"))
+    # People are signed in directly below (no IdP provisions them over SCIM): upstreams without SCIM here.
+    app = create_app(dataclasses.replace(load_settings(instance_dir=tmp_path / "broker"), lifecycles=()))
     return app, app.test_client()
 
 

@@ -1,0 +1,82 @@
+"""OpenID Connect Back-Channel Logout 1.0, the OP's side: when a person signs out of the IdP, every OIDC client of
+that session with a `backchannel_logout_uri` gets a logout token, POSTed from the IdP straight to it.
+
+The logout token (section 2.4) is a JWT signed with the IdP's ID token key, typed `logout+jwt`: iss, aud (the
+client), iat, exp (two minutes), jti, the session's `sid` (the one its ID tokens carried) and the person's `sub`,
+and the back-channel logout event; never a nonce. Each is sent from a daemon thread with a short deadline, so
+a slow or absent relying party never holds up the sign-out page; a failed delivery is logged, not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from typing import Any
+
+import requests
+from joserfc import jwt
+
+from idp_mock.oidc_provider.keys import ALGORITHM
+from idp_mock.session import OIDCParticipant, SessionRecord
+
+log = logging.getLogger(__name__)
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+TOKEN_LIFETIME = 120
+DEADLINE = 5.0  # seconds a relying party has to answer
+
+
+class BackChannelLogout:
+    """The IdP's logout listener (idp_mock.session.LOGOUT_LISTENERS) for its OIDC clients."""
+
+    def __init__(self, server: Any):
+        self.server = server
+        self.sent: list[threading.Thread] = []  # the deliveries under way (tests wait for them)
+
+    def logout_token(self, client_id: str, sid: str, subject: str | None, now: int | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        claims: dict[str, Any] = {
+            "iss": self.server.issuer,
+            "aud": client_id,
+            "iat": issued,
+            "exp": issued + TOKEN_LIFETIME,
+            "jti": secrets.token_urlsafe(18),
+            "sid": sid,
+            "events": {LOGOUT_EVENT: {}},
+        }
+        if subject:
+            claims["sub"] = subject
+        keys = self.server.keys
+        header = {"alg": ALGORITHM, "kid": keys.active_kid, "typ": "logout+jwt"}
+        return jwt.encode(header, claims, keys.private_keys, algorithms=[ALGORITHM])
+
+    def __call__(self, sid: str, record: SessionRecord) -> None:
+        employee = self.server.directory.find(record.username)
+        subject = employee.subject if employee is not None else None
+        for participant in record.participants:
+            if not isinstance(participant, OIDCParticipant):
+                continue
+            client = self.server.query_client(participant.client_id)
+            uri = getattr(client, "backchannel_logout_uri", None)
+            if client is None or not uri:
+                continue
+            token = self.logout_token(client.client_id, sid, subject)
+            thread = threading.Thread(target=_deliver, args=(uri, token, client.client_id), daemon=True)
+            thread.start()
+            self.sent = [t for t in self.sent if t.is_alive()] + [thread]
+
+
+def _deliver(uri: str, token: str, client_id: str) -> None:
+    try:
+        answer = requests.post(
+            uri, data={"logout_token": token}, timeout=DEADLINE, allow_redirects=False, headers={"Accept": "*/*"}
+        )
+    except requests.RequestException as error:
+        log.warning("back-channel logout to %s failed: %s", client_id, type(error).__name__)
+        return
+    if answer.status_code != 200:
+        log.warning("back-channel logout to %s answered HTTP %s", client_id, answer.status_code)
+    else:
+        log.info("back-channel logout delivered to %s", client_id)

@@ -1,0 +1,269 @@
+"""Credentials already issued, revoked in AWS (broker/aws/revocation.py), against the AWS emulator with IAM
+enforcement on: the deny statements the broker puts on a role, what they deny (the revoked person's sessions
+issued before the revocation) and what they leave alone (others' sessions, and sessions issued after), and
+their removal once every session they could deny has expired.
+
+moto alone would deny every session of the role (it treats `DateLessThan` as true and `StringEquals` without a
+context value as true); the emulator wrapper evaluates `aws:TokenIssueTime` and `aws:SourceIdentity` in Deny
+statements (devstack/aws_emulator.py), which is what makes these tests meaningful. What only real AWS can
+confirm is listed in the README ("Provisioning and revocation")."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from broker.aws.accounts import AccountSessions
+from broker.aws.assertion import idp_metadata_xml
+from broker.aws.provisioning import provision
+from broker.aws.revocation import (
+    POLICY_BUDGET,
+    POLICY_NAME,
+    AwsRevoker,
+    cutoff_of,
+    iso,
+    merged,
+    person_statement,
+    unexpired,
+)
+from broker.aws.sts import StsCredentialIssuer
+from broker.core.entitlements import check_entitlement
+from broker.core.revocation import Revocation
+from devstack.aws_emulator import MotoServer
+from sso_common.store import AuditQuery
+from sso_common.store.memory import MemoryAuditLog, MemoryChangeLog, MemoryStateStore
+from tests.broker.conftest import BROKER_ENTITY_ID
+
+PRODUCTION = "222222222222"
+ROLE_SET = "EmployeeDirectoryReadOnly"
+BUCKET = f"employee-directory-photos-{PRODUCTION}"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    with MotoServer(tmp_path_factory.mktemp("moto-revocation")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sessions(emulator, access, signing_identity):
+    management = emulator.create_organization(list(access.accounts))
+    accounts = AccountSessions(management, access.region, endpoint_url=emulator.endpoint_url)
+    provision(
+        access, idp_metadata_xml(BROKER_ENTITY_ID, signing_identity, "https://broker.example.test/"), accounts.client
+    )
+    emulator.set_enforcement(True)
+    return accounts
+
+
+@pytest.fixture(scope="module")
+def issuer(emulator, access, signing_identity, sessions):
+    return StsCredentialIssuer(
+        emulator.endpoint_url, access.region, signing_identity, BROKER_ENTITY_ID, caller_sessions=sessions.session
+    )
+
+
+@pytest.fixture
+def world(issuer, sessions, access, person, emulator):
+    """Issues credentials as the portal would (with the audit record the revoker reads), and the revoker."""
+    audit, outbox = MemoryAuditLog(), MemoryChangeLog()
+    revoker = AwsRevoker(access, sessions.client, outbox, audit, MemoryStateStore(), clock_margin=0)
+
+    def issue(username: str):
+        identity = person(username, groups=("engineering",))
+        entitlement = check_entitlement(identity, access, PRODUCTION, ROLE_SET)
+        credentials = issuer.issue(identity, entitlement)
+        audit.append(
+            {
+                "type": "credentials",
+                "outcome": "success",
+                "subject": identity.subject,
+                "role_arn": entitlement.role_arn,
+                "source_identity": identity.email,
+                "expiration": credentials.expiration.isoformat(),
+            }
+        )
+        return credentials, entitlement
+
+    yield issue, revoker, audit, outbox
+    for name in role_names(access):  # each test starts without deny statements
+        try:
+            sessions.client(PRODUCTION, "iam").delete_role_policy(RoleName=name, PolicyName=POLICY_NAME)
+        except ClientError:
+            pass
+
+
+def role_names(access):
+    from broker.core.naming import role_name
+
+    return [
+        role_name(access.identity_provider_name, PRODUCTION, ps.name)
+        for ps in access.assigned_permission_sets(PRODUCTION)
+    ]
+
+
+def s3_as(credentials, emulator):
+    return boto3.client(
+        "s3",
+        endpoint_url=emulator.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+    )
+
+
+def works(credentials, emulator) -> bool:
+    try:
+        s3_as(credentials, emulator).list_objects_v2(Bucket=BUCKET)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "AccessDenied", error
+        return False
+    return True
+
+
+def wait_past(epoch: int) -> None:
+    """AWS's aws:TokenIssueTime has whole seconds: a session issued in the cutoff's second is before it. Wait
+    (at most a second) until a new session is issued after it."""
+    deadline = time.monotonic() + 2.0
+    while time.time() < epoch:
+        assert time.monotonic() < deadline
+        time.sleep(min(0.05, max(0.0, epoch - time.time())))
+
+
+def test_a_revoked_persons_older_sessions_are_denied_and_nothing_else(world, emulator, sessions):
+    issue, revoker, audit, _ = world
+    bob_old, entitlement = issue("bob")
+    alice_old, _ = issue("alice")
+    assert works(bob_old, emulator) and works(alice_old, emulator)
+
+    at = time.time()
+    denied = revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", at, "test"))
+
+    assert [(d.role_name, d.source_identity) for d in denied] == [(entitlement.role_name, "bob@example.com")]
+    assert not works(bob_old, emulator)  # denied everything: S3 here, STS, anything
+    assert works(alice_old, emulator)  # another person's session on the same role
+    wait_past(cutoff_of(at, 0))
+    bob_new, _ = issue("bob")  # re-enabled (or never disabled): a session issued after the revocation works
+    assert works(bob_new, emulator)
+    document = sessions.client(PRODUCTION, "iam").get_role_policy(
+        RoleName=entitlement.role_name, PolicyName=POLICY_NAME
+    )
+    [statement] = document["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Action"] == "*" and statement["Resource"] == "*"
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceIdentity": "bob@example.com"},
+        "DateLessThan": {"aws:TokenIssueTime": iso(math.ceil(at))},
+    }
+    assert statement["Sid"].endswith(f"Until{math.ceil(at) + 4 * 3600}")  # the role's longest session
+    [event] = audit.query(AuditQuery(event_type="revocation"))
+    assert event["actor"] == "aws" and event["roles"] == [entitlement.role_arn]
+
+
+def test_revoking_again_keeps_one_statement_per_person_with_the_later_cutoff(world, sessions):
+    issue, revoker, _, _ = world
+    _, entitlement = issue("bob")
+    now = time.time()
+    revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", now + 100, "first"))
+    revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", now, "an older one, applied late"))
+    document = sessions.client(PRODUCTION, "iam").get_role_policy(
+        RoleName=entitlement.role_name, PolicyName=POLICY_NAME
+    )
+    [statement] = document["PolicyDocument"]["Statement"]
+    assert statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == iso(math.ceil(now + 100))
+
+
+def test_a_person_with_no_credentials_needs_nothing_in_aws(world):
+    _, revoker, audit, _ = world
+    assert revoker.apply(Revocation("corp", "subject-nobody", "nobody@example.com", time.time(), "test")) == []
+    assert "nothing to deny" in audit.query(AuditQuery(event_type="revocation"))[0]["reason"]
+
+
+def test_the_sweep_removes_statements_once_every_session_they_deny_has_expired(world, sessions, access):
+    issue, revoker, _, _ = world
+    _, entitlement = issue("bob")
+    issue("alice")
+    at = time.time()
+    revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", at, "test"))
+    revoker.apply(Revocation("corp", "subject-alice", "alice@example.com", at + 10, "test"))
+    iam = sessions.client(PRODUCTION, "iam")
+    assert revoker.sweep(at + 60) == 0  # both still needed
+    assert revoker.sweep(math.ceil(at) + 4 * 3600 + 1) == 1  # bob's expired, alice's (10 s later) not yet
+    [left] = iam.get_role_policy(RoleName=entitlement.role_name, PolicyName=POLICY_NAME)["PolicyDocument"]["Statement"]
+    assert left["Condition"]["StringEquals"]["aws:SourceIdentity"] == "alice@example.com"
+    assert revoker.sweep(at + 10 * 3600) == 1
+    with pytest.raises(ClientError, match="NoSuchEntity"):
+        iam.get_role_policy(RoleName=entitlement.role_name, PolicyName=POLICY_NAME)
+
+
+def test_the_worker_carries_out_the_outbox_once_and_sweeps_when_due(world, sessions):
+    issue, revoker, _, outbox = world
+    credentials, entitlement = issue("bob")
+    outbox.append(Revocation("corp", "subject-bob", "bob@example.com", time.time(), "test").to_record())
+    calls = []
+    original = revoker.apply
+    revoker.apply = lambda revocation: calls.append(revocation) or original(revocation)
+    revoker.step()
+    revoker.step()  # the cursor moved: not applied twice
+    assert len(calls) == 1
+    assert sessions.client(PRODUCTION, "iam").get_role_policy(RoleName=entitlement.role_name, PolicyName=POLICY_NAME)
+
+
+def test_a_role_wide_revocation_denies_every_older_session_of_the_role(world, emulator, sessions):
+    """When the statements would outgrow the policy budget, the role gets IAM's own "revoke active sessions"."""
+    issue, revoker, _, _ = world
+    bob, entitlement = issue("bob")
+    alice, _ = issue("alice")
+    crowd = [person_statement(f"user{n}@example.com", cutoff_of(time.time(), 0), 2_000_000_000) for n in range(60)]
+    iam = sessions.client(PRODUCTION, "iam")
+    iam.put_role_policy(
+        RoleName=entitlement.role_name,
+        PolicyName=POLICY_NAME,
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": crowd[:25]}),
+    )
+    at = time.time()
+    revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", at, "test"))
+    [statement] = iam.get_role_policy(RoleName=entitlement.role_name, PolicyName=POLICY_NAME)["PolicyDocument"][
+        "Statement"
+    ]
+    assert statement["Sid"].startswith("BrokerRevokeAllUntil") and "StringEquals" not in statement["Condition"]
+    assert not works(bob, emulator) and not works(alice, emulator)
+    wait_past(cutoff_of(at, 0))
+    assert works(issue("alice")[0], emulator)
+
+
+# --- the policy documents, pure ----------------------------------------------------------------------------------
+
+
+def test_statements_merge_per_person_and_collapse_past_the_budget():
+    one = merged([], "bob@example.com", 100, 200)
+    assert len(one) == 1
+    again = merged(one, "bob@example.com", 50, 300)
+    assert len(again) == 1 and again[0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == iso(100)
+    assert again[0]["Sid"].endswith("Until300")
+    others = [{"Sid": "SomeoneElses", "Effect": "Deny", "Action": "s3:*", "Resource": "*"}]
+    many = others
+    for n in range(100):
+        many = merged(many, f"user{n}@example.com", 1000 + n, 5000 + n)
+    assert len(json.dumps({"Statement": many}, separators=(",", ":"))) <= POLICY_BUDGET
+    assert many[0] == others[0]  # statements that are not the broker's stay as they are
+    role_wide = [statement for statement in many if statement["Sid"].startswith("BrokerRevokeAll")]
+    assert len(role_wide) == 1 and len(many) < 30
+    # it covers every person folded into it: until their latest expiry, before their latest cutoff
+    folded = int(role_wide[0]["Sid"].rsplit("Until", 1)[1])
+    assert folded >= max(int(s["Sid"].rsplit("Until", 1)[1]) for s in many[2:]) - 100
+    assert unexpired(many, 6000) == others
+
+
+def test_cutoffs_round_up_to_the_second_and_add_the_margin():
+    assert cutoff_of(1000.0, 0) == 1000 and cutoff_of(1000.2, 0) == 1001 and cutoff_of(1000.2, 5) == 1006
+    assert iso(0) == "1970-01-01T00:00:00Z"
+    assert datetime.fromisoformat(iso(1_800_000_000).replace("Z", "+00:00")) == datetime.fromtimestamp(
+        1_800_000_000, UTC
+    )
