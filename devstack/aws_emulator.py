@@ -1,9 +1,14 @@
 """A local AWS for development and tests: moto server in a subprocess, plus an emulated organization.
 
-moto server (run through `python -m devstack.aws_emulator`: moto's `moto_server`, with the fixes below:
-managed policies parsed once, trust policies naming a service, and the session keys `aws:TokenIssueTime` and
-`aws:SourceIdentity` evaluated in Deny statements, see `_session_keys_in_deny_statements`) keeps
-all state in memory, so every start is a clean set of accounts. It writes a pid and log folder in its
+moto server (run through `python -m devstack.aws_emulator`: moto's WSGI application served by granian, one
+worker process, as sso_common.serve serves the apps (`--server werkzeug`: moto's own threaded server), with the
+fixes below, all in `install_patches`: managed policies parsed once, trust policies naming a service, the
+session keys `aws:TokenIssueTime` and `aws:SourceIdentity` evaluated in Deny statements
+(`_session_keys_in_deny_statements`), and three for the cost of a request, written up for moto's maintainers in
+docs/moto-notes.md: a caller's session found by its access key in one lookup instead of a scan of every session
+issued, the service of a host name resolved once instead of a folder listing per request, and the signature of
+a form body checked over the bytes received instead of a byte-by-byte re-encoding) keeps all state in memory,
+so every start is a clean set of accounts. It writes a pid and log folder in its
 working directory, hence the scratch `workdir`. IAM policy enforcement is off at start (moto's default)
 and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset-auth``
 (``inf`` = never enforce, ``0`` = enforce from the next request).
@@ -11,17 +16,19 @@ and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
-
-import boto3
+from typing import TYPE_CHECKING, Any
 
 from broker.aws.accounts import ORGANIZATION_ACCESS_ROLE
 from devstack.processes import Process, free_port
+
+if TYPE_CHECKING:
+    import boto3
 
 # moto's default account plays the organization's management account.
 MANAGEMENT_ACCOUNT_ID = "123456789012"
@@ -85,6 +92,8 @@ class MotoServer:
 
     def client_in_account(self, service: str, account_id: str):
         """A client acting in `account_id` through moto's `x-moto-account-id` header (enforcement off)."""
+        import boto3  # here: the emulator's own process never needs it
+
         client = boto3.client(
             service,
             endpoint_url=self.endpoint_url,
@@ -144,6 +153,8 @@ class MotoServer:
             ),
         )
         key = iam.create_access_key(UserName="sso-broker-provisioner")["AccessKey"]
+        import boto3
+
         return boto3.Session(
             aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], region_name=self.region
         )
@@ -331,14 +342,16 @@ def _session_context(access_key: Any) -> dict:
 
     if not isinstance(access_key, AssumedRoleAccessKey):
         return {}
-    for role in sts_backends[access_key.account_id][access_key.partition].assumed_roles:
-        if role.access_key_id == access_key._access_key_id:
-            role = cast(Any, role)
-            context = {"aws:TokenIssueTime": getattr(role, "token_issue_time", None)}
-            if getattr(role, "source_identity", None):
-                context["aws:SourceIdentity"] = role.source_identity
-            return {key: value for key, value in context.items() if value is not None}
-    return {}
+    role = getattr(access_key, SESSION_ATTRIBUTE, None)  # found when the key was (_sessions_indexed_by_access_key)
+    if role is None:
+        sessions = sts_backends[access_key.account_id][access_key.partition].assumed_roles
+        role = _find_session(sessions, access_key._access_key_id)
+    if role is None:
+        return {}
+    context = {"aws:TokenIssueTime": getattr(role, "token_issue_time", None)}
+    if getattr(role, "source_identity", None):
+        context["aws:SourceIdentity"] = role.source_identity
+    return {key: value for key, value in context.items() if value is not None}
 
 
 def _holds(operator: str, actual, expected, like) -> bool:
@@ -383,10 +396,203 @@ def _holds(operator: str, actual, expected, like) -> bool:
     return True  # an operator moto ignores: as moto would
 
 
-if __name__ == "__main__":  # the emulator process: moto server, started by MotoServer
-    from moto.server import main as moto_server_main
+SESSION_ATTRIBUTE = "devstack_session"  # set on moto's AssumedRoleAccessKey: the caller's AssumedRole, found once
 
+
+class _SessionsByAccessKey(list):
+    """moto's `STSBackend.assumed_roles`, with an index by access key ID kept as sessions are appended (moto only
+    ever appends to it). `find` is a dictionary lookup where moto scans the whole list on every signed request."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self._by_key: dict[str, Any] = {}
+        for role in self:
+            self._by_key.setdefault(role.access_key_id, role)
+
+    def append(self, role: Any) -> None:
+        super().append(role)
+        self._by_key.setdefault(role.access_key_id, role)  # the first wins, as in moto's scan
+
+    def find(self, access_key_id: str) -> Any:
+        return self._by_key.get(access_key_id)
+
+
+def _sessions_indexed_by_access_key() -> None:
+    """The caller's temporary session found by its access key ID in one lookup.
+
+    moto 5.2 keeps every session it issued in a list per account (`STSBackend.assumed_roles`, never pruned) and,
+    for every request signed with a session's keys, scans it from the start (`AssumedRoleAccessKey.__init__`;
+    `get_caller_identity` too): a caller whose session is newer than 10,000 others pays about 2 ms per request
+    (docs/moto-notes.md). Here the list indexes itself as sessions are appended, and the three places that
+    looked a key up (moto's two and this module's session keys) use the index; the checks are moto's own (the
+    session token must match, an unknown key is InvalidId)."""
+    from moto.iam import access_control
+    from moto.sts import models as sts_models
+
+    backend: Any = getattr(sts_models, "STSBackend", None)
+    access_key: Any = getattr(access_control, "AssumedRoleAccessKey", None)
+    failure: Any = getattr(access_control, "CreateAccessKeyFailure", None)
+    if None in (backend, access_key, failure) or not hasattr(backend, "get_assumed_role_from_access_key"):
+        return  # another moto version: leave it as it is
+    original_init = getattr(backend, "__init__")  # noqa: B009 - the class's, to wrap
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.assumed_roles = _SessionsByAccessKey(self.assumed_roles)
+
+    def get_assumed_role_from_access_key(self, access_key_id: str):
+        return _find_session(self.assumed_roles, access_key_id)
+
+    def access_key_init(self, account_id: str, partition: str, access_key_id: str, headers: dict[str, str]):
+        self.account_id, self.partition = account_id, partition
+        role = _find_session(sts_models.sts_backends[account_id][partition].assumed_roles, access_key_id)
+        if role is None:
+            raise failure(reason="InvalidId")
+        self._access_key_id = access_key_id
+        self._secret_access_key = role.secret_access_key
+        self._session_token = role.session_token
+        self._owner_role_name = role.role_arn.split("/")[-1]
+        self._session_name = role.session_name
+        setattr(self, SESSION_ATTRIBUTE, role)
+        if headers["X-Amz-Security-Token"] != self._session_token:
+            raise failure(reason="InvalidToken")
+
+    setattr(backend, "__init__", init)  # noqa: B010 - patches of moto's methods
+    setattr(backend, "get_assumed_role_from_access_key", get_assumed_role_from_access_key)  # noqa: B010
+    setattr(access_key, "__init__", access_key_init)  # noqa: B010
+
+
+def _find_session(sessions: list, access_key_id: str) -> Any:
+    if isinstance(sessions, _SessionsByAccessKey):
+        return sessions.find(access_key_id)
+    return next((role for role in sessions if role.access_key_id == access_key_id), None)  # not patched: moto's way
+
+
+def _routing_memoized() -> None:
+    """moto's server finds the service of every request by its host name (`get_backend_for_host`): a listing of
+    moto's package folder with an `isdir` per entry (about 200) and then up to about 500 URL regular
+    expressions, all under the dispatcher's one lock, about 1.5 ms per request (docs/moto-notes.md). The answer
+    depends on the host name only, so it is kept per dispatcher (at most 4,096 names: a host header is the
+    client's to choose)."""
+    from moto.moto_server import werkzeug_app
+
+    dispatcher: Any = getattr(werkzeug_app, "DomainDispatcherApplication", None)
+    original = getattr(dispatcher, "get_backend_for_host", None)
+    if original is None:
+        return  # another moto version: leave it as it is
+
+    def get_backend_for_host(self, host):
+        known = self.__dict__.setdefault("_backend_for_host", {})
+        if host in known:
+            return known[host]
+        backend = original(self, host)
+        if len(known) < 4096:
+            known[host] = backend
+        return backend
+
+    setattr(dispatcher, "get_backend_for_host", get_backend_for_host)  # noqa: B010 - a patch of moto's method
+
+
+RAW_FORM_BODY = "devstack.raw_form_body"  # environ key: the bytes of a form-encoded request body, as received
+
+
+class _KeepRawFormBody:
+    """WSGI middleware: a form-encoded body is read here and kept in the environ (`RAW_FORM_BODY`) for the
+    signature check, then handed on unchanged. Flask consumes such a body to parse the form, and moto then
+    re-encodes the parsed form to verify the signature (see `_signature_over_received_body`)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > 0:
+                body = environ["wsgi.input"].read(length)
+                environ[RAW_FORM_BODY] = body
+                environ["wsgi.input"] = io.BytesIO(body)
+        return self.app(environ, start_response)
+
+
+def _signature_over_received_body() -> None:
+    """The SigV4 signature of a form-encoded request checked over the body as received.
+
+    moto rebuilds the body for the check from the parsed form (`urlencode`, byte by byte in Python: about 1 ms
+    for the 10 KB of an AssumeRoleWithSAML), which also refuses a correctly signed body that another client
+    encoded differently. The signature covers the bytes sent, so those are what is hashed here; everything
+    else of the check is moto's."""
+    from moto.iam import access_control
+
+    request_base: Any = getattr(access_control, "IAMRequestBase", None)
+    original = getattr(request_base, "_create_aws_request", None)
+    if original is None:
+        return  # another moto version: leave it as it is
+
+    def create_aws_request(self):
+        request = original(self)
+        received = getattr(self._headers, "environ", {}).get(RAW_FORM_BODY)
+        if received is not None and not self._body:
+            request.data = received
+        return request
+
+    setattr(request_base, "_create_aws_request", create_aws_request)  # noqa: B010 - a patch of moto's method
+
+
+_installed: list[bool] = []
+
+
+def install_patches() -> None:
+    """Every change this module makes to moto, in this process (the emulator's); a second call does nothing."""
+    if _installed:
+        return
+    _installed.append(True)
     _load_managed_policies_once()
     _service_principals_in_trust_policies()
     _session_keys_in_deny_statements()
-    moto_server_main(sys.argv[1:])
+    _sessions_indexed_by_access_key()
+    _routing_memoized()
+    _signature_over_received_body()
+
+
+def application() -> Any:
+    """moto server's WSGI application, as `moto_server` builds it, with the raw form body kept."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return _KeepRawFormBody(DomainDispatcherApplication(create_backend_app))
+
+
+def main(argv: list[str]) -> None:
+    """The emulator process, started by MotoServer (and the compose stack): `-H host -p port`."""
+    import argparse
+    import os
+    import signal
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    parser = argparse.ArgumentParser(prog="python -m devstack.aws_emulator", description="moto server, patched")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    parser.add_argument(
+        "--server",
+        choices=("granian", "werkzeug"),
+        default="granian",
+        help="granian (default: one worker process, moto keeps its state in memory) or moto's own werkzeug server",
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # moto's own callbacks to itself use it
+    install_patches()
+    if args.server == "granian":
+        from sso_common.serve import serve
+
+        serve(application, args.host, args.port, workers=1)  # one process: moto's state is in its memory
+        return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    run_simple(args.host, args.port, application(), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":  # the emulator process: moto server, started by MotoServer
+    main(sys.argv[1:])

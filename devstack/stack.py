@@ -3,14 +3,15 @@ on its "EC2 instance".
 
 `./run demo` starts it on the default addresses; the end-to-end tests start the same thing on free
 ports. Every port is checked first: the launcher never uses (or prepares) a server it did not start.
-The IdP needs nothing from AWS and starts at once. The emulator comes first for the rest: an
-organization with an access role per account, whose management keys go into the portal's instance
-folder (`aws-credentials`, where `broker serve` and `broker provision` find them); the portal starts as
-soon as they exist, while provisioning (SAML provider, roles, demo data) runs; then IAM enforcement goes
-on. Then the instance starts: its metadata service (devstack/instance_metadata.py: EmployeeWebAppRole's
-credentials, IMDSv2) and the Employee Directory app (employee_directory/), whose environment holds no AWS
-key, only the metadata service's address. The stack is up when all that is done and every service answers
-/healthz. Ctrl-C stops everything.
+The IdP and the Employee Directory app (employee_directory/, whose environment holds no AWS key, only its
+instance's metadata service's address, asked when the app first uses AWS) need nothing at start and start at
+once. The emulator comes first for the rest: an organization with an access role per account, whose management
+keys go into the portal's instance folder (`aws-credentials`, where `broker serve` and `broker provision` find
+them); the portal starts as soon as they and its signing key for AWS exist, while provisioning (SAML provider,
+roles, demo data; what `broker provision` does, here in the launcher's process, the accounts in parallel) runs;
+then IAM enforcement goes on. Then the instance's metadata service starts (devstack/instance_metadata.py:
+EmployeeWebAppRole's credentials, IMDSv2). The stack is up when all that is done, the IdP has provisioned the
+portal over SCIM, and every service answers /healthz. Ctrl-C stops everything.
 The compose stack (docker-compose.yml) runs the same preparation in its one-shot provision service
 (`--prepare-aws`), against the emulator's container.
 """
@@ -23,8 +24,8 @@ import errno
 import os
 import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,6 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from broker.core.access import load_access
-from broker.settings import DEFAULT_CONFIG
 from devstack.aws_emulator import MANAGEMENT_ACCOUNT_ID, MotoServer
 from devstack.processes import Process, python_env, stop_all
 from sso_common.keys import private_directory, private_log, write_private
@@ -126,6 +125,8 @@ class Stack:
         try:
             self._say(f"starting the Example Corp IdP on {self.addresses['IDP_URL']}")
             self._launch("idp", ["idp_mock", "serve"])
+            if self.runs_instance:  # it needs nothing at start: it asks the metadata service when it first uses AWS
+                self._start_app()
             self._start_aws()
             if self.runs_instance:
                 self._start_instance()
@@ -140,6 +141,7 @@ class Stack:
                     progress=self._say,
                 )
             if self.runs_instance:
+                self.processes["instance-metadata"].wait_healthy(f"{self.addresses['INSTANCE_METADATA_URL']}/healthz")
                 self.processes["employee-directory"].wait_healthy(f"{self.addresses['EMPLOYEE_DIRECTORY_URL']}/healthz")
         except BaseException:
             self.stop()
@@ -150,7 +152,12 @@ class Stack:
         aws = urlsplit(self.addresses["AWS_URL"])
         self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
         self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname or "127.0.0.1")
+        # What preparing AWS needs (boto3, the portal's settings and provisioning) is imported while the emulator
+        # starts: the launcher only waits for it then.
+        imports = threading.Thread(target=_import_for_provisioning, name="imports", daemon=True)
+        imports.start()
         self.moto.start()  # assigned first, so a stop during start-up still stops it
+        imports.join()
         self._say("creating the organization and provisioning the accounts (SAML provider, roles, demo data)")
 
         def start_portal() -> None:  # it calls AWS only when asked for credentials
@@ -166,13 +173,25 @@ class Stack:
         tests do; the benchmark, which measures the portal, does not)."""
         return {"EMPLOYEE_DIRECTORY_URL", "INSTANCE_METADATA_URL"} <= self.addresses.keys()
 
+    def _start_app(self) -> None:
+        """The Employee Directory app, on its "EC2 instance": it knows only where the instance's metadata service
+        is, and asks it for the role's credentials when it first uses AWS."""
+        self._say(f"starting the Employee Directory app on {self.addresses['EMPLOYEE_DIRECTORY_URL']}")
+        self.processes["employee-directory"] = Process.start(
+            "employee-directory",
+            ["employee_directory", "serve"],
+            log_path=self.log_path("employee-directory"),
+            cwd=self.instance_dir,
+            env=self.app_env(),
+        )
+
     def _start_instance(self) -> None:
-        """The Employee Directory's "EC2 instance": the metadata service (EC2's part: it assumes the instance
-        profile's role and hands out its credentials), then the app, which knows only where that service is."""
+        """The rest of the Employee Directory's "EC2 instance": its metadata service (EC2's part: it assumes the
+        instance profile's role and hands out its credentials), once that role exists."""
         metadata = urlsplit(self.addresses["INSTANCE_METADATA_URL"])
         self._say(
             f"starting the Employee Directory's instance: metadata service on {self.addresses['INSTANCE_METADATA_URL']}"
-            f" (instance profile {INSTANCE_PROFILE}), the app on {self.addresses['EMPLOYEE_DIRECTORY_URL']}"
+            f" (instance profile {INSTANCE_PROFILE})"
         )
         self._launch(
             "instance-metadata",
@@ -189,14 +208,6 @@ class Stack:
                 "--instance-profile",
                 INSTANCE_PROFILE,
             ],
-        )
-        self.processes["instance-metadata"].wait_healthy(f"{self.addresses['INSTANCE_METADATA_URL']}/healthz")
-        self.processes["employee-directory"] = Process.start(
-            "employee-directory",
-            ["employee_directory", "serve"],
-            log_path=self.log_path("employee-directory"),
-            cwd=self.instance_dir,
-            env=self.app_env(),
         )
 
     def app_env(self) -> dict[str, str]:
@@ -244,6 +255,13 @@ class Stack:
             self.moto = None
 
 
+def _import_for_provisioning() -> None:
+    import importlib
+
+    for name in ("boto3", "broker.settings", "broker.aws.provisioning", "broker.aws.assertion"):
+        importlib.import_module(name)
+
+
 DIRECTORY_TOKEN = "demo-directory-admin-token"  # config/idp.yaml's default provisioning.admin_token
 
 
@@ -289,13 +307,20 @@ def prepare_aws(
     on_keys: Callable[[], None] | None = None,
 ) -> dict[str, str]:
     """Make a running emulator ready for the portal: an organization and its management keys (written to
-    `credentials_file`), then `python -m broker provision`, then IAM enforcement on. Returns the keys as
-    environment variables; `on_keys()`, if given, is called once the file is written, before provisioning.
+    `credentials_file`), then provisioning as `python -m broker provision` does it (here, in this process, the
+    accounts in parallel; the changes are written to `output`), then IAM enforcement on. Returns the keys as
+    environment variables; `on_keys()`, if given, is called once the file and the portal's signing key for
+    AWS exist, before provisioning. RuntimeError if provisioning fails.
 
     Keys already in the file are kept when the emulator still knows them (it keeps its state in memory
     only), so running this again against the same emulator changes nothing the portal relies on.
     """
-    access = load_access(Path(os.environ.get("BROKER_CONFIG", DEFAULT_CONFIG)).parent / "access.yaml")
+    from broker.core.access import load_access
+    from broker.settings import DEFAULT_CONFIG
+    from sso_common.config import environment
+
+    with environment(env):
+        access = load_access(Path(env.get("BROKER_CONFIG") or DEFAULT_CONFIG).parent / "access.yaml")
     known = read_keys(credentials_file)
     if known and _known_to(moto, known, access.region):
         keys = known
@@ -303,17 +328,55 @@ def prepare_aws(
         management = moto.create_organization(list(access.accounts)).get_credentials()
         keys = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key}
         write_keys(credentials_file, keys)
+    provisioning = Provisioning(env, credentials_file.parent)  # the signing key exists before the portal starts
     if on_keys is not None:
         on_keys()
-    subprocess.run(
-        [sys.executable, "-m", "broker", "provision"],
-        env={**env, "BROKER_INSTANCE_DIR": str(credentials_file.parent)},
-        check=True,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
+    provisioning.run(output)
     moto.set_enforcement(True)
     return {**keys, "AWS_DEFAULT_REGION": access.region}
+
+
+class ProvisioningFailed(RuntimeError):
+    """`Provisioning.run` failed (its output has the details)."""
+
+
+class Provisioning:
+    """`python -m broker provision` (broker/cli.py) in the launcher's process: the portal's settings as its
+    process will read them (`env`, `instance_dir`), its SAML signing identity for AWS (created here when new,
+    so the portal starting next loads this one), then every account brought in line with access.yaml."""
+
+    def __init__(self, env: dict[str, str], instance_dir: Path):
+        from broker.aws.assertion import idp_metadata_xml
+        from broker.settings import load_settings
+        from sso_common.config import environment
+        from sso_common.keys import load_or_create_signing_identity
+
+        with environment(env):
+            self.settings = load_settings(env.get("BROKER_CONFIG"), instance_dir)
+        signing = load_or_create_signing_identity(
+            self.settings.instance_dir / "keys", "aws-idp-signing", self.settings.idp_entity_id
+        )
+        self.metadata = idp_metadata_xml(self.settings.idp_entity_id, signing, f"{self.settings.portal_url}/")
+
+    def run(self, output: IO[bytes] | None = None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from broker.aws.accounts import AccountSessions, broker_session
+        from broker.aws.provisioning import provision
+
+        settings = self.settings
+        accounts = AccountSessions(
+            broker_session(settings.aws_credentials_file), settings.access.region, settings.aws_endpoint_url
+        )
+        try:
+            changes = provision(settings.access, self.metadata, accounts.client)
+        except (BotoCoreError, ClientError) as error:
+            if output is not None:
+                output.write(f"provisioning {settings.aws_endpoint_url} failed: {error}\n".encode())
+            raise ProvisioningFailed(f"provisioning the AWS emulator failed: {error}") from None
+        if output is not None:
+            output.write("".join(f"{change}\n" for change in changes).encode())
+            output.write(f"{len(changes)} change(s).\n".encode())
 
 
 def read_keys(credentials_file: Path) -> dict[str, str] | None:
@@ -433,11 +496,16 @@ def banner(stack: Stack, seconds: float) -> str:
 
 
 def demo_users() -> list[str]:
-    """One line per employee of the IdP's directory: groups, second factor, disabled."""
-    from idp_mock.settings import load_settings
+    """One line per employee of the IdP's directory: groups, second factor, disabled. (The directory alone is
+    read: the IdP's whole settings would import its SCIM client's models, a second of CPU at start-up.)"""
+    from broker.settings import DEFAULT_CONFIG
+    from idp_mock.directory import load_directory
+    from sso_common.config import load_yaml
 
+    config = Path(os.environ.get("IDP_CONFIG") or Path(DEFAULT_CONFIG).parent / "idp.yaml")
+    directory = load_directory(config.parent / load_yaml(config).child("directory").string())
     lines = []
-    for employee in load_settings().directory.employees.values():
+    for employee in directory.employees.values():
         notes = [", ".join(employee.groups) or "no groups"]
         notes += ["TOTP"] if employee.mfa_required else []
         notes += ["disabled: cannot sign in"] if employee.disabled else []
@@ -485,9 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     except PortInUse as busy:
         print(f"The demo cannot start: {busy}", file=sys.stderr)
         return 1
-    except (RuntimeError, subprocess.CalledProcessError) as error:
+    except RuntimeError as error:
         print(f"The demo could not start: {error}", file=sys.stderr)
-        if isinstance(error, subprocess.CalledProcessError):
+        if isinstance(error, ProvisioningFailed):
             print(f"See {stack.log_path('provision')}.", file=sys.stderr)
         return 1
     finally:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,19 @@ import yaml
 # ${NAME} or ${NAME:-default}; a default may itself hold ${...} (resolved innermost first).
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
 _PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+# The variables ${...} reads: the process environment, unless `environment` names another for this context.
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("config_environment", default=None)
+
+
+@contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Within the block (this thread or task only), config files read `variables` instead of the process
+    environment: a launcher loading a service's config as the service's own process would see it."""
+    token = _ENVIRONMENT.set(variables)
+    try:
+        yield
+    finally:
+        _ENVIRONMENT.reset(token)
 
 
 class ConfigError(Exception):
@@ -32,10 +47,12 @@ def _interpolate(text: str, source: str) -> str:
     """Replace ${NAME:-default}, nested defaults included. Values from the environment are set aside
     as placeholders until the end, so a value that happens to contain "${" is never expanded."""
     values: list[str] = []
+    variables = _ENVIRONMENT.get()
+    variables = os.environ if variables is None else variables
 
     def replace(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        value = os.environ.get(name, default)
+        value = variables.get(name, default)
         if value is None:
             raise ConfigError(source, "", f"environment variable {name} is not set and has no default")
         values.append(value)

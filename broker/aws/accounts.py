@@ -9,10 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import boto3
 import botocore.session
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
+
+if TYPE_CHECKING:
+    import boto3
 
 ORGANIZATION_ACCESS_ROLE = "OrganizationAccountAccessRole"
 
@@ -21,6 +24,8 @@ def broker_session(credentials_file: Path) -> boto3.Session:
     """The broker's own AWS session: the keys in `credentials_file` when it exists (the demo launcher and
     the compose provision step leave the emulator's management keys there), otherwise boto3's default
     chain (an instance role, a profile, the environment), as against real AWS."""
+    import boto3  # here: importing this module (for its names) costs no boto3
+
     core = botocore.session.Session()
     if credentials_file.exists():
         core.set_config_variable("credentials_file", str(credentials_file))
@@ -46,6 +51,7 @@ class AccountSessions:
         self._sts = management_session.client("sts", region_name=region, endpoint_url=endpoint_url)
         self._sessions: dict[str, boto3.Session] = {}
         self._lock = threading.Lock()
+        self._loader = None  # botocore's service models, loaded once for all the accounts' sessions
 
     def session(self, account_id: str) -> boto3.Session:
         with self._lock:
@@ -69,7 +75,13 @@ class AccountSessions:
             }
 
         core = botocore.session.Session()
+        if self._loader is None:  # (called under self._lock)
+            self._loader = core.get_component("data_loader")
+        else:  # a client per service and account: each new session would parse the same model files again
+            core.register_component("data_loader", self._loader)
         core.register_component("credential_provider", CredentialResolver([_RefreshingProvider(fetch)]))
+        import boto3
+
         return boto3.Session(botocore_session=core, region_name=self.region)
 
 

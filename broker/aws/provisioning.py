@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,21 +58,42 @@ def trust_policy(saml_provider_arn: str) -> dict:
 
 
 def provision(access: AccessConfig, broker_idp_metadata_xml: str, clients: ClientFactory) -> list[Change]:
-    """Bring every configured account in line with `access`; the changes made, empty when none."""
-    changes: list[Change] = []
-    for account_id in access.accounts:
-        iam = clients(account_id, "iam")
-        changes += _ensure_saml_provider(iam, account_id, access.identity_provider_name, broker_idp_metadata_xml)
-        changes += _ensure_roles(iam, account_id, access)
-        changes += _ensure_workload_roles(iam, account_id, access)
-        if access.employee_directory:
-            changes += _seed_employee_directory(
-                clients(account_id, "s3"),
-                clients(account_id, "dynamodb"),
-                account_id,
-                access.employee_directory,
-                access.region,
-            )
+    """Bring every configured account in line with `access`; the changes made (account by account, in the
+    order of access.yaml), empty when none.
+
+    The accounts are independent, so each is provisioned in a thread of its own (`clients` is called from
+    those threads); the first failure is raised once every account has finished."""
+    accounts = list(access.accounts)
+    if len(accounts) <= 1:
+        return [
+            change
+            for account_id in accounts
+            for change in _provision_account(access, broker_idp_metadata_xml, clients, account_id)
+        ]
+    with ThreadPoolExecutor(max_workers=min(len(accounts), 8), thread_name_prefix="provision") as pool:
+        futures = [
+            pool.submit(_provision_account, access, broker_idp_metadata_xml, clients, account_id)
+            for account_id in accounts
+        ]
+        wait(futures)
+    return [change for future in futures for change in future.result()]
+
+
+def _provision_account(
+    access: AccessConfig, broker_idp_metadata_xml: str, clients: ClientFactory, account_id: str
+) -> list[Change]:
+    iam = clients(account_id, "iam")
+    changes = _ensure_saml_provider(iam, account_id, access.identity_provider_name, broker_idp_metadata_xml)
+    changes += _ensure_roles(iam, account_id, access)
+    changes += _ensure_workload_roles(iam, account_id, access)
+    if access.employee_directory:
+        changes += _seed_employee_directory(
+            clients(account_id, "s3"),
+            clients(account_id, "dynamodb"),
+            account_id,
+            access.employee_directory,
+            access.region,
+        )
     return changes
 
 

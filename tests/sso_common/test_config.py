@@ -1,8 +1,10 @@
 """Config loading: interpolation, strict YAML, and errors that name the file, the key and the problem."""
 
+import threading
+
 import pytest
 
-from sso_common.config import ConfigError, load_yaml
+from sso_common.config import ConfigError, environment, load_yaml
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -16,6 +18,21 @@ def test_environment_interpolation_with_default(tmp_path, monkeypatch):
     monkeypatch.delenv("UNSET_ONE", raising=False)
     node = load_yaml(write(tmp_path, "a: ${SET_ONE}\nb: ${UNSET_ONE:-fallback}\n"))
     assert node.child("a").value == "from-env" and node.child("b").value == "fallback"
+
+
+def test_a_launcher_reads_a_config_with_the_environment_of_the_process_it_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("SET_ONE", "the launcher's own")
+    path = write(tmp_path, "a: ${SET_ONE:-default}\n")
+    seen = []
+    with environment({"SET_ONE": "the service's"}):
+        other = threading.Thread(target=lambda: seen.append(load_yaml(path).child("a").value))
+        other.start()
+        other.join()
+        assert load_yaml(path).child("a").value == "the service's"
+    with environment({}):
+        assert load_yaml(path).child("a").value == "default"
+    assert seen == ["the launcher's own"]  # another thread still reads the process environment
+    assert load_yaml(path).child("a").value == "the launcher's own"
 
 
 def test_missing_variable_without_default_names_it(tmp_path, monkeypatch):

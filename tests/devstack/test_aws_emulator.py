@@ -1,0 +1,115 @@
+"""What devstack/aws_emulator.py changes in moto for the cost of a request: a session found by its access key
+without a scan of every session issued, a host name's service resolved once, the SigV4 signature of a form
+body checked over the bytes received (see docs/moto-notes.md). The first two in this process (moto's objects
+patched here, as in the emulator's process), the third against the emulator itself."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from devstack import aws_emulator
+from devstack.aws_emulator import MotoServer
+
+ACCOUNT = "444444444444"  # no other test in this process uses moto's in-process backends
+
+
+@pytest.fixture(scope="module")
+def patched():
+    aws_emulator.install_patches()
+
+
+def test_a_session_is_found_by_its_access_key_without_scanning_the_others(patched, monkeypatch):
+    from moto.iam.access_control import AssumedRoleAccessKey, CreateAccessKeyFailure
+    from moto.sts.models import sts_backends
+
+    backend = sts_backends[ACCOUNT]["aws"]
+    sessions = [
+        backend.assume_role(
+            region_name="us-east-1",
+            role_session_name=f"session-{number}",
+            role_arn=f"arn:aws:iam::{ACCOUNT}:role/Reader",
+            policy=None,
+            duration=900,
+            external_id=None,
+        )
+        for number in range(300)
+    ]
+
+    def no_scan(self):
+        raise AssertionError("the sessions were scanned")
+
+    monkeypatch.setattr(type(backend.assumed_roles), "__iter__", no_scan)
+    newest = sessions[-1]
+    key = AssumedRoleAccessKey(ACCOUNT, "aws", newest.access_key_id, {"X-Amz-Security-Token": newest.session_token})
+    assert key.arn == f"arn:aws:sts::{ACCOUNT}:assumed-role/Reader/session-299"
+    assert key.create_credentials().token == newest.session_token
+    assert backend.get_assumed_role_from_access_key(sessions[0].access_key_id) is sessions[0]
+    # moto's checks are kept: the session token must be the session's, the key must be known.
+    with pytest.raises(CreateAccessKeyFailure) as wrong_token:
+        AssumedRoleAccessKey(ACCOUNT, "aws", newest.access_key_id, {"X-Amz-Security-Token": sessions[0].session_token})
+    assert wrong_token.value.reason == "InvalidToken"
+    with pytest.raises(CreateAccessKeyFailure) as unknown:
+        AssumedRoleAccessKey(ACCOUNT, "aws", "ASIAUNKNOWN000000000", {"X-Amz-Security-Token": newest.session_token})
+    assert unknown.value.reason == "InvalidId"
+
+
+def test_the_service_of_a_host_name_is_resolved_once(patched, monkeypatch):
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    listings = []
+    listing = backends.list_of_moto_modules
+    monkeypatch.setattr(backends, "list_of_moto_modules", lambda: listings.append(1) or listing())
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    environ = {
+        "PATH_INFO": "/",
+        "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20260101/us-east-1/sts/aws4_request, "
+        "SignedHeaders=host, Signature=0",
+    }
+    first = dispatcher.get_application(dict(environ))
+    assert dispatcher.get_application(dict(environ)) is first
+    assert len(listings) == 1  # moto lists its package folder (and stats ~200 entries) per request without it
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def _signed_form_post(emulator: MotoServer, credentials: Credentials, body: bytes) -> tuple[int, str]:
+    request = AWSRequest(
+        method="POST",
+        url=f"{emulator.endpoint_url}/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    SigV4Auth(credentials, "sts", emulator.region).add_auth(request)
+    prepared = request.prepare()
+    sent = urllib.request.Request(prepared.url, data=prepared.body, headers=dict(prepared.headers), method="POST")
+    try:
+        with urllib.request.urlopen(sent, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def test_a_signature_is_checked_over_the_body_as_sent(emulator):
+    keys = emulator.create_organization([]).get_credentials().get_frozen_credentials()
+    emulator.set_enforcement(True)
+    try:
+        # "~" percent-encoded: valid form encoding, which moto's re-encoding of the parsed form would not reproduce
+        body = b"Action=GetCallerIdentity&Version=2011-06-15&Note=%7Eteam"
+        status, answer = _signed_form_post(emulator, keys, body)
+        assert status == 200 and ":user/sso-broker-provisioner" in answer, answer
+        forged = Credentials(keys.access_key, "not-the-secret")
+        status, answer = _signed_form_post(emulator, forged, body)
+        assert status == 403 and "SignatureDoesNotMatch" in answer, answer
+    finally:
+        emulator.set_enforcement(False)
