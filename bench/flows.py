@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import secrets
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from bench.browser import Browser, FlowError, forms
 
@@ -25,7 +25,29 @@ def _expect(condition: bool, what: str, answer=None) -> None:
         raise FlowError(what + detail)
 
 
-def _credential_forms(page) -> list[dict]:
+def _login_form(page) -> dict | None:
+    return next((f for f in forms(page.text) if "csrf_token" in f["fields"] and "continue" in f["fields"]), None)
+
+
+def sign_in_at_idp(browser: Browser, login_page, username: str, password: str):
+    """Fill the IdP's login form wherever it is shown (its own page, or the authorization request's address) and
+    post it where the form says; the answer leaves the IdP: a redirect (to the client, or on to where the request
+    is finished) or a SAML Response auto-posted to the client. Returned, not followed."""
+    form = _login_form(login_page)
+    _expect(login_page.status == 200 and form is not None, "no IdP login form", login_page)
+    idp = "{0.scheme}://{0.netloc}".format(urlsplit(login_page.url))
+    answer = browser.post(
+        urljoin(login_page.url, form["action"] or login_page.url),
+        {**form["fields"], "username": username, "password": password},
+    )
+    leaves = (answer.is_redirect and not urljoin(answer.url, answer.location).startswith(f"{idp}/login")) or (
+        answer.status == 200 and b"SAMLResponse" in answer.body
+    )
+    _expect(leaves, f"IdP login refused for {username}", answer)
+    return answer
+
+
+def credential_forms(page) -> list[dict]:
     return [f for f in forms(page.text) if f["action"] == "/credentials" and "account_id" in f["fields"]]
 
 
@@ -48,30 +70,14 @@ class PortalLogin:
         browser = Browser()
         try:
             login_page = browser.follow(browser.get(f"{self.portal}/login/{upstream}"))
-            fields = next(
-                (
-                    f["fields"]
-                    for f in forms(login_page.text)
-                    if "csrf_token" in f["fields"] and "continue" in f["fields"]
-                ),
-                None,
-            )
-            _expect(login_page.status == 200 and fields is not None, "no IdP login form", login_page)
-            idp = login_page.url.split("/login")[0]
-            answer = browser.post(f"{idp}/login", {**fields, "username": username, "password": self.password})
-            _expect(
-                answer.status == 303 and answer.location and not answer.location.startswith(f"{idp}/login"),
-                f"IdP login refused for {username}",
-                answer,
-            )
-            accounts = browser.follow(answer)
+            accounts = browser.follow(sign_in_at_idp(browser, login_page, username, self.password))
             _expect(
                 accounts.status == 200 and accounts.url.rstrip("/") == self.portal and b"AWS accounts" in accounts.body,
                 "no accounts page after sign-in",
                 accounts,
             )
             if self.credentials:
-                roles = _credential_forms(accounts)
+                roles = credential_forms(accounts)
                 _expect(bool(roles), f"{username} has no role to ask credentials for", accounts)
                 issued = browser.post(f"{self.portal}/credentials", roles[0]["fields"])
                 _expect(_credentials_page_ok(issued), "no credentials", issued)
@@ -92,12 +98,8 @@ class Reissue:
     def setup(self) -> None:
         browser = self.browser
         login_page = browser.follow(browser.get(f"{self.portal}/login/{OIDC_UPSTREAM}"))
-        fields = next(f["fields"] for f in forms(login_page.text) if "continue" in f["fields"])
-        idp = login_page.url.split("/login")[0]
-        accounts = browser.follow(
-            browser.post(f"{idp}/login", {**fields, "username": self.username, "password": self.password})
-        )
-        roles = _credential_forms(accounts)
+        accounts = browser.follow(sign_in_at_idp(browser, login_page, self.username, self.password))
+        roles = credential_forms(accounts)
         _expect(bool(roles), "setup: no role", accounts)
         self.form = roles[0]["fields"]
 
@@ -131,12 +133,8 @@ class ApiReissue:
         browser = Browser()
         try:
             login_page = browser.follow(browser.get(f"{self.portal}/login/{OIDC_UPSTREAM}"))
-            fields = next(f["fields"] for f in forms(login_page.text) if "continue" in f["fields"])
-            idp = login_page.url.split("/login")[0]
-            accounts = browser.follow(
-                browser.post(f"{idp}/login", {**fields, "username": self.username, "password": self.password})
-            )
-            roles = _credential_forms(accounts)
+            accounts = browser.follow(sign_in_at_idp(browser, login_page, self.username, self.password))
+            roles = credential_forms(accounts)
             _expect(bool(roles), "setup: no role", accounts)
             self.account_id, self.role_name = roles[0]["fields"]["account_id"], roles[0]["fields"]["permission_set"]
             client = self._json(
@@ -180,8 +178,10 @@ class StsDirect:
         provider_arn: str,
         assertion: str,
         duration: int,
+        call: str = "saml",
     ):
         self.args = dict(RoleArn=role_arn, PrincipalArn=provider_arn, SAMLAssertion=assertion, DurationSeconds=duration)
+        self.call = call  # "saml": AssumeRoleWithSAML; "caller": GetCallerIdentity (signed with the session's keys)
         self.endpoint, self.region, self.account_id = endpoint, region, account_id
         self.keys = (access_key, secret_key)
         self.client = None
@@ -199,6 +199,9 @@ class StsDirect:
         self.client.meta.events.register_first("choose-signer.sts.AssumeRoleWithSAML", lambda **_: "v4")
 
     def op(self, item) -> None:
+        if self.call == "caller":
+            _expect("Arn" in self.client.get_caller_identity(), "no caller identity from STS")
+            return
         answer = self.client.assume_role_with_saml(**self.args)
         _expect("Credentials" in answer, "no credentials from STS")
 
@@ -257,9 +260,7 @@ class IdPCodeFlow:
         answer, verifier, state = self._authorize()
         if self.login == "form":
             page = self.browser.follow(answer)
-            fields = next(f["fields"] for f in forms(page.text) if "continue" in f["fields"])
-            idp = page.url.split("/login")[0]
-            answer = self.browser.post(f"{idp}/login", {**fields, "username": self.username, "password": self.password})
+            answer = sign_in_at_idp(self.browser, page, self.username, self.password)
         answer = self.browser.follow(answer, stop_at=self.redirect_uri)
         self._redeem(answer, verifier, state)
 

@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 
 from bench.browser import Browser, forms
 from bench.directory import GENERATED_PASSWORD, generate, username
-from bench.flows import DEVICE_GRANT, OIDC_UPSTREAM, _credential_forms
+from bench.flows import DEVICE_GRANT, OIDC_UPSTREAM, credential_forms, sign_in_at_idp
 
 DIRECTORY_TOKEN = "demo-directory-admin-token"
 PROBE_EVERY = 0.01
@@ -71,12 +71,8 @@ class Person:
         self.portal, self.name = portal, name
         self.browser = Browser()
         login_page = self.browser.follow(self.browser.get(f"{portal}/login/{OIDC_UPSTREAM}"))
-        fields = next(f["fields"] for f in forms(login_page.text) if "continue" in f["fields"])
-        idp = login_page.url.split("/login")[0]
-        accounts = self.browser.follow(
-            self.browser.post(f"{idp}/login", {**fields, "username": name, "password": GENERATED_PASSWORD})
-        )
-        role = _credential_forms(accounts)[0]["fields"]
+        accounts = self.browser.follow(sign_in_at_idp(self.browser, login_page, name, GENERATED_PASSWORD))
+        role = credential_forms(accounts)[0]["fields"]
         self.account_id, self.role = role["account_id"], role["permission_set"]
         panel = self.browser.post(f"{portal}/credentials", role)
         keys = dict(_EXPORT.findall(panel.text))

@@ -1,6 +1,8 @@
 """A tiny run of the benchmark harness (`python -m bench --quick`): every scenario runs end to end
-against the real stack, from separate load processes, and nothing fails. The figures themselves are
-not checked here (tiny counts on a shared machine say nothing); `./run bench` measures."""
+against the real stack, from separate load processes, and nothing fails; the run's JSON, kept under the results
+folder with its commit, records the argon2id calibration and the other load of every row, and flags the rows
+measured on a drifting machine. The figures themselves are not checked here (tiny counts on a shared machine say
+nothing); `./run bench` measures."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ SCENARIOS = {
     "6 soak",
     "7 storm",
     "8 slow clients",
+    "9 emulator sessions",
 }
 
 
@@ -39,6 +42,8 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
             str(report),
             "--instance-dir",
             str(tmp_path / "instance"),
+            "--results-dir",
+            str(tmp_path / "results"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -47,11 +52,51 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     )
     took = time.monotonic() - began
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    rows = json.loads(report.read_text())["rows"]
+    data = json.loads(report.read_text())
+    rows = data["rows"]
     names = {row["scenario"] for row in rows}
     assert SCENARIOS <= names, f"missing: {SCENARIOS - names}"
     for row in rows:
         assert row["errors"] == 0 and row["unfinished"] == 0, (row["scenario"], row["error_samples"])
         assert row["ops"] > 0, row["scenario"]
     assert "| 1 login OIDC |" in run.stdout  # the printed table
+
+    # the run is kept with its commit, and every row with the calibration and the other load it was measured under
+    kept = list((tmp_path / "results").glob("*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == data
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert data["commit"]["sha"] == head and kept[0].name.split("-")[2] == head[:7]
+    assert isinstance(data["commit"]["dirty"], bool)
+    assert data["machine"]["argon2_verify_ms"] > 0 and data["machine"]["argon2_verify_ms_end"] > 0
+    for row in rows:
+        assert row["argon2_ms"] == data["machine"]["argon2_verify_ms"] and row["argon2_ms_after"] > 0, row["scenario"]
+        assert row["other_cores"] is not None and row["other_cores"] >= 0, row["scenario"]
+        if row["met"] is None:
+            assert row["status"] == "", row["scenario"]
+        elif row["drift"]:  # a drifting machine: not called met, nor missed
+            assert row["status"] == "drifting" and "drifting" in row["result"], row["scenario"]
+        else:
+            assert row["status"] == ("yes" if row["met"] else "NO"), row["scenario"]
+    login = next(row for row in rows if row["scenario"] == "1 login OIDC")
+    assert set(login["outside_hash_ms"]) == {"idp", "broker", "own"}
+    assert "CPU outside the hash" in login["result"] and login["extra"]["ceiling"] > 0
     print(f"quick benchmark: {took:.0f} s")
+
+
+def test_quick_lifecycle_benchmark_syncs_and_enforces_a_change(tmp_path):
+    """`python -m bench.lifecycle --quick`: the full SCIM sync reaches both targets, and every disabled
+    person is refused everywhere (the portal session, the sso API grant, their older AWS credentials)."""
+    report = tmp_path / "lifecycle.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.lifecycle", "--quick", "--json", str(report)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    data = json.loads(report.read_text())
+    assert set(data["full_sync"]["targets"]) == {"portal-oidc", "portal-saml"}
+    assert data["change_to_enforcement"]["failures"] == 0
+    for key in ("portal session", "sso API grant", "AWS credentials", "all three"):
+        assert data["change_to_enforcement"][key]["count"] == data["change_to_enforcement"]["runs"] == 3
