@@ -34,7 +34,7 @@ from sso_common.operations import install_operations
 from sso_common.serve import WORKER_START
 from sso_common.store import AuditLog, DirectoryStore, StateStore
 from sso_common.store.registry import open_audit_log, open_change_log, open_directory_store, open_state_store
-from sso_common.web import install_common, load_or_create_secret
+from sso_common.web import csrf_token, install_common, load_or_create_secret
 
 # State that must outlive a restart of the state engine, kept in `stores.lasting` when one is named
 # (docs/architecture.md, "Which engine keeps what"): a command-line client's registration lasts 90 days,
@@ -121,6 +121,9 @@ def create_app(settings: BrokerSettings | None = None) -> Flask:
     app.config["SESSION_COOKIE_NAME"] = "portal_form"
     install_common(app, "AWS access portal", secure_cookies=settings.secure_cookies)
     app.jinja_env.filters["timestamp"] = lambda epoch: datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    # A global, so that the macros (templates/_macros.html) are imported without the page's context: Jinja then
+    # builds the macro module once, where an import `with context` builds it again at every render.
+    app.jinja_env.globals["csrf_token"] = csrf_token
 
     store = open_state_store(
         settings.stores["state"], lasting_url=settings.stores.get("lasting", ""), lasting_kinds=LASTING_STATE_KINDS

@@ -27,9 +27,8 @@ class Record:
 
     def to_record(self) -> dict[str, Any]:
         record = {self.TAG[0]: self.TAG[1]} if self.TAG else {}
-        for item in dataclasses.fields(self):  # type: ignore[arg-type]
-            if item.metadata.get("stored", True):
-                record[item.name] = _dump(getattr(self, item.name))
+        for name in _stored_names(type(self)):
+            record[name] = _dump(getattr(self, name))
         return record
 
     @classmethod
@@ -45,7 +44,21 @@ class Record:
         return cls(**values)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STORED: dict[type, tuple[str, ...]] = {}
+
+
+def _stored_names(cls: type) -> tuple[str, ...]:
+    """The names of the fields a record of `cls` stores, found once per class."""
+    names = _STORED.get(cls)
+    if names is None:
+        names = _STORED[cls] = tuple(item.name for item in dataclasses.fields(cls) if item.metadata.get("stored", True))
+    return names
+
+
 def _dump(value: Any) -> Any:
+    if type(value) in _SCALARS:  # most values: nothing to convert
+        return value
     if hasattr(value, "to_record"):
         return value.to_record()
     if isinstance(value, (frozenset, set)):

@@ -10,7 +10,9 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -22,6 +24,8 @@ from flask import (
     request,
     session,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import BadSignature
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 
@@ -39,6 +43,20 @@ h1{font-size:1.5rem}p.ref{color:#5f6b7a;font-size:.875rem}</style></head>
 <body><main><h1>{{ title }}</h1><p>{{ message }}</p>
 {% if reference %}<p class="ref">Reference: {{ reference }}</p>{% endif %}
 <p><a href="{{ home }}">Back to the start page</a></p></main></body></html>"""
+
+
+# Sent with every answer unless the view set the header itself.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; form-action 'self' http: https:; frame-ancestors 'none'",
+    ),
+    ("Cache-Control", "no-store"),
+)
 
 
 class UserFacingError(Exception):
@@ -91,6 +109,7 @@ def load_or_create_secret(path: Path) -> bytes:
 
 
 def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> None:
+    app.session_interface = LazySessionInterface()
     app.config.update(
         SERVICE_TITLE=service_title,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
@@ -110,15 +129,11 @@ def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> N
 
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self'; form-action 'self' http: https:; frame-ancestors 'none'",
-        )
-        response.headers.setdefault("Cache-Control", "no-store")
+        """The headers of SECURITY_HEADERS a view did not set itself (one pass over the response's headers)."""
+        present = {name.lower() for name in response.headers.keys()}
+        for name, value in SECURITY_HEADERS:
+            if name.lower() not in present:
+                response.headers.add(name, value)
         return response
 
     @app.errorhandler(UserFacingError)
@@ -160,6 +175,131 @@ def is_local_path(target: str) -> bool:
         and target.isascii()
         and len(target) <= 2048
     )
+
+
+# --- Flask's session cookie, decoded only when a request reads it ----------------------------------
+
+
+class LazySession(SecureCookieSession):
+    """Flask's signed-cookie session, whose cookie is verified and decoded at its first use in the request
+    (only the HTML forms read it, for their CSRF token): an API call, a redirect or an answer that never looks at
+    it costs no signature check and writes no cookie back."""
+
+    def __init__(self, load: Callable[[], dict | None]):
+        super().__init__()
+        self._pending: Callable[[], dict | None] | None = load
+
+    @property
+    def pending(self) -> bool:
+        """Not read (nor changed) in this request."""
+        return self._pending is not None
+
+    def _load(self) -> None:
+        load, self._pending = self._pending, None
+        if load is not None:
+            data = load()
+            if data:
+                dict.update(self, data)  # the stored state, not a change
+
+    def __getitem__(self, key: str) -> Any:
+        self._load()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return super().get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return super().setdefault(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._load()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._load()
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._load()
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._load()
+        return super().popitem()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._load()
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self._load()
+        super().clear()
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._load()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._load()
+        return super().values()
+
+    def items(self) -> Any:
+        self._load()
+        return super().items()
+
+    def copy(self) -> dict[str, Any]:
+        self._load()
+        return dict(super().items())
+
+    def __eq__(self, other: object) -> bool:
+        self._load()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._load()
+        return super().__repr__()
+
+
+class LazySessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions (same cookie, key, salt and checks), opened lazily (LazySession)."""
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if not app.secret_key:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        return LazySession(lambda: self._decode(app, value))
+
+    def _decode(self, app: Flask, value: str) -> dict | None:
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        try:
+            return serializer.loads(value, max_age=int(app.permanent_session_lifetime.total_seconds()))
+        except BadSignature:
+            return None
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        if isinstance(session, LazySession) and session.pending:
+            return  # never read in this request: the browser's cookie stands as it is
+        super().save_session(app, session, response)
 
 
 # --- CSRF for HTML forms: a per-browser token kept in Flask's signed session cookie -------------

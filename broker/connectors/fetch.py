@@ -14,6 +14,11 @@ Each call has
   IdP together cannot hold more). Without a free slot within `SLOT_WAIT` the sign-in is refused at once
   with `UpstreamBusy` (503): a slow upstream costs only its own sign-ins, never every worker thread.
 
+Connections are kept alive and reused (a few idle ones per upstream server and client: the code exchange of
+a sign-in does not open a new TCP connection); an idle connection the server has closed is dropped before use,
+and a call on a reused connection that the server closed meanwhile (no answer at all) is sent once more on a new
+one, within the same deadline. One watchdog thread per process serves every call's deadline.
+
 `CachedDocument` keeps a fetched document for its Cache-Control max-age, bounded by a floor and a
 ceiling. Fetching happens outside any lock: a document is published whole, by one assignment, and
 while one thread refreshes an expired document the others keep using the previous one.
@@ -25,9 +30,12 @@ every byte read is under the deadline above. HTTPS uses the system's trust store
 
 from __future__ import annotations
 
+import heapq
 import http.client
+import itertools
 import json
 import re
+import select
 import socket
 import ssl
 import threading
@@ -45,6 +53,8 @@ CONNECT_TIMEOUT = 3.0
 MAX_BYTES = 1 << 20  # discovery, JWKS, tokens and userinfo are a few KB; one IdP's SAML metadata tens of KB
 MAX_IN_FLIGHT = 4  # per upstream server and worker process; keep it below WEB_THREADS (8 by default)
 SLOT_WAIT = 0.05  # seconds a call may wait for a slot before the sign-in is refused (503)
+# A reused connection that the server closed before answering: sent again once on a new connection.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
 
 # Cache lifetimes (seconds) of discovery documents, JWKS and SAML metadata.
 CACHE_DEFAULT = 3600.0  # when the answer says nothing usable
@@ -139,6 +149,8 @@ class UpstreamClient:
         self.name, self.policy, self._clock = name, policy, clock
         self.slots = slots or ServerSlots()
         self.server = self.slots.claim(home_url, policy.max_in_flight)
+        self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._idle_lock = threading.Lock()
 
     def get(self, url: str, what: str, headers: Mapping[str, str] | None = None) -> Answer:
         return self.call("GET", url, what, headers=headers)
@@ -187,35 +199,32 @@ class UpstreamClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamUnavailable(f"{self.name}: the {what} address is not an http(s) URL.")
         deadline = self._clock() + self.policy.deadline
-        connection: http.client.HTTPConnection
-        timeout = min(self.policy.connect_timeout, self.policy.deadline)
-        if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=_TLS)
-        else:
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-        watchdog = _Watchdog(connection, self.policy.deadline)
+        watchdog = _Watchdog(self.policy.deadline)
+        origin = (parts.scheme, parts.hostname, parts.port)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # The request ID of the sign-in that makes the call: the IdP logs it too (sso_common/request_id.py).
+        all_headers = {"User-Agent": USER_AGENT, **outgoing_headers(), **headers}
         try:
-            connection.connect()
-            remaining = deadline - self._clock()
-            if remaining <= 0 or connection.sock is None:
-                raise TimeoutError
-            watchdog.watch(connection.sock)  # the response keeps reading it after the connection lets go
-            connection.sock.settimeout(remaining)  # no single read outlasts the deadline either
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            # The request ID of the sign-in that makes the call: the IdP logs it too (sso_common/request_id.py).
-            connection.request(
-                method, path, body=body, headers={"User-Agent": USER_AGENT, **outgoing_headers(), **headers}
-            )
-            response = connection.getresponse()
-            announced = response.getheader("Content-Length")
-            if announced and announced.isdigit() and int(announced) > self.policy.max_bytes:
-                raise _TooLarge
-            content = response.read(self.policy.max_bytes + 1)
-            if len(content) > self.policy.max_bytes:
-                raise _TooLarge
-            if watchdog.fired:  # the cut looked like the end of a body without a length
-                raise TimeoutError
-            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, content)
+            connection, reused = self._idle_connection(origin), True
+            if connection is None:
+                connection, reused = self._connect(origin, watchdog, deadline), False
+            while True:
+                try:
+                    answer, keep = self._send(connection, watchdog, deadline, method, path, body, all_headers)
+                except _STALE:
+                    connection.close()
+                    if not reused or watchdog.fired:
+                        raise
+                    connection, reused = self._connect(origin, watchdog, deadline), False
+                    continue
+                except BaseException:
+                    connection.close()
+                    raise
+                if keep:
+                    self._keep(origin, connection)
+                else:
+                    connection.close()
+                return answer
         except _TooLarge:
             raise UpstreamUnavailable(f"{self.name} answered more than the broker accepts ({what}).") from None
         except TimeoutError:
@@ -226,7 +235,84 @@ class UpstreamClient:
             raise UpstreamUnavailable(f"{self.name} is unreachable ({what}: {type(error).__name__}).") from None
         finally:
             watchdog.cancel()
+
+    def _connect(self, origin: tuple, watchdog: _Watchdog, deadline: float) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        timeout = min(self.policy.connect_timeout, self.policy.deadline)
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=_TLS)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        watchdog.watch_connecting(connection)
+        try:
+            connection.connect()
+        except BaseException:
             connection.close()
+            raise
+        if deadline - self._clock() <= 0 or connection.sock is None:
+            connection.close()
+            raise TimeoutError
+        return connection
+
+    def _send(
+        self,
+        connection: http.client.HTTPConnection,
+        watchdog: _Watchdog,
+        deadline: float,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> tuple[Answer, bool]:
+        """One request and its answer on `connection`; and whether the connection may be kept for the next call."""
+        sock = connection.sock
+        remaining = deadline - self._clock()
+        if remaining <= 0 or sock is None:
+            raise TimeoutError
+        watchdog.watch(sock)  # the response keeps reading it after the connection lets go
+        sock.settimeout(remaining)  # no single read outlasts the deadline either
+        connection.request(method, path, body=body, headers=dict(headers))
+        response = connection.getresponse()
+        announced = response.getheader("Content-Length")
+        if announced and announced.isdigit() and int(announced) > self.policy.max_bytes:
+            raise _TooLarge
+        content = response.read(self.policy.max_bytes + 1)
+        if len(content) > self.policy.max_bytes:
+            raise _TooLarge
+        if watchdog.fired:  # the cut looked like the end of a body without a length
+            raise TimeoutError
+        keep = response.isclosed() and not response.will_close and connection.sock is not None
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, content), keep
+
+    def _idle_connection(self, origin: tuple) -> http.client.HTTPConnection | None:
+        """A kept-alive connection to `origin`, the most recently used first; one the server closed (or wrote
+        to unasked) is dropped."""
+        with self._idle_lock:
+            idle = self._idle.get(origin)
+            while idle:
+                connection = idle.pop()
+                sock = connection.sock
+                if sock is not None and not _readable(sock):
+                    return connection
+                connection.close()
+        return None
+
+    def _keep(self, origin: tuple, connection: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < self.slots.cap(self.server):
+                idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
 
     def _late(self, what: str) -> UpstreamTimeout:
         return UpstreamTimeout(f"{self.name} did not answer in time ({what}, {self.policy.deadline:g} s).")
@@ -236,16 +322,30 @@ class _TooLarge(Exception):
     pass
 
 
+def _readable(sock: socket.socket) -> bool:
+    """An idle kept-alive socket with something to read: the server closed it (or broke the protocol)."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class _Watchdog:
     """Shuts the connection's socket down when the deadline passes: a read blocked on a trickling server
-    returns at once, whatever its own timeout."""
+    returns at once, whatever its own timeout. Every watchdog of the process is served by one thread
+    (`_Deadlines`), not a timer thread per call."""
 
-    def __init__(self, connection: http.client.HTTPConnection, seconds: float):
-        self._connection, self.fired = connection, False
+    def __init__(self, seconds: float):
+        self.fired = self.cancelled = False
         self._socket: socket.socket | None = None
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-        self._timer.start()
+        self._connecting: http.client.HTTPConnection | None = None
+        _DEADLINES.add(time.monotonic() + seconds, self)
+
+    def watch_connecting(self, connection: http.client.HTTPConnection) -> None:
+        """A connection being opened: its socket is cut if the deadline passes during connect."""
+        self._connecting, self._socket = connection, None
+        if self.fired:
+            self._cut()
 
     def watch(self, sock: socket.socket) -> None:
         """The connected socket: http.client drops its own reference once a response will close it."""
@@ -253,9 +353,12 @@ class _Watchdog:
         if self.fired:
             self._cut()
 
-    def _cut(self) -> None:
+    def fire(self) -> None:
         self.fired = True
-        sock = self._socket or self._connection.sock  # during connect: the socket being connected
+        self._cut()
+
+    def _cut(self) -> None:
+        sock = self._socket or (self._connecting.sock if self._connecting is not None else None)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -263,7 +366,44 @@ class _Watchdog:
                 pass
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        self.cancelled = True
+        self._socket = self._connecting = None
+
+
+class _Deadlines:
+    """One daemon thread that fires the watchdogs whose deadline has passed (a heap by deadline)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, watchdog: _Watchdog) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (when, next(self._order), watchdog))
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(target=self._run, name="upstream-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watchdog:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            due = []
+            with self._wake:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].cancelled or self._heap[0][0] <= now):
+                    _, _, watchdog = heapq.heappop(self._heap)
+                    if not watchdog.cancelled:
+                        due.append(watchdog)
+                if not due:
+                    self._wake.wait(self._heap[0][0] - now if self._heap else None)
+            for watchdog in due:
+                watchdog.fire()
+
+
+_DEADLINES = _Deadlines()
 
 
 def cache_lifetime(

@@ -10,10 +10,12 @@ python3-saml does the protocol and the crypto. What it leaves to us (read in its
   SubjectConfirmationData times are checked by python3-saml without any skew.
 - Destination and Recipient are compared with the ACS URL built from the configured portal URL, never
   from the request's Host header.
-Settings are built once per metadata document (rebuilding them per request costs a quarter to a third of
-the throughput). The IdP's metadata is fetched on first use, so the broker starts while the IdP is down,
-and kept for its Cache-Control max-age within bounds (broker.connectors.fetch); a Response whose signature
-fails refetches it once (rate-limited), so an IdP's certificate rollover works without a restart.
+The protocol schema python3-saml validates every Response against is compiled once per thread
+(sso_common.saml_schemas), not per Response. Settings are built once per metadata document (rebuilding them
+per request costs a quarter to a third of the throughput). The IdP's metadata is fetched on first use, so the
+broker starts while the IdP is down, and kept for its Cache-Control max-age within bounds
+(broker.connectors.fetch); a Response whose signature fails refetches it once (rate-limited), so an IdP's
+certificate rollover works without a restart.
 
 Who the person is: the NameID (persistent, or email address, or unspecified), or the attribute named by
 `attributes.subject` (an ADFS/Entra object ID, say); a transient NameID names nobody for long and is
@@ -56,11 +58,14 @@ from broker.connectors.mapping import Authentication, IdentityMapping
 from broker.core import evidence
 from broker.core.identity import LogoutHint, UpstreamLogin
 from broker.errors import LoginFailed, UpstreamUnavailable
+from sso_common import saml_schemas
 from sso_common.config import URL_PATTERN
 from sso_common.keys import SigningIdentity, load_or_create_signing_identity
 from sso_common.records import Record
 from sso_common.store import StateStore
 from sso_common.xmlsign import DS_NAMESPACE
+
+saml_schemas.install()  # python3-saml compiles the protocol schema once per thread, not per Response
 
 REPLAY_KIND = "saml_assertion_id"
 METADATA_REFRESH_INTERVAL = 30.0  # at most one refetch per this many seconds after a failed signature

@@ -18,8 +18,9 @@ group, and, for a refusal before any session existed, the browser that was refus
 cookie, of which the story keeps only a digest), so that a story cannot be read by guessing its address.
 
 Nothing in a story is a secret (no password, code, token, signature value or credential): the recorders
-store fingerprints (broker.core.evidence.fingerprint), and the request body to STS is kept only with the
-signature value withheld, and shown only once the assertion has expired.
+store fingerprints (broker.core.evidence.fingerprint), and the request to STS is kept only with the
+signature value withheld (as its parameters: the body is urlencoded from them when shown), and shown only once
+the assertion has expired.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
 from broker.core.access import AccessConfig
 from broker.core.entitlements import check_entitlement, entitlements_for
@@ -128,7 +130,14 @@ class IssuanceStory(Record):
     reason: str
     sections: tuple[Section, ...]
     assertion_expires: float = 0.0
-    request_body: str = field(default="", repr=False)  # signature value withheld; shown after assertion_expires
+    # The AssumeRoleWithSAML parameters, the assertion's signature value withheld; shown after assertion_expires,
+    # urlencoded into the request body only then (`request_body`): kept as parameters, not as the body.
+    request_parameters: dict[str, str] = field(default_factory=dict, repr=False)
+    request_body: str = field(default="", repr=False)  # the body itself, as stories written before kept it
+
+    def body(self) -> str:
+        """The request body as sent to STS, but for the signature value ("" when no request was made)."""
+        return urlencode(self.request_parameters) if self.request_parameters else self.request_body
 
 
 def new_id() -> str:
@@ -328,7 +337,7 @@ def issuance_story(
             *recorder.sections("assertion", "request", "answer"),
         ),
         assertion_expires=float(recorder.notes.get("assertion_expires", 0.0)),
-        request_body=str(recorder.notes.get("request_body", "")),
+        request_parameters=dict(recorder.notes.get("request_parameters", {})),
     )
 
 
@@ -355,13 +364,22 @@ def may_read(
 # --- keeping stories ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StoryReference:
+    """Enough of a story to add a credential request to it, without reading the story itself (a large record):
+    its ID and until when it is kept."""
+
+    id: str
+    expires: float
+
+
 class Explanations:
     """Stories in the state store, each for its own lifetime (the session's, or REFUSAL_LIFETIME)."""
 
     def __init__(self, store: StateStore, clock: Callable[[], float] = time.time):
         self.store, self._clock = store, clock
 
-    def _ttl(self, story: Explanation) -> float:
+    def _ttl(self, story: Explanation | StoryReference) -> float:
         return max(1.0, story.expires - self._clock())
 
     def save(self, story: Explanation) -> None:
@@ -372,7 +390,18 @@ class Explanations:
         return Explanation.from_record(record) if record else None
 
     def link_session(self, session_id: str, story: Explanation) -> None:
-        self.store.put(SESSION_LINK_KIND, session_reference(session_id), {"id": story.id}, self._ttl(story))
+        link = {"id": story.id, "expires": story.expires}
+        self.store.put(SESSION_LINK_KIND, session_reference(session_id), link, self._ttl(story))
+
+    def reference_of_session_reference(self, reference: str | None) -> StoryReference | None:
+        """The story of a session, named (a link written before the links held `expires`: the story is read)."""
+        link = self.store.get(SESSION_LINK_KIND, reference) if reference else None
+        if not link:
+            return None
+        if isinstance(link.get("expires"), (int, float)):
+            return StoryReference(link["id"], float(link["expires"]))
+        story = self.load(link["id"])
+        return StoryReference(story.id, story.expires) if story else None
 
     def of_session_reference(self, reference: str | None) -> Explanation | None:
         link = self.store.get(SESSION_LINK_KIND, reference) if reference else None
@@ -389,7 +418,7 @@ class Explanations:
         link = self.store.take(TICKET_LINK_KIND, ticket) if ticket else None
         return self.load(link["id"]) if link else None
 
-    def add_issuance(self, story: Explanation, issuance: IssuanceStory) -> None:
+    def add_issuance(self, story: Explanation | StoryReference, issuance: IssuanceStory) -> None:
         ttl = self._ttl(story)
         number = self.store.incr(ISSUANCE_COUNT_KIND, story.id, ttl)
         self.store.put(ISSUANCE_KIND, f"{story.id}:{number}", issuance.to_record(), ttl)
@@ -411,9 +440,11 @@ class Explanations:
 def shown_issuance(issuance: IssuanceStory, now: float, extra: tuple[Section, ...] = ()) -> dict[str, Any]:
     """An issuance as the page and the JSON show it: the request body only once the assertion expired."""
     record = replace(issuance, sections=issuance.sections + extra).to_record()
-    expired = bool(issuance.request_body) and now >= issuance.assertion_expires
-    record["request_body"] = issuance.request_body if expired else None
-    record["request_body_withheld"] = bool(issuance.request_body) and not expired
+    del record["request_parameters"]
+    made = bool(issuance.request_parameters or issuance.request_body)
+    expired = made and now >= issuance.assertion_expires
+    record["request_body"] = issuance.body() if expired else None
+    record["request_body_withheld"] = made and not expired
     return record
 
 

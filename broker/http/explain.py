@@ -34,6 +34,7 @@ from broker.core.explain import (
     Explanation,
     Explanations,
     IssuanceStory,
+    StoryReference,
     document,
     issuance_story,
     may_read,
@@ -43,7 +44,7 @@ from broker.core.explain import (
 )
 from broker.core.identity import Identity
 from broker.core.naming import provider_arn
-from broker.core.sessions import PortalSession
+from broker.core.sessions import PortalSession, session_reference
 from broker.http.aws_wire import ApiError, install_error_handlers
 from broker.http.context import cookie_options, current_session, state
 from broker.identity_center.grants import GRANT_KIND
@@ -68,7 +69,7 @@ def stories() -> Explanations:
     return extensions["explanations"]
 
 
-def link(story: Explanation) -> str:
+def link(story: Explanation | StoryReference) -> str:
     return f"/explain/{story.id}"
 
 
@@ -168,8 +169,21 @@ def story_of_grant(grant_id: str) -> Explanation | None:
     return stories().of_session_reference(grant.get("session")) if grant else None
 
 
+def story_reference(*, session: PortalSession | None = None, grant_id: str | None = None) -> StoryReference | None:
+    """The story to add a credential request to (`record_issuance`), of a portal session or of the session that
+    approved a command-line grant, without reading the story itself."""
+    try:
+        if session is not None:
+            return stories().reference_of_session_reference(session_reference(session.id))
+        grant = state().store.get(GRANT_KIND, grant_id) if grant_id else None
+        return stories().reference_of_session_reference(grant.get("session")) if grant else None
+    except Exception:  # noqa: BLE001 - never stop an issuance for its explanation
+        log.exception("the session's explanation could not be read")
+        return None
+
+
 def record_issuance(
-    story: Explanation | None,
+    story: Explanation | StoryReference | None,
     *,
     channel: str,
     account_id: str,

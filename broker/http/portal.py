@@ -95,7 +95,7 @@ def credentials():
     identity = session.identity
     account_id = request.form.get("account_id", "")[:32]
     permission_set = request.form.get("permission_set", "")[:64]
-    story = explain.story_of_session(session)
+    story = explain.story_reference(session=session)  # its ID: the story itself is not read
 
     def explained(outcome: str, reason: str = "") -> str | None:
         """This request in the session's "How did I get here?"; its link (the page shows it)."""

@@ -70,7 +70,7 @@ def get_role_credentials():
         raise ApiError("InvalidRequestException", "role_name is required.")
 
     def explained(outcome: str, reason: str = "") -> None:  # in the sign-in's "How did I get here?"
-        story = explain.story_of_grant(grant_id)
+        story = explain.story_reference(grant_id=grant_id)
         explain.record_issuance(
             story, channel=API_CHANNEL, account_id=account_id, permission_set=role_name, outcome=outcome, reason=reason
         )

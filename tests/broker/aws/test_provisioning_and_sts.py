@@ -3,10 +3,12 @@ exactly their permission set's access, and STS failures surface as the issuer's 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs
 
 import boto3
 import pytest
@@ -335,6 +337,21 @@ def test_the_way_to_aws_is_recorded_decoded_and_without_a_secret(issuer, access,
     assert shown_issuance(story, time.time())["request_body"] is None
     later = shown_issuance(story, story.assertion_expires + 1)["request_body"]
     assert later.startswith("Action=AssumeRoleWithSAML") and "RoleArn=" in later and signature[:40] not in later
+    # exactly the request sent, but for the signature value: the parameters kept are urlencoded when shown
+    shown = {name: values[0] for name, values in parse_qs(later).items()}
+    assert shown == {
+        "Action": "AssumeRoleWithSAML",
+        "Version": "2011-06-15",
+        "RoleArn": entitlement.role_arn,
+        "PrincipalArn": entitlement.provider_arn,
+        "SAMLAssertion": shown["SAMLAssertion"],
+        "DurationSeconds": str(entitlement.session_duration),
+    }
+    sent = etree.fromstring(xml)
+    for value in sent.iter("{http://www.w3.org/2000/09/xmldsig#}SignatureValue"):
+        value.text = "[signature value withheld]"
+    assert base64.b64decode(shown["SAMLAssertion"]) == etree.tostring(sent)
+    assert "request_body" not in json.loads(stored) or not json.loads(stored)["request_body"]
 
     policies = policies_section(
         lambda account_id: sessions.client(account_id, "iam"),

@@ -275,3 +275,119 @@ def test_no_sign_in_waits_for_another_ones_refresh():
     release.set()
     slow.join(5)
     assert cache.get() == 2  # published whole once fetched
+
+
+class KeepAliveServer:
+    """Answers every request of a connection (HTTP/1.1 keep-alive), counting connections and requests; after
+    `close_after` answers on a connection it closes that connection without a word."""
+
+    def __init__(self, close_after: int | None = None):
+        server = self
+        self.connections = self.requests = 0
+        self.close_after = close_after
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                server.connections += 1
+                answered, data = 0, b""
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = self.request.recv(4096)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    length = next(
+                        (
+                            int(line.split(b":")[1])
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length")
+                        ),
+                        0,
+                    )
+                    while len(data) < length:
+                        data += self.request.recv(4096)
+                    data = data[length:]
+                    if server.close_after is not None and answered >= server.close_after:
+                        return  # the request is dropped unanswered: a kept-alive connection closed meanwhile
+                    server.requests += 1
+                    body = b'{"n": %d}' % server.requests
+                    self.request.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(body), body)
+                    )
+                    answered += 1
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def keep_alive():
+    servers: list[KeepAliveServer] = []
+
+    def start(**options) -> KeepAliveServer:
+        servers.append(KeepAliveServer(**options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_calls_to_an_upstream_reuse_one_connection(keep_alive):
+    server = keep_alive()
+    upstream = client(server.url)
+    for n in range(1, 6):
+        got = upstream.post_form(server.url + "/token", "token endpoint", b"code=x") if n % 2 else None
+        got = got or upstream.get(server.url + "/jwks", "signing keys (JWKS)")
+        assert got.status == 200 and got.json() == {"n": n}
+    assert server.requests == 5 and server.connections == 1
+    upstream.close()
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_sent_again_once_on_a_new_one(keep_alive):
+    server = keep_alive(close_after=1)  # every connection answers once, then drops the next request
+    upstream = client(server.url)
+    assert upstream.get(server.url + "/a", "discovery document").json() == {"n": 1}
+    assert upstream.post_form(server.url + "/token", "token endpoint", b"code=x").json() == {"n": 2}
+    assert server.connections == 2 and server.requests == 2
+    upstream.close()
+
+
+def test_a_fresh_connection_that_is_dropped_is_not_sent_again(keep_alive):
+    server = keep_alive(close_after=0)  # drops every request unanswered
+    with pytest.raises(UpstreamUnavailable, match="unreachable"):
+        client(server.url).get(server.url + "/a", "discovery document")
+    assert server.connections == 1
+
+
+def test_a_reused_connection_keeps_the_overall_deadline(serve):
+    """The second call on a kept-alive connection is cut at its own deadline like the first."""
+    state = {"calls": 0}
+
+    def behave(connection: socket.socket) -> None:
+        state["calls"] += 1
+        body = b"{}"
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:  # the next request on the same connection: answered by a trickle
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        trickle(answer())(connection)
+
+    server = serve(behave)
+    upstream = client(server.url, deadline=0.5)
+    assert upstream.get(server.url + "/a", "discovery document").status == 200
+    began = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        upstream.get(server.url + "/b", "discovery document")
+    assert time.monotonic() - began < 1.5 and state["calls"] == 1

@@ -4,6 +4,8 @@ stories are kept (for their session's length, issuances capped)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 
 from broker.core import evidence
@@ -12,15 +14,20 @@ from broker.core.evidence import FAILED, NOT_REACHED, PASSED, SKIPPED, Recorder,
 from broker.core.explain import (
     MAX_ISSUANCES,
     REFUSED,
+    SESSION_LINK_KIND,
     SIGNED_IN,
     Explanations,
     IssuanceStory,
+    StoryReference,
     entitlement_section,
+    issuance_story,
     may_read,
     merge_sections,
     new_binding,
+    shown_issuance,
     sign_in_story,
 )
+from broker.core.sessions import session_reference
 from broker.errors import LoginFailed, MfaRequired, NotEntitled
 from sso_common.store.memory import MemoryStateStore
 
@@ -178,6 +185,69 @@ def test_stories_are_kept_for_their_lifetime_with_the_newest_issuances(access, p
         )
     kept = stories.issuances(story)
     assert len(kept) == MAX_ISSUANCES and kept[-1].permission_set == f"Set{MAX_ISSUANCES + 2}"
+
+
+def test_a_credential_request_is_added_to_a_story_without_reading_the_story(access, person):
+    """The portal names a session's story by its link (ID and expiry): the story itself, a large record, is not
+    read for each credential request."""
+    now = [1000.0]
+    store = MemoryStateStore()
+    stories = Explanations(store, clock=lambda: now[0])
+    story = story_for(person("bob"), access, clock=lambda: now[0])
+    stories.save(story)
+    stories.link_session("session-id", story)
+    stories.load = lambda story_id: pytest.fail("the story was read")  # type: ignore[method-assign]
+    reference = stories.reference_of_session_reference(session_reference("session-id"))
+    assert reference == StoryReference(story.id, story.expires)
+    stories.add_issuance(
+        reference, IssuanceStory(now[0], "portal", SANDBOX, "example-sandbox", "Set", "", "", "issued", "", ())
+    )
+    assert [issued.permission_set for issued in Explanations(store, clock=lambda: now[0]).issuances(story)] == ["Set"]
+    # a link written before links held the expiry: the story is read for it
+    store.put(SESSION_LINK_KIND, session_reference("old-session"), {"id": story.id}, 60)
+    del stories.load
+    assert stories.reference_of_session_reference(session_reference("old-session")) == reference
+
+
+def test_the_request_body_is_kept_as_parameters_and_built_only_when_shown(access, person):
+    """An issuance keeps the AssumeRoleWithSAML parameters (signature value withheld), not the urlencoded body:
+    the body is built when the explanation shows it, after the assertion expired, exactly as it was sent but for
+    the signature value. A story written when the body itself was kept still shows it."""
+    parameters = {
+        "Action": "AssumeRoleWithSAML",
+        "Version": "2011-06-15",
+        "RoleArn": "arn:aws:iam::111111111111:role/Set",
+        "PrincipalArn": "arn:aws:iam::111111111111:saml-provider/broker",
+        "SAMLAssertion": "PHNhbWxwOlJlc3BvbnNlIC8++/==",
+        "DurationSeconds": "3600",
+    }
+    body = urlencode(parameters)
+    recorder = Recorder()
+    recorder.section("request", "The AssumeRoleWithSAML request")
+    recorder.note("assertion_expires", 2000.0)
+    recorder.note("request_parameters", parameters)
+    issuance = issuance_story(
+        recorder,
+        access=access,
+        channel="portal",
+        account_id=SANDBOX,
+        permission_set="EmployeeDirectoryDeveloper",
+        role_name="Set",
+        role_arn=parameters["RoleArn"],
+        outcome="issued",
+        clock=lambda: 1000.0,
+    )
+    stored = issuance.to_record()
+    assert stored["request_parameters"] == parameters and stored["request_body"] == ""
+    before, after = shown_issuance(issuance, 1999.0), shown_issuance(issuance, 2000.0)
+    assert before["request_body"] is None and before["request_body_withheld"] is True
+    assert after["request_body"] == body and after["request_body_withheld"] is False
+    assert "request_parameters" not in after
+    old = {key: value for key, value in stored.items() if key != "request_parameters"} | {"request_body": body}
+    assert shown_issuance(IssuanceStory.from_record(old), 2000.0)["request_body"] == body
+    assert shown_issuance(IssuanceStory.from_record(old), 1999.0)["request_body_withheld"] is True
+    nothing = shown_issuance(IssuanceStory(1000.0, "portal", SANDBOX, "x", "Set", "", "", "refused", "", ()), 3000.0)
+    assert nothing["request_body"] is None and nothing["request_body_withheld"] is False
 
 
 def test_two_requests_of_one_sign_in_merge_into_one_story(access, person):
