@@ -44,6 +44,9 @@ class Throttle:
     trusted_seconds: int = 90 * 24 * 3600  # how long a browser or address stays known after a sign-in
 
 
+REMEMBER_AGAIN_AFTER = 0.1  # of trusted_seconds: a known browser or address is written again after that long
+
+
 @dataclass(frozen=True)
 class TotpPolicy:
     """How far from the current 30-second step a code may be (for clock drift between the IdP and the
@@ -64,6 +67,7 @@ class Result:
     outcome: Outcome
     employee: Employee | None = None
     retry_after: int = 0  # THROTTLED: seconds until an attempt is counted again
+    fresh: frozenset[str] = frozenset()  # "device", "address": known, and remembered recently (see trust)
 
 
 @dataclass(frozen=True)
@@ -105,26 +109,41 @@ class Authenticator:
 
     # --- who is known where -------------------------------------------------------------------
 
-    def _trusted_device(self, username: str, device: str | None) -> bool:
-        return bool(device) and self.store.get("login_device", f"{device}\x00{username}") is not None
+    def _remembered(self, kind: str, key: str, fresh: set[str], name: str) -> bool:
+        """Known (a record of a sign-in); `name` goes into `fresh` when that record is recent enough that
+        `trust` need not write it again."""
+        record = self.store.get(kind, key)
+        if record is None:
+            return False
+        if record.get("at", 0) > self.clock() - self.throttle.trusted_seconds * REMEMBER_AGAIN_AFTER:
+            fresh.add(name)
+        return True
 
-    def _known_address(self, username: str, address: str) -> bool:
-        return self.store.get("login_address", f"{username}\x00{address}") is not None
+    def _trusted_device(self, username: str, device: str | None, fresh: set[str]) -> bool:
+        return bool(device) and self._remembered("login_device", f"{device}\x00{username}", fresh, "device")
 
-    def trust(self, username: str, attempt: Attempt) -> str:
+    def _known_address(self, username: str, address: str, fresh: set[str]) -> bool:
+        return self._remembered("login_address", f"{username}\x00{address}", fresh, "address")
+
+    def trust(self, username: str, attempt: Attempt, fresh: frozenset[str] = frozenset()) -> str:
         """After a sign-in: remember the browser and the address for this person. Returns the device token
-        for the browser's cookie (its own, or a new one)."""
-        device = attempt.device if attempt.device and len(attempt.device) <= 64 else secrets.token_urlsafe(24)
-        ttl = self.throttle.trusted_seconds
-        self.store.put("login_device", f"{device}\x00{username}", {}, ttl)
-        self.store.put("login_address", f"{username}\x00{attempt.address}", {}, ttl)
+        for the browser's cookie (its own, or a new one). What the attempt found remembered recently
+        (`Result.fresh`: within REMEMBER_AGAIN_AFTER of trusted_seconds) is not written again: it stays known
+        for most of trusted_seconds after its last write, and a sign-in from a known place writes less."""
+        own = bool(attempt.device) and len(attempt.device or "") <= 64
+        device = attempt.device if own and attempt.device else secrets.token_urlsafe(24)
+        ttl, record = self.throttle.trusted_seconds, {"at": int(self.clock())}
+        if not (own and "device" in fresh):
+            self.store.put("login_device", f"{device}\x00{username}", record, ttl)
+        if "address" not in fresh:
+            self.store.put("login_address", f"{username}\x00{attempt.address}", record, ttl)
         return device
 
     # --- counting -------------------------------------------------------------------------------
 
-    def _counters(self, username: str, attempt: Attempt) -> list[_Counter]:
+    def _counters(self, username: str, attempt: Attempt, fresh: set[str]) -> list[_Counter]:
         t = self.throttle
-        if self._trusted_device(username, attempt.device):
+        if self._trusted_device(username, attempt.device, fresh):
             return [
                 _Counter(
                     "login_failures_device",
@@ -142,7 +161,7 @@ class Authenticator:
             ),
             _Counter("login_failures_address", attempt.address, t.max_failures_per_address, t.window_seconds),
         ]
-        if not self._known_address(username, attempt.address):
+        if not self._known_address(username, attempt.address, fresh):
             counters.append(_Counter("login_failures_user", username, t.max_failures_per_user, t.user_window_seconds))
         return counters
 
@@ -151,12 +170,12 @@ class Authenticator:
         window = int(now // counter.window)
         return f"{counter.key}\x00{window}", (window + 1) * counter.window
 
-    def _admit(self, username: str, attempt: Attempt) -> tuple[list[_Counter], int]:
+    def _admit(self, username: str, attempt: Attempt, fresh: set[str]) -> tuple[list[_Counter], int]:
         """Take a slot in each counter in turn; ([counters], 0) when all are within their limits. At the
         first full one, give back every slot taken (a refused attempt costs no hash, so it must not use
         up a slot a later attempt could have had) and return the seconds until that window ends."""
         now = self.clock()
-        counters = self._counters(username, attempt)
+        counters = self._counters(username, attempt, fresh)
         for taken, counter in enumerate(counters, start=1):
             key, ends = self._slot(counter, now)
             if self.store.incr(counter.kind, key, counter.window) > counter.limit:
@@ -173,7 +192,8 @@ class Authenticator:
 
     def check_password(self, username: str, password: str, attempt: Attempt) -> Result:
         username = username.strip().lower()[:128]
-        counters, wait = self._admit(username, attempt)
+        fresh: set[str] = set()
+        counters, wait = self._admit(username, attempt, fresh)
         if wait:
             return Result(Outcome.THROTTLED, retry_after=wait)
         employee = self.directory.find(username)
@@ -184,10 +204,10 @@ class Authenticator:
             return Result(Outcome.DISABLED)
         if employee.mfa_required:
             return Result(Outcome.NEEDS_TOTP, employee)
-        return Result(Outcome.OK, employee)
+        return Result(Outcome.OK, employee, fresh=frozenset(fresh))
 
     def check_totp(self, employee: Employee, code: str, attempt: Attempt) -> Result:
-        counters, wait = self._admit(employee.username, attempt)
+        counters, wait = self._admit(employee.username, attempt, set())
         if wait:
             return Result(Outcome.THROTTLED, retry_after=wait)
         step = None

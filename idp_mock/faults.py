@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, has_app_context, jsonify, request
 
 from idp_mock.directory import DirectoryView, Employee
 from sso_common.config import ConfigError, Node
@@ -309,8 +309,20 @@ class Faults:
         self.store = store
 
     def _added(self, target: str) -> list[Fault]:
+        """The faults added for `target`, read from the store once per request (an authorization asks at two
+        moments, a token answer at two); outside a request, every time."""
+        cache = g.setdefault("faults_added", {}) if has_app_context() else None
+        if cache is not None and target in cache:
+            return cache[target]
         record = self.store.get(FAULT_KIND, target)
-        return [Fault.from_record(item) for item in record["faults"]] if record else []
+        faults = [Fault.from_record(item) for item in record["faults"]] if record else []
+        if cache is not None:
+            cache[target] = faults
+        return faults
+
+    def _forget(self) -> None:
+        if has_app_context():
+            g.pop("faults_added", None)
 
     def active(self, target: str, phase: str, *, consume: bool = True) -> list[Fault]:
         """The faults for this answer of `target` used up at `phase`. A counted fault is used up once per
@@ -343,6 +355,7 @@ class Faults:
         fault = Fault.from_record({**fault.to_record(), "id": secrets.token_hex(8)})
         faults = self._added(fault.target) + [fault]
         self.store.put(FAULT_KIND, fault.target, {"faults": [f.to_record() for f in faults]}, STORE_TTL)
+        self._forget()
         targets = self._targets()
         if fault.target not in targets:
             self.store.put(INDEX_KIND, "targets", {"targets": [*targets, fault.target]}, STORE_TTL)
@@ -376,6 +389,7 @@ class Faults:
                 self.store.delete(FAULT_KIND, target)
         if fault_id is None:
             self.store.delete(INDEX_KIND, "targets")
+        self._forget()
         return removed
 
 

@@ -1,8 +1,10 @@
 """The IdP's single sign-on session, shared by OIDC and SAML: one login serves both protocols.
 
 The browser holds only a random session ID in the `idp_session` cookie; the session itself lives in
-the state store. Protocol handlers ask `current_sign_in()` who is signed in, and send the browser to
-`login_redirect()` when nobody is (or when a fresh login is required).
+the state store. Protocol handlers ask `current_sign_in()` who is signed in, and show the login form
+(`idp_mock.login.login_page`) when nobody is (or when a fresh login is required). The session record read for
+a request is kept for the rest of it (`flask.g`), so the protocol handlers that read and extend it (participants)
+cost the store one read, or none right after a sign-in.
 """
 
 from __future__ import annotations
@@ -11,15 +13,13 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, replace
-from urllib.parse import urlencode
 
-from flask import current_app, g, redirect, request
+from flask import current_app, g, request
 from werkzeug.wrappers import Response
 
 from idp_mock.directory import Employee
 from sso_common.records import Record
 from sso_common.store import StateStore
-from sso_common.web import is_local_path
 
 COOKIE_NAME = "idp_session"
 SESSION_KIND = "idp_session"
@@ -87,8 +87,14 @@ def _store() -> StateStore:
 
 
 def _session(session_id: str) -> SessionRecord | None:
+    """The session's record, read once per request."""
+    cached = g.get("session_record")
+    if cached is not None and cached[0] == session_id:
+        return cached[1]
     record = _store().get(SESSION_KIND, session_id)
-    return SessionRecord.from_record(record) if record else None
+    session = SessionRecord.from_record(record) if record else None
+    g.session_record = (session_id, session)
+    return session
 
 
 def current_sign_in() -> SignIn | None:
@@ -106,24 +112,43 @@ def current_sign_in() -> SignIn | None:
     return sign_in
 
 
-def start_session(employee: Employee, amr: tuple[str, ...], response: Response) -> SignIn:
-    """Open a new session (a fresh ID at every login, so a planted cookie is useless)."""
+def start_session(employee: Employee, amr: tuple[str, ...], *, save: bool = True) -> SignIn:
+    """Open a new session (a fresh ID at every login, so a planted cookie is useless). The browser gets its
+    cookie from `set_session_cookie` on the answer. With `save=False` the record is written by `save_session`
+    at the end of the request, once, with the relying parties the request answered (the sign-in's POST that
+    finishes an authorization: one write instead of two)."""
     end_session()
     session_id = secrets.token_urlsafe(32)
     auth_time = int(time.time())
+    record = SessionRecord(employee.username, auth_time, amr)
+    g.session_record = (session_id, record)
+    g.sign_in = SignIn(session_id, employee, auth_time, amr)
+    if save:
+        save_session()
+    else:
+        g.session_unsaved = session_id
+    return g.sign_in
+
+
+def save_session() -> None:
+    """Write the session opened (and perhaps extended) in this request."""
+    g.pop("session_unsaved", None)
+    session_id, record = g.session_record
     lifetime = current_app.extensions["idp"].settings.session_lifetime
-    _store().put(SESSION_KIND, session_id, SessionRecord(employee.username, auth_time, amr).to_record(), lifetime)
+    remaining = lifetime - (time.time() - record.auth_time)
+    _store().put(SESSION_KIND, session_id, record.to_record(), max(remaining, 1))
+
+
+def set_session_cookie(response: Response, sign_in: SignIn) -> None:
     response.set_cookie(
         COOKIE_NAME,
-        session_id,
-        max_age=lifetime,
+        sign_in.session_id,
+        max_age=current_app.extensions["idp"].settings.session_lifetime,
         httponly=True,
         samesite="Lax",
         secure=current_app.config["SESSION_COOKIE_SECURE"],
         path="/",
     )
-    g.sign_in = SignIn(session_id, employee, auth_time, amr)
-    return g.sign_in
 
 
 def record_participant(participant: Participant) -> None:
@@ -135,9 +160,9 @@ def record_participant(participant: Participant) -> None:
     if record is None:
         return
     if participant not in record.participants:
-        record = replace(record, participants=(*record.participants, participant))
-        remaining = current_app.extensions["idp"].settings.session_lifetime - (time.time() - record.auth_time)
-        _store().put(SESSION_KIND, sign_in.session_id, record.to_record(), max(remaining, 1))
+        g.session_record = (sign_in.session_id, replace(record, participants=(*record.participants, participant)))
+        if g.get("session_unsaved") != sign_in.session_id:
+            save_session()
 
 
 def participants() -> tuple[Participant, ...]:
@@ -159,6 +184,7 @@ def end_session(response: Response | None = None) -> None:
     record = _session(session_id) if session_id and response is not None else None
     if session_id:
         _store().delete(SESSION_KIND, session_id)
+        g.pop("session_record", None)
     if session_id and record is not None:
         for listener in current_app.extensions.get(LOGOUT_LISTENERS, ()):
             listener(sid_of(session_id), record)
@@ -167,19 +193,3 @@ def end_session(response: Response | None = None) -> None:
         response.delete_cookie(
             COOKIE_NAME, path="/", httponly=True, samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"]
         )
-
-
-def login_redirect(continue_to: str, *, force: bool = False, login_hint: str | None = None) -> Response:
-    """Send the browser to the login page; after login it returns to `continue_to` (a local path).
-
-    With `force`, a login is asked for even if a session exists (OIDC prompt=login, SAML ForceAuthn);
-    the caller then checks that the sign-in's auth_time is recent enough.
-    """
-    if not is_local_path(continue_to):
-        raise ValueError("continue_to must be a local path")
-    params = {"continue": continue_to}
-    if force:
-        params["force"] = "1"
-    if login_hint:
-        params["login_hint"] = login_hint[:128]
-    return redirect("/login?" + urlencode(params), code=302)

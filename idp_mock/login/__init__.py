@@ -1,5 +1,11 @@
 """Login pages: password, TOTP step, "signed in as", sign-out. Works without JavaScript.
 
+A protocol request that needs a sign-in shows the login form at once (`login_page`), at its own address, with
+the local path to come back to in the form. That path is a *continuation* the protocol registered
+(`register_continuation`): the POST that signs the person in (password, or the TOTP step) finishes it in place
+and answers what a GET of the path would have (the redirect with the code, the auto-posting SAML Response),
+so a login costs no redirect to the form and none back to the request. Any other local path is redirected to.
+
 Wrong credentials always get the same message (no user enumeration); repeated failures are throttled
 (idp_mock.authn) with 429, a Retry-After header and a page that says how long to wait. A successful
 sign-in leaves a device token in the `idp_device` cookie, so that this browser is known for that person.
@@ -9,15 +15,25 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, make_response, redirect, render_template, request, session
+from flask import Blueprint, Flask, current_app, make_response, redirect, render_template, request, session
+from werkzeug.wrappers import Response
 
 from idp_mock.authn import Attempt, Outcome, Result
 from idp_mock.directory import Employee
-from idp_mock.session import AMR_MFA, AMR_PASSWORD, current_sign_in, end_session, start_session
+from idp_mock.session import (
+    AMR_MFA,
+    AMR_PASSWORD,
+    current_sign_in,
+    end_session,
+    save_session,
+    set_session_cookie,
+    start_session,
+)
 from sso_common.records import Record
-from sso_common.web import UserFacingError, check_csrf, csrf_token, is_local_path
+from sso_common.web import UserFacingError, check_csrf, csrf_token, error_response, is_local_path
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("login", __name__)
@@ -28,6 +44,7 @@ DEVICE_COOKIE = "idp_device"
 DISABLED = "This account is disabled. Contact the IT service desk."
 PENDING_KIND = "login_pending_mfa"
 PENDING_TTL = 300
+CONTINUATIONS = "idp_login_continuations"  # app.extensions: {path prefix: finisher}
 
 
 @dataclass(frozen=True)
@@ -78,13 +95,46 @@ def _login_page(status=200, error=None, username="", continue_to="/", force=Fals
     return make_response(page, status)
 
 
-def _signed_in(employee, amr, continue_to):
-    response = redirect(continue_to, code=303)
-    start_session(employee, amr, response)
+def register_continuation(app: Flask, prefix: str, finish: Callable[[str], Response]) -> None:
+    """Local paths starting with `prefix` are finished in place by the sign-in: `finish(rest of the path)`
+    answers what a GET of the path would, for the person just signed in (current_sign_in)."""
+    app.extensions.setdefault(CONTINUATIONS, {})[prefix] = finish
+
+
+def login_page(continue_to: str, *, force: bool = False, login_hint: str | None = None) -> Response:
+    """The login form, shown where a protocol request found nobody signed in (or needs a fresh login, `force`:
+    OIDC prompt=login or max_age, SAML ForceAuthn; the caller then checks the sign-in's auth_time). After the
+    sign-in the request goes on at `continue_to` (a local path), in the same POST when it is a continuation."""
+    if not is_local_path(continue_to):
+        raise ValueError("continue_to must be a local path")
+    return _login_page(username=(login_hint or "")[:128], continue_to=continue_to, force=force)
+
+
+def _continuation(continue_to: str) -> Response:
+    """The answer for `continue_to` once signed in: finished in place when a protocol registered it, else a
+    redirect. A redirect answering the POST is a 303 (the browser then GETs it)."""
+    for prefix, finish in current_app.extensions.get(CONTINUATIONS, {}).items():
+        if continue_to.startswith(prefix):
+            response = finish(continue_to[len(prefix) :])
+            if response.status_code in (301, 302, 307):
+                response.status_code = 303
+            return response
+    return redirect(continue_to, code=303)
+
+
+def _signed_in(employee, amr, continue_to, fresh: frozenset[str] = frozenset()):
+    sign_in = start_session(employee, amr, save=False)  # written once below, with what the continuation adds
+    try:
+        response = _continuation(continue_to)
+    except UserFacingError as error:  # signed in all the same (the cookie below), as after a redirect
+        log.info("refused %s %s: %s", request.method, continue_to.split("?", 1)[0], error.message)
+        response = error_response(error.message, error.status, error.title)
+    save_session()
+    set_session_cookie(response, sign_in)
     settings = _idp().settings
     response.set_cookie(
         DEVICE_COOKIE,
-        _idp().authenticator.trust(employee.username, _attempt()),
+        _idp().authenticator.trust(employee.username, _attempt(), fresh),
         max_age=settings.throttle.trusted_seconds,
         httponly=True,
         samesite="Lax",
@@ -137,7 +187,7 @@ def login_submit():
         )
         session["pending_mfa"] = handle
         return redirect("/login/mfa", code=303)
-    return _signed_in(result.employee, AMR_PASSWORD, continue_to)
+    return _signed_in(result.employee, AMR_PASSWORD, continue_to, result.fresh)
 
 
 def _pending() -> tuple[str, PendingMFA, Employee]:

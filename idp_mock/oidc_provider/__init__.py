@@ -15,8 +15,9 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
+    from idp_mock.login import register_continuation
     from idp_mock.oidc_provider.server import build_server
-    from idp_mock.oidc_provider.views import api, pages
+    from idp_mock.oidc_provider.views import CONTINUE_PATH, api, authorize_continue, pages
 
     idp = app.extensions["idp"]
     if not is_secure_transport(idp.settings.issuer):
@@ -30,5 +31,6 @@ def register(app: Flask) -> None:
     from idp_mock.session import LOGOUT_LISTENERS
 
     app.extensions.setdefault(LOGOUT_LISTENERS, []).append(BackChannelLogout(app.extensions["oidc"]))
+    register_continuation(app, CONTINUE_PATH, authorize_continue)  # the sign-in's POST answers with the code
     app.register_blueprint(pages)
     app.register_blueprint(api)

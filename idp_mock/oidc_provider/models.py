@@ -101,6 +101,7 @@ class OIDCGrant(Record):
     person: dict[str, Any] | None = None  # signed in by a sign_in_as fault (idp_mock.faults), not the form
     withheld: tuple[str, ...] = ()  # claims a "missing" fault keeps out of this grant's ID token and userinfo
     sid: str | None = None  # the SSO session's `sid` (idp_mock.oidc_provider.backchannel), in the ID token
+    code: IssuedCode | None = None  # the code that starts it (idp_mock.oidc_provider.storage)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class IssuedCode(Record):
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
+    expires_at: float = 0.0  # the code's end (its grant lives longer)
 
 
 @dataclass(frozen=True)

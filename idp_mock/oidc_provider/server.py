@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
 
 from authlib.consts import default_json_headers
@@ -51,7 +52,7 @@ from idp_mock.oidc_provider.models import (
     OIDCGrant,
     hash_secret,
 )
-from idp_mock.oidc_provider.storage import OIDCStore, grant_person
+from idp_mock.oidc_provider.storage import NonceUsed, OIDCStore, grant_person
 from idp_mock.session import ACR_MFA, ACR_PASSWORD, OIDCParticipant, record_participant
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,11 @@ class OIDCServer(AuthorizationServer):
         self.load_config(
             {  # authlib's Flask settings, kept out of app.config (shared with SAML)
                 "OAUTH2_SCOPES_SUPPORTED": list(SCOPES),
-                "OAUTH2_REFRESH_TOKEN_GENERATOR": True,  # issued only to clients allowed the refresh_token grant
+                # Tokens from one read of the system's random source each (authlib's default draws every character
+                # separately: a system call per character), as long and as random as authlib's own (256 bits and more).
+                "OAUTH2_ACCESS_TOKEN_GENERATOR": _random_token(32),  # 43 characters
+                # refresh tokens: issued only to clients allowed the refresh_token grant
+                "OAUTH2_REFRESH_TOKEN_GENERATOR": _random_token(36),
                 "OAUTH2_TOKEN_EXPIRES_IN": dict.fromkeys(GRANT_TYPES, lifetime),
             }
         )
@@ -154,23 +159,37 @@ class OIDCServer(AuthorizationServer):
         return super().create_oauth2_request(request)
 
 
+def _random_token(nbytes: int):
+    def generate(*args, **kwargs) -> str:
+        return secrets.token_urlsafe(nbytes)
+
+    return generate
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+
+    def generate_authorization_code(self) -> str:
+        """48 characters (288 bits) from one read of the random source (authlib's: a system call per character)."""
+        return secrets.token_urlsafe(36)
 
     def save_authorization_code(self, code, request):
         """At the authorization endpoint the user is the SignIn of the SSO session (auth_time, amr)."""
         data = request.payload.data
-        self.server.oidc_store.save_code(
-            code,
-            client_id=request.client.client_id,
-            sign_in=request.user,
-            scope=request.scope,
-            redirect_uri=request.payload.redirect_uri,
-            nonce=data.get("nonce"),
-            code_challenge=data.get("code_challenge"),
-            code_challenge_method=data.get("code_challenge_method"),
-            withheld=getattr(request, "withheld_claims", ()),
-        )
+        try:
+            self.server.oidc_store.save_code(
+                code,
+                client_id=request.client.client_id,
+                sign_in=request.user,
+                scope=request.scope,
+                redirect_uri=request.payload.redirect_uri,
+                nonce=data.get("nonce"),
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+                withheld=getattr(request, "withheld_claims", ()),
+            )
+        except NonceUsed:
+            raise InvalidRequestError("Replay attack", redirect_uri=request.payload.redirect_uri) from None
         record_participant(OIDCParticipant(request.client.client_id))
 
     def query_authorization_code(self, code, client):
@@ -231,6 +250,12 @@ class IDToken(OpenIDCode):
         self.server = server
 
     def exists_nonce(self, nonce, request):
+        """A request that shows the login form is refused early if its nonce was used. Once somebody is
+        signed in the answer is normally the code, and the nonce is checked where the code is stored, by
+        the store's atomic `add` (OIDCStore.save_code: one operation, and of two concurrent requests with
+        the same nonce only one gets a code); a consent page or a forced login before that just defers it."""
+        if request.user is not None:
+            return False
         return self.server.oidc_store.nonce_used(request.payload.client_id, nonce)
 
     def resolve_client_private_key(self, client):

@@ -4,13 +4,17 @@ A *grant* is what one authorization code starts: who signed in, how, for which c
 Every token issued from that code or from its refresh tokens names the grant, and is valid only while
 the grant exists. So revoking a whole family (code replay, refresh-token reuse) is one delete.
 
-Codes and refresh tokens are single-use through the store's atomic `take`. To recognise a *replayed*
-code or refresh token after it was taken, each also leaves a marker naming its grant, kept as long as
-the grant can live.
+A code is kept in its grant (`OIDCGrant.code`: what its redemption must match, until when), under an ID
+derived from the code (a digest: knowing the ID gives nothing back), so issuing one writes the grant only.
+Codes and refresh tokens are single-use through the store's atomic `add` of a *used* marker, kept as long
+as the grant can live: of concurrent redemptions exactly one adds it, and a replayed code or rotated refresh
+token finds its grant (from the code's digest, from the refresh token's own record, which stays until it
+expires) and revokes it. One write per code and per refresh token issued, one per redemption.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -38,11 +42,20 @@ def _person_record(person: FaultPerson) -> dict:
     return {name: getattr(person, name) for name in fields}
 
 
+def grant_of_code(code: str) -> str:
+    """The ID of the grant an authorization code starts: a replayed code names it without a marker."""
+    return hashlib.sha256(b"oidc grant\x00" + code.encode()).hexdigest()[:32]
+
+
 def grant_person(grant: OIDCGrant) -> FaultPerson | None:
     """The person a sign_in_as fault signed in for this grant, or None (a directory sign-in)."""
     if grant.person is None:
         return None
     return FaultPerson(**{**grant.person, "groups": tuple(grant.person["groups"])}, password_hash="")
+
+
+class NonceUsed(Exception):
+    """The client used this nonce before: no code is issued (a replayed authorization request)."""
 
 
 class OIDCStore:
@@ -80,9 +93,21 @@ class OIDCStore:
         code_challenge_method: str | None,
         withheld: tuple[str, ...] = (),
     ) -> None:
-        grant_id = secrets.token_urlsafe(24)
+        if nonce and not self._store.add("oidc_nonce", f"{client_id}\x00{nonce}", {}, self._nonce_ttl):
+            raise NonceUsed()  # before anything is stored: of two requests with one nonce, one gets a code
+        grant_id = grant_of_code(code)
         lifetime = self._oidc.refresh_token_lifetime
         employee = sign_in.employee
+        now = time.time()
+        issued = IssuedCode(
+            grant_id,
+            client_id,
+            redirect_uri,
+            nonce,
+            code_challenge,
+            code_challenge_method,
+            expires_at=now + self._oidc.code_lifetime,
+        )
         grant = OIDCGrant(
             client_id=client_id,
             username=employee.username,
@@ -90,32 +115,29 @@ class OIDCStore:
             auth_time=sign_in.auth_time,
             amr=sign_in.amr,
             acr=sign_in.acr,
-            expires_at=time.time() + lifetime,
+            expires_at=now + lifetime,
             person=_person_record(employee) if isinstance(employee, FaultPerson) else None,
             withheld=withheld,
             sid=sid_of(sign_in.session_id) if sign_in.session_id else None,
+            code=issued,
         )
         self._store.put("oidc_grant", grant_id, grant.to_record(), lifetime)
-        issued = IssuedCode(grant_id, client_id, redirect_uri, nonce, code_challenge, code_challenge_method)
-        self._store.put("oidc_code", code, issued.to_record(), self._oidc.code_lifetime)
-        self._store.put("oidc_code_grant", code, {"grant_id": grant_id}, lifetime)
-        if nonce:
-            self._store.put("oidc_nonce", f"{client_id}\x00{nonce}", {}, self._nonce_ttl)
 
     def nonce_used(self, client_id: str, nonce: str) -> bool:
         return self._store.get("oidc_nonce", f"{client_id}\x00{nonce}") is not None
 
     def take_code(self, code: str) -> tuple[IssuedCode, OIDCGrant] | None:
-        """The code and its grant, once. A replayed code revokes what it was exchanged for."""
-        record = self._store.take("oidc_code", code)
-        if record is None:
-            marker = self._store.get("oidc_code_grant", code)
-            if marker and self.revoke_grant(marker["grant_id"]):
+        """The code and its grant, once, while the code is valid. A replayed code revokes what it was
+        exchanged for."""
+        grant_id = grant_of_code(code)
+        if not self._store.add("oidc_code_used", grant_id, {}, self._oidc.refresh_token_lifetime):
+            if self.revoke_grant(grant_id):
                 log.warning("authorization code used twice: its tokens are revoked")
             return None
-        issued = IssuedCode.from_record(record)
-        grant = self.grant(issued.grant_id)
-        return (issued, grant) if grant else None
+        grant = self.grant(grant_id)
+        if grant is None or grant.code is None or grant.code.expires_at <= time.time():
+            return None
+        return grant.code, grant
 
     def grant(self, grant_id: str) -> OIDCGrant | None:
         record = self._store.get("oidc_grant", grant_id)
@@ -137,10 +159,9 @@ class OIDCStore:
         ttl = min(self._oidc.access_token_lifetime, remaining)
         access = IssuedAccessToken(grant_id, client_id, grant.username, token["scope"], now, now + ttl)
         self._store.put("oidc_access", token["access_token"], access.to_record(), ttl)
-        if "refresh_token" in token:
+        if "refresh_token" in token:  # kept after its use too, for as long as the grant: see take_refresh_token
             refresh = RefreshToken(grant_id, client_id, token["scope"])
             self._store.put("oidc_refresh", token["refresh_token"], refresh.to_record(), remaining)
-            self._store.put("oidc_refresh_grant", token["refresh_token"], {"grant_id": grant_id}, remaining)
         return True
 
     def access_token(self, token: str) -> IssuedAccessToken | None:
@@ -149,13 +170,14 @@ class OIDCStore:
 
     def take_refresh_token(self, token: str) -> RefreshToken | None:
         """Rotation: a refresh token works once. Presenting a rotated one revokes the whole grant."""
-        record = self._store.take("oidc_refresh", token)
+        record = self._store.get("oidc_refresh", token)
         if record is None:
-            marker = self._store.get("oidc_refresh_grant", token)
-            if marker and self.revoke_grant(marker["grant_id"]):
-                log.warning("rotated refresh token used again: its grant is revoked")
             return None
         refresh = RefreshToken.from_record(record)
+        if not self._store.add("oidc_refresh_used", token, {}, self._oidc.refresh_token_lifetime):
+            if self.revoke_grant(refresh.grant_id):
+                log.warning("rotated refresh token used again: its grant is revoked")
+            return None
         return refresh if self.grant(refresh.grant_id) else None
 
     # --- dynamically registered clients ----------------------------------------------------------

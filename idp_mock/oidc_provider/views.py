@@ -27,9 +27,10 @@ from werkzeug.exceptions import HTTPException
 from idp_mock.consent import consent_page
 from idp_mock.faults import Fault
 from idp_mock.faults import person as fault_person
+from idp_mock.login import login_page
 from idp_mock.oidc_provider.models import OIDCClient, PendingOIDCRequest
 from idp_mock.oidc_provider.server import OIDCServer
-from idp_mock.session import AMR_PASSWORD, SignIn, current_sign_in, end_session, login_redirect
+from idp_mock.session import AMR_PASSWORD, SignIn, current_sign_in, end_session
 from sso_common.web import UserFacingError, check_csrf, csrf_token
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,13 @@ def authorize():
     return _authorize(params)
 
 
-@pages.get("/oidc/authorize/continue/<handle>")
+CONTINUE_PATH = "/oidc/authorize/continue/"
+
+
+@pages.get(f"{CONTINUE_PATH}<handle>")
 def authorize_continue(handle: str):
-    """Where the login page sends the browser back to: the stashed request, now with a session."""
+    """The stashed request, now with a session: finished by the sign-in's POST itself
+    (idp_mock.login.register_continuation), or reached by a redirect (a browser already signed in at /login)."""
     pending = _server().oidc_store.pending_request(handle)
     if pending is None:
         raise UserFacingError(EXPIRED, 400, "Sign-in expired")
@@ -151,9 +156,7 @@ def _authorize(
             handle = handle or server.oidc_store.stash_request(
                 PendingOIDCRequest(params, int(time.time()), fresh_login_needed)
             )
-            return login_redirect(
-                f"/oidc/authorize/continue/{handle}", force=fresh_login_needed, login_hint=params.get("login_hint")
-            )
+            return login_page(f"{CONTINUE_PATH}{handle}", force=fresh_login_needed, login_hint=params.get("login_hint"))
         scopes = tuple(scope_to_list(grant.request.payload.scope) or ())
         if stand_in is None and not consented and _consent_needed(grant.client, sign_in, scopes, prompts):
             if "none" in prompts:

@@ -6,9 +6,10 @@ SPs that trusted the published metadata keep trusting it across restarts.
 
 from __future__ import annotations
 
+from idp_mock.login import register_continuation
 from idp_mock.saml_idp.metadata import idp_metadata
 from idp_mock.saml_idp.registry import ServiceProviders
-from idp_mock.saml_idp.views import SAMLIdP, blueprint
+from idp_mock.saml_idp.views import CONTINUE_PREFIX, SAMLIdP, blueprint, resume_request
 from sso_common.keys import load_or_create_signing_identity
 
 
@@ -22,4 +23,5 @@ def register(app):
     app.extensions["saml"] = SAMLIdP(
         settings, identity, ServiceProviders(settings.service_providers, idp.store), metadata
     )
+    register_continuation(app, CONTINUE_PREFIX, resume_request)  # the sign-in's POST answers with the Response
     app.register_blueprint(blueprint)

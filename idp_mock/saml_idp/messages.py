@@ -32,6 +32,9 @@ from signxml import SignatureConfiguration, XMLVerifier
 
 from idp_mock.errors import BadSignature, Refused
 from idp_mock.saml_idp.config import ServiceProvider
+from sso_common import saml_schemas
+
+saml_schemas.install()  # the protocol schema compiled once per thread, not per request
 
 MAX_MESSAGE_BYTES = 64 * 1024  # decoded XML; real AuthnRequests and LogoutRequests are a few KiB
 MAX_RELAY_STATE = 1024  # the spec says 80 bytes; SPs routinely send more, so be lenient

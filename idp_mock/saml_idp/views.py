@@ -1,9 +1,10 @@
 """The SAML IdP's endpoints: metadata, SSO (SP- and IdP-initiated), single logout, SP registration.
 
-A parsed AuthnRequest is kept server-side (state store, short TTL) while the user signs in, and the
-browser comes back to a local path (/saml/continue): a POST-binding request cannot be replayed by a
-redirect, and nothing the browser brings back is trusted except the random handle. A Response is only
-ever posted to an ACS URL registered for the SP that asked. Requests are authenticated by the SP's
+A parsed AuthnRequest is kept server-side (state store, short TTL) while the user signs in on the login
+form shown in answer to it; the form names a local path (/saml/continue) that the sign-in's POST finishes in
+place, answering with the auto-posting Response (idp_mock.login.register_continuation): a POST-binding request
+cannot be replayed by a redirect, and nothing the browser brings back is trusted except the random handle.
+A Response is only ever posted to an ACS URL registered for the SP that asked. Requests are authenticated by the SP's
 certificate (configured, registered, or from its published metadata): LogoutRequests always, AuthnRequests
 when the SP requires signed requests; an SP whose metadata cannot be fetched gets a 503, never a pass.
 """
@@ -34,6 +35,7 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from idp_mock.consent import consent_page
 from idp_mock.errors import AlreadyConfigured, BadSignature, MetadataError, Refused
 from idp_mock.faults import person as fault_person
+from idp_mock.login import login_page
 from idp_mock.saml_idp.config import SAMLSettings, ServiceProvider, name_id_value
 from idp_mock.saml_idp.messages import (
     REQUEST_LIFETIME,
@@ -61,7 +63,6 @@ from idp_mock.session import (
     SignIn,
     current_sign_in,
     end_session,
-    login_redirect,
     participants,
     record_participant,
 )
@@ -76,6 +77,7 @@ PENDING_KIND = "saml_pending"
 PENDING_TTL = 900  # time to sign in (password, TOTP) before the request is forgotten
 SEEN_REQUEST_KIND = "saml_request_seen"
 SAML_STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
+CONTINUE_PREFIX = "/saml/continue?request="
 
 
 @dataclass
@@ -231,7 +233,7 @@ def _proceed(pending: PendingSAMLRequest) -> werkzeug.Response:
             _saml().identity,
         )
         return _post_form(sp.name, pending.acs_url, xml, pending.relay_state)
-    return login_redirect(f"/saml/continue?request={_keep(pending)}", force=pending.force)
+    return login_page(f"{CONTINUE_PREFIX}{_keep(pending)}", force=pending.force)
 
 
 def _keep(pending: PendingSAMLRequest) -> str:
@@ -243,7 +245,12 @@ def _keep(pending: PendingSAMLRequest) -> str:
 
 @blueprint.get("/saml/continue")
 def resume():
-    handle = request.args.get("request", "")
+    return resume_request(request.args.get("request", ""))
+
+
+def resume_request(handle: str) -> werkzeug.Response:
+    """The kept request, now with a session: finished by the sign-in's POST itself, or reached by a redirect
+    (a browser already signed in at /login)."""
     record = _idp().store.get(PENDING_KIND, handle) if handle else None
     if record is None:
         raise UserFacingError(
@@ -254,7 +261,7 @@ def resume():
     pending = PendingSAMLRequest.from_record(record)
     sign_in = _usable_sign_in(pending)
     if sign_in is None:
-        return login_redirect(f"/saml/continue?request={handle}", force=pending.force)
+        return login_page(f"{CONTINUE_PREFIX}{handle}", force=pending.force)
     if _idp().store.take(PENDING_KIND, handle) is None:  # another tab completed it meanwhile
         raise UserFacingError("This sign-in was already completed.", 400, "Sign-in expired")
     return _answer(pending, sign_in)
@@ -304,7 +311,7 @@ def _answer(pending: PendingSAMLRequest, sign_in: SignIn | None, consented: bool
             )
         sign_in = SignIn("", person, int(time.time()), AMR_PASSWORD)
     if sign_in is None:  # the sign_in_as fault was used up by another request meanwhile
-        return login_redirect(f"/saml/continue?request={_keep(pending)}", force=pending.force)
+        return login_page(f"{CONTINUE_PREFIX}{_keep(pending)}", force=pending.force)
     if "error" in faults:
         error = faults["error"]
         xml = status_response(
@@ -390,7 +397,7 @@ def consent():
     pending = PendingSAMLRequest.from_record(record)
     sign_in = _usable_sign_in(pending)
     if sign_in is None:  # signed out meanwhile: sign in, then asked again
-        return login_redirect(f"/saml/continue?request={_keep(pending)}", force=pending.force)
+        return login_page(f"{CONTINUE_PREFIX}{_keep(pending)}", force=pending.force)
     sp = _known_sp(pending.sp)
     if request.form.get("decision") != "allow":
         log.info("consent denied by %s to SAML SP %s", sign_in.employee.username, sp.entity_id)

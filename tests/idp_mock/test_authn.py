@@ -225,3 +225,33 @@ def test_a_known_browser_is_still_limited_per_browser(clock):
     for _ in range(5):
         authenticator.check_password("bob", "wrong", Attempt("10.3.0.2", device))
     assert authenticator.check_password("bob", DEMO_PASSWORD, Attempt("10.3.0.2", device)).outcome is Outcome.THROTTLED
+
+
+def test_a_sign_in_from_a_recently_remembered_place_writes_it_again_only_after_a_tenth_of_the_trust(clock):
+    """Known browser and address are not rewritten on every sign-in (fewer store writes), yet stay known as
+    long as the person keeps signing in: written again once a tenth of trusted_seconds has passed."""
+    authenticator = strict(clock)
+    writes: list[str] = []
+    put = authenticator.store.put
+    authenticator.store.put = lambda kind, *args: (writes.append(kind), put(kind, *args))[1]
+    first = authenticator.check_password("bob", DEMO_PASSWORD, Attempt("10.4.0.1"))
+    device = authenticator.trust("bob", Attempt("10.4.0.1"), first.fresh)
+    assert first.fresh == frozenset() and writes == ["login_device", "login_address"]
+    writes.clear()
+    again = authenticator.check_password("bob", DEMO_PASSWORD, Attempt("10.4.0.1", device))
+    assert again.fresh == {"device"}  # a trusted browser: the address is not even looked up
+    authenticator.trust("bob", Attempt("10.4.0.1", device), again.fresh)
+    assert writes == ["login_address"]
+    writes.clear()
+    no_cookie = authenticator.check_password("bob", DEMO_PASSWORD, Attempt("10.4.0.1"))
+    assert no_cookie.fresh == {"address"}
+    assert authenticator.trust("bob", Attempt("10.4.0.1"), no_cookie.fresh) != device and writes == ["login_device"]
+    writes.clear()
+    clock.now += authenticator.throttle.trusted_seconds * 0.1 + 1  # a tenth later: written again, known for longer
+    later = authenticator.check_password("bob", DEMO_PASSWORD, Attempt("10.4.0.1", device))
+    assert later.outcome is Outcome.OK and later.fresh == frozenset()
+    authenticator.trust("bob", Attempt("10.4.0.1", device), later.fresh)
+    assert writes == ["login_device", "login_address"]
+    clock.now += authenticator.throttle.trusted_seconds * 0.95  # after the first write's end, within the last's
+    assert authenticator.store.get("login_device", f"{device}\x00bob") is not None
+    assert authenticator.store.get("login_address", "bob\x0010.4.0.1") is not None

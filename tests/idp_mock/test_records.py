@@ -96,6 +96,40 @@ RECORDS = [
             "person": None,
             "withheld": [],
             "sid": None,
+            "code": None,
+        },
+    ),
+    (
+        OIDCGrant(
+            "portal",
+            "bob",
+            "openid",
+            1_800_000_000,
+            ("pwd",),
+            "urn:acr",
+            1_800_028_800.5,
+            code=IssuedCode("g1", "portal", "https://portal.example/cb", "n", "c" * 43, "S256", 1_800_000_060.5),
+        ),  # fmt: skip
+        {
+            "client_id": "portal",
+            "username": "bob",
+            "scope": "openid",
+            "auth_time": 1_800_000_000,
+            "amr": ["pwd"],
+            "acr": "urn:acr",
+            "expires_at": 1_800_028_800.5,
+            "person": None,
+            "withheld": [],
+            "sid": None,
+            "code": {
+                "grant_id": "g1",
+                "client_id": "portal",
+                "redirect_uri": "https://portal.example/cb",
+                "nonce": "n",
+                "code_challenge": "c" * 43,
+                "code_challenge_method": "S256",
+                "expires_at": 1_800_000_060.5,
+            },
         },
     ),
     (
@@ -107,6 +141,7 @@ RECORDS = [
             "nonce": None,
             "code_challenge": "c" * 43,
             "code_challenge_method": "S256",
+            "expires_at": 0.0,
         },
     ),
     (

@@ -76,6 +76,11 @@ def submit_login(
     return answer
 
 
+def is_login_page(page: requests.Response) -> bool:
+    """The IdP's login form, as it answers a protocol request that needs a sign-in (no redirect to /login)."""
+    return page.status_code == 200 and 'action="/login"' in page.text and 'name="password"' in page.text
+
+
 def is_consent_page(page: requests.Response) -> bool:
     """The IdP's consent page for a third-party application (idp_mock.consent)."""
     return page.status_code == 200 and 'name="decision" value="allow"' in page.text

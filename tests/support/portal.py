@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -67,7 +67,7 @@ def portal_login(
     http = http or requests.Session()
     login_page = follow(http, http.get(f"{portal_url}/login/{upstream}", allow_redirects=False))
     totp = ERIN_TOTP_SECRET if username == "erin" else None
-    idp_url = login_page.url.split("/login")[0]
+    idp_url = "{0.scheme}://{0.netloc}".format(urlsplit(login_page.url))  # the form is shown at the request's address
     answer = submit_login(http, idp_url, login_page, username, password, totp)
     return follow(http, answer)
 

@@ -34,7 +34,14 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from sso_common.keys import SigningIdentity, load_or_create_signing_identity
-from tests.support.idp_client import DEMO_PASSWORD, answer_consent, form_fields, is_consent_page, submit_login
+from tests.support.idp_client import (
+    DEMO_PASSWORD,
+    answer_consent,
+    form_fields,
+    is_consent_page,
+    is_login_page,
+    submit_login,
+)
 
 ADMIN_TOKEN = "demo-saml-admin-token"
 XMLSEC1 = "/usr/bin/xmlsec1"
@@ -167,11 +174,10 @@ def sign_in_through(
     """From the IdP's first answer to an SSO request, log in if asked, answer the consent page of an SP
     registered at run time with `consent` (None: stop there), and return the page with the post form."""
     answer = start
-    if answer.status_code == 302 and answer.headers["Location"].startswith("/login?"):
-        login_page = http.get(idp_url + answer.headers["Location"])
-        answer = submit_login(http, idp_url, login_page, username, password, totp_secret)
-        assert answer.status_code == 303, f"login failed ({answer.status_code}): {answer.text[:500]}"
-        answer = http.get(idp_url + answer.headers["Location"], allow_redirects=False)
+    if is_login_page(answer):  # the login form answers the request itself; its POST answers with the Response
+        answer = submit_login(http, idp_url, answer, username, password, totp_secret)
+        refused = answer.status_code in (401, 403, 429) and 'name="password"' in answer.text
+        assert not refused, f"login failed ({answer.status_code}): {answer.text[:500]}"
     if consent and is_consent_page(answer):
         answer = answer_consent(http, idp_url, answer, consent)
     return answer

@@ -11,7 +11,7 @@ import requests
 
 from idp_mock.directory import load_directory
 from idp_mock.session import ACR_MFA, ACR_PASSWORD
-from tests.support.idp_client import ERIN_TOTP_SECRET, answer_consent, form_fields, is_consent_page
+from tests.support.idp_client import ERIN_TOTP_SECRET, answer_consent, form_fields, fresh_totp, is_consent_page
 from tests.support.oidc_rp import (
     PRIVATE_ACCESS_TOKEN_LIFETIME,
     REGISTRATION_TOKEN,
@@ -508,3 +508,68 @@ def test_example_corp_s_own_clients_ask_no_consent(idp):
     http = requests.Session()
     answer = sign_in(http, idp.url, authorization(PORTAL_CLIENT), "dave", consent=False)
     assert "code" in redirect_params(answer)
+
+
+# --- round trips: the login form answers the request, the sign-in's POST answers with the code ------------
+
+
+def _counting(http: requests.Session) -> list[str]:
+    """Every request the browser makes, as "METHOD path"."""
+    seen: list[str] = []
+    http.hooks["response"].append(lambda answer, *args, **kwargs: seen.append(f"{answer.request.method} {answer.url}"))
+    return seen
+
+
+def test_a_password_login_takes_two_requests_at_the_idp(idp):
+    """The authorization request is answered with the login form (no redirect to /login), and the POST that
+    signs the person in answers with the code (no redirect back to the request)."""
+    http = requests.Session()
+    seen = _counting(http)
+    request = authorization(PORTAL_CLIENT)
+    page = http.get(f"{idp.url}/oidc/authorize", params=request.params, allow_redirects=False)
+    assert is_login_page(page)
+    fields = {**form_fields(page.text), "username": "bob", "password": "Welcome-2026"}
+    answer = http.post(f"{idp.url}/login", data=fields, allow_redirects=False)
+    assert answer.status_code == 303  # a POST is answered with a See Other to the client, which GETs it
+    assert answer.headers["Location"].startswith(PORTAL_CLIENT.redirect_uri + "?")
+    assert redirect_params(answer)["state"] == request.state and "code" in redirect_params(answer)
+    assert "idp_session=" in answer.headers["Set-Cookie"]
+    assert [line.split("?")[0] for line in seen] == [f"GET {idp.url}/oidc/authorize", f"POST {idp.url}/login"]
+    # signed in: the next request is answered at once, no form
+    again = http.get(f"{idp.url}/oidc/authorize", params=authorization(PORTAL_CLIENT).params, allow_redirects=False)
+    assert again.status_code == 302 and "code" in redirect_params(again)
+
+
+def test_the_totp_step_answers_with_the_code_too(private_idp):
+    """With MFA: the form, the password (to the TOTP step), the step's page, the code: four requests."""
+    client = Client(
+        "access-portal", "client_secret_basic", "demo-portal-oidc-secret", redirect_uri=PORTAL_CLIENT.redirect_uri
+    )
+    http = requests.Session()
+    seen = _counting(http)
+    request = authorization(client)
+    page = http.get(f"{private_idp.url}/oidc/authorize", params=request.params, allow_redirects=False)
+    answer = http.post(
+        f"{private_idp.url}/login",
+        data={**form_fields(page.text), "username": "erin", "password": "Welcome-2026"},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login/mfa"
+    step = http.get(f"{private_idp.url}/login/mfa")
+    answer = http.post(
+        f"{private_idp.url}/login/mfa",
+        data={**form_fields(step.text), "totp": fresh_totp(private_idp.url)},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 303 and "code" in redirect_params(answer)
+    assert redirect_params(answer)["state"] == request.state
+    assert len(seen) == 4
+
+
+def test_the_login_form_shown_at_the_request_keeps_its_csrf_check(idp):
+    request = authorization(PORTAL_CLIENT)
+    http = requests.Session()
+    page = http.get(f"{idp.url}/oidc/authorize", params=request.params, allow_redirects=False)
+    fields = {**form_fields(page.text), "username": "bob", "password": "Welcome-2026", "csrf_token": "forged"}
+    answer = http.post(f"{idp.url}/login", data=fields, allow_redirects=False)
+    assert answer.status_code == 400 and "Location" not in answer.headers

@@ -65,8 +65,7 @@ def test_independent_relying_party_signs_in_verifies_and_refreshes(idp):
     )
     browser = requests.Session()
     login_page = _browser_until(browser, url, REDIRECT_URI)
-    answer = submit_login(browser, issuer, login_page, "alice")
-    callback = _browser_until(browser, urljoin(issuer, answer.headers["Location"]), REDIRECT_URI)
+    callback = submit_login(browser, issuer, login_page, "alice")  # the sign-in's POST answers the request itself
     assert is_consent_page(callback)  # a client that registered itself: alice is asked first
     callback = answer_consent(browser, issuer, callback)
     query = parse_qs(urlsplit(callback.headers["Location"]).query)

@@ -10,7 +10,7 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from idp_mock.directory import load_directory
 from idp_mock.session import ACR_MFA, ACR_PASSWORD
 from idp_mock.settings import DEFAULT_CONFIG_DIR
-from tests.support.idp_client import ERIN_TOTP_SECRET, answer_consent, form_fields, is_consent_page
+from tests.support.idp_client import ERIN_TOTP_SECRET, answer_consent, form_fields, is_consent_page, is_login_page
 from tests.support.saml_sp import (
     OneLoginSP,
     http_post_binding,
@@ -91,11 +91,10 @@ def test_force_authn_asks_for_the_password_again(idp, sp):
     redirect_login(idp, sp, http, "alice")
     url, request_id = sp.login_url(force_authn=True)
     answer = http.get(url, allow_redirects=False)
-    assert answer.status_code == 302 and "force=1" in answer.headers["Location"]
+    assert is_login_page(answer) and form_fields(answer.text).get("force") == "1"
     # Coming back without logging in again does not count.
-    continue_path = requests.utils.unquote(answer.headers["Location"].split("continue=")[1].split("&")[0])
-    again = http.get(idp.url + continue_path, allow_redirects=False)
-    assert again.status_code == 302 and again.headers["Location"].startswith("/login?")
+    again = http.get(idp.url + form_fields(answer.text)["continue"], allow_redirects=False)
+    assert is_login_page(again) and form_fields(again.text).get("force") == "1"
     posted = post_form(sign_in_through(http, idp.url, again, "alice"))
     sp.accept(posted, request_id)
 
@@ -247,3 +246,25 @@ def test_denied_consent_is_a_request_denied_status_for_the_sp(idp, keys):
     assert codes == [SAML.STATUS_REQUESTER, "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"]
     assert b"<saml:Assertion" not in posted.xml
     assert etree.fromstring(posted.xml).find(f"{{{SAML.NS_DS}}}Signature") is not None  # a signed refusal
+
+
+def test_a_login_takes_two_requests_at_the_idp(idp, sp):
+    """The SSO request is answered with the login form, and the POST that signs the person in answers with the
+    auto-posting Response (no redirect to /login, none back to the request)."""
+    redirect_login(idp, sp, requests.Session(), "dave")  # dave's consent to the run-time SP, once
+    http = requests.Session()
+    seen: list[str] = []
+    http.hooks["response"].append(lambda answer, *args, **kwargs: seen.append(answer.request.method))
+    url, request_id = sp.login_url(relay_state="/count")
+    page = http.get(url, allow_redirects=False)
+    assert is_login_page(page)
+    answer = http.post(
+        f"{idp.url}/login",
+        data={**form_fields(page.text), "username": "dave", "password": "Welcome-2026"},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 200 and "idp_session=" in answer.headers["Set-Cookie"]
+    posted = post_form(answer)
+    assert sp.accept(posted, request_id).get_nameid() == DIRECTORY.find("dave").subject
+    assert posted.fields["RelayState"] == "/count"
+    assert seen == ["GET", "POST"]
