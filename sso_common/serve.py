@@ -241,6 +241,7 @@ def serve(
     if bool(certfile) != bool(keyfile):
         raise SystemExit("serving https needs both WEB_TLS_CERTFILE and WEB_TLS_KEYFILE")
     configure_logging()
+    refuse_taken_port(bind_address(host, port), port)
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # an operator's own folder is kept
         from sso_common.metrics import enable_multiprocess
@@ -283,6 +284,19 @@ def start_in_worker(built: Any, served: Callable) -> Callable:
     for start in getattr(built, "extensions", {}).get(WORKER_START, ()):
         start()
     return served
+
+
+def refuse_taken_port(address: str, port: int) -> None:
+    """Stop if something already listens on `address:port`. granian binds with SO_REUSEPORT, so without this
+    check a second server on a taken port starts without error and the kernel splits the connections between
+    the two (seen as a test stack whose portal answered some requests from the AWS emulator)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to serve on
+        try:
+            probe.bind((address, port))
+        except OSError as error:
+            raise SystemExit(f"cannot listen on {address}:{port}: {error.strerror} (another server has it)") from None
 
 
 def bind_address(host: str, port: int) -> str:

@@ -65,7 +65,7 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     kept = list((tmp_path / "results").glob("*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text()) == data
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    assert data["commit"]["sha"] == head and kept[0].name.split("-")[2] == head[:7]
+    assert data["commit"]["sha"] == head and kept[0].name.removesuffix(".json").split("-")[2] == head[:7]
     assert isinstance(data["commit"]["dirty"], bool)
     assert data["machine"]["argon2_verify_ms"] > 0 and data["machine"]["argon2_verify_ms_end"] > 0
     for row in rows:

@@ -209,3 +209,36 @@ def test_https_needs_both_certificate_and_key(tmp_path, names):
     )
     process.popen.wait(timeout=30)
     assert process.popen.returncode != 0 and "needs both WEB_TLS_CERTFILE and WEB_TLS_KEYFILE" in process.logs()
+
+
+def test_a_server_refuses_a_port_another_server_listens_on():
+    """granian binds with SO_REUSEPORT: without the check, a second server on a taken port would start and the
+    kernel would split connections between the two."""
+    from sso_common.serve import refuse_taken_port
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as granian binds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{port}"):
+            refuse_taken_port("127.0.0.1", port)
+    refuse_taken_port("127.0.0.1", port)  # free again once it closed
+
+
+def test_the_emulator_does_not_start_on_a_port_a_server_already_has(tmp_path):
+    import subprocess
+    import sys
+
+    from devstack.aws_emulator import MotoServer
+
+    with MotoServer(tmp_path) as first:
+        second = subprocess.run(
+            [sys.executable, "-m", "devstack.aws_emulator", "-H", "127.0.0.1", "-p", str(first.port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr + second.stdout
