@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from scim2_models import (
@@ -86,8 +87,12 @@ def _schemas() -> list[Schema]:
     return schemas
 
 
+@functools.cache
 def scim_provider() -> ScimProvider:
-    """Users (with the enterprise extension) and Groups, as RFC 7643 defines them."""
+    """Users (with the enterprise extension) and Groups, as RFC 7643 defines them. Built once per process and
+    shared (it is immutable): building it makes pydantic models from the schemas, which parses source with
+    `ast` each time (slow, and it once hit CPython 3.11's "AST constructor recursion depth mismatch" in a test
+    process that built many apps)."""
     return ScimProvider.from_discovery(
         _schemas(),
         load_default_resource_types().values(),
