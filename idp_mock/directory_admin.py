@@ -22,7 +22,6 @@ same changes from a shell (idp_mock/cli.py).
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from idp_mock.directory import ChangeRefused, Employee
 from idp_mock.passwords import hash_password
 from idp_mock.scim_push import ScimTarget, push_now, sync_status
 from sso_common.config import URL_PATTERN, Node
+from sso_common.web import bearer_token_matches
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("directory_admin", __name__, url_prefix="/admin/directory")
@@ -90,8 +90,7 @@ def _authorized():
     token = settings.admin_token if settings else ""
     if not token:
         return _error(404, "not_found", "The directory admin API is off: set provisioning.admin_token in idp.yaml.")
-    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+    if not bearer_token_matches(request.headers.get("Authorization"), token):
         return _error(401, "unauthorized", "A valid directory admin bearer token is required.")
     return None
 

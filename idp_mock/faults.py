@@ -25,7 +25,6 @@ Kinds (OIDC and SAML unless said), with their options:
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -40,6 +39,7 @@ from idp_mock.directory import DirectoryView, Employee
 from sso_common.config import ConfigError, Node
 from sso_common.records import Record
 from sso_common.store import StateStore
+from sso_common.web import bearer_token_matches
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("faults", __name__)
@@ -413,8 +413,7 @@ def _authorized():
     token = _faults().settings.admin_token
     if not token:
         return _error(404, "not_found", "The faults admin API is off: set faults.admin_token in idp.yaml.")
-    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+    if not bearer_token_matches(request.headers.get("Authorization"), token):
         return _error(401, "unauthorized", "A valid faults admin bearer token is required.")
     return None
 

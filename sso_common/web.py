@@ -321,3 +321,12 @@ def check_csrf() -> None:
             400,
             "Form expired",
         )
+
+
+def bearer_token_matches(authorization: str | None, expected: str) -> bool:
+    """Whether an Authorization header carries `expected` as its Bearer token (compared in constant time); an
+    empty `expected` (the API is off) matches nothing."""
+    scheme, _, sent = (authorization or "").partition(" ")
+    return (
+        bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), expected.encode())
+    )

@@ -7,7 +7,6 @@ the shared SSO session and the signing keys.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import time
@@ -54,6 +53,7 @@ from idp_mock.oidc_provider.models import (
 )
 from idp_mock.oidc_provider.storage import NonceUsed, OIDCStore, grant_person
 from idp_mock.session import ACR_MFA, ACR_PASSWORD, OIDCParticipant, record_participant
+from sso_common.web import bearer_token_matches
 
 log = logging.getLogger(__name__)
 
@@ -354,11 +354,10 @@ class Registration(ClientRegistrationEndpoint):
         return json_request
 
     def authenticate_token(self, request):
-        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
-        expected = self.server.settings.oidc.registration_token
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        authorization = request.headers.get("Authorization")
+        if not bearer_token_matches(authorization, self.server.settings.oidc.registration_token):
             raise InvalidTokenError("A valid initial access token is required to register a client.")
-        return token
+        return authorization.partition(" ")[2]
 
     def extract_client_metadata(self, request):
         data = request.payload.data

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -68,7 +67,7 @@ from idp_mock.session import (
 )
 from sso_common.keys import SigningIdentity
 from sso_common.records import Record
-from sso_common.web import UserFacingError, check_csrf
+from sso_common.web import UserFacingError, bearer_token_matches, check_csrf
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("saml", __name__, static_folder="static", static_url_path="/saml/static")
@@ -471,9 +470,7 @@ def _api_error(status: int, message: str) -> Response:
 def register_service_provider():
     """Register an SP from its metadata (request body). Query options: sign=assertion|response|both,
     encrypt_assertion=true|false, allow_idp_initiated=true|false."""
-    token = _saml().settings.admin_token
-    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    if not token or scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+    if not bearer_token_matches(request.headers.get("Authorization"), _saml().settings.admin_token):
         return _api_error(401, "A valid admin bearer token is required.")
     unknown = set(request.args) - {"sign", "encrypt_assertion", "allow_idp_initiated"}
     if unknown:
