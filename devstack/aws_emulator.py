@@ -7,7 +7,8 @@ session keys `aws:TokenIssueTime` and `aws:SourceIdentity` evaluated in Deny sta
 (`_session_keys_in_deny_statements`), and three for the cost of a request, written up for moto's maintainers in
 docs/moto-notes.md: a caller's session found by its access key in one lookup instead of a scan of every session
 issued, the service of a host name resolved once instead of a folder listing per request, and the signature of
-a form body checked over the bytes received instead of a byte-by-byte re-encoding) keeps all state in memory,
+a form body checked over the bytes received instead of a byte-by-byte re-encoding; and an unsigned request
+refused with AWS's 403 MissingAuthenticationToken, where moto failed with a 500) keeps all state in memory,
 so every start is a clean set of accounts. It writes a pid and log folder in its
 working directory, hence the scratch `workdir`. IAM policy enforcement is off at start (moto's default)
 and switched with `set_enforcement`, which maps to moto's ``POST /moto-api/reset-auth``
@@ -541,6 +542,33 @@ def _signature_over_received_body() -> None:
     setattr(request_base, "_create_aws_request", create_aws_request)  # noqa: B010 - a patch of moto's method
 
 
+def _unsigned_requests_refused() -> None:
+    """With IAM enforcement on, moto reads the credential scope from the Authorization header without looking
+    whether there is one: an unsigned request failed with a KeyError, answered 500. It is refused as AWS refuses
+    a request that needs a signature and has none: 403 MissingAuthenticationToken."""
+    from moto.core.exceptions import SignatureDoesNotMatchError
+    from moto.iam import access_control
+
+    request_base: Any = getattr(access_control, "IAMRequestBase", None)
+    original = getattr(request_base, "__init__", None)
+    if original is None:
+        return  # another moto version: leave it as it is
+
+    class MissingAuthenticationToken(SignatureDoesNotMatchError):
+        def __init__(self) -> None:
+            super(SignatureDoesNotMatchError, self).__init__(  # moto's error type, with AWS's code and message
+                "MissingAuthenticationToken", "Request is missing Authentication Token"
+            )
+
+    def init(self, *args, **kwargs):
+        headers = kwargs.get("headers", args[5] if len(args) > 5 else {})
+        if "Authorization" not in headers:
+            raise MissingAuthenticationToken()
+        original(self, *args, **kwargs)
+
+    setattr(request_base, "__init__", init)  # noqa: B010 - a patch of moto's method
+
+
 _installed: list[bool] = []
 
 
@@ -555,6 +583,7 @@ def install_patches() -> None:
     _sessions_indexed_by_access_key()
     _routing_memoized()
     _signature_over_received_body()
+    _unsigned_requests_refused()
 
 
 def application() -> Any:

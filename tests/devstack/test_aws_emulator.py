@@ -1,7 +1,8 @@
 """What devstack/aws_emulator.py changes in moto for the cost of a request: a session found by its access key
 without a scan of every session issued, a host name's service resolved once, the SigV4 signature of a form
-body checked over the bytes received (see docs/moto-notes.md). The first two in this process (moto's objects
-patched here, as in the emulator's process), the third against the emulator itself."""
+body checked over the bytes received (see docs/moto-notes.md), and an unsigned request refused with a 403, not
+a 500. The first two in this process (moto's objects patched here, as in the emulator's process), the others
+against the emulator itself."""
 
 from __future__ import annotations
 
@@ -111,5 +112,23 @@ def test_a_signature_is_checked_over_the_body_as_sent(emulator):
         forged = Credentials(keys.access_key, "not-the-secret")
         status, answer = _signed_form_post(emulator, forged, body)
         assert status == 403 and "SignatureDoesNotMatch" in answer, answer
+    finally:
+        emulator.set_enforcement(False)
+
+
+def test_an_unsigned_request_is_refused_as_aws_refuses_it_not_with_a_500(emulator):
+    emulator.set_enforcement(True)
+    try:
+        body = b"Action=GetCallerIdentity&Version=2011-06-15"
+        sent = urllib.request.Request(
+            emulator.endpoint_url,
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(sent, timeout=10)
+        answer = refused.value.read().decode()
+        assert refused.value.code == 403 and "<Code>MissingAuthenticationToken</Code>" in answer, answer
     finally:
         emulator.set_enforcement(False)
