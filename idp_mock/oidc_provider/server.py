@@ -65,7 +65,9 @@ class ParamsRequest(OAuth2Request):
     the user signs in."""
 
     def __init__(self, params: dict):
-        super().__init__(flask_request.method, flask_request.url, headers=flask_request.headers)
+        # The address without its query (the parameters are `params`): werkzeug's `url` decodes the query into
+        # an IRI, ~0.5 ms for an authorization request's, and nothing here reads it.
+        super().__init__(flask_request.method, flask_request.base_url, headers=flask_request.headers)
         self.payload = BasicOAuth2Payload(params)
 
     @property
