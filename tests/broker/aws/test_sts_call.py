@@ -7,12 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import boto3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from broker.aws.sts import StsCredentialIssuer
+from broker.aws.sts import StsCredentialIssuer, form_encode
 from broker.core.entitlements import check_entitlement
 from broker.errors import StsRefused, StsUnavailable
 from sso_common.request_id import RequestId
@@ -126,6 +128,21 @@ def test_the_call_is_sent_once_with_the_assertion_encoded_once(sts, signing_iden
     assert sent["SAMLAssertion"][0].startswith("PD94bWwg")  # base64 of the XML declaration
     assert headers["content-type"].startswith("application/x-www-form-urlencoded")
     assert "authorization" not in headers  # no caller session: unsigned, as real STS takes it
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=20),
+        st.one_of(
+            st.text(max_size=60),
+            st.text(alphabet="ABCxyz019+/=", max_size=60),  # base64's alphabet: the fast path
+            st.integers(min_value=0, max_value=10**6),
+        ),
+        max_size=6,
+    )
+)
+def test_the_body_is_what_urlencode_gives(fields):
+    assert form_encode(fields) == urlencode(fields).encode()
 
 
 def test_a_kept_alive_connection_closed_by_the_server_is_retried_once(sts, signing_identity, bob, entitlement):
