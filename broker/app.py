@@ -42,15 +42,23 @@ from sso_common.web import csrf_token, install_common, load_or_create_secret
 LASTING_STATE_KINDS = frozenset({CLIENT_KIND})
 
 
+def broker_accounts(settings: BrokerSettings) -> AccountSessions:
+    """The broker's own AWS access into the member accounts. Its credentials are looked up when first needed, not
+    at start: the demo's launcher starts the portal while it writes the emulator's keys."""
+    return AccountSessions(
+        lambda: broker_session(settings.aws_credentials_file), settings.access.region, settings.aws_endpoint_url
+    )
+
+
 def credential_issuer(settings: BrokerSettings, signing: SigningIdentity) -> StsCredentialIssuer:
     """STS calls are signed with the broker's AWS credentials when it has some (the emulator needs
     that; real STS accepts it) and go unsigned otherwise, as AssumeRoleWithSAML allows."""
-    session = broker_session(settings.aws_credentials_file)
-    caller = None
-    if session.get_credentials() is not None:
-        caller = AccountSessions(session, settings.access.region, settings.aws_endpoint_url).session
     return StsCredentialIssuer(
-        settings.aws_endpoint_url, settings.access.region, signing, settings.idp_entity_id, caller_sessions=caller
+        settings.aws_endpoint_url,
+        settings.access.region,
+        signing,
+        settings.idp_entity_id,
+        caller_sessions=broker_accounts(settings).signed_session,
     )
 
 
@@ -90,9 +98,7 @@ def aws_revoker(settings: BrokerSettings, store: StateStore, changes, audit: Aud
     of which the holder of the lease works (sso_common.lease); None when revocation stops at the broker."""
     if not settings.revocation.aws:
         return None
-    accounts = AccountSessions(
-        broker_session(settings.aws_credentials_file), settings.access.region, settings.aws_endpoint_url
-    )
+    accounts = broker_accounts(settings)
     revoker = AwsRevoker(
         settings.access,
         accounts.client,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import botocore.session
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
@@ -35,12 +35,14 @@ def broker_session(credentials_file: Path) -> boto3.Session:
 class AccountSessions:
     """boto3 sessions acting in member accounts through an organization access role.
 
-    Credentials are refreshed before they expire, so one instance serves a long-running broker.
+    Credentials are refreshed before they expire, so one instance serves a long-running broker. The management
+    session may be given as a function, called when first needed: the portal then starts before the demo's
+    launcher has written the emulator's keys (it only needs them for its first call to AWS).
     """
 
     def __init__(
         self,
-        management_session: boto3.Session,
+        management_session: boto3.Session | Callable[[], boto3.Session],
         region: str,
         endpoint_url: str | None = None,
         role_name: str = ORGANIZATION_ACCESS_ROLE,
@@ -48,10 +50,26 @@ class AccountSessions:
     ):
         self.region, self.endpoint_url = region, endpoint_url
         self.role_name, self.session_name = role_name, session_name
-        self._sts = management_session.client("sts", region_name=region, endpoint_url=endpoint_url)
+        self._management = management_session
+        self._sts: Any = None  # the management session's STS client, made when first needed
+        self._has_credentials: bool | None = None
         self._sessions: dict[str, boto3.Session] = {}
-        self._lock = threading.Lock()
+        self._lock, self._client_lock = threading.Lock(), threading.Lock()
         self._loader = None  # botocore's service models, loaded once for all the accounts' sessions
+
+    def _management_session(self) -> boto3.Session:
+        """(called under self._lock)"""
+        if callable(self._management):
+            self._management = self._management()
+        return self._management
+
+    def has_credentials(self) -> bool:
+        """Whether the management session finds AWS credentials, looked up once (a lookup that finds none walks
+        botocore's whole chain, instance metadata included)."""
+        with self._lock:
+            if self._has_credentials is None:
+                self._has_credentials = self._management_session().get_credentials() is not None
+            return self._has_credentials
 
     def session(self, account_id: str) -> boto3.Session:
         with self._lock:
@@ -59,14 +77,29 @@ class AccountSessions:
                 self._sessions[account_id] = self._assume_into(account_id)
             return self._sessions[account_id]
 
+    def signed_session(self, account_id: str) -> boto3.Session | None:
+        """The account's session when the management session has credentials; None when it has none (calls
+        that AWS takes unsigned, such as AssumeRoleWithSAML, then go unsigned)."""
+        return self.session(account_id) if self.has_credentials() else None
+
     def client(self, account_id: str, service: str):
-        return self.session(account_id).client(service, region_name=self.region, endpoint_url=self.endpoint_url)
+        session = self.session(account_id)
+        # One client at a time: the first of a service parses its model files into the shared loader, and the
+        # accounts provisioned in parallel then find them there instead of each parsing them again (~40 ms each).
+        with self._client_lock:
+            return session.client(service, region_name=self.region, endpoint_url=self.endpoint_url)
 
     def _assume_into(self, account_id: str) -> boto3.Session:
         role_arn = f"arn:aws:iam::{account_id}:role/{self.role_name}"
 
+        if self._sts is None:
+            self._sts = self._management_session().client(
+                "sts", region_name=self.region, endpoint_url=self.endpoint_url
+            )
+        sts = self._sts
+
         def fetch() -> dict:
-            credentials = self._sts.assume_role(RoleArn=role_arn, RoleSessionName=self.session_name)["Credentials"]
+            credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=self.session_name)["Credentials"]
             return {
                 "access_key": credentials["AccessKeyId"],
                 "secret_key": credentials["SecretAccessKey"],

@@ -95,8 +95,8 @@ class StsCredentialIssuer:
     """Exchanges the broker's signed SAML assertions for role credentials at one STS endpoint.
 
     Real STS takes AssumeRoleWithSAML unsigned, so by default the broker holds no AWS credentials for
-    this. `caller_sessions` (account ID -> boto3 Session) signs each call with a session in the role's
-    account instead; the emulator needs that, because with IAM enforcement on it refuses unsigned calls
+    this. `caller_sessions` (account ID -> boto3 Session, or None: unsigned) signs each call with a session in
+    the role's account instead; the emulator needs that, because with IAM enforcement on it refuses unsigned calls
     and keeps the new session in the caller's account.
 
     Each call has an overall deadline (`deadline` seconds, default connect + read timeout): an attempt's read
@@ -110,7 +110,7 @@ class StsCredentialIssuer:
         signing_identity: SigningIdentity,
         broker_idp_entity_id: str,
         *,
-        caller_sessions: Callable[[str], boto3.Session] | None = None,
+        caller_sessions: Callable[[str], boto3.Session | None] | None = None,
         connect_timeout: float = 3,
         read_timeout: float = 10,
         max_attempts: int = 2,
@@ -169,7 +169,7 @@ class StsCredentialIssuer:
             principal_arn=entitlement.provider_arn,
             duration=entitlement.session_duration,
             assertion_b64=assertion,
-            signed=self._caller_sessions is not None,
+            signed=self._caller_credentials(entitlement.account_id) is not None,
             emulator=self.sts_endpoint_url is not None,
         )
         started = time.perf_counter()
@@ -266,5 +266,6 @@ class StsCredentialIssuer:
             return None
         with self._lock:
             if account_id not in self._credentials:
-                self._credentials[account_id] = self._caller_sessions(account_id).get_credentials()
+                session = self._caller_sessions(account_id)
+                self._credentials[account_id] = session.get_credentials() if session is not None else None
             return self._credentials[account_id]

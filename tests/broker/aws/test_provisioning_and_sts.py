@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from broker.aws.accounts import AccountSessions
+from broker.aws.accounts import AccountSessions, broker_session
 from broker.aws.assertion import idp_metadata_xml
 from broker.aws.provisioning import Change, provision, trust_policy
 from broker.aws.sts import StsCredentialIssuer
@@ -22,6 +22,7 @@ from broker.core.entitlements import Entitlement, check_entitlement
 from broker.core.naming import SSO_ROLE_PATH, provider_arn, role_arn
 from broker.errors import StsRefused, StsUnavailable
 from devstack.processes import free_port
+from devstack.stack import write_keys
 from tests.broker.conftest import BROKER_ENTITY_ID
 
 SANDBOX, PRODUCTION = "111111111111", "222222222222"
@@ -34,12 +35,18 @@ def metadata(signing_identity):
 
 
 @pytest.fixture(scope="module")
-def sessions(moto_server, access):
-    """An emulated organization, then IAM enforcement on for everything that follows."""
+def management(moto_server, access):
+    """An emulated organization (its management account's session), then IAM enforcement on for everything
+    that follows."""
     management = moto_server.create_organization(list(access.accounts))
     moto_server.set_enforcement(True)
-    yield AccountSessions(management, access.region, endpoint_url=moto_server.endpoint_url)
+    yield management
     moto_server.set_enforcement(False)
+
+
+@pytest.fixture(scope="module")
+def sessions(management, moto_server, access):
+    return AccountSessions(management, access.region, endpoint_url=moto_server.endpoint_url)
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +275,59 @@ def test_sts_error_answer_is_reported_as_refused_without_the_assertion(
     message = str(refusal.value)
     assert "PHNhbWxwOlJlc3BvbnNl" not in message and "samlp" not in message  # base64 and XML of the assertion
     assert refusal.value.__cause__ is None and refusal.value.__suppress_context__
+
+
+@pytest.fixture
+def no_aws_keys_around(monkeypatch, tmp_path):
+    """botocore finds no credentials but the ones a test names: no keys in the environment, no ~/.aws files, no
+    instance metadata."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_the_brokers_keys_are_looked_up_at_its_first_call_not_when_it_starts(
+    moto_server, access, person, signing_identity, management, first_run, tmp_path, no_aws_keys_around
+):
+    """The demo starts the portal while its launcher creates the emulator's organization: the keys file written
+    after the issuer was made is the one its first call signs with (IAM enforcement is on: unsigned, the
+    emulator would refuse)."""
+    keys_file = tmp_path / "aws-credentials"
+    accounts = AccountSessions(lambda: broker_session(keys_file), access.region, moto_server.endpoint_url)
+    issuer = StsCredentialIssuer(
+        moto_server.endpoint_url,
+        access.region,
+        signing_identity,
+        BROKER_ENTITY_ID,
+        caller_sessions=accounts.signed_session,
+    )
+    keys = management.get_credentials()
+    write_keys(keys_file, {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key})
+    bob = person("bob")
+    credentials = issuer.issue(bob, check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper"))
+    assert credentials.access_key_id.startswith("ASIA")
+
+
+def test_without_keys_of_its_own_the_broker_calls_sts_unsigned(
+    moto_server, access, person, signing_identity, first_run, tmp_path, no_aws_keys_around
+):
+    accounts = AccountSessions(
+        lambda: broker_session(tmp_path / "never-written"), access.region, moto_server.endpoint_url
+    )
+    assert accounts.signed_session(SANDBOX) is None and not accounts.has_credentials()
+    issuer = StsCredentialIssuer(
+        moto_server.endpoint_url,
+        access.region,
+        signing_identity,
+        BROKER_ENTITY_ID,
+        caller_sessions=accounts.signed_session,
+    )
+    bob = person("bob")
+    with pytest.raises(StsRefused) as refusal:  # the emulator, enforcing IAM, takes no unsigned call (real STS does)
+        issuer.issue(bob, check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper"))
+    assert refusal.value.code == "MissingAuthenticationToken"
 
 
 def test_change_reads_as_one_line():
