@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from broker.core.access import AccessConfig
+from broker.core.access import AccessConfig, Assignment
 from broker.core.entitlements import check_entitlement, entitlements_for
 from broker.core.evidence import (
     FAILED,
@@ -111,7 +111,11 @@ class Explanation(Record):
     owner: Owner | None
     sections: tuple[Section, ...]
     groups: tuple[GroupFate, ...] = ()
+    # The assignments whose group the person is in, as decided at sign-in; with `others_not_yours`, every other
+    # assignment of access.yaml was "not yours" and is listed when the story is shown (`all_decisions`), not
+    # kept: about half of a story's size with fifty assignments. (Stories kept before that hold every decision.)
     decisions: tuple[Decision, ...] = ()
+    others_not_yours: bool = False
     binding: str = field(default="", repr=False)  # digest of the refused browser's cookie; never shown
 
 
@@ -157,8 +161,9 @@ def binding_digest(value: str) -> str:
 
 
 def decide(identity: Identity, access: AccessConfig, recorder: Recorder) -> tuple[Decision, ...]:
-    """The entitlement decision over every assignment, as the entitlement rules make it: `entitlements_for`
-    records each assignment it evaluates, `check_entitlement` the outcome for each pair it lists."""
+    """The entitlement decision over the assignments whose group the person is in, as the entitlement rules make
+    it: `entitlements_for` records each assignment it evaluates, `check_entitlement` the outcome for each pair
+    it lists. Every other assignment is "not yours" (`not_yours`)."""
     with recording(recorder):
         for entitlement in entitlements_for(identity, access):
             try:
@@ -167,32 +172,53 @@ def decide(identity: Identity, access: AccessConfig, recorder: Recorder) -> tupl
                 pass  # recorded by check_entitlement
     decisions = []
     for assignment in access.assignments:
-        key = (assignment.group, assignment.account_id, assignment.permission_set)
-        match = recorder.assignments.get(key)
+        match = recorder.assignments.get((assignment.group, assignment.account_id, assignment.permission_set))
+        if match is None or not match.matched:
+            continue
         checked = recorder.entitlement_checks.get((assignment.account_id, assignment.permission_set))
         requires_mfa = access.permission_sets[assignment.permission_set].requires_mfa
-        if match is None or not match.matched:
-            outcome, why = "not yours", f"you are not in the group {assignment.group}"
-        elif checked is not None and checked.outcome != "granted":
+        if checked is not None and checked.outcome != "granted":
             outcome, why = "refused", checked.reason
         else:
             outcome = "granted"
             why = f"you are in the group {assignment.group}" + (
                 "; it requires MFA, and you signed in with a second factor" if requires_mfa else ""
             )
-        decisions.append(
-            Decision(
-                group=assignment.group,
-                account_id=assignment.account_id,
-                account_name=access.accounts[assignment.account_id].name,
-                permission_set=assignment.permission_set,
-                matched=bool(match and match.matched),
-                requires_mfa=requires_mfa,
-                outcome=outcome,
-                why=why,
-            )
-        )
+        decisions.append(_decision(assignment, access, matched=True, outcome=outcome, why=why))
     return tuple(decisions)
+
+
+def not_yours(assignment: Assignment, access: AccessConfig) -> Decision:
+    return _decision(
+        assignment, access, matched=False, outcome="not yours", why=f"you are not in the group {assignment.group}"
+    )
+
+
+def _decision(assignment: Assignment, access: AccessConfig, *, matched: bool, outcome: str, why: str) -> Decision:
+    return Decision(
+        group=assignment.group,
+        account_id=assignment.account_id,
+        account_name=access.accounts[assignment.account_id].name,
+        permission_set=assignment.permission_set,
+        matched=matched,
+        requires_mfa=access.permission_sets[assignment.permission_set].requires_mfa,
+        outcome=outcome,
+        why=why,
+    )
+
+
+def all_decisions(story: Explanation, access: AccessConfig) -> tuple[Decision, ...]:
+    """Every assignment of access.yaml and what it gave the person: the kept decisions, and "not yours" for the
+    others (in access.yaml's order; a kept decision whose assignment has left access.yaml since comes last)."""
+    if not story.others_not_yours:
+        return story.decisions
+    kept = {(d.group, d.account_id, d.permission_set): d for d in story.decisions}
+    listed = []
+    for assignment in access.assignments:
+        key = (assignment.group, assignment.account_id, assignment.permission_set)
+        decision = kept.pop(key) if key in kept else not_yours(assignment, access)
+        listed.append(decision)
+    return (*listed, *kept.values())
 
 
 def sign_in_story(
@@ -218,7 +244,8 @@ def sign_in_story(
     owner = (
         Owner(upstream_id, identity.subject, identity.email, identity.display_name) if identity is not None else None
     )
-    decisions = decide(identity, access, recorder) if identity is not None and reason is None and decided else ()
+    decided = identity is not None and reason is None and decided
+    decisions = decide(identity, access, recorder) if identity is not None and decided else ()
     sections = recorder.sections(*STEP_TITLES)
     if earlier is not None:
         sections = merge_sections(earlier.sections, sections)
@@ -236,6 +263,7 @@ def sign_in_story(
         sections=sections,
         groups=(earlier.groups if earlier is not None else ()) + tuple(recorder.groups),
         decisions=decisions,
+        others_not_yours=decided,
         binding=binding_digest(binding) if binding else "",
     )
 
@@ -452,12 +480,14 @@ def document(
     story: Explanation,
     issuances: list[dict[str, Any]],
     *,
+    access: AccessConfig,
     workload: Section | None,
     now: float,
 ) -> dict[str, Any]:
     """The whole story as JSON (explanation.schema.json): what the page shows, for tools."""
-    record = story.to_record()
+    record = replace(story, decisions=all_decisions(story, access)).to_record()
     record.pop("binding", None)
+    record.pop("others_not_yours", None)
     return {
         "schema_version": SCHEMA_VERSION,
         **record,

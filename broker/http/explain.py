@@ -277,7 +277,7 @@ def shown(story: Explanation) -> dict[str, Any]:
     """The story with what is read when it is shown: the JSON document the page is rendered from."""
     now = time.time()
     issuances = [shown_issuance(issuance, now, _policies(issuance)) for issuance in stories().issuances(story)]
-    return document(story, issuances, workload=_workload(), now=now)
+    return document(story, issuances, access=state().settings.access, workload=_workload(), now=now)
 
 
 @blueprint.get("/explain")

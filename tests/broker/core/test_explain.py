@@ -4,6 +4,7 @@ stories are kept (for their session's length, issuances capped)."""
 
 from __future__ import annotations
 
+import dataclasses
 from urllib.parse import urlencode
 
 import pytest
@@ -16,9 +17,11 @@ from broker.core.explain import (
     REFUSED,
     SESSION_LINK_KIND,
     SIGNED_IN,
+    Explanation,
     Explanations,
     IssuanceStory,
     StoryReference,
+    all_decisions,
     entitlement_section,
     issuance_story,
     may_read,
@@ -98,38 +101,63 @@ def test_fingerprints_never_hold_the_secret():
 
 def test_the_decision_covers_every_assignment_as_the_rules_made_it(access, person):
     story = story_for(person("bob"), access)
-    assert story.outcome == SIGNED_IN and len(story.decisions) == len(access.assignments)
-    granted = {(d.account_name, d.permission_set) for d in story.decisions if d.outcome == "granted"}
+    decisions = all_decisions(story, access)
+    assert story.outcome == SIGNED_IN and len(decisions) == len(access.assignments)
+    assert [(d.group, d.account_id, d.permission_set) for d in decisions] == [
+        (a.group, a.account_id, a.permission_set) for a in access.assignments
+    ]  # in access.yaml's order
+    granted = {(d.account_name, d.permission_set) for d in decisions if d.outcome == "granted"}
     assert granted == {
         ("example-sandbox", "EmployeeDirectoryDeveloper"),
         ("example-production", "EmployeeDirectoryReadOnly"),
     }
-    other = next(d for d in story.decisions if d.group == "aws-admins")
+    other = next(d for d in decisions if d.group == "aws-admins")
     assert other.outcome == "not yours" and other.why == "you are not in the group aws-admins" and not other.matched
+
+
+def test_only_the_persons_own_assignments_are_kept_the_others_are_listed_when_shown(access, person):
+    story = story_for(person("bob"), access)
+    assert story.decisions and all(d.matched for d in story.decisions) and story.others_not_yours
+    kept = Explanation.from_record(story.to_record())
+    assert "not yours" not in str(story.to_record()) and all_decisions(kept, access) == all_decisions(story, access)
+    # an assignment kept at sign-in that access.yaml has dropped since is still shown, last
+    dropped = story.decisions[0]
+    fewer = dataclasses.replace(
+        access, assignments=tuple(a for a in access.assignments if a.permission_set != dropped.permission_set)
+    )
+    shown = all_decisions(story, fewer)
+    assert shown[len(fewer.assignments) :] == tuple(
+        d for d in story.decisions if d.permission_set == dropped.permission_set
+    )
+    assert dropped.outcome == "granted"
+    # a story kept before: every decision in it, shown as kept
+    before = dataclasses.replace(story, decisions=all_decisions(story, access), others_not_yours=False)
+    assert all_decisions(before, fewer) == before.decisions
 
 
 def test_a_person_without_assignments_sees_each_one_not_theirs(access, person):
     story = story_for(person("dave", groups=("contractors",)), access)
-    assert {d.outcome for d in story.decisions} == {"not yours"}
-    assert {d.group for d in story.decisions} == {a.group for a in access.assignments}
+    decisions = all_decisions(story, access)
+    assert story.decisions == () and {d.outcome for d in decisions} == {"not yours"}
+    assert {d.group for d in decisions} == {a.group for a in access.assignments}
 
 
 def test_mfa_requirements_show_the_outcome_check_entitlement_reached(access, person):
     without = story_for(person("grace", groups=("security",)), access)
-    audit = [d for d in without.decisions if d.permission_set == "SecurityAudit"]
+    audit = [d for d in all_decisions(without, access) if d.permission_set == "SecurityAudit"]
     assert audit and all(d.outcome == "refused" and d.requires_mfa for d in audit)
     with pytest.raises(MfaRequired) as refusal:
         check_entitlement(person("grace", groups=("security",)), access, SANDBOX, "SecurityAudit")
     assert audit[0].why == refusal.value.reason  # the rule's own words, not a re-statement
     with_mfa = story_for(person("erin", groups=("security",), mfa=True), access)
-    assert {d.outcome for d in with_mfa.decisions if d.permission_set == "SecurityAudit"} == {"granted"}
+    assert {d.outcome for d in all_decisions(with_mfa, access) if d.permission_set == "SecurityAudit"} == {"granted"}
 
 
 def test_a_refusal_before_anyone_is_known_has_no_owner_and_no_decision(access):
     record = Recorder()
     record.section("transaction", "The sign-in transaction").plan(("state", "me")).failed("state", "unknown")
     story = story_for(None, access, record, reason="unknown", binding=new_binding())
-    assert story.outcome == REFUSED and story.owner is None and story.decisions == ()
+    assert story.outcome == REFUSED and story.owner is None and all_decisions(story, access) == ()
     assert story.sections[0].checks[0].outcome == FAILED and story.binding
 
 
