@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sso_common.keys import private_log
 
@@ -70,13 +71,16 @@ class Process:
         return self.popen.poll() is None
 
     def wait_healthy(self, url: str, timeout: float = 30.0) -> None:
-        """Wait until GET `url` answers 200; RuntimeError with the log's tail if the process exits or
-        the time runs out."""
+        """Wait until GET `url` answers 200 from this process (it, or a child, listens on the URL's port, where
+        /proc tells); RuntimeError with the log's tail if the process exits or the time runs out. A server of
+        another test that took the same free port answers too: it does not count (this one then refuses the
+        port and exits: sso_common.serve.refuse_taken_port)."""
+        port = urlsplit(url).port
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
                 raise RuntimeError(f"{self.name} exited with code {self.popen.returncode}:\n{self.logs()[-LOG_TAIL:]}")
-            if answers(url):
+            if answers(url) and (port is None or listens_on(self.pid, port) is not False):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f} s:\n{self.logs()[-LOG_TAIL:]}")
@@ -99,6 +103,52 @@ def stop_all(processes: list[Process], timeout: float = 10.0) -> None:
             process.popen.send_signal(signal.SIGTERM)
     for process in processes:
         process.stop(timeout)
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process `pid` or one of its descendants has a TCP socket listening on `port`; None where /proc
+    cannot tell (not Linux)."""
+    proc = Path("/proc")
+    if not (proc / str(pid) / "fd").is_dir():
+        return None
+    family = _descendants(pid)
+    inodes: set[str] = set()
+    for member in family:
+        try:
+            links = [os.readlink(fd) for fd in (proc / str(member) / "fd").iterdir()]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        inodes.update(link[8:-1] for link in links if link.startswith("socket:["))
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / str(pid) / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()  # sl local_address rem_address st ... inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                return True
+    return False
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it, from /proc/*/stat's parent IDs."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # after the command name, which may hold spaces
+        children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        member = queue.pop()
+        found.append(member)
+        queue.extend(children.get(member, ()))
+    return found
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:

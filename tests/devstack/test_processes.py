@@ -1,0 +1,55 @@
+"""devstack/processes.py: a started process counts as healthy only when it is what answers at its address."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from devstack.processes import Process, free_port, listens_on
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def another_server():
+    """Something else answering 200 on a port, as another test's server that took the same free port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answer_from_another_server_on_the_port_is_not_this_process_being_healthy(tmp_path, another_server):
+    waiting = Process.start(
+        "idle", ["timeit", "-n", "1", "import time; time.sleep(30)"], log_path=tmp_path / "idle.log", cwd=tmp_path
+    )
+    try:
+        with pytest.raises(RuntimeError, match="did not answer"):
+            waiting.wait_healthy(f"http://127.0.0.1:{another_server}/", timeout=1.5)
+        assert listens_on(waiting.pid, another_server) is False
+    finally:
+        waiting.stop(timeout=2)
+
+
+def test_a_process_listening_on_its_port_is_healthy(tmp_path):
+    port = free_port()
+    server = Process.start(
+        "server", ["http.server", str(port), "--bind", "127.0.0.1"], log_path=tmp_path / "server.log", cwd=tmp_path
+    )
+    try:
+        server.wait_healthy(f"http://127.0.0.1:{port}/", timeout=15)
+        assert listens_on(server.pid, port) is True
+    finally:
+        server.stop(timeout=5)
