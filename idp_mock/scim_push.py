@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from httpx2 import Client
+from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_models import (
     Email,
     Error,
@@ -68,11 +70,10 @@ class PushFailed(Exception):
 
 def scim_client(target: ScimTarget) -> Any:
     """A scim2-client over httpx2 for a target (tests give the pusher their own, e.g. over WSGI). httpx2's own
-    INFO line per request is left out of the log (the portal's access log has them)."""
+    INFO line per request is left out of the log (the portal's access log has them). (httpx2 and scim2-client are
+    imported with this module, before the IdP's workers fork: the first push, the last step of the demo's start,
+    then finds them loaded.)"""
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    from httpx2 import Client
-    from scim2_client.engines.httpx2 import SyncSCIMClient
-
     http = Client(
         base_url=target.url.rstrip("/") + "/", headers={"Authorization": f"Bearer {target.token}"}, timeout=TIMEOUT
     )
