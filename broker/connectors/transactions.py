@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from broker.connectors import Connector, LoginState, Redirect
+from broker.core.explain import Explanation
 from broker.core.identity import UpstreamLogin
 from sso_common.records import Record
 from sso_common.store import StateStore
@@ -34,12 +35,14 @@ class LoginTransaction(Record):
 
 @dataclass(frozen=True)
 class ParkedLogin(Record):
-    """A verified upstream login waiting for its browser to come back with the binding cookie."""
+    """A verified upstream login waiting for its browser to come back with the binding cookie, with the story of
+    its verification so far ("How did I get here?"), which the finish completes."""
 
     login: UpstreamLogin
     upstream_id: str
     binding: str
     return_to: str
+    story: Explanation | None = None
 
 
 class LoginTransactions:

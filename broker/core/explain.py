@@ -59,7 +59,6 @@ SIGNED_IN, REFUSED = "signed in", "refused"
 ISSUED, REFUSED_ISSUANCE, FAILED_ISSUANCE = "issued", "refused", "failed"
 EXPLANATION_KIND = "explanation"
 SESSION_LINK_KIND = "explanation_of_session"  # session reference -> explanation ID
-TICKET_LINK_KIND = "explanation_of_ticket"  # SAML finish ticket -> explanation ID (ACS to finish)
 ISSUANCE_COUNT_KIND = "explanation_issuances"
 ISSUANCE_KIND = "explanation_issuance"
 MAX_ISSUANCES = 20  # the newest credential requests kept per story
@@ -437,14 +436,6 @@ class Explanations:
 
     def of_session(self, session_id: str) -> Explanation | None:
         return self.of_session_reference(session_reference(session_id))
-
-    def hold_for_ticket(self, ticket: str, story: Explanation, ttl: float) -> None:
-        """A SAML sign-in's story from the ACS until the browser finishes the sign-in with `ticket`."""
-        self.store.put(TICKET_LINK_KIND, ticket, {"id": story.id}, ttl)
-
-    def take_for_ticket(self, ticket: str | None) -> Explanation | None:
-        link = self.store.take(TICKET_LINK_KIND, ticket) if ticket else None
-        return self.load(link["id"]) if link else None
 
     def add_issuance(self, story: Explanation | StoryReference, issuance: IssuanceStory) -> None:
         ttl = self._ttl(story)

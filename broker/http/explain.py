@@ -76,21 +76,13 @@ def link(story: Explanation | StoryReference) -> str:
 # --- keeping stories (called by the login, portal and sso API glue) ----------------------------------
 
 
-def hold(upstream_id: str, identity: Identity, ticket: str, ttl: float) -> None:
-    """A SAML sign-in verified at the ACS, until its browser finishes it with `ticket`."""
+def so_far(upstream_id: str, identity: Identity, ttl: float) -> Explanation | None:
+    """The story of a SAML sign-in verified at the ACS, kept with its parked login (not in the store: only the
+    finish reads it) until its browser is back."""
     try:
-        story = _story(upstream_id, identity, None, decided=False, lifetime=ttl + 60)
-        stories().save(story)
-        stories().hold_for_ticket(ticket, story, ttl)
+        return _story(upstream_id, identity, None, decided=False, lifetime=ttl + 60)
     except Exception:  # noqa: BLE001 - the explanation must never stop a sign-in
-        log.exception("the sign-in's explanation could not be kept")
-
-
-def held(ticket: str | None) -> Explanation | None:
-    try:
-        return stories().take_for_ticket(ticket)
-    except Exception:  # noqa: BLE001
-        log.exception("the sign-in's explanation could not be read")
+        log.exception("the sign-in's explanation could not be made")
         return None
 
 

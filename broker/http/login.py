@@ -177,8 +177,10 @@ def saml_acs(upstream_id: str):
             login = connector.complete(request.form, transaction.kept)
         except LoginFailed as failure:
             _refuse(upstream_id, failure)
-        ticket = state().transactions.park(ParkedLogin(login, upstream_id, transaction.binding, transaction.return_to))
-        explain.hold(upstream_id, login.identity, ticket, FINISH_LIFETIME)  # its story, until the browser is back
+        story = explain.so_far(upstream_id, login.identity, FINISH_LIFETIME)
+        ticket = state().transactions.park(
+            ParkedLogin(login, upstream_id, transaction.binding, transaction.return_to, story)
+        )
     return redirect(f"/login/finish?ticket={ticket}", code=303)
 
 
@@ -187,7 +189,7 @@ def finish():
     with evidence.recording():
         ticket = request.args.get("ticket")
         parked = state().transactions.unpark(ticket)
-        earlier = explain.held(ticket)
+        earlier = parked.story if parked is not None else None
         try:
             with _transaction_checks().run("a verified sign-in waits for this browser (finish ticket)"):
                 if parked is None:
