@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlsplit
 
 from devstack.aws_emulator import MANAGEMENT_ACCOUNT_ID, MotoServer
@@ -152,23 +152,20 @@ class Stack:
         aws = urlsplit(self.addresses["AWS_URL"])
         self._say(f"starting the AWS emulator on {self.addresses['AWS_URL']}")
         self.moto = MotoServer(self.instance_dir / "aws", port=aws.port, host=aws.hostname or "127.0.0.1")
-        # While the emulator starts: the portal's signing identity for AWS, then the portal itself, which needs
-        # AWS only when first asked for credentials (its keys are looked up then: broker.app.broker_accounts).
-        portal = _Background(self._start_portal)
-        try:
-            self.moto.start()  # assigned first, so a stop during start-up still stops it
-        finally:
-            portal.wait()  # the portal is launched (or failed) before a failed start stops everything
-        provisioning = portal.result()
+        # What preparing AWS needs (boto3, the portal's settings and provisioning) is imported while the emulator
+        # starts: the launcher only waits for it then.
+        imports = threading.Thread(target=_import_for_provisioning, name="imports", daemon=True)
+        imports.start()
+        self.moto.start()  # assigned first, so a stop during start-up still stops it
+        imports.join()
         self._say("creating the organization and provisioning the accounts (SAML provider, roles, demo data)")
-        with os.fdopen(private_log(self.log_path("provision"), append=False), "wb") as log:
-            self.aws_env = prepare_aws(self.moto, self.env, self.credentials_file, log, provisioning)
 
-    def _start_portal(self) -> Provisioning:
-        provisioning = Provisioning(self.env, self.credentials_file.parent)  # the signing key the portal loads
-        self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
-        self._launch("broker", ["broker", "serve"])
-        return provisioning
+        def start_portal() -> None:  # it calls AWS only when asked for credentials
+            self._say(f"starting the access portal on {self.addresses['PORTAL_URL']}")
+            self._launch("broker", ["broker", "serve"])
+
+        with os.fdopen(private_log(self.log_path("provision"), append=False), "wb") as log:
+            self.aws_env = prepare_aws(self.moto, self.env, self.credentials_file, log, on_keys=start_portal)
 
     @property
     def runs_instance(self) -> bool:
@@ -258,30 +255,11 @@ class Stack:
             self.moto = None
 
 
-class _Background:
-    """A function run in a thread; `result()` waits for it and returns its value or raises its exception."""
+def _import_for_provisioning() -> None:
+    import importlib
 
-    def __init__(self, function: Callable[[], Any]):
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self._value = function()
-            except BaseException as error:  # noqa: BLE001 - handed to result()
-                self._error = error
-
-        self._thread = threading.Thread(target=run, name=function.__name__, daemon=True)
-        self._thread.start()
-
-    def wait(self) -> None:
-        self._thread.join()
-
-    def result(self) -> Any:
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
+    for name in ("boto3", "broker.settings", "broker.aws.provisioning", "broker.aws.assertion"):
+        importlib.import_module(name)
 
 
 DIRECTORY_TOKEN = "demo-directory-admin-token"  # config/idp.yaml's default provisioning.admin_token
@@ -326,12 +304,13 @@ def prepare_aws(
     env: dict[str, str],
     credentials_file: Path,
     output: IO[bytes] | None = None,
-    provisioning: Provisioning | None = None,
+    on_keys: Callable[[], None] | None = None,
 ) -> dict[str, str]:
     """Make a running emulator ready for the portal: an organization and its management keys (written to
     `credentials_file`), then provisioning as `python -m broker provision` does it (here, in this process, the
-    accounts in parallel; the changes are written to `output`; `provisioning` when the caller already made it),
-    then IAM enforcement on. Returns the keys as environment variables.
+    accounts in parallel; the changes are written to `output`), then IAM enforcement on. Returns the keys as
+    environment variables; `on_keys()`, if given, is called once the file and the portal's signing key for
+    AWS exist, before provisioning. RuntimeError if provisioning fails.
 
     Keys already in the file are kept when the emulator still knows them (it keeps its state in memory
     only), so running this again against the same emulator changes nothing the portal relies on.
@@ -349,7 +328,10 @@ def prepare_aws(
         management = moto.create_organization(list(access.accounts)).get_credentials()
         keys = {"AWS_ACCESS_KEY_ID": management.access_key, "AWS_SECRET_ACCESS_KEY": management.secret_key}
         write_keys(credentials_file, keys)
-    (provisioning or Provisioning(env, credentials_file.parent)).run(output)
+    provisioning = Provisioning(env, credentials_file.parent)  # the signing key exists before the portal starts
+    if on_keys is not None:
+        on_keys()
+    provisioning.run(output)
     moto.set_enforcement(True)
     return {**keys, "AWS_DEFAULT_REGION": access.region}
 
