@@ -100,3 +100,20 @@ def test_quick_lifecycle_benchmark_syncs_and_enforces_a_change(tmp_path):
     assert data["change_to_enforcement"]["failures"] == 0
     for key in ("portal session", "sso API grant", "AWS credentials", "all three"):
         assert data["change_to_enforcement"][key]["count"] == data["change_to_enforcement"]["runs"] == 3
+
+
+def test_store_benchmark_times_every_operation_of_each_backend(tmp_path):
+    """`python -m bench.stores`: a row per backend (memory, SQLite), a CPU and a wall figure per operation."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.stores", "--count", "200"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    rows = {line.split("|")[1].strip(): line for line in run.stdout.splitlines()[2:] if line.startswith("|")}
+    assert set(rows) == {"memory", "sqlite"}
+    for line in rows.values():
+        cells = [cell.strip() for cell in line.strip("|").split("|")[1:]]
+        assert len(cells) == 5 and all(float(cell.split(" (")[0]) > 0 for cell in cells), line
