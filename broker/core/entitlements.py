@@ -33,12 +33,11 @@ def entitlements_for(identity: Identity, access: AccessConfig) -> list[Entitleme
     Sets that require MFA are listed even without MFA (`requires_mfa` says so), so the portal can
     explain why; `check_entitlement` refuses them at issuance.
     """
-    record = evidence.recorder()  # the explanation's entitlement decision, as made here
-    pairs = set()
+    record = evidence.recorder()  # the explanation's entitlement decision, as made here: the person's own
+    pairs = set()  # assignments (any other is "not yours": broker.core.explain.all_decisions)
     for a in access.assignments:
-        matched = a.group in identity.groups
-        record.assignment(a.group, a.account_id, a.permission_set, matched)
-        if matched:
+        if a.group in identity.groups:
+            record.assignment(a.group, a.account_id, a.permission_set, True)
             pairs.add((a.account_id, a.permission_set))
     entitlements = [_entitlement(access, account_id, name) for account_id, name in pairs]
     return sorted(entitlements, key=lambda e: (e.account_name, e.account_id, e.permission_set))
