@@ -179,6 +179,28 @@ def test_postgres_keeps_state_keys_hashed(postgres_server):
     assert "very-secret-token-value" not in dumped and "alice" in dumped
 
 
+def test_postgres_checks_a_pooled_connection_only_after_it_sat_idle(postgres_server, monkeypatch):
+    """The check before a connection is handed out is a round trip: made for one idle longer than
+    CHECK_IDLE_AFTER (it may have died meanwhile), not for one used a moment ago."""
+    from sso_common.store import postgres
+
+    checked = []
+    original = postgres.ConnectionPool.check_connection
+    monkeypatch.setattr(postgres, "CHECK_IDLE_AFTER", 0.3)
+    monkeypatch.setattr(postgres.ConnectionPool, "check_connection", lambda conn: checked.append(1) or original(conn))
+    store = PostgresStateStore(postgres_server.url(fresh_schema()))
+    store.put("kind", "key", {"n": 1}, 60)
+    for _ in range(5):  # every connection the pool has opened so far used once (a new one is checked)
+        assert store.get("kind", "key") == {"n": 1}
+    before = len(checked)
+    for _ in range(5):
+        assert store.get("kind", "key") == {"n": 1}
+    assert len(checked) == before  # used a moment ago each time
+    time.sleep(0.4)
+    assert store.get("kind", "key") == {"n": 1}
+    assert len(checked) == before + 1
+
+
 def test_postgres_audit_keeps_an_event_with_a_nul_character(postgres_server):
     log = PostgresAuditLog(postgres_server.url(fresh_schema()))
     event = {"type": "sign_in", "time": 1.0, "user": "a\x00b", "user_agent": "x\x00y"}
