@@ -44,7 +44,7 @@ LASTING_STATE_KINDS = frozenset({CLIENT_KIND})
 
 def broker_accounts(settings: BrokerSettings) -> AccountSessions:
     """The broker's own AWS access into the member accounts. Its credentials are looked up when first needed, not
-    at start: the demo's launcher starts the portal while it writes the emulator's keys."""
+    at start: the portal needs them only for its first call to AWS, and may start before they exist."""
     return AccountSessions(
         lambda: broker_session(settings.aws_credentials_file), settings.access.region, settings.aws_endpoint_url
     )

@@ -36,8 +36,8 @@ class AccountSessions:
     """boto3 sessions acting in member accounts through an organization access role.
 
     Credentials are refreshed before they expire, so one instance serves a long-running broker. The management
-    session may be given as a function, called when first needed: the portal then starts before the demo's
-    launcher has written the emulator's keys (it only needs them for its first call to AWS).
+    session may be given as a function, called when first needed: a portal may then start before its keys exist
+    (it needs them only for its first call to AWS).
     """
 
     def __init__(

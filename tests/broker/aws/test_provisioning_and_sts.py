@@ -291,9 +291,8 @@ def no_aws_keys_around(monkeypatch, tmp_path):
 def test_the_brokers_keys_are_looked_up_at_its_first_call_not_when_it_starts(
     moto_server, access, person, signing_identity, management, first_run, tmp_path, no_aws_keys_around
 ):
-    """The demo starts the portal while its launcher creates the emulator's organization: the keys file written
-    after the issuer was made is the one its first call signs with (IAM enforcement is on: unsigned, the
-    emulator would refuse)."""
+    """A portal may start before its keys exist: the keys file written after the issuer was made is the one its
+    first call signs with (IAM enforcement is on: unsigned, the emulator would refuse)."""
     keys_file = tmp_path / "aws-credentials"
     accounts = AccountSessions(lambda: broker_session(keys_file), access.region, moto_server.endpoint_url)
     issuer = StsCredentialIssuer(
