@@ -163,17 +163,18 @@ class StsCredentialIssuer:
         )
         evidence.record_assertion(minted)  # for the explanation: decoded, the signature value withheld
         assertion = base64.b64encode(minted).decode()
-        evidence.record_request(
-            endpoint=self.endpoint,
-            role_arn=entitlement.role_arn,
-            principal_arn=entitlement.provider_arn,
-            duration=entitlement.session_duration,
-            assertion_b64=assertion,
-            signed=self._caller_credentials(entitlement.account_id) is not None,
-            emulator=self.sts_endpoint_url is not None,
-        )
         started = time.perf_counter()
-        try:
+        try:  # the caller's credentials too: the first call in an account assumes a role there (a network call)
+            signed = self._caller_credentials(entitlement.account_id) is not None
+            evidence.record_request(
+                endpoint=self.endpoint,
+                role_arn=entitlement.role_arn,
+                principal_arn=entitlement.provider_arn,
+                duration=entitlement.session_duration,
+                assertion_b64=assertion,
+                signed=signed,
+                emulator=self.sts_endpoint_url is not None,
+            )
             answer = self._call(
                 entitlement.account_id,
                 {

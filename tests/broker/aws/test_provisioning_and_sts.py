@@ -254,6 +254,21 @@ def test_sts_down_is_reported_as_unavailable_quickly(access, person, signing_ide
     assert failure.value.__cause__ is None and failure.value.__suppress_context__
 
 
+def test_an_unreachable_way_into_the_roles_account_is_reported_as_unavailable(access, person, signing_identity):
+    """The first call in an account assumes the broker's role there: when that cannot reach AWS either, the
+    person gets the same "unavailable" answer as for STS itself, not an error page."""
+    bob = person("bob")
+    entitlement = check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper")
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+    keys = boto3.Session(aws_access_key_id="AKIAEXAMPLE000000000", aws_secret_access_key="x", region_name="us-east-1")
+    accounts = AccountSessions(keys, "us-east-1", endpoint_url=nothing_listens)
+    issuer = StsCredentialIssuer(
+        nothing_listens, "us-east-1", signing_identity, BROKER_ENTITY_ID, caller_sessions=accounts.signed_session
+    )
+    with pytest.raises(StsUnavailable):
+        issuer.issue(bob, entitlement)
+
+
 def test_sts_error_answer_is_reported_as_refused_without_the_assertion(
     moto_server, access, person, signing_identity, first_run
 ):
