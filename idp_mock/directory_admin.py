@@ -22,6 +22,7 @@ same changes from a shell (idp_mock/cli.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from idp_mock.directory import ChangeRefused, Employee
 from idp_mock.passwords import hash_password
 from idp_mock.scim_push import ScimTarget, push_now, sync_status
 from sso_common.config import URL_PATTERN, Node
-from sso_common.web import bearer_token_matches
+from sso_common.web import bearer_api_error, bearer_token_matches
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("directory_admin", __name__, url_prefix="/admin/directory")
@@ -76,12 +77,7 @@ def _idp() -> Any:
     return current_app.extensions["idp"]
 
 
-def _error(status: int, error: str, description: str) -> Response:
-    response = jsonify(error=error, error_description=description)
-    response.status_code = status
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="directory"'
-    return response
+_error = functools.partial(bearer_api_error, realm="directory")
 
 
 @blueprint.before_request

@@ -25,6 +25,7 @@ Kinds (OIDC and SAML unless said), with their options:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -33,13 +34,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, has_app_context, jsonify, request
+from flask import Blueprint, current_app, g, has_app_context, jsonify, request
 
 from idp_mock.directory import DirectoryView, Employee
 from sso_common.config import ConfigError, Node
 from sso_common.records import Record
 from sso_common.store import StateStore
-from sso_common.web import bearer_token_matches
+from sso_common.web import bearer_api_error, bearer_token_matches
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("faults", __name__)
@@ -400,12 +401,7 @@ def _faults() -> Faults:
     return current_app.extensions["idp"].faults
 
 
-def _error(status: int, error: str, description: str) -> Response:
-    response = jsonify(error=error, error_description=description)
-    response.status_code = status
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="faults"'
-    return response
+_error = functools.partial(bearer_api_error, realm="faults")
 
 
 @blueprint.before_request

@@ -323,6 +323,16 @@ def check_csrf() -> None:
         )
 
 
+def bearer_api_error(status: int, error: str, description: str, *, realm: str) -> Response:
+    """An admin API's refusal, as OAuth 2.0 bearer-token APIs answer: JSON `error` and `error_description`, and
+    on a 401 the `WWW-Authenticate: Bearer` challenge naming `realm`."""
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
+    return response
+
+
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:
     """Whether an Authorization header carries `expected` as its Bearer token (compared in constant time); an
     empty `expected` (the API is off) matches nothing."""

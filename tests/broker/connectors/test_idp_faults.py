@@ -239,7 +239,8 @@ def test_saml_sign_in_as_someone_without_the_form(idp, sp_keys, faults):
 
 def test_the_admin_api_needs_its_token_and_says_what_is_wrong(idp, faults):
     answer = requests.post(f"{idp.url}/admin/faults", json={"client_id": "x", "kind": "expired"}, timeout=10)
-    assert answer.status_code == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == 'Bearer realm="faults"'
+    assert answer.json()["error"] == "unauthorized"
     wrong = requests.post(
         f"{idp.url}/admin/faults",
         json={"client_id": "x", "kind": "delay", "seconds": 500},
