@@ -441,7 +441,8 @@ class Explanations:
         ttl = self._ttl(story)
         number = self.store.incr(ISSUANCE_COUNT_KIND, story.id, ttl)
         self.store.put(ISSUANCE_KIND, f"{story.id}:{number}", issuance.to_record(), ttl)
-        self.store.delete(ISSUANCE_KIND, f"{story.id}:{number - MAX_ISSUANCES}")
+        if number > MAX_ISSUANCES:  # the oldest kept one goes (a write only once there are that many)
+            self.store.delete(ISSUANCE_KIND, f"{story.id}:{number - MAX_ISSUANCES}")
 
     def issuances(self, story: Explanation) -> list[IssuanceStory]:
         count = (self.store.get(ISSUANCE_COUNT_KIND, story.id) or {}).get("count", 0)
