@@ -13,32 +13,10 @@ import threading
 import time
 from pathlib import Path
 
+from devstack.processes import children_by_parent, process_tree
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
-    children = _children_map() if children is None else children
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
 
 
 def rss_bytes(pid: int) -> int:
@@ -96,9 +74,9 @@ class Monitor:
         self._refresh_pids()
 
     def _refresh_pids(self) -> None:
-        children = _children_map()
+        children = children_by_parent()
         with self._lock:
-            self._pids = {name: tree(pid, children) for name, pid in self.servers.items()}
+            self._pids = {name: process_tree(pid, children) for name, pid in self.servers.items()}
 
     def _run(self) -> None:
         rounds = 0

@@ -22,9 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench.monitor import cpu_seconds, tree
+from bench.monitor import cpu_seconds
 from bench.slow import Drippers
-from devstack.processes import answers, free_port, python_env
+from devstack.processes import answers, free_port, process_tree, python_env
 
 HELLO = """
 from flask import Flask
@@ -63,7 +63,7 @@ GUNICORN = [
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    return sum(cpu_seconds(member) for member in tree(pid))
+    return sum(cpu_seconds(member) for member in process_tree(pid))
 
 
 def load(port: int, requests: int, clients: int) -> float:

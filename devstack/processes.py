@@ -111,7 +111,7 @@ def listens_on(pid: int, port: int) -> bool | None:
     proc = Path("/proc")
     if not (proc / str(pid) / "fd").is_dir():
         return None
-    family = _descendants(pid)
+    family = process_tree(pid)
     inodes: set[str] = set()
     for member in family:
         try:
@@ -131,23 +131,29 @@ def listens_on(pid: int, port: int) -> bool | None:
     return False
 
 
-def _descendants(pid: int) -> list[int]:
-    """`pid` and every process below it, from /proc/*/stat's parent IDs."""
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from /proc/*/stat's parent IDs (Linux)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
+    for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])  # after the command name, which may hold spaces
         children.setdefault(parent, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        member = queue.pop()
-        found.append(member)
-        queue.extend(children.get(member, ()))
+    return children
+
+
+def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """`root` and every process below it (`children`: a `children_by_parent()` already read)."""
+    children = children_by_parent() if children is None else children
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
     return found
 
 
