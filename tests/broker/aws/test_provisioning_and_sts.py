@@ -303,12 +303,9 @@ def no_aws_keys_around(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def test_the_brokers_keys_are_looked_up_at_its_first_call_not_when_it_starts(
-    moto_server, access, person, signing_identity, management, first_run, tmp_path, no_aws_keys_around
-):
-    """A portal may start before its keys exist: the keys file written after the issuer was made is the one its
-    first call signs with (IAM enforcement is on: unsigned, the emulator would refuse)."""
-    keys_file = tmp_path / "aws-credentials"
+def issuer_keyed_by(keys_file, moto_server, access, signing_identity):
+    """The broker's AccountSessions with its keys in `keys_file` (looked up at the first call), and an issuer
+    signing with them."""
     accounts = AccountSessions(lambda: broker_session(keys_file), access.region, moto_server.endpoint_url)
     issuer = StsCredentialIssuer(
         moto_server.endpoint_url,
@@ -317,6 +314,16 @@ def test_the_brokers_keys_are_looked_up_at_its_first_call_not_when_it_starts(
         BROKER_ENTITY_ID,
         caller_sessions=accounts.signed_session,
     )
+    return accounts, issuer
+
+
+def test_the_brokers_keys_are_looked_up_at_its_first_call_not_when_it_starts(
+    moto_server, access, person, signing_identity, management, first_run, tmp_path, no_aws_keys_around
+):
+    """A portal may start before its keys exist: the keys file written after the issuer was made is the one its
+    first call signs with (IAM enforcement is on: unsigned, the emulator would refuse)."""
+    keys_file = tmp_path / "aws-credentials"
+    _, issuer = issuer_keyed_by(keys_file, moto_server, access, signing_identity)
     keys = management.get_credentials()
     write_keys(keys_file, {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key})
     bob = person("bob")
@@ -327,17 +334,8 @@ def test_the_brokers_keys_are_looked_up_at_its_first_call_not_when_it_starts(
 def test_without_keys_of_its_own_the_broker_calls_sts_unsigned(
     moto_server, access, person, signing_identity, first_run, tmp_path, no_aws_keys_around
 ):
-    accounts = AccountSessions(
-        lambda: broker_session(tmp_path / "never-written"), access.region, moto_server.endpoint_url
-    )
+    accounts, issuer = issuer_keyed_by(tmp_path / "never-written", moto_server, access, signing_identity)
     assert accounts.signed_session(SANDBOX) is None and not accounts.has_credentials()
-    issuer = StsCredentialIssuer(
-        moto_server.endpoint_url,
-        access.region,
-        signing_identity,
-        BROKER_ENTITY_ID,
-        caller_sessions=accounts.signed_session,
-    )
     bob = person("bob")
     with pytest.raises(StsRefused) as refusal:  # the emulator, enforcing IAM, takes no unsigned call (real STS does)
         issuer.issue(bob, check_entitlement(bob, access, SANDBOX, "EmployeeDirectoryDeveloper"))
