@@ -305,18 +305,23 @@ class Paired:
         return "; ".join(parts)
 
 
-def report(data: dict) -> str:
-    a = f"A: {data['compare']['a']} ({data['commits']['a']['short']})"
-    commit_b = data["commits"]["b"]
-    b = f"B: this tree ({commit_b['short']}{', dirty' if commit_b['dirty'] else ''})"
-    calibration = data["calibration_per_round_ms"]
-    others = [
+def other_loads(data: dict) -> list[float]:
+    """The other load (cores) of every measured run of every round and side."""
+    return [
         value
         for one in data["rounds"]
         for sides in one.values()
         for metrics in sides.values()
         if (value := metrics.get("other load cores")) is not None
     ]
+
+
+def report(data: dict) -> str:
+    a = f"A: {data['compare']['a']} ({data['commits']['a']['short']})"
+    commit_b = data["commits"]["b"]
+    b = f"B: this tree ({commit_b['short']}{', dirty' if commit_b['dirty'] else ''})"
+    calibration = data["calibration_per_round_ms"]
+    others = other_loads(data)
     lines = [
         f"Paired rounds, {len(data['rounds'])} rounds, A and B alternating (difference = B - A, per round; '~': the "
         "rounds do not all agree on its sign):",
@@ -349,13 +354,7 @@ def drifting(data: dict) -> bool:
     """Whether the paired run's machine was drifting (other load above the limit in most measured runs, or the
     calibration moving more than 10% over the rounds): its absolute figures are then not judged, the differences
     still are."""
-    others = [
-        value
-        for one in data["rounds"]
-        for sides in one.values()
-        for metrics in sides.values()
-        if (value := metrics.get("other load cores")) is not None
-    ]
+    others = other_loads(data)
     calibration = data["calibration_per_round_ms"]
     busy = bool(others) and sorted(others)[len(others) // 2] > figures.DRIFT_OTHER_CORES
     return busy or bool(calibration and figures.drift(None, min(calibration), max(calibration)))
