@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.groups, args.runs = min(args.users, 80), min(args.groups, 5), min(args.runs, 3)
-    from devstack.processes import free_port
-    from devstack.stack import Stack
+    from devstack.stack import Stack, free_addresses
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -233,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sso-lifecycle-") as scratch:
         info = generate(Path(scratch) / "generated", args.users, args.groups)
         os.environ["IDP_CONFIG"], os.environ["BROKER_CONFIG"] = info["idp_config"], info["broker_config"]
-        addresses = {
-            "PORTAL_URL": f"http://localhost:{free_port()}",
-            "IDP_URL": f"http://127.0.0.1:{free_port()}",
-            "AWS_URL": f"http://127.0.0.1:{free_port()}",
-        }
+        addresses = free_addresses(instance=False)
         env = {
             "LOG_LEVEL": "info",
             "BROKER_REVOCATION_CLOCK_MARGIN_SECONDS": "0",

@@ -134,7 +134,7 @@ class Bench:
         )
 
     def start_stack(self) -> None:
-        from devstack.stack import Stack
+        from devstack.stack import Stack, free_addresses
 
         generated = self.config.instance_dir / "generated"
         began = time.monotonic()
@@ -153,11 +153,7 @@ class Bench:
         if self.config.replicas:
             self.start_replicated()
             return
-        addresses = {
-            "PORTAL_URL": f"http://localhost:{free_port()}",
-            "IDP_URL": f"http://127.0.0.1:{free_port()}",
-            "AWS_URL": f"http://127.0.0.1:{free_port()}",
-        }
+        addresses = free_addresses(instance=False)
         state = self.config.instance_dir / "stack"
         shutil.rmtree(state, ignore_errors=True)
         began = time.monotonic()
@@ -969,13 +965,9 @@ def time_startup(command: list[str], cwd: Path, folder: Path, env: dict | None =
     """One start of the demo (`command`, e.g. `./run demo`) on free ports in instance folder `folder`: seconds
     until it prints that it is up and the IdP's and portal's /healthz and the emulator then answer (None: it did
     not); the CPU of its whole process tree (children waited for) and the other load meanwhile."""
-    addresses = {
-        "PORTAL_URL": f"http://localhost:{free_port()}",
-        "IDP_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_URL": f"http://127.0.0.1:{free_port()}",
-        "EMPLOYEE_DIRECTORY_URL": f"http://localhost:{free_port()}",
-        "INSTANCE_METADATA_URL": f"http://127.0.0.1:{free_port()}",
-    }
+    from devstack.stack import free_addresses
+
+    addresses = free_addresses()
     env = {k: v for k, v in (env or os.environ).items() if k not in ("IDP_CONFIG", "BROKER_CONFIG")}
     env.update(addresses, INSTANCE_DIR=str(folder), PYTHONUNBUFFERED="1")
     checks = [

@@ -22,8 +22,7 @@ sys.path[0] = tree  # not this file's folder: the tree's packages come first (th
 os.environ["PYTHONPATH"] = tree  # and in the servers it starts
 
 from bench import directory as gen  # noqa: E402 - after the path is set
-from devstack.processes import free_port  # noqa: E402
-from devstack.stack import Stack  # noqa: E402
+from devstack.stack import Stack, free_addresses  # noqa: E402
 
 
 def main() -> int:
@@ -35,11 +34,7 @@ def main() -> int:
         broker_config.write_text(re.sub(r"\n\s*scim:\n(\s+token[^\n]*\n)+", "\n", broker_config.read_text()))
         spec.setdefault("env", {})["IDP_SCIM_PUSH"] = "false"
     os.environ["IDP_CONFIG"], os.environ["BROKER_CONFIG"] = info["idp_config"], info["broker_config"]
-    addresses = {
-        "PORTAL_URL": f"http://localhost:{free_port()}",
-        "IDP_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_URL": f"http://127.0.0.1:{free_port()}",
-    }
+    addresses = free_addresses(instance=False)
     state = instance / "stack"
     shutil.rmtree(state, ignore_errors=True)
     stack = Stack(state, addresses, workers=spec["workers"], extra_env={"LOG_LEVEL": "warning", **spec.get("env", {})})

@@ -34,7 +34,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from devstack.aws_emulator import MANAGEMENT_ACCOUNT_ID, MotoServer
-from devstack.processes import Process, python_env, stop_all
+from devstack.processes import Process, free_port, python_env, stop_all
 from sso_common.keys import private_directory, private_log, write_private
 
 DEFAULT_ADDRESSES = {
@@ -253,6 +253,21 @@ class Stack:
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+
+
+def free_addresses(*, instance: bool = True) -> dict[str, str]:
+    """The stack's addresses on free loopback ports, on two sites as in production: the portal (and the Employee
+    Directory app) on localhost, the IdP, the emulator (and the instance's metadata service) on 127.0.0.1. Without
+    `instance`, no Employee Directory instance (the benchmark's stack)."""
+    addresses = {
+        "PORTAL_URL": f"http://localhost:{free_port()}",
+        "IDP_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    if instance:
+        addresses["EMPLOYEE_DIRECTORY_URL"] = f"http://localhost:{free_port()}"
+        addresses["INSTANCE_METADATA_URL"] = f"http://127.0.0.1:{free_port()}"
+    return addresses
 
 
 def _import_for_provisioning() -> None:

@@ -13,21 +13,11 @@ from pathlib import Path
 import pytest
 
 from devstack.processes import free_port, python_env
-from devstack.stack import DEFAULT_ADDRESSES, PortInUse, check_ports_free, demo_users
+from devstack.stack import DEFAULT_ADDRESSES, PortInUse, check_ports_free, demo_users, free_addresses
 from sso_common.keys import private_directory, private_log
 from tests.support.idp_client import TOTP_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_addresses() -> dict[str, str]:
-    return {
-        "PORTAL_URL": f"http://localhost:{free_port()}",
-        "IDP_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_URL": f"http://127.0.0.1:{free_port()}",
-        "EMPLOYEE_DIRECTORY_URL": f"http://localhost:{free_port()}",
-        "INSTANCE_METADATA_URL": f"http://127.0.0.1:{free_port()}",
-    }
 
 
 @pytest.fixture
