@@ -31,7 +31,23 @@ from devstack.processes import free_port
 Behaviour = Callable[[socket.socket], None]
 
 
-class RawServer:
+class _LoopbackServer:
+    """A threading TCP server on a free loopback port, serving `handler` from a thread until `stop()`."""
+
+    url: str
+
+    def _serve(self, handler: type[socketserver.BaseRequestHandler]) -> None:
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class RawServer(_LoopbackServer):
     """Reads a request head, then lets `behaviour(connection)` answer; counts requests in `hits`."""
 
     def __init__(self, behaviour: Behaviour):
@@ -52,14 +68,7 @@ class RawServer:
                 except OSError:
                     pass  # the client cut the connection: what the deadline tests want
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
@@ -277,7 +286,7 @@ def test_no_sign_in_waits_for_another_ones_refresh():
     assert cache.get() == 2  # published whole once fetched
 
 
-class KeepAliveServer:
+class KeepAliveServer(_LoopbackServer):
     """Answers every request of a connection (HTTP/1.1 keep-alive), counting connections and requests; after
     `close_after` answers on a connection it closes that connection without a word."""
 
@@ -318,14 +327,7 @@ class KeepAliveServer:
                     )
                     answered += 1
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
