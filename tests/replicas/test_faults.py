@@ -128,7 +128,10 @@ def test_killing_a_portal_replica_in_the_middle_of_100_concurrent_logins(stack):
         if signed_in(page):
             assert signed_in(http.get(f"{portal(stack)}/")), "a session was lost"
     succeeded = LOGINS - len(failed) + len(retried)
-    assert audited_sign_ins(stack) - before == succeeded
+    # Every sign-in that worked is audited. A sign-in broker-2 finished (audited, session saved) just before
+    # it died, whose answer never reached the person, is audited too: it did happen; it is one of the lost.
+    audited = audited_sign_ins(stack) - before
+    assert succeeded <= audited <= succeeded + lost, (audited, succeeded, lost)
     assert time.monotonic() - began < BUDGET + 60
     assert not no_internal_errors(stack)
 
