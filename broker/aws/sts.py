@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -36,7 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError
 from botocore.httpsession import URLLib3Session
-from botocore.parsers import create_parser
+from botocore.parsers import ResponseParserFactory
 from botocore.retries.standard import (
     ExponentialBackoff,
     RetryContext,
@@ -45,7 +45,7 @@ from botocore.retries.standard import (
     ThrottlingErrorDetector,
 )
 from botocore.serialize import create_serializer
-from botocore.utils import get_environ_proxies
+from botocore.utils import get_environ_proxies, parse_timestamp
 
 from broker.aws import evidence
 from broker.aws.assertion import build_saml_response
@@ -78,6 +78,15 @@ def form_encode(fields: dict[str, Any]) -> bytes:
         return quote_plus(text)
 
     return "&".join(f"{quote_plus(str(name))}={quoted(value)}" for name, value in fields.items()).encode("ascii")
+
+
+def parse_sts_timestamp(value: str) -> datetime:
+    """An answer's timestamp (STS writes ISO 8601, `2026-11-30T22:00:00Z`) read by `datetime.fromisoformat`;
+    anything else by botocore's own parser. botocore's parses every one through dateutil: ~30 us per call."""
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)
 
 
 def _observe(outcome: str, started: float) -> None:
@@ -140,7 +149,9 @@ class StsCredentialIssuer:
         self._operation = resolver.meta.service_model.operation_model(OPERATION)
         self._protocol = resolver.meta.service_model.protocol
         self._serializer = create_serializer(self._protocol, include_validation=True)
-        self._parser = create_parser(self._protocol)
+        parsers = ResponseParserFactory()
+        parsers.set_parser_defaults(timestamp_parser=parse_sts_timestamp)
+        self._parser = parsers.create_parser(self._protocol)
         self._http = URLLib3Session(
             verify=core.get_config_variable("ca_bundle") or True,
             proxies=get_environ_proxies(self.endpoint),

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode
 
 import boto3
 import pytest
+from botocore.utils import parse_timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.aws.sts import StsCredentialIssuer, form_encode
+from broker.aws.sts import StsCredentialIssuer, form_encode, parse_sts_timestamp
 from broker.core.entitlements import check_entitlement
 from broker.errors import StsRefused, StsUnavailable
 from sso_common.request_id import RequestId
@@ -143,6 +145,24 @@ def test_the_call_is_sent_once_with_the_assertion_encoded_once(sts, signing_iden
 )
 def test_the_body_is_what_urlencode_gives(fields):
     assert form_encode(fields) == urlencode(fields).encode()
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+    st.sampled_from(["Z", "+00:00", "-05:00", "+05:30", ""]),
+    st.booleans(),
+)
+def test_answer_timestamps_read_as_botocore_reads_them(moment, zone, fraction):
+    written = moment.isoformat(timespec="microseconds" if fraction else "seconds") + zone
+    ours, botocores = parse_sts_timestamp(written), parse_timestamp(written)
+    assert ours == botocores and (ours.tzinfo is None) == (botocores.tzinfo is None) == (zone == "")
+
+
+def test_answer_timestamps_in_other_forms_fall_back_to_botocore():
+    assert parse_sts_timestamp("1893456000") == datetime(2030, 1, 1, tzinfo=UTC)  # epoch seconds
+    assert parse_sts_timestamp("Tue, 01 Jan 2030 00:00:00 GMT") == datetime(2030, 1, 1, tzinfo=UTC)
+    assert parse_sts_timestamp("2030-01-01T05:00:00+05:00").utcoffset() == timedelta(hours=5)
+    assert parse_sts_timestamp("2030-01-01T00:00:00-01:00") == datetime(2030, 1, 1, 1, tzinfo=UTC)
 
 
 def test_a_kept_alive_connection_closed_by_the_server_is_retried_once(sts, signing_identity, bob, entitlement):
