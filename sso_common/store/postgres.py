@@ -54,6 +54,7 @@ from sso_common.store import (  # the rules every backend applies alike
     user_name_key,
 )
 from sso_common.store.errors import StoreUnavailable, redact_url, scrub
+from sso_common.store.sql import POSTGRES
 
 log = logging.getLogger(__name__)
 
@@ -176,17 +177,6 @@ MIGRATIONS: dict[str, list[tuple[int, str]]] = {
         )
     ],
 }
-
-
-def _where(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    """The WHERE clause that ANDs each condition whose value is given (not None), and its parameters."""
-    given = [(clause, value) for clause, value in conditions if value is not None]
-    if not given:
-        return "", []
-    params: list[Any] = []
-    for clause, value in given:
-        params.extend([value] * clause.count("%s"))
-    return f"WHERE {' AND '.join(clause for clause, _ in given)} ", params
 
 
 def _text(value: Any) -> str | None:
@@ -437,14 +427,14 @@ class PostgresAuditLog:
 
     def query(self, query: AuditQuery = EVERYTHING, *, limit: int = 100) -> list[dict]:
         check_page(limit)
-        where, params = _where(
+        where, params = POSTGRES.where(
             (
-                ("type = %s", _text(query.event_type)),
-                ("(person_user = %s OR person_email = %s OR person_subject = %s)", _text(query.person)),
-                ("outcome = %s", _text(query.outcome)),
-                ("channel = %s", _text(query.channel)),
-                ("time >= %s", query.since),
-                ("time < %s", query.until),
+                ("type = ?", _text(query.event_type)),
+                ("(person_user = ? OR person_email = ? OR person_subject = ?)", _text(query.person)),
+                ("outcome = ?", _text(query.outcome)),
+                ("channel = ?", _text(query.channel)),
+                ("time >= ?", query.since),
+                ("time < ?", query.until),
             )
         )
         rows = self._db.rows(f"SELECT event FROM audit {where}ORDER BY id DESC LIMIT %s", (*params, limit))
@@ -473,88 +463,12 @@ class PostgresDirectoryStore:
     unknown members) span tables."""
 
     # One statement reads a person and their groups, so a concurrent put cannot pair old groups with new fields.
-    _SELECT = (
-        "SELECT upstream, subject, email, display_name, disabled, revoked_at, updated_at, scim_id, user_name, "
-        "scim_attributes, created_at, version, "
-        "CASE WHEN p.scim_id IS NULL THEN "
-        " ARRAY(SELECT group_name FROM membership m WHERE m.upstream = p.upstream AND m.subject = p.subject) "
-        "ELSE ARRAY(SELECT DISTINCT g.broker_group FROM group_member m JOIN directory_group g "
-        " ON g.upstream = m.upstream AND g.id = m.group_id "
-        " WHERE m.upstream = p.upstream AND m.scim_id = p.scim_id AND g.broker_group IS NOT NULL) END "
-        "FROM person p "
-    )
-    _GROUP_SELECT = (
-        "SELECT upstream, id, display_name, external_id, broker_group, created_at, updated_at, version, "
-        "ARRAY(SELECT scim_id FROM group_member m WHERE m.upstream = g.upstream AND m.group_id = g.id) "
-        "FROM directory_group g "
-    )
-
     def __init__(self, url: str) -> None:
         self._db = Database(url, "the directory (PostgreSQL)")
         self._db.migrate("directory")
 
     def __repr__(self) -> str:
         return f"PostgresDirectoryStore({redact_url(self._db.url)!r})"
-
-    @staticmethod
-    def _person(row: tuple) -> Person:
-        (upstream, subject, email, display_name, disabled, revoked_at, updated_at, scim_id, user_name,
-         scim_attributes, created_at, version, groups) = row  # fmt: skip
-        return Person(
-            upstream=upstream,
-            subject=subject,
-            email=email,
-            display_name=display_name,
-            groups=frozenset(groups),
-            disabled=bool(disabled),
-            revoked_at=revoked_at,
-            updated_at=updated_at,
-            scim_id=scim_id,
-            user_name=user_name,
-            scim_attributes=scim_attributes,
-            created_at=created_at,
-            version=int(version),
-        )
-
-    @staticmethod
-    def _group(row: tuple) -> DirectoryGroup:
-        upstream, group_id, display_name, external_id, broker_group, created_at, updated_at, version, members = row
-        return DirectoryGroup(
-            upstream=upstream,
-            id=group_id,
-            display_name=display_name,
-            members=frozenset(members),
-            broker_group=broker_group,
-            external_id=external_id,
-            created_at=created_at,
-            updated_at=updated_at,
-            version=int(version),
-        )
-
-    @staticmethod
-    def _filters(query: PeopleQuery) -> tuple[str, list[Any]]:
-        return _where(
-            (
-                ("p.upstream = %s", query.upstream),
-                ("p.email = %s", query.email),
-                (
-                    "((p.upstream, p.subject) IN (SELECT upstream, subject FROM membership WHERE group_name = %s) "
-                    "OR (p.upstream, p.scim_id) IN (SELECT m.upstream, m.scim_id FROM group_member m "
-                    "JOIN directory_group g ON g.upstream = m.upstream AND g.id = m.group_id "
-                    "WHERE g.broker_group = %s))",
-                    query.group,
-                ),
-                ("p.disabled = %s", query.disabled),
-                ("p.subject = %s", query.subject),
-                ("p.scim_id = %s", query.scim_id),
-                (
-                    "(p.scim_id IS NOT NULL AND p.user_name_key = %s)",
-                    None if query.user_name is None else user_name_key(query.user_name),
-                ),
-                ("p.display_name = %s", query.display_name),
-                ("(p.scim_id IS NOT NULL) = %s", query.provisioned),
-            )
-        )
 
     def put(self, person: Person, *, if_version: int | None = None) -> bool:
         person = checked_person(person)
@@ -607,8 +521,8 @@ class PostgresDirectoryStore:
         return True
 
     def get(self, upstream: str, subject: str) -> Person | None:
-        rows = self._db.rows(f"{self._SELECT}WHERE p.upstream = %s AND p.subject = %s", (upstream, subject))
-        return self._person(rows[0]) if rows else None
+        rows = self._db.rows(f"{POSTGRES.person_select}WHERE p.upstream = %s AND p.subject = %s", (upstream, subject))
+        return POSTGRES.person(rows[0]) if rows else None
 
     def delete(self, upstream: str, subject: str) -> bool:
         with self._db.transaction(_DIRECTORY_LOCK) as conn:
@@ -625,14 +539,13 @@ class PostgresDirectoryStore:
 
     def find(self, query: PeopleQuery = EVERYONE, *, offset: int = 0, limit: int = 100) -> list[Person]:
         check_page(limit, offset)
-        where, params = self._filters(query)
-        rows = self._db.rows(
-            f"{self._SELECT}{where}ORDER BY p.upstream, p.subject LIMIT %s OFFSET %s", (*params, limit, offset)
-        )
-        return [self._person(row) for row in rows]
+        where, params = POSTGRES.people_filters(query)
+        ordered = f"{POSTGRES.person_select}{where}ORDER BY p.upstream, p.subject LIMIT %s OFFSET %s"
+        rows = self._db.rows(ordered, (*params, limit, offset))
+        return [POSTGRES.person(row) for row in rows]
 
     def count(self, query: PeopleQuery = EVERYONE) -> int:
-        where, params = self._filters(query)
+        where, params = POSTGRES.people_filters(query)
         return int(self._db.rows(f"SELECT count(*) FROM person p {where}", params)[0][0])
 
     def revoke(self, upstream: str, subject: str, at: float) -> bool:
@@ -709,8 +622,8 @@ class PostgresDirectoryStore:
         return True
 
     def get_group(self, upstream: str, group_id: str) -> DirectoryGroup | None:
-        rows = self._db.rows(f"{self._GROUP_SELECT}WHERE g.upstream = %s AND g.id = %s", (upstream, group_id))
-        return self._group(rows[0]) if rows else None
+        rows = self._db.rows(f"{POSTGRES.group_select}WHERE g.upstream = %s AND g.id = %s", (upstream, group_id))
+        return POSTGRES.group(rows[0]) if rows else None
 
     def delete_group(self, upstream: str, group_id: str) -> bool:
         with self._db.transaction(_DIRECTORY_LOCK) as conn:
@@ -718,33 +631,18 @@ class PostgresDirectoryStore:
             deleted = conn.execute("DELETE FROM directory_group WHERE upstream = %s AND id = %s", (upstream, group_id))
             return deleted.rowcount == 1
 
-    @staticmethod
-    def _group_filters(query: GroupQuery) -> tuple[str, list[Any]]:
-        return _where(
-            (
-                ("g.upstream = %s", query.upstream),
-                ("g.id = %s", query.id),
-                ("g.display_key = %s", None if query.display_name is None else user_name_key(query.display_name)),
-                ("g.external_id = %s", query.external_id),
-                (
-                    "g.id IN (SELECT group_id FROM group_member m WHERE m.upstream = g.upstream AND m.scim_id = %s)",
-                    query.member,
-                ),
-            )
-        )
-
     def find_groups(
         self, query: GroupQuery = EVERY_GROUP, *, offset: int = 0, limit: int = 100
     ) -> list[DirectoryGroup]:
         check_page(limit, offset)
-        where, params = self._group_filters(query)
+        where, params = POSTGRES.group_filters(query)
         rows = self._db.rows(
-            f"{self._GROUP_SELECT}{where}ORDER BY g.upstream, g.id LIMIT %s OFFSET %s", (*params, limit, offset)
+            f"{POSTGRES.group_select}{where}ORDER BY g.upstream, g.id LIMIT %s OFFSET %s", (*params, limit, offset)
         )
-        return [self._group(row) for row in rows]
+        return [POSTGRES.group(row) for row in rows]
 
     def count_groups(self, query: GroupQuery = EVERY_GROUP) -> int:
-        where, params = self._group_filters(query)
+        where, params = POSTGRES.group_filters(query)
         return int(self._db.rows(f"SELECT count(*) FROM directory_group g {where}", params)[0][0])
 
     def ping(self) -> None:

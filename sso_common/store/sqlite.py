@@ -7,10 +7,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sso_common.keys import private_directory
 from sso_common.store import (  # the rules every backend applies alike
@@ -31,19 +30,9 @@ from sso_common.store import (  # the rules every backend applies alike
     later,
     user_name_key,
 )
+from sso_common.store.sql import SQLITE
 
 _PURGE_EVERY = 500  # writes between opportunistic purges of expired rows
-
-
-def _where(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    """The WHERE clause that ANDs each condition whose value is given (not None), and its parameters (the
-    value once per `?` of its clause)."""
-    given = [(clause, value) for clause, value in conditions if value is not None]
-    if not given:
-        return "", []
-    return f"WHERE {' AND '.join(clause for clause, _ in given)} ", [
-        value for clause, value in given for _ in range(clause.count("?"))
-    ]
 
 
 class _Connections:
@@ -247,97 +236,9 @@ class SQLiteDirectoryStore:
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS group_member_person ON group_member (upstream, scim_id);
     """
-    # One statement reads a person and their groups, so a concurrent put cannot pair old groups with new fields.
-    _SELECT = (
-        "SELECT upstream, subject, email, display_name, disabled, revoked_at, updated_at, scim_id, user_name, "
-        "scim_attributes, created_at, version, "
-        "CASE WHEN p.scim_id IS NULL THEN "
-        " (SELECT json_group_array(group_name) FROM membership m "
-        "  WHERE m.upstream = p.upstream AND m.subject = p.subject) "
-        "ELSE (SELECT json_group_array(DISTINCT g.broker_group) FROM group_member m JOIN directory_group g "
-        " ON g.upstream = m.upstream AND g.id = m.group_id "
-        " WHERE m.upstream = p.upstream AND m.scim_id = p.scim_id AND g.broker_group IS NOT NULL) END "
-        "FROM person p "
-    )
-    _GROUP_SELECT = (
-        "SELECT upstream, id, display_name, external_id, broker_group, created_at, updated_at, version, "
-        "(SELECT json_group_array(scim_id) FROM group_member m WHERE m.upstream = g.upstream AND m.group_id = g.id) "
-        "FROM directory_group g "
-    )
 
     def __init__(self, path: str) -> None:
         self._db = _Connections(path, self._SCHEMA, _add_person_columns)
-
-    @staticmethod
-    def _person(row: tuple) -> Person:
-        (
-            upstream,
-            subject,
-            email,
-            display_name,
-            disabled,
-            revoked_at,
-            updated_at,
-            scim_id,
-            user_name,
-            scim_attributes,
-            created_at,
-            version,
-            groups,
-        ) = row
-        return Person(
-            upstream=upstream,
-            subject=subject,
-            email=email,
-            display_name=display_name,
-            groups=frozenset(json.loads(groups)),
-            disabled=bool(disabled),
-            revoked_at=revoked_at,
-            updated_at=updated_at,
-            scim_id=scim_id,
-            user_name=user_name,
-            scim_attributes=scim_attributes,
-            created_at=created_at,
-            version=version,
-        )
-
-    @staticmethod
-    def _group(row: tuple) -> DirectoryGroup:
-        upstream, group_id, display_name, external_id, broker_group, created_at, updated_at, version, members = row
-        return DirectoryGroup(
-            upstream=upstream,
-            id=group_id,
-            display_name=display_name,
-            members=frozenset(json.loads(members)),
-            broker_group=broker_group,
-            external_id=external_id,
-            created_at=created_at,
-            updated_at=updated_at,
-            version=version,
-        )
-
-    @staticmethod
-    def _filters(query: PeopleQuery) -> tuple[str, list[Any]]:
-        conditions: list[tuple[str, Any]] = [
-            ("p.upstream = ?", query.upstream),
-            ("p.email = ?", query.email),
-            (
-                "((p.upstream, p.subject) IN (SELECT upstream, subject FROM membership WHERE group_name = ?) "
-                "OR (p.upstream, p.scim_id) IN (SELECT m.upstream, m.scim_id FROM group_member m "
-                "JOIN directory_group g ON g.upstream = m.upstream AND g.id = m.group_id WHERE g.broker_group = ?))",
-                query.group,
-            ),
-            ("p.disabled = ?", None if query.disabled is None else int(query.disabled)),
-            ("p.subject = ?", query.subject),
-            ("p.scim_id = ?", query.scim_id),
-            (
-                "(p.scim_id IS NOT NULL AND p.user_name_key = ?)",
-                None if query.user_name is None else user_name_key(query.user_name),
-            ),
-            ("p.display_name = ?", query.display_name),
-            ("(p.scim_id IS NOT NULL) = ?", None if query.provisioned is None else int(query.provisioned)),
-        ]
-        return _where(conditions)
 
     def put(self, person: Person, *, if_version: int | None = None) -> bool:
         person = checked_person(person)
@@ -390,10 +291,10 @@ class SQLiteDirectoryStore:
     def get(self, upstream: str, subject: str) -> Person | None:
         row = (
             self._db.get()
-            .execute(f"{self._SELECT}WHERE p.upstream = ? AND p.subject = ?", (upstream, subject))
+            .execute(f"{SQLITE.person_select}WHERE p.upstream = ? AND p.subject = ?", (upstream, subject))
             .fetchone()
         )
-        return self._person(row) if row else None
+        return SQLITE.person(row) if row else None
 
     def delete(self, upstream: str, subject: str) -> bool:
         with self._db.transaction() as conn:
@@ -408,14 +309,14 @@ class SQLiteDirectoryStore:
 
     def find(self, query: PeopleQuery = EVERYONE, *, offset: int = 0, limit: int = 100) -> list[Person]:
         check_page(limit, offset)
-        where, params = self._filters(query)
+        where, params = SQLITE.people_filters(query)
         rows = self._db.get().execute(
-            f"{self._SELECT}{where}ORDER BY p.upstream, p.subject LIMIT ? OFFSET ?", (*params, limit, offset)
+            f"{SQLITE.person_select}{where}ORDER BY p.upstream, p.subject LIMIT ? OFFSET ?", (*params, limit, offset)
         )
-        return [self._person(row) for row in rows.fetchall()]
+        return [SQLITE.person(row) for row in rows.fetchall()]
 
     def count(self, query: PeopleQuery = EVERYONE) -> int:
-        where, params = self._filters(query)
+        where, params = SQLITE.people_filters(query)
         return int(self._db.get().execute(f"SELECT count(*) FROM person p {where}", params).fetchone()[0])
 
     def revoke(self, upstream: str, subject: str, at: float) -> bool:
@@ -491,10 +392,10 @@ class SQLiteDirectoryStore:
     def get_group(self, upstream: str, group_id: str) -> DirectoryGroup | None:
         row = (
             self._db.get()
-            .execute(f"{self._GROUP_SELECT}WHERE g.upstream = ? AND g.id = ?", (upstream, group_id))
+            .execute(f"{SQLITE.group_select}WHERE g.upstream = ? AND g.id = ?", (upstream, group_id))
             .fetchone()
         )
-        return self._group(row) if row else None
+        return SQLITE.group(row) if row else None
 
     def delete_group(self, upstream: str, group_id: str) -> bool:
         with self._db.transaction() as conn:
@@ -502,33 +403,18 @@ class SQLiteDirectoryStore:
             cursor = conn.execute("DELETE FROM directory_group WHERE upstream = ? AND id = ?", (upstream, group_id))
             return cursor.rowcount == 1
 
-    @staticmethod
-    def _group_filters(query: GroupQuery) -> tuple[str, list[Any]]:
-        return _where(
-            (
-                ("g.upstream = ?", query.upstream),
-                ("g.id = ?", query.id),
-                ("g.display_key = ?", None if query.display_name is None else user_name_key(query.display_name)),
-                ("g.external_id = ?", query.external_id),
-                (
-                    "g.id IN (SELECT group_id FROM group_member m WHERE m.upstream = g.upstream AND m.scim_id = ?)",
-                    query.member,
-                ),
-            )
-        )
-
     def find_groups(
         self, query: GroupQuery = EVERY_GROUP, *, offset: int = 0, limit: int = 100
     ) -> list[DirectoryGroup]:
         check_page(limit, offset)
-        where, params = self._group_filters(query)
+        where, params = SQLITE.group_filters(query)
         rows = self._db.get().execute(
-            f"{self._GROUP_SELECT}{where}ORDER BY g.upstream, g.id LIMIT ? OFFSET ?", (*params, limit, offset)
+            f"{SQLITE.group_select}{where}ORDER BY g.upstream, g.id LIMIT ? OFFSET ?", (*params, limit, offset)
         )
-        return [self._group(row) for row in rows.fetchall()]
+        return [SQLITE.group(row) for row in rows.fetchall()]
 
     def count_groups(self, query: GroupQuery = EVERY_GROUP) -> int:
-        where, params = self._group_filters(query)
+        where, params = SQLITE.group_filters(query)
         return int(self._db.get().execute(f"SELECT count(*) FROM directory_group g {where}", params).fetchone()[0])
 
 
@@ -556,7 +442,7 @@ class SQLiteAuditLog:
 
     def query(self, query: AuditQuery = EVERYTHING, *, limit: int = 100) -> list[dict]:
         check_page(limit)
-        where, params = _where(
+        where, params = SQLITE.where(
             (
                 ("type = ?", query.event_type),
                 (
