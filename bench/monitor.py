@@ -3,7 +3,8 @@ its workers, the moto process, the node peer), summed.
 
 RSS is sampled every `interval` seconds in a background thread; the peak of the sum over each tree
 is kept per scenario, and the largest single process (a worker) separately. CPU time is
-utime+stime of every process of the tree, read at the start and end of a scenario.
+utime+stime of every process of the tree, read at the start and end of a scenario. Where a server's CPU
+goes, by endpoint, comes from its own metrics (`request_cpu`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from devstack.processes import children_by_parent, process_tree
+
+REQUEST_CPU = "sso_http_request_cpu_seconds"
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -126,3 +131,31 @@ class Monitor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
+
+
+def request_cpu(base_url: str, timeout: float = 5.0) -> dict[str, float]:
+    """CPU seconds of a server's request threads so far, by "METHOD endpoint", from its `/metrics`
+    (`sso_http_request_cpu_seconds_total`, summed over its workers); {} when it has none to give (an edge in
+    front of replicas does not pass /metrics on)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{base_url}/metrics", timeout=timeout) as answer:
+            text = answer.read().decode()
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == REQUEST_CPU:
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = f"{sample.labels['method']} {sample.labels['endpoint']}"
+                    found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+def request_cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What each endpoint spent between two `request_cpu` readings (endpoints that spent nothing left out)."""
+    spent = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    return {key: value for key, value in spent.items() if value > 0}

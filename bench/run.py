@@ -27,7 +27,7 @@ import requests
 
 from bench import directory as gen
 from bench import figures
-from bench.monitor import Monitor, argon2_verify_ms, machine_busy_seconds
+from bench.monitor import Monitor, argon2_verify_ms, machine_busy_seconds, request_cpu, request_cpu_spent
 from devstack.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +88,8 @@ class Row:
     drift: list = field(default_factory=list)  # why the machine was not steady during the row (bench.figures.drift)
     status: str = ""  # "yes" / "NO" / "drifting" (then `met` is what the figures would say) / "" (no target)
     outside_hash_ms: dict = field(default_factory=dict)  # own services' CPU ms/op without the password hashes
+    # The own services' request threads, CPU ms/op by "METHOD endpoint" (their metrics): where the CPU goes
+    request_cpu_ms: dict = field(default_factory=dict)
     error_samples: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
@@ -255,6 +257,7 @@ class Bench:
             if line.strip() != "ready":
                 raise RuntimeError(f"load process failed to start: {line}{process.stdout.read()[-2000:]}")
         self.monitor.reset_peaks()
+        endpoints_before = self._request_cpu()
         cpu_before = self.monitor.cpu()
         busy_before, wall_before, own_before = machine_busy_seconds(), time.monotonic(), time.process_time()
         for process in workers:
@@ -269,6 +272,7 @@ class Bench:
             results.append(result)
         cpu_after = self.monitor.cpu()
         busy, wall = machine_busy_seconds() - busy_before, time.monotonic() - wall_before
+        endpoints_after = self._request_cpu()
         harness = time.process_time() - own_before  # this process: its /proc sampling thread
         totals, largest = self.monitor.peaks()
         cpu_after, cpu_before, totals = (_by_service(x) for x in (cpu_after, cpu_before, totals))
@@ -290,6 +294,10 @@ class Bench:
             "cpu": {name: cpu_after.get(name, 0) - cpu_before.get(name, 0) for name in cpu_after},
             "rss_peak": totals,
             "rss_worker_peak": largest,
+            "request_cpu": {
+                name: request_cpu_spent(endpoints_before.get(name, {}), spent)
+                for name, spent in endpoints_after.items()
+            },
         }
         ours = sum(merged["cpu"].values()) + sum(r["cpu_seconds"] for r in results) + harness
         # Cores kept busy by everything else on the machine meanwhile (other people's tests, say):
@@ -346,6 +354,11 @@ class Bench:
             met=met,
             other_cores=round(result.get("other_cores", 0.0), 2) if "other_cores" in result else None,
             error_samples=(result["setup_errors"] + result["errors"])[:5],
+            request_cpu_ms={
+                name: {key: round(seconds * 1000 / result["ok"], 3) for key, seconds in spent.items()}
+                for name, spent in result.get("request_cpu", {}).items()
+                if spent and result["ok"]
+            },
             extra=extra,
         )
         row.argon2_ms = self.calibration.get("argon2_verify_ms")
@@ -355,6 +368,8 @@ class Bench:
         self.judge(row)
         self.rows.append(row)
         self.log(format_row_line(row))
+        if row.request_cpu_ms:
+            self.log(f"    {format_request_cpu(row)}")
         return row
 
     @staticmethod
@@ -378,6 +393,10 @@ class Bench:
         if result["error_count"]:
             raise RuntimeError("warm-up logins failed: " + "; ".join((result["setup_errors"] + result["errors"])[:5]))
         self.log(f"warm-up: {result['ok']} logins, no errors")
+
+    def _request_cpu(self) -> dict[str, dict[str, float]]:
+        """Each own service's request CPU by endpoint so far (its metrics; none behind the replicas' edge)."""
+        return {name: request_cpu(url) for name, url in (("idp", self.idp), ("broker", self.portal))}
 
     def login_figures(self, result: dict) -> dict:
         """CPU ms per login over the stack's processes and the load client, the 2-core ceiling it allows
@@ -1057,6 +1076,19 @@ def format_row_line(row: Row) -> str:
         + f"; {row.result}"
         + (f"; errors: {row.error_samples}" if row.error_samples else "")
     )
+
+
+def format_request_cpu(row: Row, least: float = 0.05) -> str:
+    """Where the own services' CPU went, per operation: their request threads by endpoint, largest first (the
+    rest of a service's CPU is the HTTP server's own threads, and its password hashes on the IdP)."""
+    parts = [
+        f"{name} {key} {ms:.2f}"
+        for name, spent in row.request_cpu_ms.items()
+        for key, ms in spent.items()
+        if ms >= least
+    ]
+    parts.sort(key=lambda part: -float(part.rsplit(" ", 1)[1]))
+    return "request threads, CPU ms/op: " + ", ".join(parts)
 
 
 def table(rows: list[Row]) -> str:

@@ -11,6 +11,9 @@ folder for those files before the app is built and the workers fork (`enable_mul
 
 The metrics (label values are bounded sets: no user, path or address):
 - `sso_http_request_duration_seconds{service,endpoint,method,status}`: a histogram per Flask endpoint.
+- `sso_http_request_cpu_seconds_total{service,endpoint,method}`: CPU time of the thread that served the request,
+  from the app's first hook to its answer (waits on the network or a lock excluded): where a server's CPU goes,
+  per endpoint (`./run bench` prints it per operation).
 - `sso_logins_total{service,outcome}`: the portal's sign-ins (web and command line: success, failure), the
   IdP's password and code checks (ok, needs_totp, bad_credentials, disabled, throttled).
 - `sso_credential_issuances_total{channel,outcome}`: the portal's issuances (success, failure), from its
@@ -53,6 +56,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.request_cpu = Counter(
+            "sso_http_request_cpu_seconds", "CPU time of the request's thread in the app, by Flask endpoint.",
+            ["service", "endpoint", "method"], registry=self.registry,
+        )  # fmt: skip
         self.logins = Counter(
             "sso_logins", "Sign-ins by outcome (portal: web and command line; IdP: password and code checks).",
             ["service", "outcome"], registry=self.registry,

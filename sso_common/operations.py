@@ -70,7 +70,7 @@ def install_operations(app: Flask, service: str, stores: Mapping[str, Any]) -> N
 
     @app.before_request
     def start_clock() -> None:
-        g.sso_started = time.perf_counter()
+        g.sso_started, g.sso_cpu_started = time.perf_counter(), time.thread_time()
 
     @app.after_request
     def observe(response: Response) -> Response:
@@ -80,6 +80,7 @@ def install_operations(app: Flask, service: str, stores: Mapping[str, Any]) -> N
             counters.requests.labels(service, endpoint, request.method, str(response.status_code)).observe(
                 time.perf_counter() - started
             )
+            counters.request_cpu.labels(service, endpoint, request.method).inc(time.thread_time() - g.sso_cpu_started)
         return response
 
     @app.get("/readyz")

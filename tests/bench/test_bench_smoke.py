@@ -80,6 +80,11 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     login = next(row for row in rows if row["scenario"] == "1 login OIDC")
     assert set(login["outside_hash_ms"]) == {"idp", "broker", "own"}
     assert "CPU outside the hash" in login["result"] and login["extra"]["ceiling"] > 0
+    # where each service's CPU went, by endpoint, from the servers' own metrics
+    spent = login["request_cpu_ms"]
+    assert spent["broker"]["POST portal.credentials"] > 0 and spent["idp"]["POST oidc_api.token"] > 0, spent
+    assert sum(spent["broker"].values()) <= login["cpu_ms_per_op"]["broker"] * 1.1, spent
+    assert "request threads, CPU ms/op: " in run.stdout
     print(f"quick benchmark: {took:.0f} s")
 
 

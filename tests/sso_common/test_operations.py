@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 
 import boto3
 import pytest
@@ -204,3 +205,28 @@ def test_metrics_count_requests_logins_and_issuances_in_the_text_format(app):
     )
     assert len(audit.query()) == 3  # the audit trail itself is untouched
     assert metrics() is metrics()
+
+
+def test_each_endpoint_adds_the_cpu_time_of_its_requests(app):
+    @app.get("/busy")
+    def busy():
+        deadline = time.thread_time() + 0.02
+        while time.thread_time() < deadline:  # 20 ms of CPU, not of waiting
+            pass
+        return "done"
+
+    @app.get("/waits")
+    def waits():
+        time.sleep(0.05)
+        return "done"
+
+    app.config["STORE"] = MemoryStateStore()
+    install_operations(app, "cpu", {"state": app.config["STORE"]})
+    busy_cpu = 'sso_http_request_cpu_seconds_total{endpoint="busy",method="GET",service="cpu"}'
+    waits_cpu = 'sso_http_request_cpu_seconds_total{endpoint="waits",method="GET",service="cpu"}'
+    before = _sample(app, busy_cpu)
+    for _ in range(3):
+        assert app.test_client().get("/busy").status_code == 200
+    app.test_client().get("/waits")
+    assert 0.06 <= _sample(app, busy_cpu) - before < 0.5
+    assert _sample(app, waits_cpu) < 0.02  # sleeping is not CPU
