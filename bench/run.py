@@ -368,8 +368,9 @@ class Bench:
         self.judge(row)
         self.rows.append(row)
         self.log(format_row_line(row))
-        if row.request_cpu_ms:
-            self.log(f"    {format_request_cpu(row)}")
+        where = format_request_cpu(row)
+        if where:
+            self.log(f"    {where}")
         return row
 
     @staticmethod
@@ -1080,7 +1081,8 @@ def format_row_line(row: Row) -> str:
 
 def format_request_cpu(row: Row, least: float = 0.05) -> str:
     """Where the own services' CPU went, per operation: their request threads by endpoint, largest first (the
-    rest of a service's CPU is the HTTP server's own threads, and its password hashes on the IdP)."""
+    rest of a service's CPU is the HTTP server's own threads, and its password hashes on the IdP); "" when no
+    endpoint spent `least` ms per operation."""
     parts = [
         f"{name} {key} {ms:.2f}"
         for name, spent in row.request_cpu_ms.items()
@@ -1088,7 +1090,7 @@ def format_request_cpu(row: Row, least: float = 0.05) -> str:
         if ms >= least
     ]
     parts.sort(key=lambda part: -float(part.rsplit(" ", 1)[1]))
-    return "request threads, CPU ms/op: " + ", ".join(parts)
+    return ("request threads, CPU ms/op: " + ", ".join(parts)) if parts else ""
 
 
 def table(rows: list[Row]) -> str:
