@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import xmlsec
 from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
@@ -114,6 +115,26 @@ _REASONS = {
 }
 
 
+class _SigningAuth(OneLogin_Saml2_Auth):
+    """python3-saml's Auth, signing the HTTP-Redirect query (AuthnRequest, LogoutRequest) with xmlsec as it does,
+    but with the SP key loaded once per connector: python3-saml parses the PEM for every signature, and OpenSSL
+    then sets the fresh key up again at its first use: ~1.05 ms a signature, 0.31 ms with the key kept."""
+
+    _TRANSFORMS = {SAML.RSA_SHA256: xmlsec.constants.TransformRsaSha256}  # SECURITY["signatureAlgorithm"]
+
+    def __init__(self, request_data: dict[str, Any], settings: OneLogin_Saml2_Settings, key: xmlsec.Key):
+        super().__init__(request_data, old_settings=settings)
+        self._signing_key = key
+
+    def _build_signature(self, data, saml_type, sign_algorithm=SAML.RSA_SHA256):
+        signed = self._build_sign_query(data[saml_type], data.get("RelayState"), sign_algorithm, saml_type)
+        context = xmlsec.SignatureContext()
+        context.key = self._signing_key
+        signature = context.sign_binary(signed.encode(), self._TRANSFORMS[sign_algorithm])
+        data["Signature"] = OneLogin_Saml2_Utils.b64encode(signature)
+        data["SigAlg"] = sign_algorithm
+
+
 @dataclass(frozen=True)
 class SAMLLoginState(Record):
     """Kept with the login transaction: the ID of the AuthnRequest the Response must answer."""
@@ -155,6 +176,7 @@ class SAMLConnector:
             "x509cert": sp_identity.certificate_pem,
             "privateKey": sp_identity.key_pem,
         }
+        self._signing_key = xmlsec.Key.from_memory(sp_identity.key_pem, xmlsec.constants.KeyDataFormatPem, None)
         acs = urlsplit(self.acs_url)
         # What python3-saml reads to learn "where was this received": the configured ACS, not the Host header.
         self._request_data: dict[str, Any] = {
@@ -227,7 +249,7 @@ class SAMLConnector:
         return sp_metadata([self])
 
     def begin(self, state: str) -> tuple[Redirect, SAMLLoginState]:
-        auth = OneLogin_Saml2_Auth(self._request_data, old_settings=self._idp_settings())
+        auth = _SigningAuth(self._request_data, self._idp_settings(), self._signing_key)
         url = auth.login(return_to=state)
         return Redirect(url), SAMLLoginState(auth.get_last_request_id())
 
@@ -341,7 +363,7 @@ class SAMLConnector:
             return None
         if not hint.name_id or not settings.get_idp_slo_url():
             return None
-        auth = OneLogin_Saml2_Auth(self._request_data, old_settings=settings)
+        auth = _SigningAuth(self._request_data, settings, self._signing_key)
         return Redirect(
             auth.logout(
                 return_to=return_to,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 import zlib
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from lxml import etree
@@ -187,6 +187,21 @@ def test_signed_authn_requests_are_verified_by_an_idp_holding_our_metadata(idp, 
     assert register_sp(idp.url, connector.sp_metadata_xml()).status_code in (200, 201)
     params, kept = sign_in(idp, connector, "carol")
     assert connector.complete(params, kept).identity.groups == {"finance"}
+
+
+def test_redirect_signatures_are_python3_samls_own(idp, connect, sp_keys):
+    """The AuthnRequest and LogoutRequest queries are signed with a key kept per connector; the signature is
+    the one python3-saml makes by parsing the key each time (RSA PKCS#1 v1.5 is deterministic), over the
+    query exactly as sent, and verifies with the SP certificate."""
+    connector = connect()
+    params, kept = sign_in(idp, connector)
+    login = connector.complete(params, kept)
+    for url in (connector.begin("state-2")[0].url, connector.logout(login.logout_hint, f"{PORTAL}/out").url):
+        raw = dict(part.split("=", 1) for part in urlsplit(url).query.split("&"))
+        signed = f"SAMLRequest={raw['SAMLRequest']}&RelayState={raw['RelayState']}&SigAlg={raw['SigAlg']}"
+        expected = OneLogin_Saml2_Utils.sign_binary(signed, sp_keys.key_pem)
+        assert base64.b64decode(unquote(raw["Signature"])) == expected
+        assert OneLogin_Saml2_Utils.validate_binary_sign(signed, expected, sp_keys.certificate_pem)
 
 
 def test_encrypted_assertions_are_decrypted_with_the_sp_key(idp, connect):
