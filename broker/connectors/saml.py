@@ -11,7 +11,8 @@ python3-saml does the protocol and the crypto. What it leaves to us (read in its
 - Destination and Recipient are compared with the ACS URL built from the configured portal URL, never
   from the request's Host header.
 The protocol schema python3-saml validates every Response against is compiled once per thread
-(sso_common.saml_schemas), not per Response. Settings are built once per metadata document (rebuilding them
+(sso_common.saml_schemas), not per Response; the SP key that signs the HTTP-Redirect queries is loaded once per
+connector (`_SigningAuth`), not per signature. Settings are built once per metadata document (rebuilding them
 per request costs a quarter to a third of the throughput). The IdP's metadata is fetched on first use, so the
 broker starts while the IdP is down, and kept for its Cache-Control max-age within bounds
 (broker.connectors.fetch); a Response whose signature fails refetches it once (rate-limited), so an IdP's
