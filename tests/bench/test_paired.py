@@ -4,7 +4,7 @@ when the run's machine counts as drifting. Pure functions over a run's data; no 
 from __future__ import annotations
 
 from bench import figures
-from bench.paired import drifting, report
+from bench.paired import drifting, report, request_thread_metrics
 
 
 def _run(other: float, calibration: list[float]) -> dict:
@@ -49,3 +49,9 @@ def test_a_busy_or_drifting_machine_is_said_so():
     assert drifting(_run(0.6, [20.0, 21.0]))  # other load
     assert drifting(_run(0.0, [20.0, 23.0]))  # the calibration moved 15% over the rounds
     assert "indicative only, not judged" in report(_run(0.6, [20.0]))
+
+
+def test_request_threads_are_summed_per_service_per_operation_when_the_tree_has_them():
+    result = {"ok": 4, "request_cpu": {"broker": {"POST portal.credentials": 0.02, "GET portal.accounts": 0.004}}}
+    assert request_thread_metrics(result) == {"broker request threads ms": 6.0}
+    assert request_thread_metrics({"ok": 4, "request_cpu": {"idp": {}, "broker": {}}}) == {}  # an older tree
