@@ -1,9 +1,10 @@
-"""python3-saml's schema validation with the schema compiled once per thread (sso_common.saml_schemas)."""
+"""python3-saml's schema validation with each schema read and compiled once per thread (sso_common.saml_schemas)."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 from lxml import etree
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
@@ -18,31 +19,43 @@ VALID = (
 INVALID = VALID.replace(b' Version="2.0"', b"")  # Version is required
 
 
-def test_each_schema_is_compiled_once_per_thread_and_still_validates():
-    compiled: list[object] = []
+@pytest.fixture
+def compiled(monkeypatch):
+    """The files compiled, in order, while the test runs."""
+    seen: list[str] = []
 
     def counting(document):
-        compiled.append(document.docinfo.URL)
+        seen.append(document.docinfo.URL)
         return etree.XMLSchema(document)
 
     saml_schemas.install()
-    previous = OneLogin_Saml2_XML._schema_class
-    OneLogin_Saml2_XML._schema_class = saml_schemas.CompiledSchemas(counting)
-    try:
-        for _ in range(3):
-            assert isinstance(OneLogin_Saml2_XML.validate_xml(VALID, PROTOCOL), etree._Element)
-            assert OneLogin_Saml2_XML.validate_xml(INVALID, PROTOCOL) == "invalid_xml"
-        assert len(compiled) == 1 and compiled[0].endswith(PROTOCOL)
-        other = threading.Thread(target=lambda: OneLogin_Saml2_XML.validate_xml(VALID, PROTOCOL))
-        other.start()
-        other.join()
-        assert len(compiled) == 2  # another thread compiles its own (a schema keeps its last error log)
-    finally:
-        OneLogin_Saml2_XML._schema_class = previous
+    monkeypatch.setattr(saml_schemas, "SCHEMAS", saml_schemas.CompiledSchemas(counting))
+    return seen
+
+
+def test_each_schema_is_read_and_compiled_once_per_thread_and_still_validates(compiled):
+    for _ in range(3):
+        assert isinstance(OneLogin_Saml2_XML.validate_xml(VALID, PROTOCOL), etree._Element)
+        assert OneLogin_Saml2_XML.validate_xml(INVALID, PROTOCOL) == "invalid_xml"
+    assert len(compiled) == 1 and compiled[0].endswith(PROTOCOL)
+    other = threading.Thread(target=lambda: OneLogin_Saml2_XML.validate_xml(VALID, PROTOCOL))
+    other.start()
+    other.join()
+    assert len(compiled) == 2  # another thread compiles its own (a schema keeps its last error log)
+
+
+def test_answers_are_python3_samls(compiled):
+    """The same three answers python3-saml gives: the element, "invalid_xml", "unloaded_xml" (here for XML
+    python3-saml's hardened parser refuses: an entity declaration)."""
+    root = OneLogin_Saml2_XML.validate_xml(VALID, PROTOCOL)
+    assert root.tag == "{urn:oasis:names:tc:SAML:2.0:protocol}AuthnRequest"
+    assert OneLogin_Saml2_XML.validate_xml(INVALID, PROTOCOL) == "invalid_xml"
+    entity = b'<!DOCTYPE x [<!ENTITY e "boom">]>' + VALID
+    assert OneLogin_Saml2_XML.validate_xml(entity, PROTOCOL) == "unloaded_xml"
+    assert OneLogin_Saml2_XML.validate_xml(b"<not-closed>", PROTOCOL) == "unloaded_xml"
 
 
 def test_install_is_idempotent():
     saml_schemas.install()
-    first = OneLogin_Saml2_XML._schema_class
     saml_schemas.install()
-    assert OneLogin_Saml2_XML._schema_class is first and isinstance(first, saml_schemas.CompiledSchemas)
+    assert OneLogin_Saml2_XML.validate_xml is saml_schemas.validate_xml
