@@ -185,6 +185,7 @@ def _text(value: Any) -> str | None:
 
 
 _returned: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+_idle_clock = time.monotonic  # when a connection was last returned, and how long ago that was (tests set it)
 
 
 def _check_when_idle(conn: psycopg.Connection) -> None:
@@ -192,7 +193,7 @@ def _check_when_idle(conn: psycopg.Connection) -> None:
     idle longer than CHECK_IDLE_AFTER. One used a moment ago is alive; if the server went away since, its statement
     fails (503, StoreUnavailable) and the pool drops it. Checking every checkout cost 55 us of the client's CPU per
     statement, nearly half of one (`python -m bench.stores --engines`)."""
-    if time.monotonic() - _returned.get(conn, 0.0) > CHECK_IDLE_AFTER:
+    if _idle_clock() - _returned.get(conn, 0.0) > CHECK_IDLE_AFTER:
         ConnectionPool.check_connection(conn)
 
 
@@ -254,7 +255,7 @@ class Database:
             try:
                 yield conn
             finally:
-                _returned[conn] = time.monotonic()
+                _returned[conn] = _idle_clock()
 
     @contextmanager
     def transaction(self, lock: int | None = None) -> Iterator[psycopg.Connection]:

@@ -186,17 +186,23 @@ def test_postgres_checks_a_pooled_connection_only_after_it_sat_idle(postgres_ser
 
     checked = []
     original = postgres.ConnectionPool.check_connection
-    monkeypatch.setattr(postgres, "CHECK_IDLE_AFTER", 0.3)
+    now = [1000.0]  # the idle clock stands still unless the test moves it: no timing on a busy machine
+    monkeypatch.setattr(postgres, "_idle_clock", lambda: now[0])
     monkeypatch.setattr(postgres.ConnectionPool, "check_connection", lambda conn: checked.append(1) or original(conn))
     store = PostgresStateStore(postgres_server.url(fresh_schema()))
     store.put("kind", "key", {"n": 1}, 60)
-    for _ in range(5):  # every connection the pool has opened so far used once (a new one is checked)
+    pool = store._db.pool()
+    deadline = time.monotonic() + 10
+    while (stats := pool.get_stats())["pool_available"] < stats["pool_size"]:  # a connection still being opened
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.02)
+    for _ in range(stats["pool_size"]):  # every connection the pool has used once (a new one is checked)
         assert store.get("kind", "key") == {"n": 1}
     before = len(checked)
     for _ in range(5):
         assert store.get("kind", "key") == {"n": 1}
     assert len(checked) == before  # used a moment ago each time
-    time.sleep(0.4)
+    now[0] += postgres.CHECK_IDLE_AFTER + 0.1
     assert store.get("kind", "key") == {"n": 1}
     assert len(checked) == before + 1
 
