@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -202,3 +203,38 @@ def test_a_directory_made_before_scim_gets_the_new_columns_and_keeps_its_people(
     store.put(Person("corp", "bob", "bob@example.com", scim_id="id-bob", user_name="bob", version=1))
     assert store.find(PeopleQuery(provisioned=True))[0].subject == "bob"
     SQLiteDirectoryStore(str(path))  # opened again (another worker): nothing to add, nothing fails
+
+
+def test_a_state_table_made_without_rowid_is_moved_keeping_its_entries(tmp_path):
+    """State kept by a release before 2026-12 (a WITHOUT ROWID table, slow for values of kilobytes) is moved
+    into the current table at first open: live sessions survive the upgrade, expired ones stay expired."""
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    before = SQLiteStateStore(str(path))
+    before.put("session", "live", {"who": "alice"}, 600)
+    before.put("session", "gone", {"who": "bob"}, 600)
+    del before
+    with sqlite3.connect(path) as old:  # the table as that release made it, with the entries above
+        old.executescript(
+            """
+            ALTER TABLE state RENAME TO current;
+            DROP INDEX state_expires;
+            CREATE TABLE state (hkey TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+            CREATE INDEX state_expires ON state (expires);
+            INSERT INTO state SELECT hkey, value, expires FROM current;
+            DROP TABLE current;
+            """
+        )
+        old.execute("UPDATE state SET expires = 1 WHERE value LIKE '%bob%'")
+    with ThreadPoolExecutor(4) as pool:  # workers opening it at once: one moves it, the others find it moved
+        stores = list(pool.map(lambda _: SQLiteStateStore(str(path)), range(4)))
+    assert stores[0].get("session", "live") == {"who": "alice"}
+    assert stores[1].get("session", "gone") is None
+    stores[2].put("session", "new", {"who": "carol"}, 600)
+    assert stores[3].get("session", "new") == {"who": "carol"}
+    with sqlite3.connect(path) as conn:
+        tables = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert set(tables) == {"state"} and "WITHOUT ROWID" not in tables["state"].upper()
+    assert "state_expires" in indexes
