@@ -21,6 +21,19 @@ from lxml import etree
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 SCHEMA_FOLDER = Path(onelogin.saml2.xml_utils.__file__).parent / "schemas"  # where python3-saml reads them
+_SMALLEST_SCHEMA = b'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="a"/></xs:schema>'
+
+
+def set_up_schema_types() -> None:
+    """libxml2 (2.14 here) sets up its built-in XML Schema types when the process compiles its first schema, and
+    without a lock: threads compiling their first schemas at the same moment broke them for good, and every schema
+    compiled in the process afterwards failed ("the given type is not a built-in type"). A server worker whose
+    first SAML messages came together answered each one 500 from then on (in about one fresh process in 2 to 12
+    when 8-16 threads raced). Called at import, so in one thread before the servers fork their workers."""
+    etree.XMLSchema(etree.XML(_SMALLEST_SCHEMA))
+
+
+set_up_schema_types()
 
 
 class CompiledSchemas:
