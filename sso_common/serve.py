@@ -22,6 +22,7 @@ folder made here (sso_common/metrics.py).
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import os
@@ -267,6 +268,7 @@ def serve(
         ssl_key=Path(keyfile) if keyfile else None,
         workers_kill_timeout=5,
     )
+    freeze_startup_heap()
     # Workers are forked from this process (Linux), so the loader hands each of them the app built above; it
     # runs in the worker, where it also starts the app's background jobs (threads do not survive a fork).
     try:
@@ -274,6 +276,16 @@ def serve(
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def freeze_startup_heap() -> None:
+    """Put what start-up made (modules, the app, its config and keys: it lives as long as the process) out of
+    the garbage collector's reach, just before the workers fork. Every full collection in a worker walked it
+    all, holding the GIL (the portal's 100,000 objects: 21 ms in process; full collections took 57-75 ms under
+    load, one every few hundred sign-ins), and wrote its bookkeeping into each object, so each worker copied
+    the memory pages it shares with the others."""
+    gc.collect()
+    gc.freeze()
 
 
 WORKER_START = "worker_start"  # app.extensions[WORKER_START]: callables each worker process runs once, at its start

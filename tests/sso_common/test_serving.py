@@ -8,6 +8,8 @@ import ipaddress
 import logging
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,7 +26,8 @@ from sso_common.keys import generate_rsa_key
 from sso_common.logs import EscapeControlCharacters, escape
 from tests.support.idp_client import submit_login
 
-IDP_CONFIG = Path(__file__).resolve().parents[2] / "config" / "idp.yaml"
+REPO = Path(__file__).resolve().parents[2]
+IDP_CONFIG = REPO / "config" / "idp.yaml"
 DEMO_SECRETS = re.compile(r"\$\{([A-Z0-9_]+):-demo-[^}]*\}")
 SLOW_CLIENTS = 100
 BUDGET = 20.0  # seconds the slow-client check may take at most, start to finish
@@ -242,3 +245,46 @@ def test_the_emulator_does_not_start_on_a_port_a_server_already_has(tmp_path):
         )
         assert second.returncode != 0
         assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr + second.stdout
+
+
+FROZEN_APP = """
+import gc
+import sys
+
+from flask import Flask
+
+from sso_common.serve import serve
+
+
+def make():
+    app = Flask("frozen")
+    app.get("/frozen")(lambda: str(gc.get_freeze_count()))
+    return app
+
+
+serve(make, "127.0.0.1", int(sys.argv[1]), workers=1, access_log=False)
+"""
+
+
+def test_a_worker_starts_with_what_start_up_made_out_of_the_collectors_reach(tmp_path):
+    """sso_common.serve.freeze_startup_heap: modules, the app and its config live as long as the process, so a
+    full garbage collection in a worker walks only what requests made since."""
+    script = tmp_path / "frozen_app.py"
+    script.write_text(FROZEN_APP)
+    port, log = free_port(), tmp_path / "frozen.log"
+    with log.open("wb") as output:
+        popen = subprocess.Popen(
+            [sys.executable, str(script), str(port)],
+            cwd=tmp_path,
+            env=python_env(PYTHONPATH=str(REPO)),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process = Process("frozen", popen, log)
+    try:
+        process.wait_healthy(f"http://127.0.0.1:{port}/frozen")
+        frozen = int(requests.get(f"http://127.0.0.1:{port}/frozen", timeout=5).text)
+    finally:
+        process.stop()
+    assert frozen > 10_000, f"{frozen} objects frozen"  # Flask and granian alone make tens of thousands
