@@ -27,6 +27,7 @@ from sso_common.web import UserFacingError, check_csrf
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("portal", __name__)
+PANEL_HEADER = "X-Portal-Fragment"  # "panel": portal.js asks for the role's panel alone (POST /credentials)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _accounts_page(filter_text: str = "", issued: Issued | None = None):
     session = signed_in_session()
     identity = session.identity
     open_account = issued.entitlement.account_id if issued else ""
-    response = make_response(
+    return make_response(
         render_template(
             "accounts.html",
             identity=identity,
@@ -61,10 +62,22 @@ def _accounts_page(filter_text: str = "", issued: Issued | None = None):
             issued=issued,
         )
     )
-    if issued:
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-    return response
+
+
+def _issued_panel(issued: Issued):
+    """The role's panel alone, its credentials in it: what portal.js puts in place of the panel it asked from
+    (the whole accounts page otherwise: 0.6 ms more to render, for what the script drops)."""
+    portal = state()
+    return make_response(
+        render_template(
+            "_panel.html",
+            entitlement=issued.entitlement,
+            shown=True,
+            issued=issued,
+            start_url=f"{portal.settings.portal_url}/start",
+            region=portal.settings.access.region,
+        )
+    )
 
 
 @blueprint.get("/")
@@ -132,4 +145,10 @@ def credentials():
             ) from None
         url = explained(ISSUED)
     options = credential_options(entitlement, issued, state().settings.aws_endpoint_url_for_clients)
-    return _accounts_page(issued=Issued(entitlement, issued, options, url))
+    shown = Issued(entitlement, issued, options, url)
+    wants_panel = request.headers.get(PANEL_HEADER) == "panel"
+    response = _issued_panel(shown) if wants_panel else _accounts_page(issued=shown)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    response.vary.add(PANEL_HEADER)
+    return response

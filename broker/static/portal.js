@@ -147,7 +147,8 @@ async function issue(form) {
   let doc;
   try {
     const response = await fetch(form.action, {
-      method: "POST", body: new FormData(form), credentials: "same-origin", headers: { Accept: "text/html" },
+      method: "POST", body: new FormData(form), credentials: "same-origin",
+      headers: { Accept: "text/html", "X-Portal-Fragment": "panel" },  // the panel alone, not the whole page
     });
     doc = new DOMParser().parseFromString(await response.text(), "text/html");
   } catch {

@@ -128,6 +128,29 @@ def test_credentials_come_in_their_panel_of_the_accounts_page_marked_no_store(ap
     assert '<details class="keys" id="keys-222222222222-EmployeeDirectoryReadOnly">' in page
 
 
+def test_the_script_gets_the_panel_alone_as_the_page_has_it(app, client, person, emulator):
+    """portal.js asks with X-Portal-Fragment: panel and puts the answer in place of the role's panel; the page
+    around it is not rendered. Refusals still answer the error page the script reads its words from."""
+    emulator("http://aws.example.test:8002")
+    sign_in(app, client, person("bob"))
+    page = text(issue(client, SANDBOX, "EmployeeDirectoryDeveloper"))
+    fields = {"csrf_token": csrf(client), "account_id": SANDBOX, "permission_set": "EmployeeDirectoryDeveloper"}
+    answer = client.post("/credentials", data=fields, headers={"X-Portal-Fragment": "panel"})
+    panel = text(answer).strip()
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    assert "X-Portal-Fragment" in answer.headers["Vary"]
+    opening = '<div class="keys-body" id="panel-111111111111-EmployeeDirectoryDeveloper" data-panel>'
+    assert panel.startswith(opening) and panel.endswith("</div>") and opening in page
+    assert "<title>" not in panel and "EmployeeDirectoryReadOnly" not in panel  # no page, no other role
+    assert "data-credentials" in panel and panel.count("fake-session-token") >= 4
+    assert 'data-issue="panel-111111111111-EmployeeDirectoryDeveloper"' in panel  # "Get new credentials"
+    assert "broker-login configure" in panel and "us-east-1" in panel  # the command line, as on the page
+    denied = client.post(
+        "/credentials", data={**fields, "account_id": PRODUCTION}, headers={"X-Portal-Fragment": "panel"}
+    )
+    assert denied.status_code == 403 and "<main" in text(denied) and "fake-session-token" not in text(denied)
+
+
 def test_against_real_aws_the_credentials_carry_no_endpoint(app, client, person, emulator):
     emulator(None)
     sign_in(app, client, person("bob"))
