@@ -111,17 +111,11 @@ def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
     return key if create_private(path, private_key_pem(key)) else load_rsa_key(path)
 
 
-def load_or_create_certificate(
-    path: Path, key: rsa.RSAPrivateKey, common_name: str, days: int = 3650
-) -> x509.Certificate:
-    """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata).
-    Made once: a file certifying another key (the key was replaced) is replaced."""
-    existing = _certificate_for(path, key)
-    if existing is not None:
-        return existing
+def self_signed_certificate(key: rsa.RSAPrivateKey, common_name: str, days: int) -> x509.Certificate:
+    """A certificate of `key` signed by itself, valid from a day ago for `days` (SHA-256, the name cut to 64)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -131,6 +125,17 @@ def load_or_create_certificate(
         .not_valid_after(now + datetime.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
+
+
+def load_or_create_certificate(
+    path: Path, key: rsa.RSAPrivateKey, common_name: str, days: int = 3650
+) -> x509.Certificate:
+    """A self-signed certificate for `key`, as SAML metadata carries (trust comes from the metadata).
+    Made once: a file certifying another key (the key was replaced) is replaced."""
+    existing = _certificate_for(path, key)
+    if existing is not None:
+        return existing
+    cert = self_signed_certificate(key, common_name, days)
     pem = cert.public_bytes(serialization.Encoding.PEM)
     if path.exists():  # certifies another key
         write_private(path, pem)

@@ -8,7 +8,6 @@ binding. The order follows the spec: sign the Assertion, then encrypt it, then s
 from __future__ import annotations
 
 import base64
-import datetime
 import secrets
 import threading
 import time
@@ -19,7 +18,6 @@ import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
@@ -28,7 +26,7 @@ from idp_mock.directory import Employee
 from idp_mock.faults import SHIFT_SECONDS, Fault
 from idp_mock.saml_idp.config import ATTRIBUTES, AWSRelease, ServiceProvider, name_id_value
 from idp_mock.session import SignIn
-from sso_common.keys import SigningIdentity, generate_rsa_key
+from sso_common.keys import SigningIdentity, generate_rsa_key, self_signed_certificate
 from sso_common.xmlsign import sign_element
 
 ASSERTION_LIFETIME = 300  # seconds an SP may take to consume the assertion
@@ -133,18 +131,7 @@ def _unknown_identity() -> SigningIdentity:
     with _unknown_lock:
         if "identity" not in _unknown:
             key = generate_rsa_key()
-            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unknown key (mock IdP fault)")])
-            now = datetime.datetime.now(datetime.UTC)
-            certificate = (
-                x509.CertificateBuilder()
-                .subject_name(name)
-                .issuer_name(name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=365))
-                .sign(key, hashes.SHA256())
-            )
+            certificate = self_signed_certificate(key, "unknown key (mock IdP fault)", days=365)
             _unknown["identity"] = SigningIdentity(key, certificate)
         return _unknown["identity"]
 
