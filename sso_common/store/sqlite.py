@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from sso_common.keys import private_directory
@@ -61,19 +61,22 @@ class _Connections:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Statements that must land together; IMMEDIATE takes the write lock up front, so two writers
-        wait for each other instead of failing to upgrade a read lock."""
-        conn = self.get()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _immediate(self.get())
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Statements that must land together; IMMEDIATE takes the write lock up front, so two writers wait for
+    each other instead of failing to upgrade a read lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 _STATE_TABLE = """
@@ -100,8 +103,7 @@ def _state_with_rowid(conn: sqlite3.Connection) -> None:
 
     if not without_rowid():
         return
-    conn.execute("BEGIN IMMEDIATE")  # one process moves it; the others find it moved
-    try:
+    with _immediate(conn):  # one process moves it; the others find it moved
         if without_rowid():
             conn.execute("ALTER TABLE state RENAME TO state_without_rowid")
             conn.execute("DROP INDEX IF EXISTS state_expires")
@@ -110,11 +112,6 @@ def _state_with_rowid(conn: sqlite3.Connection) -> None:
                     conn.execute(statement)
             conn.execute("INSERT INTO state SELECT hkey, value, expires FROM state_without_rowid")
             conn.execute("DROP TABLE state_without_rowid")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 class SQLiteStateStore:
