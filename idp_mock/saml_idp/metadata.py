@@ -4,12 +4,9 @@ fetched from an SP's metadata_url, see remote.py): one hardened parser for both.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import onelogin.saml2
 from cryptography import x509
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as SAML
@@ -28,6 +25,7 @@ from idp_mock.saml_idp.config import (
 )
 from sso_common.config import URL_PATTERN
 from sso_common.keys import SigningIdentity
+from sso_common.saml_schemas import SCHEMAS
 
 MAX_METADATA_BYTES = 64 * 1024
 _NS = {"md": SAML.NS_MD, "ds": SAML.NS_DS}
@@ -104,16 +102,10 @@ def _load_entity_descriptor(xml: bytes) -> etree._Element:
     return root
 
 
-_schemas = threading.local()  # an XMLSchema keeps the errors of its last validation: one per thread
-
-
 def schema_problem(root: etree._Element) -> str | None:
     """What the SAML 2.0 metadata schema finds wrong first (line, element, problem), or None. The schema is
-    python3-saml's (the same files its own check reads), parsed once per thread."""
-    schema = getattr(_schemas, "metadata", None)
-    if schema is None:
-        path = Path(onelogin.saml2.__file__).parent / "schemas" / "saml-schema-metadata-2.0.xsd"
-        schema = _schemas.metadata = etree.XMLSchema(etree.parse(str(path)))
+    python3-saml's (the same files its own check reads), compiled once per thread."""
+    schema = SCHEMAS.schema("saml-schema-metadata-2.0.xsd")
     if schema.validate(root):
         return None
     error = schema.error_log.last_error if schema.error_log.last_error is not None else None
