@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +22,23 @@ from sso_common.keys import private_log
 LOG_TAIL = 3000  # characters of a failed process's log shown in the error
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port nobody listens on right now, and never one this process handed out before. A port is chosen here
+    and bound later, by the server it is for; the kernel may offer a port again once its probe is closed, and a
+    stack's ports are all chosen before its servers start (seen: the replicated stack's PostgreSQL given the
+    port chosen a moment before for the portal's nginx, whose requests then went to PostgreSQL)."""
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+                port = int(probe.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 @dataclass

@@ -53,3 +53,28 @@ def test_a_process_listening_on_its_port_is_healthy(tmp_path):
         assert listens_on(server.pid, port) is True
     finally:
         server.stop(timeout=5)
+
+
+def test_a_port_once_handed_out_is_never_handed_out_again(monkeypatch):
+    """Ports are chosen before their servers bind them: the kernel offering a closed probe's port again must not
+    give two servers of one stack the same port."""
+    import devstack.processes as processes
+
+    offered = iter([52001, 52001, 52002, 52001, 52003])
+
+    class Probe:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def bind(self, address):
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(processes.socket, "socket", Probe)
+    monkeypatch.setattr(processes, "_handed_out", set())
+    assert [processes.free_port() for _ in range(3)] == [52001, 52002, 52003]
