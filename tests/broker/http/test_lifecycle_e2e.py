@@ -8,6 +8,7 @@ untouched. Polls run every 20 ms against a 2 s deadline (the target), never a fi
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -28,16 +29,23 @@ READ_ONLY = ["--account-id", PRODUCTION, "--role", "EmployeeDirectoryReadOnly"]
 BUCKET = f"employee-directory-photos-{PRODUCTION}"
 
 
-def within(deadline: float, check, every: float = 0.02):
-    """Poll `check` until it returns something true, or fail after `deadline` seconds; (value, seconds)."""
+def within(deadline: float, check, every: float = 0.02, why=None):
+    """Poll `check` until it returns something true, or fail after `deadline` seconds; (value, seconds). The
+    failure adds what `why()` says then (what the pusher and the portal were doing)."""
     started = time.monotonic()
     while True:
         value = check()
         if value:
             return value, time.monotonic() - started
         if time.monotonic() - started > deadline:
-            pytest.fail(f"not within {deadline} s: {check.__name__}")
+            pytest.fail(f"not within {deadline} s: {check.__name__}" + (f"; {why()}" if why else ""))
         time.sleep(every)
+
+
+def push_status(stack) -> str:
+    """The IdP's SCIM push as its admin API reports it: each target's pending changes and last error."""
+    answer = requests.get(f"{stack.addresses['IDP_URL']}/admin/directory/sync", headers=ADMIN, timeout=10)
+    return f"the IdP's SCIM push: {answer.text[:1500]}"
 
 
 def idp_change(stack, method: str, path: str, **body) -> None:
@@ -168,7 +176,7 @@ def test_disabled_at_the_idp_everything_fails_within_two_seconds(stack, tmp_path
 
     enforced = {}
     for probe in (portal_session_ended, cli_token_refused, refresh_refused, old_credentials_denied):
-        within(DEADLINE, probe)
+        within(DEADLINE, probe, why=lambda: push_status(stack))
         enforced[probe.__name__] = time.monotonic() - started  # since the change, not since the probe began
     assert max(enforced.values()) <= DEADLINE, enforced
     process.join(30)
@@ -188,13 +196,13 @@ def test_a_group_removed_at_the_idp_takes_the_role_away_and_an_added_one_brings_
     def role_gone():
         return request_credentials(browser, portal, PRODUCTION, "EmployeeDirectoryReadOnly").status_code == 403
 
-    within(DEADLINE, role_gone)
+    within(DEADLINE, role_gone, why=lambda: push_status(stack))
     idp_change(stack, "PUT", f"/groups/aws-admins/members/{name}")
 
     def role_added():
         return "AdministratorAccess" in browser.get(f"{portal}/").text
 
-    within(DEADLINE, role_added)
+    within(DEADLINE, role_added, why=lambda: push_status(stack))
     assert request_credentials(browser, portal, PRODUCTION, "AdministratorAccess").status_code == 200
 
 
@@ -212,7 +220,7 @@ def test_signing_out_at_the_idp_ends_the_portal_session_back_channel(stack):
         page = browser.get(f"{portal}/", allow_redirects=False)
         return page.status_code == 401 and "signed out at your identity provider" in page.text
 
-    within(DEADLINE, ended)
+    within(DEADLINE, ended, why=lambda: push_status(stack))
 
 
 def test_a_deleted_person_cannot_sign_in_again(stack):
@@ -221,10 +229,13 @@ def test_a_deleted_person_cannot_sign_in_again(stack):
     browser = sign_in(stack, name)
     idp_change(stack, "DELETE", f"/users/{name}")
 
+    last = []
+
     def removed():
         page = browser.get(f"{portal}/", allow_redirects=False)
+        last[:] = [page.status_code, re.sub(r"\s+", " ", page.text)[:300]]
         return page.status_code == 401 and "removed you" in page.text
 
-    within(DEADLINE, removed)
+    within(DEADLINE, removed, why=lambda: f"{push_status(stack)}; the portal's last answer: {last}")
     with pytest.raises(AssertionError):
         signed_in_session(portal, name)
