@@ -22,7 +22,7 @@ from broker.core.exports import CredentialOptions, credential_options
 from broker.core.issuance import RoleCredentials
 from broker.errors import CredentialIssueError, EntitlementError, StsRefused
 from broker.http import explain
-from broker.http.context import request_origin, signed_in, signed_in_session, state
+from broker.http.context import PortalState, request_origin, signed_in, signed_in_session, state
 from sso_common.web import UserFacingError, check_csrf
 
 log = logging.getLogger(__name__)
@@ -57,25 +57,23 @@ def _accounts_page(filter_text: str = "", issued: Issued | None = None):
             catalogue=catalogue(identity, portal.settings.access, filter_text, open_account),
             is_admin=portal.settings.admin_group in identity.groups,
             explanation_url="/explain",
-            start_url=f"{portal.settings.portal_url}/start",
-            region=portal.settings.access.region,
             issued=issued,
+            **_command_line(portal),
         )
     )
+
+
+def _command_line(portal: PortalState) -> dict[str, str]:
+    """What each role's panel shows for the command line: the start URL and the region."""
+    return {"start_url": f"{portal.settings.portal_url}/start", "region": portal.settings.access.region}
 
 
 def _issued_panel(issued: Issued):
     """The role's panel alone, its credentials in it: what portal.js puts in place of the panel it asked from
     (the whole accounts page otherwise: 0.6 ms more to render, for what the script drops)."""
-    portal = state()
     return make_response(
         render_template(
-            "_panel.html",
-            entitlement=issued.entitlement,
-            shown=True,
-            issued=issued,
-            start_url=f"{portal.settings.portal_url}/start",
-            region=portal.settings.access.region,
+            "_panel.html", entitlement=issued.entitlement, shown=True, issued=issued, **_command_line(state())
         )
     )
 
