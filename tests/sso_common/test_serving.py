@@ -230,8 +230,6 @@ def test_a_server_refuses_a_port_another_server_listens_on():
 
 
 def test_the_emulator_does_not_start_on_a_port_a_server_already_has(tmp_path):
-    import subprocess
-    import sys
 
     from devstack.aws_emulator import MotoServer
 
@@ -247,41 +245,13 @@ def test_the_emulator_does_not_start_on_a_port_a_server_already_has(tmp_path):
         assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr + second.stdout
 
 
-FROZEN_APP = """
-import gc
-import sys
-
-from flask import Flask
-
-from sso_common.serve import serve
-
-
-def make():
-    app = Flask("frozen")
-    app.get("/frozen")(lambda: str(gc.get_freeze_count()))
-    return app
-
-
-serve(make, "127.0.0.1", int(sys.argv[1]), workers=1, access_log=False)
-"""
-
-
 def test_a_worker_starts_with_what_start_up_made_out_of_the_collectors_reach(tmp_path):
     """sso_common.serve.freeze_startup_heap: modules, the app and its config live as long as the process, so a
     full garbage collection in a worker walks only what requests made since."""
-    script = tmp_path / "frozen_app.py"
-    script.write_text(FROZEN_APP)
-    port, log = free_port(), tmp_path / "frozen.log"
-    with log.open("wb") as output:
-        popen = subprocess.Popen(
-            [sys.executable, str(script), str(port)],
-            cwd=tmp_path,
-            env=python_env(PYTHONPATH=str(REPO)),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    process = Process("frozen", popen, log)
+    port = free_port()
+    process = Process.start(
+        "frozen", ["tests.support.frozen_app", str(port)], log_path=tmp_path / "frozen.log", cwd=REPO, env=python_env()
+    )
     try:
         process.wait_healthy(f"http://127.0.0.1:{port}/frozen")
         frozen = int(requests.get(f"http://127.0.0.1:{port}/frozen", timeout=5).text)
