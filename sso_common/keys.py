@@ -137,7 +137,10 @@ def load_or_create_certificate(
         return existing
     cert = self_signed_certificate(key, common_name, days)
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    if path.exists():  # certifies another key
+    if path.exists():  # made meanwhile by a racing creator (kept), or certifying another key (replaced)
+        made = _certificate_for(path, key)
+        if made is not None:
+            return made
         write_private(path, pem)
     elif not create_private(path, pem):  # another process made it meanwhile: theirs, for the same key
         return _certificate_for(path, key) or cert
