@@ -17,7 +17,6 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from copy import deepcopy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,14 +52,7 @@ def _parse_instant(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-def _withheld(root: etree._Element) -> etree._Element:
-    copy = deepcopy(root)  # lxml copies the tree in C (a third of serializing and parsing it again)
-    for value in copy.iter(f"{{{DS_NAMESPACE}}}SignatureValue"):
-        value.text = WITHHELD
-    return copy
-
-
-# What the assertion section shows, compiled once (this runs on every issuance).
+# What the assertion section shows, compiled once.
 _ASSERTION_FACTS = {
     label: etree.XPath(path, namespaces=NS)
     for label, path in {
@@ -76,43 +68,62 @@ _ASSERTION_FACTS = {
         "Signed element (Reference URI)": ".//ds:Reference/@URI",
     }.items()
 }
+_NOT_ON_OR_AFTER = _ASSERTION_FACTS["NotOnOrAfter"]
+# Kept Responses are read back from the state store: no entities, no network, whatever is in it.
+_KEPT_XML = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+ASSERTION_SECTION = "assertion"
 
 
 def record_assertion(xml: bytes) -> None:
-    """The SAML Response the broker minted, decoded: what STS reads from it, its signature (not the value)."""
-    section = evidence.recorder().section("assertion", "The assertion the broker minted")
-    if not section.enabled:
+    """The SAML Response the broker minted, as its explanation keeps it: as sent but for the signature value
+    (base64, as in the request: `request_parameters`), and until when the assertion is a bearer credential.
+    It is decoded for the page only when the explanation is read (`assertion_section`): most issuances never
+    are, and the story then holds the Response once instead of twice."""
+    record = evidence.recorder()
+    if not record.enabled:
         return
     try:
-        root = etree.fromstring(xml)
+        root = etree.fromstring(xml)  # this function's own tree: the signature value is withheld in place
     except etree.XMLSyntaxError:  # never: the broker built it
         return
+    not_after = _NOT_ON_OR_AFTER(root)
+    if not_after:
+        record.note("assertion_expires", _parse_instant(str(not_after[0])))
+    for value in root.iter(f"{{{DS_NAMESPACE}}}SignatureValue"):
+        value.text = WITHHELD
+    record.note("assertion_withheld_b64", base64.b64encode(etree.tostring(root)).decode())
+
+
+def assertion_section(withheld_b64: str) -> Section | None:
+    """The assertion section of an issuance's story, decoded from the Response it kept (`record_assertion`):
+    the AWS attributes STS reads, what identifies and limits the assertion, its signature (not the value), and
+    the Response pretty-printed. None when nothing readable was kept."""
+    try:
+        root = etree.fromstring(base64.b64decode(withheld_b64, validate=True), _KEPT_XML)
+    except (ValueError, etree.XMLSyntaxError):
+        return None
+    section = evidence.SectionRecorder(ASSERTION_SECTION, "The assertion the broker minted")
     for element in root.iter(f"{{{SAML}}}Attribute"):
         name = element.get("Name", "")
         values = [value.text or "" for value in element.findall("saml:AttributeValue", NS)]
         section.fact(name.removeprefix(AWS_ATTRIBUTE), ", ".join(values), name)
-    found_by_label = {label: path(root) for label, path in _ASSERTION_FACTS.items()}
-    for label, found in found_by_label.items():
+    for label, path in _ASSERTION_FACTS.items():
+        found = path(root)
         if found:
             first = found[0]
             section.fact(label, first if isinstance(first, str) else (first.text or ""), "the assertion")
     section.fact(
         "SignatureValue", "withheld: with it, the assertion is a bearer credential for the role until it expires"
     )
-    not_after = found_by_label["NotOnOrAfter"]
-    if not_after:
-        evidence.recorder().note("assertion_expires", _parse_instant(str(not_after[0])))
-    shown = _withheld(root)
-    withheld_b64 = base64.b64encode(etree.tostring(shown)).decode()  # as sent, but for the signature value
-    etree.indent(shown, space="  ")
+    etree.indent(root, space="  ")
     section.document(
         "The SAML Response sent to STS",
         "application/xml",
-        etree.tostring(shown, encoding="unicode"),
+        etree.tostring(root, encoding="unicode"),
         "Decoded and pretty-printed; the signature value is withheld. The Assertion is the signed element "
         "(its Signature's Reference URI is its ID).",
     )
-    evidence.recorder().note("assertion_withheld_b64", withheld_b64)
+    return section.build()
 
 
 def record_request(

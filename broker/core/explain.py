@@ -134,7 +134,8 @@ class IssuanceStory(Record):
     sections: tuple[Section, ...]
     assertion_expires: float = 0.0
     # The AssumeRoleWithSAML parameters, the assertion's signature value withheld; shown after assertion_expires,
-    # urlencoded into the request body only then (`request_body`): kept as parameters, not as the body.
+    # urlencoded into the request body only then (`request_body`): kept as parameters, not as the body. Their
+    # SAMLAssertion is also what the assertion's section is decoded from when the story is shown.
     request_parameters: dict[str, str] = field(default_factory=dict, repr=False)
     request_body: str = field(default="", repr=False)  # the body itself, as stories written before kept it
 
@@ -361,7 +362,7 @@ def issuance_story(
         reason=reason,
         sections=(
             entitlement_section(recorder, access, account_id, permission_set),
-            *recorder.sections("assertion", "request", "answer"),
+            *recorder.sections("request", "answer"),  # the assertion's section is decoded when shown
         ),
         assertion_expires=float(recorder.notes.get("assertion_expires", 0.0)),
         request_parameters=dict(recorder.notes.get("request_parameters", {})),
@@ -457,9 +458,17 @@ class Explanations:
 # --- what is shown -------------------------------------------------------------------------------------
 
 
-def shown_issuance(issuance: IssuanceStory, now: float, extra: tuple[Section, ...] = ()) -> dict[str, Any]:
-    """An issuance as the page and the JSON show it: the request body only once the assertion expired."""
-    record = replace(issuance, sections=issuance.sections + extra).to_record()
+def shown_issuance(
+    issuance: IssuanceStory, now: float, extra: tuple[Section, ...] = (), assertion: Section | None = None
+) -> dict[str, Any]:
+    """An issuance as the page and the JSON show it: `assertion` (the Response it kept, decoded) before the
+    request unless the story holds one (stories kept before it was decoded at show time), `extra` at the end,
+    and the request body only once the assertion expired."""
+    sections = issuance.sections
+    if assertion is not None and not any(section.key == assertion.key for section in sections):
+        at = next((i for i, section in enumerate(sections) if section.key == "request"), len(sections))
+        sections = (*sections[:at], assertion, *sections[at:])
+    record = replace(issuance, sections=sections + extra).to_record()
     del record["request_parameters"]
     made = bool(issuance.request_parameters or issuance.request_body)
     expired = made and now >= issuance.assertion_expires

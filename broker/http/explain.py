@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, after_this_request, current_app, g, jsonify, redirect, render_template, request
 
-from broker.aws.evidence import declared_workloads, iam_reader, instance_story, policies_section
+from broker.aws.evidence import assertion_section, declared_workloads, iam_reader, instance_story, policies_section
 from broker.aws.provisioning import trust_policy
 from broker.core import evidence
 from broker.core.audit import PORTAL_CHANNEL
@@ -257,6 +257,12 @@ def _policies(issuance: IssuanceStory) -> tuple[Section, ...]:
     return (cached[1],)
 
 
+def _assertion(issuance: IssuanceStory) -> Section | None:
+    """The assertion the issuance sent, decoded from the request parameters it kept."""
+    kept = issuance.request_parameters.get("SAMLAssertion")
+    return assertion_section(kept) if kept else None
+
+
 def _workload() -> Section:
     settings = state().settings
     workloads = settings.access.workloads
@@ -268,7 +274,10 @@ def _workload() -> Section:
 def shown(story: Explanation) -> dict[str, Any]:
     """The story with what is read when it is shown: the JSON document the page is rendered from."""
     now = time.time()
-    issuances = [shown_issuance(issuance, now, _policies(issuance)) for issuance in stories().issuances(story)]
+    issuances = [
+        shown_issuance(issuance, now, _policies(issuance), _assertion(issuance))
+        for issuance in stories().issuances(story)
+    ]
     return document(story, issuances, access=state().settings.access, workload=_workload(), now=now)
 
 

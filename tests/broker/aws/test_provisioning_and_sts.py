@@ -367,7 +367,7 @@ def _minted(monkeypatch) -> list[bytes]:
 def test_the_way_to_aws_is_recorded_decoded_and_without_a_secret(issuer, access, person, sessions, monkeypatch):
     from lxml import etree
 
-    from broker.aws.evidence import policies_section
+    from broker.aws.evidence import assertion_section, policies_section
     from broker.core.evidence import recording
     from broker.core.explain import issuance_story, shown_issuance
 
@@ -387,8 +387,11 @@ def test_the_way_to_aws_is_recorded_decoded_and_without_a_secret(issuer, access,
         outcome="issued",
     )
     sections = {section.key: section for section in story.sections}
-    assert list(sections) == ["entitlement", "assertion", "request", "answer"]
-    assertion = {fact.label: fact.value for fact in sections["assertion"].facts}
+    assert list(sections) == ["entitlement", "request", "answer"]  # the assertion's is decoded when shown
+    decoded = assertion_section(story.request_parameters["SAMLAssertion"])
+    page = shown_issuance(story, time.time(), assertion=decoded)
+    assert [section["key"] for section in page["sections"]] == ["entitlement", "assertion", "request", "answer"]
+    assertion = {fact["label"]: fact["value"] for fact in page["sections"][1]["facts"]}
     assert assertion["Role"] == f"{entitlement.role_arn},{entitlement.provider_arn}"
     assert assertion["RoleSessionName"] == assertion["SourceIdentity"] == "bob@example.com"
     assert assertion["SessionDuration"] == str(entitlement.session_duration)
@@ -403,7 +406,13 @@ def test_the_way_to_aws_is_recorded_decoded_and_without_a_secret(issuer, access,
     signature = "".join(etree.fromstring(xml).findtext(".//{http://www.w3.org/2000/09/xmldsig#}SignatureValue").split())
     stored = json.dumps(story.to_record())
     for secret in (signature, signature[:40], credentials.secret_access_key, credentials.session_token):
-        assert secret not in stored
+        assert secret not in stored and secret not in json.dumps(page)
+    assert "<samlp:Response" not in stored  # kept once, as the request's base64, not decoded as well
+    [document] = page["sections"][1]["documents"]
+    assert document["text"].startswith("<samlp:Response") and "[signature value withheld]" in document["text"]
+    assert assertion["NotOnOrAfter"] == datetime.fromtimestamp(story.assertion_expires, UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
     assert credentials.access_key_id not in stored and credentials.access_key_id[-4:] in answer["AccessKeyId"]
     # The request body: withheld while the assertion is a bearer credential, then shown, signature withheld.
     assert shown_issuance(story, time.time())["request_body"] is None
@@ -458,3 +467,20 @@ def test_an_sts_refusal_is_recorded_where_sts_answered(moto_server, access, pers
     [answer] = record.sections("answer")
     [check] = answer.checks
     assert check.outcome == "failed" and check.detail.startswith("InvalidClientTokenId")
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "not base64!",
+        base64.b64encode(b"<unclosed").decode(),
+        base64.b64encode(b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>').decode(),
+    ],
+)
+def test_a_kept_response_that_does_not_decode_shows_no_assertion_section(kept):
+    """The Response is read back from the state store when a story is shown: what does not decode shows nothing,
+    and an entity in it is never resolved (no file or network read for a page)."""
+    from broker.aws.evidence import assertion_section
+
+    section = assertion_section(kept)
+    assert section is None or "root:" not in json.dumps(section.to_record())

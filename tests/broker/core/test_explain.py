@@ -11,7 +11,7 @@ import pytest
 
 from broker.core import evidence
 from broker.core.entitlements import check_entitlement
-from broker.core.evidence import FAILED, NOT_REACHED, PASSED, SKIPPED, Recorder, fingerprint, recording
+from broker.core.evidence import FAILED, NOT_REACHED, PASSED, SKIPPED, Fact, Recorder, Section, fingerprint, recording
 from broker.core.explain import (
     MAX_ISSUANCES,
     REFUSED,
@@ -276,6 +276,29 @@ def test_the_request_body_is_kept_as_parameters_and_built_only_when_shown(access
     assert shown_issuance(IssuanceStory.from_record(old), 1999.0)["request_body_withheld"] is True
     nothing = shown_issuance(IssuanceStory(1000.0, "portal", SANDBOX, "x", "Set", "", "", "refused", "", ()), 3000.0)
     assert nothing["request_body"] is None and nothing["request_body_withheld"] is False
+
+
+def test_the_assertion_decoded_at_show_time_goes_before_the_request_unless_the_story_holds_one():
+    """Stories kept since the assertion is decoded when shown hold no assertion section: the one given goes
+    before the request section. A story kept before holds its own, which is shown as it is."""
+    decoded = Section("assertion", "The assertion the broker minted", facts=(Fact("Role", "decoded now"),))
+    entitlement, request, answer = Section("entitlement", "e"), Section("request", "r"), Section("answer", "a")
+    policies = Section("policies", "p")
+    new = IssuanceStory(1000.0, "portal", SANDBOX, "x", "Set", "", "", "issued", "", (entitlement, request, answer))
+    shown = shown_issuance(new, 1001.0, (policies,), decoded)
+    assert [s["key"] for s in shown["sections"]] == ["entitlement", "assertion", "request", "answer", "policies"]
+    assert shown["sections"][1]["facts"][0]["value"] == "decoded now"
+    kept = Section("assertion", "The assertion the broker minted", facts=(Fact("Role", "kept then"),))
+    old = dataclasses.replace(new, sections=(entitlement, kept, request, answer))
+    shown = shown_issuance(old, 1001.0, (), decoded)
+    assert [(s["key"], s["facts"][0]["value"] if s["facts"] else "") for s in shown["sections"]] == [
+        ("entitlement", ""),
+        ("assertion", "kept then"),
+        ("request", ""),
+        ("answer", ""),
+    ]
+    refused = dataclasses.replace(new, sections=(entitlement,))  # no request made: the assertion (if any) comes last
+    assert [s["key"] for s in shown_issuance(refused, 1001.0, (), decoded)["sections"]] == ["entitlement", "assertion"]
 
 
 def test_two_requests_of_one_sign_in_merge_into_one_story(access, person):
