@@ -241,7 +241,7 @@ def _session_keys_in_deny_statements() -> None:
     sessions", and the broker's revocation of one person) would therefore deny every session of the role, new
     ones too. Here:
     - every temporary session records when it was issued (whole seconds, as AWS gives aws:TokenIssueTime), and a
-      session from AssumeRoleWithSAML records the SourceIdentity its assertion carries;
+      session from AssumeRoleWithSAML the SourceIdentity its assertion carries (`_saml_assertions_read_once`);
     - in the conditions of a Deny statement of the caller's identity policies, these two keys are evaluated
       against the caller's session: the date operators (DateEquals, DateNotEquals, DateLessThan[Equals],
       DateGreaterThan[Equals]) for aws:TokenIssueTime, the string operators (StringEquals, StringNotEquals,
@@ -261,8 +261,7 @@ def _session_keys_in_deny_statements() -> None:
     request_base: Any = getattr(access_control, "IAMRequestBase", None)
     statement: Any = getattr(access_control, "IAMPolicyStatement", None)
     assumed_role: Any = getattr(sts_models, "AssumedRole", None)
-    backend: Any = getattr(sts_models, "STSBackend", None)
-    if None in (request_base, statement, assumed_role, backend) or not hasattr(statement, "is_action_permitted"):
+    if None in (request_base, statement, assumed_role) or not hasattr(statement, "is_action_permitted"):
         return  # another moto version: leave it as it is
     caller = threading.local()
 
@@ -272,14 +271,6 @@ def _session_keys_in_deny_statements() -> None:
         original_init(self, *args, **kwargs)
         self.token_issue_time = datetime.now(UTC).replace(microsecond=0)
         self.source_identity = None
-
-    original_saml = backend.assume_role_with_saml
-
-    def assume_role_with_saml(self, **kwargs):
-        source_identity = _saml_source_identity(kwargs.get("saml_assertion", ""))
-        role = original_saml(self, **kwargs)
-        role.source_identity = source_identity
-        return role
 
     original_check = request_base.check_action_permitted
 
@@ -314,13 +305,17 @@ def _session_keys_in_deny_statements() -> None:
         return original_permitted(statement(remaining), action, resource, principal, incoming_condition_values)
 
     setattr(assumed_role, "__init__", init)  # noqa: B010 - patches of moto's methods
-    setattr(backend, "assume_role_with_saml", assume_role_with_saml)  # noqa: B010
     setattr(request_base, "check_action_permitted", check_action_permitted)  # noqa: B010
     setattr(statement, "is_action_permitted", is_action_permitted)  # noqa: B010
 
 
-def _saml_source_identity(encoded: str) -> str | None:
-    """The SourceIdentity attribute of a base64 SAML response, if any (moto does not read it)."""
+SAML_ATTRIBUTE = "{urn:oasis:names:tc:SAML:2.0:assertion}Attribute"
+SAML_ATTRIBUTE_VALUE = "{urn:oasis:names:tc:SAML:2.0:assertion}AttributeValue"
+AWS_SAML_ATTRIBUTE = "https://aws.amazon.com/SAML/Attributes/"
+
+
+def _saml_attributes(encoded: str) -> dict[str, str | None] | None:
+    """The text of each attribute's first value in a base64 SAML response, by name (None if it does not parse)."""
     import base64
 
     from lxml import etree
@@ -329,11 +324,89 @@ def _saml_source_identity(encoded: str) -> str | None:
         root = etree.fromstring(base64.b64decode(encoded), parser=etree.XMLParser(resolve_entities=False))
     except (ValueError, etree.XMLSyntaxError):
         return None
-    for attribute in root.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Attribute"):
-        if attribute.get("Name") == SOURCE_IDENTITY_ATTRIBUTE:
-            value = attribute.find("{urn:oasis:names:tc:SAML:2.0:assertion}AttributeValue")
-            return value.text if value is not None else None
-    return None
+    attributes: dict[str, str | None] = {}
+    for attribute in root.iter(SAML_ATTRIBUTE):
+        value = attribute.find(SAML_ATTRIBUTE_VALUE)
+        attributes.setdefault(attribute.get("Name", ""), value.text if value is not None else None)
+    return attributes
+
+
+def _saml_assertions_read_once() -> None:
+    """AssumeRoleWithSAML reads its assertion once, with lxml, and its session keeps the SourceIdentity.
+
+    moto 5.2 reads three attributes of the assertion (RoleSessionName, SessionDuration, Role) by parsing it with
+    xmltodict, a SAX handler in Python: about 0.3 ms of the emulator's 2.5-3 ms per call (docs/moto-notes.md),
+    and it does not read SourceIdentity, which the Deny conditions of `_session_keys_in_deny_statements` need.
+    Here one lxml parse reads the four, and moto's own steps make the session (`_create_access_key`,
+    `AssumedRole`, appended to the account's sessions), as moto does: the duration from SessionDuration (moto's
+    default without it), the role from Role's first ARN; DurationSeconds is ignored, as moto ignores it. An
+    assertion that lacks RoleSessionName or Role, or whose SessionDuration is no integer, goes to moto's own
+    code, which answers it as before."""
+    from moto.sts import models as sts_models
+
+    backend: Any = getattr(sts_models, "STSBackend", None)
+    assumed_role: Any = getattr(sts_models, "AssumedRole", None)
+    default_duration = getattr(sts_models, "DEFAULT_STS_SESSION_DURATION", None)
+    original: Any = getattr(backend, "assume_role_with_saml", None)
+    if None in (backend, assumed_role, original):
+        return  # another moto version: leave it as it is
+    makes_sessions = hasattr(backend, "_create_access_key") and default_duration is not None
+
+    def read(kwargs: dict, attributes: dict[str, str | None]) -> tuple[str, str, int] | None:
+        """(role ARN, session name, duration) as moto would read them, or None: moto's own code then."""
+        session_name = attributes.get(f"{AWS_SAML_ATTRIBUTE}RoleSessionName")
+        roles = attributes.get(f"{AWS_SAML_ATTRIBUTE}Role")
+        duration = attributes.get(f"{AWS_SAML_ATTRIBUTE}SessionDuration", str(default_duration))
+        if not (makes_sessions and session_name and roles and duration and "role_arn" in kwargs):
+            return None
+        try:
+            return roles.split(",")[0], session_name, int(duration)
+        except ValueError:
+            return None
+
+    def assume_role_with_saml(self, **kwargs):
+        attributes = _saml_attributes(kwargs.get("saml_assertion", "")) or {}
+        found = read(kwargs, attributes)
+        if found is None:
+            role = original(self, **kwargs)  # moto's own reading, and its answer
+        else:
+            target, session_name, duration = found
+            account_id, access_key = self._create_access_key(role=target)
+            role = assumed_role(
+                role_arn=kwargs["role_arn"],
+                role_session_name=session_name,
+                duration=duration,
+                account_id=account_id,
+                region_name=self.region_name,
+                access_key=access_key,
+                external_id=None,
+                policy=None,
+            )
+            self.assumed_roles.append(role)
+        role.source_identity = attributes.get(SOURCE_IDENTITY_ATTRIBUTE)
+        return role
+
+    setattr(backend, "assume_role_with_saml", assume_role_with_saml)  # noqa: B010 - a patch of moto's method
+
+
+def _action_names_kept_per_class() -> None:
+    """moto finds the method of a request's action by listing the functions of its response class with
+    `inspect.getmembers`, on every request (about 0.1 ms, docs/moto-notes.md). The list depends on the class only,
+    so it is made once per class."""
+    from moto.core import responses
+
+    original = getattr(responses, "method_names_from_class", None)
+    if original is None:
+        return  # another moto version: leave it as it is
+    known: dict[type, frozenset[str]] = {}
+
+    def method_names_from_class(clazz: type) -> frozenset[str]:
+        names = known.get(clazz)
+        if names is None:
+            names = known[clazz] = frozenset(original(clazz))
+        return names
+
+    setattr(responses, "method_names_from_class", method_names_from_class)  # noqa: B010 - a patch of moto's function
 
 
 def _session_context(access_key: Any) -> dict:
@@ -580,7 +653,9 @@ def install_patches() -> None:
     _load_managed_policies_once()
     _service_principals_in_trust_policies()
     _session_keys_in_deny_statements()
+    _saml_assertions_read_once()
     _sessions_indexed_by_access_key()
+    _action_names_kept_per_class()
     _routing_memoized()
     _signature_over_received_body()
     _unsigned_requests_refused()

@@ -1,13 +1,15 @@
 """What devstack/aws_emulator.py changes in moto for the cost of a request: a session found by its access key
 without a scan of every session issued, a host name's service resolved once, the SigV4 signature of a form
-body checked over the bytes received (see docs/moto-notes.md), and an unsigned request refused with a 403, not
-a 500. The first two in this process (moto's objects patched here, as in the emulator's process), the others
-against the emulator itself."""
+body checked over the bytes received, an AssumeRoleWithSAML assertion read once, a response class's action names
+listed once (see docs/moto-notes.md), and an unsigned request refused with a 403, not a 500. Some in this process
+(moto's objects patched here, as in the emulator's process), the others against the emulator itself."""
 
 from __future__ import annotations
 
+import base64
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -76,6 +78,77 @@ def test_the_service_of_a_host_name_is_resolved_once(patched, monkeypatch):
     first = dispatcher.get_application(dict(environ))
     assert dispatcher.get_application(dict(environ)) is first
     assert len(listings) == 1  # moto lists its package folder (and stats ~200 entries) per request without it
+
+
+def _saml_response(attributes: dict[str, str]) -> str:
+    """A base64 SAML Response carrying these AWS attributes (what the emulator reads; it checks no signature)."""
+    values = "".join(
+        f'<saml:Attribute Name="https://aws.amazon.com/SAML/Attributes/{name}">'
+        f"<saml:AttributeValue>{value}</saml:AttributeValue></saml:Attribute>"
+        for name, value in attributes.items()
+    )
+    xml = (
+        '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"><saml:Assertion>'
+        f"<saml:AttributeStatement>{values}</saml:AttributeStatement></saml:Assertion></samlp:Response>"
+    )
+    return base64.b64encode(xml.encode()).decode()
+
+
+def test_assume_role_with_saml_reads_the_assertion_once_and_makes_moto_s_session(patched, monkeypatch):
+    """The session is the one moto's own code makes (role, session name, duration from SessionDuration), with
+    the SourceIdentity kept, and without moto's xmltodict parse; an assertion moto's code must answer (here,
+    no RoleSessionName) still goes to it."""
+    import xmltodict
+    from moto.sts.models import sts_backends
+
+    parses = []
+    parse = xmltodict.parse
+    monkeypatch.setattr(xmltodict, "parse", lambda *args, **kwargs: parses.append(1) or parse(*args, **kwargs))
+    backend = sts_backends[ACCOUNT]["aws"]
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role/Reader"
+    provider = f"arn:aws:iam::{ACCOUNT}:saml-provider/Broker"
+    assertion = _saml_response(
+        {
+            "Role": f"{role_arn},{provider}",
+            "RoleSessionName": "ana@example.com",
+            "SessionDuration": "1800",
+            "SourceIdentity": "ana@example.com",
+        }
+    )
+    before = datetime.now(UTC)
+    session = backend.assume_role_with_saml(role_arn=role_arn, principal_arn=provider, saml_assertion=assertion)
+    assert parses == []  # moto's own reading parses with xmltodict
+    assert (session.role_arn, session.session_name, session.source_identity) == (
+        role_arn,
+        "ana@example.com",
+        "ana@example.com",
+    )
+    assert timedelta(seconds=1795) <= session.expiration.replace(tzinfo=UTC) - before <= timedelta(seconds=1805)
+    assert session.arn == f"arn:aws:sts::{ACCOUNT}:assumed-role/Reader/ana@example.com"
+    assert backend.assumed_roles[-1] is session and backend.get_assumed_role_from_access_key(session.access_key_id)
+
+    unnamed = _saml_response({"Role": f"{role_arn},{provider}", "SessionDuration": "900"})
+    with pytest.raises(Exception):  # noqa: B017, PT011 - moto's own answer to it (a TypeError there: its 500)
+        backend.assume_role_with_saml(role_arn=role_arn, principal_arn=provider, saml_assertion=unnamed)
+    assert parses == [1]
+
+
+def test_a_response_class_s_action_names_are_listed_once(patched, monkeypatch):
+    import inspect
+
+    from moto.core import responses
+
+    class Actions(responses.BaseResponse):
+        def first_action(self):
+            return None
+
+    listings = []
+    members = inspect.getmembers
+    monkeypatch.setattr(inspect, "getmembers", lambda *args, **kwargs: listings.append(1) or members(*args, **kwargs))
+    names = responses.method_names_from_class(Actions)
+    assert "first_action" in names and "call_action" in names
+    assert responses.method_names_from_class(Actions) == names and len(listings) == 1
 
 
 @pytest.fixture(scope="module")
