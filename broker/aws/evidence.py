@@ -24,6 +24,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from lxml import etree
+from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from broker.aws.accounts import AccountSessions, broker_session
 from broker.core import evidence
@@ -69,8 +70,6 @@ _ASSERTION_FACTS = {
     }.items()
 }
 _NOT_ON_OR_AFTER = _ASSERTION_FACTS["NotOnOrAfter"]
-# Kept Responses are read back from the state store: no entities, no network, whatever is in it.
-_KEPT_XML = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 ASSERTION_SECTION = "assertion"
 
 
@@ -98,9 +97,9 @@ def assertion_section(withheld_b64: str) -> Section | None:
     """The assertion section of an issuance's story, decoded from the Response it kept (`record_assertion`):
     the AWS attributes STS reads, what identifies and limits the assertion, its signature (not the value), and
     the Response pretty-printed. None when nothing readable was kept."""
-    try:
-        root = etree.fromstring(base64.b64decode(withheld_b64, validate=True), _KEPT_XML)
-    except (ValueError, etree.XMLSyntaxError):
+    try:  # read back from the state store: python3-saml's hardened parser (no DTD, no entities), as for any XML
+        root = OneLogin_Saml2_XML.to_etree(base64.b64decode(withheld_b64, validate=True))
+    except (ValueError, etree.XMLSyntaxError):  # DTDForbidden and EntitiesForbidden are ValueErrors
         return None
     section = evidence.SectionRecorder(ASSERTION_SECTION, "The assertion the broker minted")
     for element in root.iter(f"{{{SAML}}}Attribute"):
