@@ -3,7 +3,8 @@ handler over that upstream's storage. No web framework here (broker/http/scim.py
 
 Every answer is in SCIM's format (RFC 7644 3.12: `schemas`, `status`, `scimType`, `detail`), refusals
 included: a wrong or missing token is 401 with `WWW-Authenticate: Bearer realm="SCIM"`, a body over the limit
-413, anything unexpected a 500 whose detail names only a reference that the log line carries too.
+413, a store whose engine is down or restarting a 503 with Retry-After (retryable, nothing written), anything
+unexpected a 500 whose detail names only a reference that the log line carries too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from scim2_server.routing import Operation
 from scim2_server.service import ScimService
 
 from broker.scim.provider import MAX_BODY_BYTES
+from sso_common.operations import store_unavailable_message
+from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,11 @@ class ScimEndpoint:
         except SCIMException as refusal:
             log.info("SCIM %s %s refused: %s %s", method, path, refusal.status, refusal)
             response = self.service.error_response(refusal)
+        except StoreUnavailable as outage:
+            log.warning("SCIM %s %s answered 503: %s", method, path, outage)
+            error = Error(status=503, detail=store_unavailable_message(outage))
+            response = ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, error.model_dump())
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         except Exception:
             reference = uuid.uuid4().hex[:12]
             log.exception("SCIM internal error (reference %s) on %s %s", reference, method, path)

@@ -206,6 +206,14 @@ def test_postgres_down_refuses_issuance_with_a_clear_page_and_issues_nothing_una
         ready = requests.get(f"{direct}/readyz", timeout=15).json()
         assert ready["status"] == "unavailable" and ready["checks"]["audit"].startswith("unavailable")
         assert ready["checks"]["state"] == "ok"
+        # The IdP's SCIM push (or any SCIM client) is told to retry, in SCIM's own format, never given a 500.
+        listed = requests.get(
+            f"{portal(stack)}/scim/v2/Users",
+            headers={"Authorization": "Bearer demo-scim-token-example-corp-oidc"},
+            timeout=15,
+        )
+        assert listed.status_code == 503 and listed.headers["Retry-After"], listed.text[:500]
+        assert listed.json()["status"] == "503"
     finally:
         stack.postgres.launch()
     deadline = time.monotonic() + 20

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from sso_common.store import AuditQuery, PeopleQuery
+from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
 from tests.broker.scim.conftest import (
     GROUP_SCHEMA,
     OIDC,
@@ -536,3 +537,14 @@ def test_an_internal_failure_is_a_scim_500_naming_only_a_reference(app, scim, mo
     monkeypatch.setattr(app.extensions["broker"].people.directory, "count", fail)
     body = assert_scim_error(scim.get("/Users"), 500)
     assert "secret internals" not in json.dumps(body) and "reference" in body["detail"]
+
+
+def test_a_store_that_is_down_is_a_retryable_scim_503_not_a_500(app, scim, monkeypatch):
+    def down(*args, **kwargs):
+        raise StoreUnavailable("the directory", "OperationalError: connection refused")
+
+    monkeypatch.setattr(app.extensions["broker"].people.directory, "count", down)
+    answer = scim.get("/Users")
+    body = assert_scim_error(answer, 503)
+    assert answer.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert "try again" in body["detail"].lower() and "OperationalError" not in body["detail"]
