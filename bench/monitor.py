@@ -2,7 +2,10 @@
 its workers, the moto process, the node peer), summed.
 
 RSS is sampled every `interval` seconds in a background thread; the peak of the sum over each tree
-is kept per scenario, and the largest single process (a worker) separately. CPU time is
+is kept per scenario, and the largest single process (a worker) separately. A worker's RSS counts the pages it
+still shares with the main process it forked from (the app loaded before the fork), so the soak also reads each
+process's private memory (what it alone holds: what one more worker costs) and PSS (shared pages divided among
+their sharers: the sum over a tree is the memory the server really takes). CPU time is
 utime+stime of every process of the tree, read at the start and end of a scenario. Where a server's CPU
 goes, by endpoint, comes from its own metrics (`request_cpu`).
 """
@@ -29,6 +32,16 @@ def rss_bytes(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def private_and_pss_bytes(pid: int) -> tuple[int, int]:
+    """(private, proportional) bytes of a process, from /proc/PID/smaps_rollup; (0, 0) when it is gone."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        kib = {name: int(value.split()[0]) for name, value in fields.items()}
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+    return (kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)) * 1024, kib.get("Pss", 0) * 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -121,6 +134,12 @@ class Monitor:
         with self._lock:
             pids = dict(self._pids)
         return {name: [rss_bytes(pid) for pid in members] for name, members in pids.items()}
+
+    def per_process_private_and_pss(self) -> dict[str, list[tuple[int, int]]]:
+        self._refresh_pids()
+        with self._lock:
+            pids = dict(self._pids)
+        return {name: [private_and_pss_bytes(pid) for pid in members] for name, members in pids.items()}
 
     def cpu(self) -> dict[str, float]:
         self._refresh_pids()

@@ -820,20 +820,28 @@ class Bench:
             all_latencies += result["latencies"]
             other = max(other, result["other_cores"])  # the busiest batch
             sizes = self.monitor.per_process_rss()
+            private_pss = self.monitor.per_process_private_and_pss()
             samples.append(
                 {
                     "logins": done + len(items),
                     **{name: [round(s / MB, 1) for s in values] for name, values in sizes.items()},
+                    "private": {name: [round(p / MB, 1) for p, _ in values] for name, values in private_pss.items()},
+                    "pss_total": {name: round(sum(q for _, q in pairs) / MB, 1) for name, pairs in private_pss.items()},
                 }
             )
             self.log(
                 f"soak: {done + len(items)} logins, RSS MB per process: "
-                + ", ".join(f"{k} {v}" for k, v in samples[-1].items() if k != "logins")
+                + ", ".join(f"{k} {v}" for k, v in samples[-1].items() if k in sizes)
+                + "; private MB: "
+                + ", ".join(f"{k} {v}" for k, v in samples[-1]["private"].items())
+                + "; PSS MB per server: "
+                + ", ".join(f"{k} {v}" for k, v in samples[-1]["pss_total"].items())
             )
         second = samples[1] if len(samples) > 1 else samples[0]
         last = samples[-1]
         growth = {name: round(sum(last[name]) - sum(second[name]), 1) for name in ("idp", "broker", "aws")}
         worker_max = {name: max(last[name]) for name in ("idp", "broker", "aws")}
+        private_max = {name: max(last["private"][name], default=0) for name in ("idp", "broker", "aws")}
         # The emulator keeps every session it issues (moto stores state in memory for ever, unlike AWS): its
         # growth is reported, but the target is about this project's servers.
         ours = ("idp", "broker")
@@ -866,7 +874,11 @@ class Bench:
             "largest process MB "
             + ", ".join(f"{k} {v}" for k, v in worker_max.items())
             + "; growth 2k->end MB "
-            + ", ".join(f"{k} {v:+}" for k, v in growth.items()),
+            + ", ".join(f"{k} {v:+}" for k, v in growth.items())
+            + "; largest private MB "
+            + ", ".join(f"{k} {v}" for k, v in private_max.items())
+            + "; PSS MB per server "
+            + ", ".join(f"{k} {last['pss_total'][k]}" for k in ("idp", "broker", "aws")),
             samples=samples,
             growth_mb=growth,
         )

@@ -85,6 +85,11 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     assert spent["broker"]["POST portal.credentials"] > 0 and spent["idp"]["POST oidc_api.token"] > 0, spent
     assert sum(spent["broker"].values()) <= login["cpu_ms_per_op"]["broker"] * 1.1, spent
     assert "request threads, CPU ms/op: " in run.stdout
+    # the soak reads each process's private memory and each server's PSS beside its RSS
+    last = next(row for row in rows if row["scenario"] == "6 soak")["extra"]["samples"][-1]
+    for server in ("idp", "broker"):
+        assert len(last["private"][server]) == len(last[server]) and last["pss_total"][server] > 0, last
+        assert all(0 < private <= rss for private, rss in zip(last["private"][server], last[server])), last
     print(f"quick benchmark: {took:.0f} s")
 
 
