@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 
 from sso_common.metrics import metrics
 from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
@@ -34,6 +34,14 @@ def store_unavailable_message(error: StoreUnavailable) -> str:
         "The service cannot reach its data store right now, so nothing was done. "
         f"Try again in a few seconds (reference: {error.store})."
     )
+
+
+def note_store_outage(error: StoreUnavailable) -> None:
+    """Log and count one request answered 503 because a store's engine is down: every answer's format (the page,
+    the sso API's, OAuth's, SCIM's) calls this, so that `sso_refusals_total{reason="store_unavailable"}` counts
+    them all. Needs a request of an app set up by `install_operations`."""
+    log.warning("answered 503 on %s %s: %s", request.method, request.path, error)
+    metrics().refusals.labels(current_app.config["SSO_SERVICE"], "store_unavailable").inc()
 
 
 def engines(stores: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,6 +75,7 @@ def readiness(stores: Mapping[str, Any]) -> tuple[bool, dict[str, str]]:
 def install_operations(app: Flask, service: str, stores: Mapping[str, Any]) -> None:
     """Readiness, metrics and the StoreUnavailable answer for `app` (the portal or the IdP)."""
     counters = metrics()
+    app.config["SSO_SERVICE"] = service
 
     @app.before_request
     def start_clock() -> None:
@@ -97,8 +106,7 @@ def install_operations(app: Flask, service: str, stores: Mapping[str, Any]) -> N
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(error: StoreUnavailable):
-        log.warning("answered 503 on %s %s: %s", request.method, request.path, error)
-        counters.refusals.labels(service, "store_unavailable").inc()
+        note_store_outage(error)
         answer = error_response(store_unavailable_message(error), 503, UNAVAILABLE_TITLE)
         answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return answer

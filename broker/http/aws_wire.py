@@ -18,6 +18,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import IdentityCenterError
+from sso_common.operations import note_store_outage
 from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def install_error_handlers(blueprint: Blueprint) -> None:
     @blueprint.errorhandler(StoreUnavailable)
     def store_unavailable(error: StoreUnavailable):
         """A store's engine is down or restarting: retryable (botocore retries a 503), never a 500."""
-        log.warning("%s %s answered 503: %s", request.method, request.path, error)
+        note_store_outage(error)
         message = error.public_message or "The service is temporarily unavailable. Try again in a few seconds."
         answer = error_response(ApiError("ServiceUnavailableException", message))
         answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

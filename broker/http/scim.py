@@ -12,6 +12,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from broker.http.context import state
 from broker.scim.provider import MAX_BODY_BYTES
+from sso_common.operations import note_store_outage
+from sso_common.store.errors import StoreUnavailable
 
 blueprint = Blueprint("scim", __name__, url_prefix="/scim/v2")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -34,7 +36,11 @@ def scim(path: str = ""):
         error = Error(status=404, detail="SCIM provisioning is not enabled for any identity provider of this portal")
         return Response(json.dumps(error.model_dump()), status=404, mimetype="application/scim+json")
     headers = {name: value for name, value in request.headers.items()}
-    answer = endpoint.serve(request.method, f"/{path}", request.args.to_dict(), headers, _body())
+    try:
+        answer = endpoint.serve(request.method, f"/{path}", request.args.to_dict(), headers, _body())
+    except StoreUnavailable as outage:
+        note_store_outage(outage)
+        answer = endpoint.unavailable(outage)
     body = "" if answer.body is None else json.dumps(answer.body)
     response = Response(body, status=int(answer.status))
     for name, value in answer.headers.items():

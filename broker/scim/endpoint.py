@@ -117,7 +117,8 @@ class ScimEndpoint:
     def serve(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes | None
     ) -> ScimResponse:
-        """The response to one request; `body` None means it was larger than MAX_BODY_BYTES."""
+        """The response to one request; `body` None means it was larger than MAX_BODY_BYTES. StoreUnavailable
+        goes up to the caller (see `unavailable`)."""
         request = ScimRequest(method=method, base_url=self.base_url, path=path or "/", query=query, headers=headers)
         try:
             with self.service.provider:
@@ -129,7 +130,7 @@ class ScimEndpoint:
             if operation is Operation.service_provider_config:  # readable without a token (RFC 7644 4)
                 response = self.clients[0].handler.handle(request) if self.clients else None
                 if response is not None:
-                    return self._finish(request, response)
+                    return self._finish(response)
             if client is None:
                 raise UnauthorizedException(detail="A valid SCIM bearer token is required")
             request.subject = client.upstream
@@ -137,19 +138,23 @@ class ScimEndpoint:
         except SCIMException as refusal:
             log.info("SCIM %s %s refused: %s %s", method, path, refusal.status, refusal)
             response = self.service.error_response(refusal)
-        except StoreUnavailable as outage:
-            log.warning("SCIM %s %s answered 503: %s", method, path, outage)
-            error = Error(status=503, detail=store_unavailable_message(outage))
-            response = ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, error.model_dump())
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        except StoreUnavailable:
+            raise  # the web layer logs and counts it, and answers with `unavailable`
         except Exception:
             reference = uuid.uuid4().hex[:12]
             log.exception("SCIM internal error (reference %s) on %s %s", reference, method, path)
             error = Error(status=500, detail=f"Internal error (reference {reference})")
             response = ScimResponse(HTTPStatus.INTERNAL_SERVER_ERROR, error.model_dump())
-        return self._finish(request, response)
+        return self._finish(response)
+
+    def unavailable(self, outage: StoreUnavailable) -> ScimResponse:
+        """The answer when a store's engine is down: a SCIM 503 with Retry-After (retryable, nothing written)."""
+        error = Error(status=503, detail=store_unavailable_message(outage))
+        response = ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, error.model_dump())
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return self._finish(response)
 
     @staticmethod
-    def _finish(request: ScimRequest, response: ScimResponse) -> ScimResponse:
+    def _finish(response: ScimResponse) -> ScimResponse:
         response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -1,5 +1,6 @@
 """What one login costs the state store at the IdP, counted on the app in-process (Flask's test client):
-the operations each request makes, so that a change that adds reads or writes to the login path shows here."""
+the operations each request makes, so that a change that adds reads or writes to the login path shows here; and
+what the OAuth endpoints answer when the store is down."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from idp_mock.app import create_app
 from idp_mock.oidc_provider.storage import grant_of_code
 from idp_mock.settings import load_settings
+from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
 from tests.support.idp_client import DEMO_PASSWORD
 
 REDIRECT_URI = "http://localhost:8000/login/example-corp-oidc/callback"
@@ -27,7 +29,7 @@ class Counting:
     """The app's StateStore, counting its operations by name and kind."""
 
     def __init__(self, store):
-        self._store, self.counts = store, Counter()
+        self._store, self.counts, self.down = store, Counter(), False
 
     def __getattr__(self, name):
         method = getattr(self._store, name)
@@ -35,6 +37,8 @@ class Counting:
             return method
 
         def counted(kind, *args, **kwargs):
+            if self.down:
+                raise StoreUnavailable("the state store", "ConnectionError: connection refused")
             self.counts[(name, kind)] += 1
             return method(kind, *args, **kwargs)
 
@@ -202,3 +206,28 @@ def test_of_concurrent_redemptions_of_a_code_or_refresh_token_at_most_one_succee
         refreshed = list(pool.map(lambda _: oidc_store.take_refresh_token(tokens["refresh_token"]), range(8)))
     assert sum(item is not None for item in refreshed) <= 1  # one, unless a replay revoked the grant before it
     assert oidc_store.grant(grant_id) is None
+
+
+def test_with_the_store_down_the_token_and_userinfo_endpoints_answer_oauth_503s_and_the_code_still_works(app):
+    counting, client = app.extensions["counting"], app.test_client()
+    page, verifier = _authorize(client)
+    form = dict(re.findall(r'name="(csrf_token|continue)" value="([^"]*)"', page.text))
+    answer = client.post("/login", data={**form, "username": "bob", "password": DEMO_PASSWORD})
+    tokens = _redeem(client, answer, verifier).json
+    page, verifier = _authorize(client)  # a second code, redeemed while the store is down
+    counting.down = True
+    refused = [
+        _redeem(client, page, verifier),
+        client.get("/oidc/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}),
+    ]
+    for answer in refused:
+        assert answer.status_code == 503 and answer.mimetype == "application/json", answer.text
+        assert answer.json["error"] == "temporarily_unavailable"
+        assert "try again" in answer.json["error_description"].lower()
+        assert answer.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert "ConnectionError" not in answer.text and "access_token" not in answer.json
+    counting.down = False
+    metrics = client.get("/metrics").text
+    assert re.search(r'sso_refusals_total\{reason="store_unavailable",service="idp"\} [1-9]', metrics), metrics
+    assert _redeem(client, page, verifier).status_code == 200  # nothing was spent: the code works once it is back

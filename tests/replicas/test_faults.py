@@ -169,6 +169,15 @@ def test_a_redis_restart_answers_no_500_and_logins_work_again_within_seconds(sta
         ready = requests.get(f"{direct}/readyz", timeout=10)
         assert ready.status_code == 503 and ready.json()["checks"]["state"].startswith("unavailable")
         assert ready.json()["checks"]["audit"] == "ok"
+        # The IdP keeps its codes in Redis too: a client redeeming one is told to retry, in OAuth's own format.
+        redeemed = requests.post(
+            f"{stack.addresses['IDP_URL']}/oidc/token",
+            data={"grant_type": "authorization_code", "code": "a-code", "redirect_uri": f"{portal(stack)}/"},
+            auth=("access-portal", "demo-portal-oidc-secret"),
+            timeout=15,
+        )
+        assert redeemed.status_code == 503 and redeemed.headers["Retry-After"], redeemed.text[:500]
+        assert redeemed.json()["error"] == "temporarily_unavailable"
         restarted = time.monotonic()
         stack.redis.launch()
         while True:  # a whole new sign-in, as soon as it works

@@ -5,6 +5,7 @@ what comes back for bad input (errors in SCIM's format, with the right status, a
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -544,7 +545,15 @@ def test_a_store_that_is_down_is_a_retryable_scim_503_not_a_500(app, scim, monke
         raise StoreUnavailable("the directory", "OperationalError: connection refused")
 
     monkeypatch.setattr(app.extensions["broker"].people.directory, "count", down)
+    before = _refusals_for_outages(app)
     answer = scim.get("/Users")
     body = assert_scim_error(answer, 503)
     assert answer.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert "try again" in body["detail"].lower() and "OperationalError" not in body["detail"]
+    assert _refusals_for_outages(app) == before + 1  # counted as every other 503 for an outage is
+
+
+def _refusals_for_outages(app) -> float:
+    metrics = app.test_client().get("/metrics").text
+    found = re.search(r'^sso_refusals_total\{reason="store_unavailable",service="portal"\} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
