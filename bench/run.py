@@ -1139,6 +1139,22 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_and_boot() -> dict:
+    """The processor as the kernel names it, and this boot's id: runs on different boots may be on different
+    (virtual) machines, so only paired rounds compare them (docs/benchmarks.md)."""
+    found: dict = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            key = {"model name": "cpu_model", "cpu MHz": "cpu_mhz", "cache size": "cpu_cache"}.get(name.strip())
+            if key and key not in found:
+                found[key] = value.strip()
+        found["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        pass
+    return found
+
+
 def to_json(rows: list[Row], config: Config, calibration: dict | None = None, commit: dict | None = None) -> dict:
     return {
         "commit": commit or {},
@@ -1146,6 +1162,7 @@ def to_json(rows: list[Row], config: Config, calibration: dict | None = None, co
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            **cpu_and_boot(),
             **(calibration or {}),
         },
         "settings": {
