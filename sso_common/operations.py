@@ -39,9 +39,9 @@ def store_unavailable_message(error: StoreUnavailable) -> str:
 def note_store_outage(error: StoreUnavailable) -> None:
     """Log and count one request answered 503 because a store's engine is down: every answer's format (the page,
     the sso API's, OAuth's, SCIM's) calls this, so that `sso_refusals_total{reason="store_unavailable"}` counts
-    them all. Needs a request of an app set up by `install_operations`."""
+    them all (under the service name `install_operations` gave the app)."""
     log.warning("answered 503 on %s %s: %s", request.method, request.path, error)
-    metrics().refusals.labels(current_app.config["SSO_SERVICE"], "store_unavailable").inc()
+    metrics().refusals.labels(current_app.config.get("SSO_SERVICE", current_app.name), "store_unavailable").inc()
 
 
 def engines(stores: Mapping[str, Any]) -> dict[str, Any]:
