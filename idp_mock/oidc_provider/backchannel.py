@@ -4,7 +4,10 @@ that session with a `backchannel_logout_uri` gets a logout token, POSTed from th
 The logout token (section 2.4) is a JWT signed with the IdP's ID token key, typed `logout+jwt`: iss, aud (the
 client), iat, exp (two minutes), jti, the session's `sid` (the one its ID tokens carried) and the person's `sub`,
 and the back-channel logout event; never a nonce. Each is sent from a daemon thread with a short deadline, so
-a slow or absent relying party never holds up the sign-out page; a failed delivery is logged, not retried.
+a slow or absent relying party never holds up the sign-out page. A sign-out must not be lost to a relying party
+that is restarting or whose store is down for a moment (the portal answers 503 with Retry-After then): no answer
+or a 5xx is tried again, ATTEMPTS times in all, well within the token's lifetime; a 4xx is the relying party's
+final word (section 2.8). Every outcome is logged, never the token.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 TOKEN_LIFETIME = 120
 DEADLINE = 5.0  # seconds a relying party has to answer
+ATTEMPTS = 3
+PAUSE = 1.0  # seconds before the second attempt, doubled before the next, unless Retry-After asks for more
+LONGEST_PAUSE = 10.0  # whatever Retry-After says: ATTEMPTS stay within TOKEN_LIFETIME
 
 
 class BackChannelLogout:
@@ -68,15 +74,34 @@ class BackChannelLogout:
             self.sent = [t for t in self.sent if t.is_alive()] + [thread]
 
 
-def _deliver(uri: str, token: str, client_id: str) -> None:
+def _deliver(uri: str, token: str, client_id: str, pause: float = PAUSE) -> None:
+    for attempt in range(1, ATTEMPTS + 1):
+        wait = pause * 2 ** (attempt - 1)
+        try:
+            answer = requests.post(
+                uri, data={"logout_token": token}, timeout=DEADLINE, allow_redirects=False, headers={"Accept": "*/*"}
+            )
+        except requests.RequestException as error:
+            problem = type(error).__name__
+        else:
+            if answer.status_code == 200:
+                log.info("back-channel logout delivered to %s", client_id)
+                return
+            if answer.status_code < 500:
+                log.warning("back-channel logout to %s refused: HTTP %s", client_id, answer.status_code)
+                return
+            problem = f"HTTP {answer.status_code}"
+            wait = max(wait, _retry_after(answer.headers.get("Retry-After")))
+        if attempt == ATTEMPTS:
+            log.warning("back-channel logout to %s failed %s times, the last: %s", client_id, ATTEMPTS, problem)
+            return
+        log.info("back-channel logout to %s: %s; trying again in %.1f s", client_id, problem, min(wait, LONGEST_PAUSE))
+        time.sleep(min(wait, LONGEST_PAUSE))
+
+
+def _retry_after(value: str | None) -> float:
+    """Retry-After in seconds (0 for an HTTP date or anything else: the pause doubles anyway)."""
     try:
-        answer = requests.post(
-            uri, data={"logout_token": token}, timeout=DEADLINE, allow_redirects=False, headers={"Accept": "*/*"}
-        )
-    except requests.RequestException as error:
-        log.warning("back-channel logout to %s failed: %s", client_id, type(error).__name__)
-        return
-    if answer.status_code != 200:
-        log.warning("back-channel logout to %s answered HTTP %s", client_id, answer.status_code)
-    else:
-        log.info("back-channel logout delivered to %s", client_id)
+        return max(0.0, float(value or 0))
+    except ValueError:
+        return 0.0
