@@ -14,10 +14,13 @@ expires) and revokes it. One write per code and per refresh token issued, one pe
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from idp_mock.faults import FaultPerson
 from idp_mock.oidc_provider.models import (
@@ -30,8 +33,13 @@ from idp_mock.oidc_provider.models import (
 )
 from idp_mock.session import SignIn, sid_of
 from sso_common.store import StateStore
+from sso_common.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# The single-use markers (kind, key) the current token request has set: released if the request then fails for a
+# store outage, so that the client's retry (the 503 says "try again") is not taken for a replay.
+_spent: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("oidc_spent", default=None)
 
 PENDING_TTL = 600  # an authorization request waiting for the login
 REGISTERED_CLIENT_TTL = 30 * 24 * 3600  # dynamically registered clients
@@ -130,7 +138,7 @@ class OIDCStore:
         """The code and its grant, once, while the code is valid. A replayed code revokes what it was
         exchanged for."""
         grant_id = grant_of_code(code)
-        if not self._store.add("oidc_code_used", grant_id, {}, self._oidc.refresh_token_lifetime):
+        if not self._spend("oidc_code_used", grant_id):
             if self.revoke_grant(grant_id):
                 log.warning("authorization code used twice: its tokens are revoked")
             return None
@@ -138,6 +146,33 @@ class OIDCStore:
         if grant is None or grant.code is None or grant.code.expires_at <= time.time():
             return None
         return grant.code, grant
+
+    def _spend(self, kind: str, key: str) -> bool:
+        """Set a single-use marker atomically; False if it was set before (a replay)."""
+        if not self._store.add(kind, key, {}, self._oidc.refresh_token_lifetime):
+            return False
+        spent = _spent.get()
+        if spent is not None:
+            spent.append((kind, key))
+        return True
+
+    @contextmanager
+    def token_request(self) -> Iterator[None]:
+        """One token request: when a store outage ends it (no tokens answered), the codes and refresh tokens it
+        spent are given back (best effort: the store may still be down), so the client's retry works."""
+        spent: list[tuple[str, str]] = []
+        reset = _spent.set(spent)
+        try:
+            yield
+        except StoreUnavailable:
+            for kind, key in spent:
+                try:
+                    self._store.delete(kind, key)
+                except StoreUnavailable:
+                    log.warning("a %s marker could not be given back after a store outage", kind)
+            raise
+        finally:
+            _spent.reset(reset)
 
     def grant(self, grant_id: str) -> OIDCGrant | None:
         record = self._store.get("oidc_grant", grant_id)
@@ -174,7 +209,7 @@ class OIDCStore:
         if record is None:
             return None
         refresh = RefreshToken.from_record(record)
-        if not self._store.add("oidc_refresh_used", token, {}, self._oidc.refresh_token_lifetime):
+        if not self._spend("oidc_refresh_used", token):
             if self.revoke_grant(refresh.grant_id):
                 log.warning("rotated refresh token used again: its grant is revoked")
             return None

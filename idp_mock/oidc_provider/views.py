@@ -277,7 +277,10 @@ def token():
             None, InvalidRequestError("The token request must be application/x-www-form-urlencoded.")
         )
     failure = _token_faults()
-    return failure if failure is not None else _server().create_token_response()
+    if failure is not None:
+        return failure
+    with _server().oidc_store.token_request():
+        return _server().create_token_response()
 
 
 def _token_faults():

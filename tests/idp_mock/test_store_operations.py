@@ -29,7 +29,7 @@ class Counting:
     """The app's StateStore, counting its operations by name and kind."""
 
     def __init__(self, store):
-        self._store, self.counts, self.down = store, Counter(), False
+        self._store, self.counts, self.down, self.failing = store, Counter(), False, set()
 
     def __getattr__(self, name):
         method = getattr(self._store, name)
@@ -37,7 +37,8 @@ class Counting:
             return method
 
         def counted(kind, *args, **kwargs):
-            if self.down:
+            if self.down or (name, kind) in self.failing:
+                self.failing.discard((name, kind))
                 raise StoreUnavailable("the state store", "ConnectionError: connection refused")
             self.counts[(name, kind)] += 1
             return method(kind, *args, **kwargs)
@@ -231,3 +232,23 @@ def test_with_the_store_down_the_token_and_userinfo_endpoints_answer_oauth_503s_
     metrics = client.get("/metrics").text
     assert re.search(r'sso_refusals_total\{reason="store_unavailable",service="idp"\} [1-9]', metrics), metrics
     assert _redeem(client, page, verifier).status_code == 200  # nothing was spent: the code works once it is back
+
+
+@pytest.mark.parametrize("failing", [("get", "oidc_grant"), ("put", "oidc_access"), ("put", "oidc_refresh")])
+def test_a_store_outage_after_the_code_is_spent_gives_it_back_so_the_retry_works(app, failing):
+    """The 503 says "try again": a retry must not be taken for a replay of a code this request had spent."""
+    counting, client = app.extensions["counting"], app.test_client()
+    page, verifier = _authorize(client)
+    form = dict(re.findall(r'name="(csrf_token|continue)" value="([^"]*)"', page.text))
+    answer = client.post("/login", data={**form, "username": "carol", "password": DEMO_PASSWORD})
+    counting.failing = {failing}  # once, after the code's single-use marker is set
+    refused = _redeem(client, answer, verifier)
+    assert refused.status_code == 503 and refused.json["error"] == "temporarily_unavailable"
+    tokens = _redeem(client, answer, verifier)
+    assert tokens.status_code == 200 and "id_token" in tokens.json
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens.json["refresh_token"]}
+    counting.failing = {("get", "oidc_grant")}  # a refresh token spent, then the outage
+    assert client.post("/oidc/token", data=refresh, headers={"Authorization": BASIC}).status_code == 503
+    assert client.post("/oidc/token", data=refresh, headers={"Authorization": BASIC}).status_code == 200
+    assert client.post("/oidc/token", data=refresh, headers={"Authorization": BASIC}).status_code == 400  # rotated
+    assert _redeem(client, answer, verifier).status_code == 400  # and the code is still single use
