@@ -3,7 +3,7 @@ handler over that upstream's storage. No web framework here (broker/http/scim.py
 
 Every answer is in SCIM's format (RFC 7644 3.12: `schemas`, `status`, `scimType`, `detail`), refusals
 included: a wrong or missing token is 401 with `WWW-Authenticate: Bearer realm="SCIM"`, a body over the limit
-413, a store whose engine is down or restarting a 503 with Retry-After (retryable, nothing written), anything
+413, a store whose engine is down or restarting a 503 with Retry-After (retryable; see `unavailable`), anything
 unexpected a 500 whose detail names only a reference that the log line carries too.
 """
 
@@ -148,7 +148,9 @@ class ScimEndpoint:
         return self._finish(response)
 
     def unavailable(self, outage: StoreUnavailable) -> ScimResponse:
-        """The answer when a store's engine is down: a SCIM 503 with Retry-After (retryable, nothing written)."""
+        """The answer when a store's engine is down: a SCIM 503 with Retry-After, to try again. Not a promise that
+        nothing was written: a request's steps (the directory, a revocation, the audit record) are each their own
+        transaction, and those before the outage stay."""
         error = Error(status=503, detail=store_unavailable_message(outage))
         response = ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, error.model_dump())
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

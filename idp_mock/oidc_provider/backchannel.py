@@ -6,16 +6,19 @@ client), iat, exp (two minutes), jti, the session's `sid` (the one its ID tokens
 and the back-channel logout event; never a nonce. Each is sent from a daemon thread with a short deadline, so
 a slow or absent relying party never holds up the sign-out page. A sign-out must not be lost to a relying party
 that is restarting or whose store is down for a moment (the portal answers 503 with Retry-After then): no answer
-or a 5xx is tried again, ATTEMPTS times in all, well within the token's lifetime; a 4xx is the relying party's
-final word (section 2.8). Every outcome is logged, never the token.
+or a 5xx is tried again, ATTEMPTS times in all, each time with a new token (a relying party that recorded the
+first token's `jti` before failing would refuse the same token as a replay); 200 or 204 is delivered, a 4xx is the
+relying party's final word (section 2.8). Every outcome is logged, never the token.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -68,23 +71,24 @@ class BackChannelLogout:
             uri = getattr(client, "backchannel_logout_uri", None)
             if client is None or not uri:
                 continue
-            token = self.logout_token(client.client_id, sid, subject)
+            token = functools.partial(self.logout_token, client.client_id, sid, subject)
             thread = threading.Thread(target=_deliver, args=(uri, token, client.client_id), daemon=True)
             thread.start()
             self.sent = [t for t in self.sent if t.is_alive()] + [thread]
 
 
-def _deliver(uri: str, token: str, client_id: str, pause: float = PAUSE) -> None:
+def _deliver(uri: str, token: Callable[[], str], client_id: str, pause: float = PAUSE) -> None:
+    """POST a logout token made by `token()` for each attempt to `uri` (see the module doc)."""
     for attempt in range(1, ATTEMPTS + 1):
         wait = pause * 2 ** (attempt - 1)
         try:
             answer = requests.post(
-                uri, data={"logout_token": token}, timeout=DEADLINE, allow_redirects=False, headers={"Accept": "*/*"}
+                uri, data={"logout_token": token()}, timeout=DEADLINE, allow_redirects=False, headers={"Accept": "*/*"}
             )
         except requests.RequestException as error:
             problem = type(error).__name__
         else:
-            if answer.status_code == 200:
+            if answer.status_code in (200, 204):
                 log.info("back-channel logout delivered to %s", client_id)
                 return
             if answer.status_code < 500:
