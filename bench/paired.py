@@ -30,7 +30,7 @@ from bench import directory as gen
 from bench import figures
 from bench.monitor import Monitor, argon2_verify_ms
 from bench.results import commit_info
-from bench.run import PORTAL_CLIENT_SECRET, REPO, Bench, Config, time_startup
+from bench.run import PORTAL_CLIENT_SECRET, REPO, Bench, Config, cpu_and_boot, time_startup
 
 HOST = Path(__file__).resolve().with_name("stackhost.py")
 SCENARIOS = ("oidc", "saml", "reissue", "idp", "startup")
@@ -218,6 +218,7 @@ class Paired:
             "compare": {"a": self.ref, "b": "this tree"},
             "commit": commits["b"],
             "commits": commits,
+            "machine": {"cpus": os.cpu_count(), **cpu_and_boot()},
             "rounds": self.results,
             "summary": summary,
             "calibration_per_round_ms": self.calibration,

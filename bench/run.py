@@ -1140,8 +1140,8 @@ def table(rows: list[Row]) -> str:
 
 
 def cpu_and_boot() -> dict:
-    """The processor as the kernel names it, and this boot's id: runs on different boots may be on different
-    (virtual) machines, so only paired rounds compare them (docs/benchmarks.md)."""
+    """The processor as the kernel names it (x86 kernels do), and this boot's id: runs on different boots may be on
+    different (virtual) machines, so only paired rounds, on one boot, compare code (docs/benchmarks.md)."""
     found: dict = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

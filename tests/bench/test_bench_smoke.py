@@ -68,7 +68,7 @@ def test_quick_benchmark_runs_every_scenario_without_errors(tmp_path):
     assert data["commit"]["sha"] == head and kept[0].name.removesuffix(".json").split("-")[2] == head[:7]
     assert isinstance(data["commit"]["dirty"], bool)
     assert data["machine"]["argon2_verify_ms"] > 0 and data["machine"]["argon2_verify_ms_end"] > 0
-    assert data["machine"]["cpu_model"] and data["machine"]["boot_id"]  # which machine, for runs across sessions
+    assert data["machine"]["boot_id"]  # which machine (and, where the kernel names it, its cpu_model)
     for row in rows:
         assert row["argon2_ms"] == data["machine"]["argon2_verify_ms"] and row["argon2_ms_after"] > 0, row["scenario"]
         assert row["other_cores"] is not None and row["other_cores"] >= 0, row["scenario"]
