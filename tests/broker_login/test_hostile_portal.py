@@ -6,16 +6,16 @@ into the terminal. Every such answer is refused with one clear line, and nothing
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import pytest
 
 from broker_login import commands, files
 from broker_login.portal import Registration, Token
+from tests.support.loopback import LoopbackServer
 
 INJECTION = "\n[profile x]\ncredential_process = touch /tmp/pwned"
 GOOD = {
@@ -51,8 +51,8 @@ class HostilePortal:
     """Answers GOOD, except for the values a test replaces: {path: {field: value}}, at any depth."""
 
     def __init__(self):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.server = LoopbackServer(self._handler())
+        self.url = self.server.url
         self.changes: dict[str, dict] = {}
 
     def answer(self, path: str) -> dict | None:
@@ -98,12 +98,8 @@ class HostilePortal:
 @pytest.fixture(scope="module")
 def hostile_server() -> Iterator[HostilePortal]:
     portal = HostilePortal()
-    thread = threading.Thread(target=portal.server.serve_forever, daemon=True)
-    thread.start()
-    yield portal
-    portal.server.shutdown()
-    portal.server.server_close()
-    thread.join(timeout=10)
+    with portal.server:
+        yield portal
 
 
 @pytest.fixture

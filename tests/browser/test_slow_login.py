@@ -11,9 +11,8 @@ longer does after the wait, so the wait really outlasted the grace.
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from playwright.sync_api import expect
@@ -27,6 +26,7 @@ from tests.browser.journey import (
     start_sign_in,
     type_credentials,
 )
+from tests.support.loopback import LoopbackServer
 
 GRACE_SECONDS = 120
 MARGIN_SECONDS = 8
@@ -65,11 +65,8 @@ class _Probe(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def probe():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Probe)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(_Probe) as server:
+        yield server.port
 
 
 def cross_site_post_carries_the_cookie(page, port: int) -> bool:

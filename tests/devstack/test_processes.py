@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from devstack.processes import Process, free_port, listens_on
+from tests.support.loopback import LoopbackServer
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -24,11 +24,8 @@ class _Ok(BaseHTTPRequestHandler):
 @pytest.fixture
 def another_server():
     """Something else answering 200 on a port, as another test's server that took the same free port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(_Ok) as server:
+        yield server.port
 
 
 def test_an_answer_from_another_server_on_the_port_is_not_this_process_being_healthy(tmp_path, another_server):

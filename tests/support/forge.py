@@ -16,10 +16,9 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import requests
 from joserfc import jwt
@@ -29,6 +28,7 @@ from lxml import etree
 from sso_common.keys import SigningIdentity
 from sso_common.xmlsign import DS_NAMESPACE, sign_element
 from tests.support.idp_client import answer_consent, is_consent_page, submit_login
+from tests.support.loopback import LoopbackServer
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -128,11 +128,8 @@ class FakeOIDCProvider:
                 else:
                     self._json(status, document)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler, poll_interval=0.05).start()
+        self.url = self._server.url
 
     def discovery(self) -> dict:
         return {
@@ -190,8 +187,7 @@ class FakeOIDCProvider:
         return kid
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def unsigned_token(claims: dict, kid: str = "rsa-1") -> str:

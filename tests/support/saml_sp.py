@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
 from html import unescape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -42,6 +41,7 @@ from tests.support.idp_client import (
     is_login_page,
     submit_login,
 )
+from tests.support.loopback import LoopbackServer
 
 ADMIN_TOKEN = "demo-saml-admin-token"
 XMLSEC1 = "/usr/bin/xmlsec1"
@@ -73,21 +73,18 @@ class MetadataSite:
                 pass
 
         self.metadata, self.status, self.delay, self.hits = b"", 200, 0.0, 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LoopbackServer(Handler, port)
+        self.url = self._server.url
 
     def publish(self, metadata: bytes | str) -> None:
         self.metadata = metadata if isinstance(metadata, bytes) else metadata.encode()
 
     def start(self) -> MetadataSite:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def portal_sp(idp_url: str, site_url: str, identity: SigningIdentity | None, **options) -> OneLoginSP:

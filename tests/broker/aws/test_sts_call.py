@@ -4,10 +4,8 @@ request ID carried (and signed), the body sent and signed once as the bytes boto
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode
 
 import boto3
@@ -21,6 +19,7 @@ from broker.core.entitlements import check_entitlement
 from broker.errors import StsRefused, StsUnavailable
 from sso_common.request_id import RequestId
 from tests.broker.conftest import BROKER_ENTITY_ID
+from tests.support.loopback import LoopbackServer, Quiet
 
 SANDBOX = "111111111111"
 ANSWER = b"""<AssumeRoleWithSAMLResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -59,7 +58,7 @@ class StandInSts:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet):
             protocol_version = "HTTP/1.1"
             served = 0
 
@@ -85,17 +84,11 @@ class StandInSts:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, *_):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler).start()
+        self.url = self.server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

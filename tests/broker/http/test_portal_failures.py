@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,6 +17,7 @@ from broker.settings import load_settings
 from devstack.processes import free_port
 from sso_common.store import AuditQuery
 from tests.support.forge import FakeOIDCProvider
+from tests.support.loopback import LoopbackServer, Quiet
 
 STS_ERROR = b"""<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>
 <Code>InvalidIdentityToken</Code><Message>The SAML assertion is not valid</Message></Error>
@@ -29,10 +28,7 @@ class ErroringSTS:
     """Stands where AWS STS would be and refuses every request, as STS does for a bad assertion."""
 
     def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(Quiet):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 self.send_response(400)
@@ -41,13 +37,11 @@ class ErroringSTS:
                 self.end_headers()
                 self.wfile.write(STS_ERROR)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(Handler).start()
+        self.url = self._server.url
 
     def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def portal(monkeypatch, tmp_path, idp_url: str, aws_url: str):

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
 
 from devstack.processes import free_port
 from idp_mock.oidc_provider import backchannel
+from tests.support.loopback import LoopbackServer, Quiet
 
 PREFIX = "eyJhbGciOiJSUzI1NiJ9.a-logout-token-"
 
@@ -32,7 +31,7 @@ class RelyingParty:
         self.statuses, self.received, self.times = statuses, [], []
         party = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 party.received.append(parse_qs(body.decode())["logout_token"][0])
@@ -43,16 +42,11 @@ class RelyingParty:
                     self.send_header(name, value)
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.uri = f"http://127.0.0.1:{self.server.server_port}/backchannel-logout"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler).start()
+        self.uri = f"{self.server.url}/backchannel-logout"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
