@@ -17,12 +17,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from devstack.processes import children_by_parent, process_tree
 
 REQUEST_CPU = "sso_http_request_cpu_seconds"
 
+T = TypeVar("T")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -129,23 +132,21 @@ class Monitor:
         with self._lock:
             return dict(self._peak_total), dict(self._peak_process)
 
-    def per_process_rss(self) -> dict[str, list[int]]:
+    def _each_process(self, read: Callable[[int], T]) -> dict[str, list[T]]:
+        """`read(pid)` of every process of each server, its processes listed again first."""
         self._refresh_pids()
         with self._lock:
             pids = dict(self._pids)
-        return {name: [rss_bytes(pid) for pid in members] for name, members in pids.items()}
+        return {name: [read(pid) for pid in members] for name, members in pids.items()}
+
+    def per_process_rss(self) -> dict[str, list[int]]:
+        return self._each_process(rss_bytes)
 
     def per_process_private_and_pss(self) -> dict[str, list[tuple[int, int]]]:
-        self._refresh_pids()
-        with self._lock:
-            pids = dict(self._pids)
-        return {name: [private_and_pss_bytes(pid) for pid in members] for name, members in pids.items()}
+        return self._each_process(private_and_pss_bytes)
 
     def cpu(self) -> dict[str, float]:
-        self._refresh_pids()
-        with self._lock:
-            pids = dict(self._pids)
-        return {name: sum(cpu_seconds(pid) for pid in members) for name, members in pids.items()}
+        return {name: sum(seconds) for name, seconds in self._each_process(cpu_seconds).items()}
 
     def stop(self) -> None:
         self._stop.set()

@@ -36,12 +36,14 @@ def store_unavailable_message(error: StoreUnavailable) -> str:
     )
 
 
-def note_store_outage(error: StoreUnavailable) -> None:
-    """Log and count one request answered 503 because a store's engine is down: every answer's format (the page,
-    the sso API's, OAuth's, SCIM's) calls this, so that `sso_refusals_total{reason="store_unavailable"}` counts
-    them all (under the service name `install_operations` gave the app)."""
+def outage_answer(error: StoreUnavailable, answer: Response) -> Response:
+    """`answer` (a 503 in its API's own format: the page, the sso API's, OAuth's, SCIM's) with Retry-After, the
+    request logged and counted in `sso_refusals_total{reason="store_unavailable"}` (under the service name
+    `install_operations` gave the app): every answer to a store outage goes through here."""
     log.warning("answered 503 on %s %s: %s", request.method, request.path, error)
     metrics().refusals.labels(current_app.config.get("SSO_SERVICE", current_app.name), "store_unavailable").inc()
+    answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return answer
 
 
 def engines(stores: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +108,4 @@ def install_operations(app: Flask, service: str, stores: Mapping[str, Any]) -> N
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(error: StoreUnavailable):
-        note_store_outage(error)
-        answer = error_response(store_unavailable_message(error), 503, UNAVAILABLE_TITLE)
-        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return answer
+        return outage_answer(error, error_response(store_unavailable_message(error), 503, UNAVAILABLE_TITLE))

@@ -18,8 +18,8 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import IdentityCenterError
-from sso_common.operations import note_store_outage
-from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
+from sso_common.operations import outage_answer
+from sso_common.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +138,8 @@ def install_error_handlers(blueprint: Blueprint) -> None:
     @blueprint.errorhandler(StoreUnavailable)
     def store_unavailable(error: StoreUnavailable):
         """A store's engine is down or restarting: retryable (botocore retries a 503), never a 500."""
-        note_store_outage(error)
         message = error.public_message or "The service is temporarily unavailable. Try again in a few seconds."
-        answer = error_response(ApiError("ServiceUnavailableException", message))
-        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return answer
+        return outage_answer(error, error_response(ApiError("ServiceUnavailableException", message)))
 
     @blueprint.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -8,11 +8,12 @@ from http import HTTPStatus
 
 from flask import Blueprint, Response, request
 from scim2_models import Error
+from scim2_server.responses import ScimResponse
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from broker.http.context import state
 from broker.scim.provider import MAX_BODY_BYTES
-from sso_common.operations import note_store_outage
+from sso_common.operations import outage_answer
 from sso_common.store.errors import StoreUnavailable
 
 blueprint = Blueprint("scim", __name__, url_prefix="/scim/v2")
@@ -39,8 +40,12 @@ def scim(path: str = ""):
     try:
         answer = endpoint.serve(request.method, f"/{path}", request.args.to_dict(), headers, _body())
     except StoreUnavailable as outage:
-        note_store_outage(outage)
-        answer = endpoint.unavailable(outage)
+        return outage_answer(outage, _response(endpoint.unavailable(outage)))
+    return _response(answer)
+
+
+def _response(answer: ScimResponse) -> Response:
+    """Flask's response for the SCIM endpoint's answer, as it is."""
     body = "" if answer.body is None else json.dumps(answer.body)
     response = Response(body, status=int(answer.status))
     for name, value in answer.headers.items():

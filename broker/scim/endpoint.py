@@ -3,7 +3,7 @@ handler over that upstream's storage. No web framework here (broker/http/scim.py
 
 Every answer is in SCIM's format (RFC 7644 3.12: `schemas`, `status`, `scimType`, `detail`), refusals
 included: a wrong or missing token is 401 with `WWW-Authenticate: Bearer realm="SCIM"`, a body over the limit
-413, a store whose engine is down or restarting a 503 with Retry-After (retryable; see `unavailable`), anything
+413, a store whose engine is down or restarting a 503 (retryable; see `unavailable`), anything
 unexpected a 500 whose detail names only a reference that the log line carries too.
 """
 
@@ -38,7 +38,7 @@ from scim2_server.service import ScimService
 
 from broker.scim.provider import MAX_BODY_BYTES
 from sso_common.operations import store_unavailable_message
-from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
+from sso_common.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,11 @@ class ScimEndpoint:
         return self._finish(response)
 
     def unavailable(self, outage: StoreUnavailable) -> ScimResponse:
-        """The answer when a store's engine is down: a SCIM 503 with Retry-After, to try again. Not a promise that
-        nothing was written: a request's steps (the directory, a revocation, the audit record) are each their own
-        transaction, and those before the outage stay."""
+        """The answer when a store's engine is down: a SCIM 503, to try again (the web layer adds Retry-After, as
+        to every outage answer). Not a promise that nothing was written: a request's steps (the directory, a
+        revocation, the audit record) are each their own transaction, and those before the outage stay."""
         error = Error(status=503, detail=store_unavailable_message(outage))
-        response = ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, error.model_dump())
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return self._finish(response)
+        return self._finish(ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, error.model_dump()))
 
     @staticmethod
     def _finish(response: ScimResponse) -> ScimResponse:

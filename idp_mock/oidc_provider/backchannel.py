@@ -99,8 +99,9 @@ def _deliver(uri: str, token: Callable[[], str], client_id: str, pause: float = 
         if attempt == ATTEMPTS:
             log.warning("back-channel logout to %s failed %s times, the last: %s", client_id, ATTEMPTS, problem)
             return
-        log.info("back-channel logout to %s: %s; trying again in %.1f s", client_id, problem, min(wait, LONGEST_PAUSE))
-        time.sleep(min(wait, LONGEST_PAUSE))
+        wait = min(wait, LONGEST_PAUSE)
+        log.info("back-channel logout to %s: %s; trying again in %.1f s", client_id, problem, wait)
+        time.sleep(wait)
 
 
 def _retry_after(value: str | None) -> float:

@@ -31,8 +31,8 @@ from idp_mock.login import login_page
 from idp_mock.oidc_provider.models import OIDCClient, PendingOIDCRequest
 from idp_mock.oidc_provider.server import OIDCServer
 from idp_mock.session import AMR_PASSWORD, SignIn, current_sign_in, end_session
-from sso_common.operations import note_store_outage, store_unavailable_message
-from sso_common.store.errors import RETRY_AFTER_SECONDS, StoreUnavailable
+from sso_common.operations import outage_answer, store_unavailable_message
+from sso_common.store.errors import StoreUnavailable
 from sso_common.web import UserFacingError, check_csrf, csrf_token
 
 log = logging.getLogger(__name__)
@@ -331,12 +331,9 @@ def api_unreadable_body(error: HTTPException):
 def api_store_unavailable(error: StoreUnavailable):
     """The state store is down or restarting: an OAuth error a client can act on (`temporarily_unavailable`, 503,
     Retry-After; an HTTP client retries it), not the HTML page. Nothing was issued."""
-    note_store_outage(error)
     message = store_unavailable_message(error)
     refusal = OAuth2Error(description=message, error="temporarily_unavailable", status_code=503)
-    answer = _server().handle_error_response(None, refusal)
-    answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return answer
+    return outage_answer(error, _server().handle_error_response(None, refusal))
 
 
 # --- RP-initiated logout ------------------------------------------------------------------------
