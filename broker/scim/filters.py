@@ -18,6 +18,8 @@ from typing import Any
 from scim2_models import InvalidFilterException
 from scim2_models.path import CompareOperator, Comparison, FilterNode, LogicalExpr, LogicalOperator, ValuePath
 
+from sso_common.json_input import is_text
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
@@ -70,6 +72,8 @@ def _comparison(node: Comparison, resource_type: str, prefix: str) -> tuple[str,
         raise _unsupported(resource_type)
     if not isinstance(node.value, str):
         raise InvalidFilterException(detail=f"{path.attr} must be compared to a string")
+    if not is_text(node.value):  # the filter's "\ud800" escape: no store can look it up
+        raise InvalidFilterException(detail=f"{path.attr} must be compared to Unicode text")
     return fields[name], node.value
 
 

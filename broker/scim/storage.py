@@ -136,14 +136,16 @@ class DirectoryScimStorage(ScimStorage):
         if fields is None:
             return SearchPage(0, [])
         offset, limit = (search_request.start_index or 1) - 1, search_request.count
+        # A page starting past the last result is empty (RFC 7644 3.4.2.4), asked of no store: a startIndex
+        # past the engines' 64-bit integers would fail there.
         if name == "User":
             people_query = PeopleQuery(upstream=self.upstream, provisioned=True, **fields)
             total = self.directory.count(people_query)
-            found = [] if not limit else self.directory.find(people_query, offset=offset, limit=limit)
+            found = self.directory.find(people_query, offset=offset, limit=limit) if limit and offset < total else []
             return SearchPage(total, [self._user(person) for person in found])
         group_query = GroupQuery(upstream=self.upstream, **fields)
         total = self.directory.count_groups(group_query)
-        groups = [] if not limit else self.directory.find_groups(group_query, offset=offset, limit=limit)
+        groups = self.directory.find_groups(group_query, offset=offset, limit=limit) if limit and offset < total else []
         return SearchPage(total, [self._group(group) for group in groups])
 
     def _person(self, scim_id: str) -> Person:

@@ -431,6 +431,17 @@ def test_paging_is_bounded(scim):
     assert only_total["totalResults"] == 7 and not only_total.get("Resources")
     assert scim.get("/Users?count=-1").get_json()["itemsPerPage"] == 0  # RFC 7644 3.4.2.4: negative is 0
     assert_scim_error(scim.get("/Users?startIndex=abc"), 400)
+    for resource in ("Users", "Groups"):  # past the last result: empty, even past a 64-bit integer
+        for start in (8, 99999999999999999999):
+            page = scim.get(f"/{resource}?startIndex={start}").get_json()
+            assert page.get("Resources", []) == [] and page["startIndex"] == start, page
+
+
+@pytest.mark.parametrize("resource, attribute", [("Users", "userName"), ("Groups", "displayName")])
+def test_a_filter_value_that_is_not_unicode_text_is_an_invalid_filter(scim, resource, attribute):
+    """The filter's own escape makes a lone surrogate, which no store can look up (it was a 500)."""
+    error = assert_scim_error(scim.get(f'/{resource}?filter={attribute} eq "\\ud800"'), 400, "invalidFilter")
+    assert "Unicode text" in error["detail"]
 
 
 def test_a_search_asks_for_at_most_max_results(app, scim):
