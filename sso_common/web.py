@@ -27,8 +27,9 @@ from flask import (
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadSignature
 from jinja2 import TemplateNotFound
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from sso_common.json_input import StrictJSONProvider
 from sso_common.keys import create_private
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,19 @@ def load_or_create_secret(path: Path) -> bytes:
     return secret if create_private(path, secret) else path.read_bytes()
 
 
+class TextResponse(Response):
+    """Flask's response, with a str body sent as UTF-8 even when it holds a lone surrogate (as '?'): input is
+    checked (sso_common.json_input), but a page showing what a store kept from before must not fail with a
+    500 after the request's work is done."""
+
+    def set_data(self, value: bytes | str) -> None:
+        super().set_data(value.encode("utf-8", "replace") if isinstance(value, str) else value)
+
+
 def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> None:
     app.session_interface = LazySessionInterface()
+    app.json = StrictJSONProvider(app)  # request.get_json(): a lone surrogate or deep nesting is a 400
+    app.response_class = TextResponse
     app.config.update(
         SERVICE_TITLE=service_title,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
@@ -126,6 +138,21 @@ def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> N
         return jsonify(status="ok", service=service_title)
 
     app.register_blueprint(health)
+
+    @app.before_request
+    def method_refusal_in_its_blueprints_format() -> None:
+        """A method an address does not take is found while routing, before Flask knows whose address it is,
+        so the app's HTML page answered it on every API. Given the address's rule (for a method it takes), the
+        405 is raised as the blueprint's and answered by its own error handler, in its own format."""
+        refusal = request.routing_exception
+        if not isinstance(refusal, MethodNotAllowed) or not refusal.valid_methods:
+            return  # every other request: nothing more done
+        adapter = current_app.create_url_adapter(request)
+        try:
+            if adapter is not None:
+                request.url_rule, _ = adapter.match(method=next(iter(refusal.valid_methods)), return_rule=True)
+        except HTTPException:
+            pass  # the address matched no rule after all: the app's own answer
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -321,6 +348,16 @@ def check_csrf() -> None:
             400,
             "Form expired",
         )
+
+
+def in_its_own_words(response: Response, refusal: HTTPException) -> Response:
+    """`response`, an API's own answer to an HTTP refusal raised by Flask or Werkzeug, given the refusal's status
+    and, on a 405, the Allow header it must carry (RFC 9110 15.5.6)."""
+    response.status_code = refusal.code or 400
+    methods = getattr(refusal, "valid_methods", None)
+    if refusal.code == 405 and methods:
+        response.headers["Allow"] = ", ".join(sorted(methods))
+    return response
 
 
 def bearer_api_error(status: int, error: str, description: str, *, realm: str) -> Response:

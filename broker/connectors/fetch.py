@@ -33,7 +33,6 @@ from __future__ import annotations
 import heapq
 import http.client
 import itertools
-import json
 import re
 import select
 import socket
@@ -46,6 +45,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from broker.errors import UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
+from sso_common import json_input
 from sso_common.request_id import outgoing_headers
 
 DEADLINE = 10.0  # seconds for a whole call: connect, send, headers and body
@@ -93,8 +93,8 @@ class Answer:
         return cache_lifetime(self.headers)
 
     def json(self) -> Any:
-        """The body as JSON; ValueError when it is not."""
-        return json.loads(self.body.decode("utf-8"))
+        """The body as JSON; ValueError when it is not (or nests too deeply, or holds a lone surrogate)."""
+        return json_input.loads(self.body.decode("utf-8"))
 
 
 DEFAULT_POLICY = FetchPolicy()

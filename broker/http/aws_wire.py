@@ -18,8 +18,10 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import IdentityCenterError
+from sso_common import json_input
 from sso_common.operations import outage_answer
 from sso_common.store.errors import StoreUnavailable
+from sso_common.web import in_its_own_words
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def json_body() -> dict:
     if len(raw) > MAX_JSON_BYTES:
         raise ApiError("InvalidRequestException", "The request body is too large.")
     try:
-        body = json.loads(raw or b"null")
+        body = json_input.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise ApiError("InvalidRequestException", "The request body is not valid JSON.") from None
     if not isinstance(body, dict):
@@ -145,8 +147,12 @@ def install_error_handlers(blueprint: Blueprint) -> None:
     def http_error(error: HTTPException):
         if error.code == 429:
             return error_response(ApiError("TooManyRequestsException", "Too many requests. Try again later."))
-        message = "The request is too large." if error.code == 413 else "The request could not be understood."
-        return error_response(ApiError("InvalidRequestException", message))
+        messages = {
+            405: "This address does not accept that method.",
+            413: "The request is too large.",
+        }
+        message = messages.get(error.code or 400, "The request could not be understood.")
+        return in_its_own_words(error_response(ApiError("InvalidRequestException", message)), error)
 
     @blueprint.errorhandler(Exception)
     def unexpected(error: Exception):

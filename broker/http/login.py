@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from flask import Blueprint, abort, make_response, redirect, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from broker.connectors import Connector
@@ -159,6 +160,9 @@ def oidc_callback(upstream_id: str):
     with evidence.recording():  # what each check finds, for "How did I get here?" (broker/http/explain.py)
         transaction = _transaction(upstream_id, request.args.get("state"))
         _same_browser(transaction.binding, upstream_id)
+        repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+        if repeated:  # RFC 6749 3.1: never more than once; which one the IdP meant is anyone's guess
+            _refuse(upstream_id, LoginFailed(f"The sign-in answer names {', '.join(repeated)} more than once."))
         try:
             login = connector.complete(request.args, transaction.kept)
         except LoginFailed as failure:
@@ -234,7 +238,11 @@ def backchannel_logout(upstream_id: str):
     if verify is None:
         return _backchannel_answer(400, "invalid_request", "This upstream does not do back-channel logout here.")
     try:
-        sid, subject = verify(request.form.get("logout_token", ""))
+        logout_token = request.form.get("logout_token", "")
+    except RequestEntityTooLarge:
+        return _backchannel_answer(413, "invalid_request", "The request is too large.")
+    try:
+        sid, subject = verify(logout_token)
     except LoginFailed as refusal:
         log.info("back-channel logout from %s refused: %s", upstream_id, refusal.reason)
         return _backchannel_answer(400, "invalid_request", refusal.reason)

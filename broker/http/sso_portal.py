@@ -66,8 +66,10 @@ def _page(items: list, context: str) -> tuple[list, dict]:
 def get_role_credentials():
     identity, grant_id = state().grants.bearer(request.headers.get(BEARER_HEADER))
     account_id, role_name = _account_id(), request.args.get("role_name", "")
-    if not 0 < len(role_name) <= 64:
+    if not role_name:
         raise ApiError("InvalidRequestException", "role_name is required.")
+    if len(role_name) > 64:
+        raise ApiError("InvalidRequestException", "role_name must be at most 64 characters.")
 
     def explained(outcome: str, reason: str = "") -> None:  # in the sign-in's "How did I get here?"
         story = explain.story_reference(grant_id=grant_id)

@@ -33,7 +33,7 @@ from idp_mock.oidc_provider.server import OIDCServer
 from idp_mock.session import AMR_PASSWORD, SignIn, current_sign_in, end_session
 from sso_common.operations import outage_answer, store_unavailable_message
 from sso_common.store.errors import StoreUnavailable
-from sso_common.web import UserFacingError, check_csrf, csrf_token
+from sso_common.web import UserFacingError, check_csrf, csrf_token, in_its_own_words
 
 log = logging.getLogger(__name__)
 pages = Blueprint("oidc_pages", __name__)
@@ -320,11 +320,15 @@ def register_client():
 
 
 @api.errorhandler(400)
+@api.errorhandler(405)
 @api.errorhandler(413)
 def api_unreadable_body(error: HTTPException):
-    """Oversized or unreadable bodies get a protocol error, not the HTML error page."""
-    description = "The request is too large." if error.code == 413 else "The request could not be read."
-    return _server().handle_error_response(None, InvalidRequestError(description, status_code=error.code))
+    """Oversized or unreadable bodies, and methods an endpoint does not take, get a protocol error, not the HTML
+    error page."""
+    descriptions = {405: "This endpoint does not accept that method.", 413: "The request is too large."}
+    description = descriptions.get(error.code or 400, "The request could not be read.")
+    answer = _server().handle_error_response(None, InvalidRequestError(description, status_code=error.code))
+    return in_its_own_words(answer, error)
 
 
 @api.errorhandler(StoreUnavailable)

@@ -458,7 +458,8 @@ def slo():
 
 def _api_error(status: int, message: str) -> Response:
     response = jsonify(
-        error={400: "invalid_metadata", 401: "unauthorized", 409: "conflict"}[status], error_description=message
+        error={400: "invalid_metadata", 401: "unauthorized", 409: "conflict", 413: "too_large"}[status],
+        error_description=message,
     )
     response.status_code = status
     if status == 401:
@@ -482,7 +483,11 @@ def register_service_provider():
             return _api_error(400, f"{name} must be true or false.")
         flags[name] = value == "true"
     try:
-        sp = _saml().service_providers.register(request.get_data(), sign=request.args.get("sign", "assertion"), **flags)
+        metadata = request.get_data()
+    except werkzeug.exceptions.RequestEntityTooLarge:
+        return _api_error(413, "The metadata is too large.")
+    try:
+        sp = _saml().service_providers.register(metadata, sign=request.args.get("sign", "assertion"), **flags)
     except MetadataError as error:
         return _api_error(400, str(error))
     except AlreadyConfigured:

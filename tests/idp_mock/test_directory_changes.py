@@ -224,6 +224,27 @@ def test_bad_changes_are_refused_with_a_reason(admin, method, path, body, status
     assert admin.get("/admin/directory/sync", headers=AUTH).get_json()["log_position"] == 0
 
 
+def test_a_method_an_address_does_not_take_is_answered_in_the_apis_json(admin):
+    answer = admin.patch("/admin/directory/users", headers=AUTH)
+    assert answer.status_code == 405 and answer.get_json()["error"] == "invalid_request"
+    assert "POST" in answer.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 3000 + b"]" * 3000,
+        b'{"username": "q", "email": "q@example.com", "name": "Q", "password": "\\ud800-long-one-1"}',
+    ],
+    ids=["nested-too-deeply", "lone-surrogate-password"],
+)
+def test_json_nobody_can_keep_is_refused_as_unreadable(admin, body):
+    """Both were a 500 (the recursion limit; the password hash cannot encode a lone surrogate)."""
+    answer = admin.post("/admin/directory/users", data=body, content_type="application/json", headers=AUTH)
+    assert answer.status_code == 400 and answer.get_json()["error_description"]
+    assert admin.get("/admin/directory/sync", headers=AUTH).get_json()["log_position"] == 0
+
+
 def test_the_cli_changes_the_same_directory(tmp_path):
     config = tmp_path / "idp.yaml"
     config.write_text(

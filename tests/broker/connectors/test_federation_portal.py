@@ -197,6 +197,20 @@ def test_unusable_claims_are_a_page_and_an_audit_record_never_a_500(portal, corp
     assert record["upstream"] == "corp" and text in record["reason"]
 
 
+@pytest.mark.parametrize("repeated", ["code", "state", "iss"])
+def test_a_callback_naming_a_parameter_twice_is_refused_and_spends_its_transaction(portal, corp, repeated):
+    """RFC 6749 3.1: the second code was ignored and the person signed in with the first."""
+    client = portal.test_client()
+    query = parse_qs(urlsplit(client.get("/login/corp").headers["Location"]).query)
+    corp.answer_token(corp.sign(corp.claims(query["nonce"][0], aud="portal")))
+    answer = {"code": "c", "state": query["state"][0], "iss": corp.url}
+    twice = [*answer.items(), (repeated, "another")]
+    record = refused(portal, client.get("/login/corp/callback", query_string=twice), 400, f"names {repeated} more")
+    assert record["upstream"] == "corp"
+    again = client.get("/login/corp/callback", query_string=answer)  # the answer alone, now: already used
+    assert again.status_code == 400 and "portal_session=" not in again.headers.get("Set-Cookie", "")
+
+
 def test_a_trickling_idp_is_a_504_page_and_an_audit_record(portal, corp):
     corp.trickle = 0.05  # timeout_seconds: 1 for this upstream
     try:

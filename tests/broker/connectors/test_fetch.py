@@ -111,6 +111,18 @@ def test_a_plain_answer_is_read_whole(serve):
     assert got.max_age() == 600
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1]", b"[" * 5000 + b"]" * 5000, b'{"name": "\\ud800"}'],
+    ids=["malformed", "not-an-object", "nested-too-deeply", "lone-surrogate"],
+)
+def test_json_the_portal_cannot_use_is_garbage_from_the_upstream(serve, body):
+    """Nesting past the recursion limit was a 500 at sign-in; a lone surrogate would fail wherever kept."""
+    server = serve(lambda c: c.sendall(answer(body)))
+    with pytest.raises(UpstreamUnavailable, match="answered garbage"):
+        client(server.url).get_json(server.url + "/userinfo", "userinfo")
+
+
 @pytest.mark.parametrize("part", ["headers", "body"])
 def test_an_answer_trickled_byte_by_byte_is_cut_at_the_deadline(serve, part):
     """Each byte arrives well within any per-read timeout; the whole answer would take 20 s."""

@@ -258,6 +258,11 @@ def test_a_back_channel_logout_naming_only_the_person_ends_all_their_sessions(ap
     assert portal_client(app, "bob").get("/").status_code == 200  # a sign-in after it is not affected
 
 
+def test_an_oversized_logout_request_is_413_with_an_oauth_error(app):
+    answer = app.test_client().post(f"/login/{OIDC}/backchannel-logout", data={"logout_token": "x" * 2_000_000})
+    assert answer.status_code == 413 and answer.get_json()["error"] == "invalid_request"
+
+
 def test_a_bad_logout_token_is_400_with_an_oauth_error(app, monkeypatch):
     def refuse(token):
         raise LoginFailed("The logout token was rejected: it is meant for another client.")

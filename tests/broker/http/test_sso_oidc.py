@@ -67,6 +67,26 @@ def test_malformed_or_oversized_bodies_are_invalid_requests(client, path, data):
     assert body["error"] == "invalid_request" and body["error_description"]
 
 
+DEEP = b"[" * 2000 + b"]" * 2000  # past the interpreter's recursion limit, well under the size limit
+
+
+@pytest.mark.parametrize("path", ["/client/register", "/device_authorization", "/token"])
+@pytest.mark.parametrize(
+    "data",
+    [DEEP, b'{"clientId": "\\ud800", "clientSecret": "x", "clientName": "x"}', b'{"clientName": "\xed\xa0\x80"}'],
+    ids=["nested-too-deeply", "lone-surrogate-escape", "lone-surrogate-bytes"],
+)
+def test_json_nobody_can_store_or_show_is_an_invalid_request(client, path, data):
+    """json.loads takes both; the store's key hash and every page then failed with a 500."""
+    body = aws_error(client.post(path, data=data, content_type="application/json"), "InvalidRequestException")
+    assert body["message"] == "The request body is not valid JSON."
+
+
+def test_a_client_name_with_a_lone_surrogate_is_not_registered(client):
+    """Registered, its name broke the device page after the approval was recorded, and the audit page for good."""
+    aws_error(register(client, clientName="evil\ud800name"), "InvalidRequestException")
+
+
 def test_device_flow_pending_then_approved_then_spent(app, client, clock, person):
     sign_in(app, client, person("bob"))
     registration = register(client).get_json()

@@ -128,6 +128,35 @@ def test_page_tokens_cannot_be_edited_or_moved_to_another_list(client, tokens_fo
         aws_error(client.get(query, headers=bearer(tokens)), "InvalidRequestException", 400)
 
 
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/assignment/accounts"),
+        ("delete", f"/federation/credentials?account_id={SANDBOX}&role_name=EmployeeDirectoryDeveloper"),
+        ("get", "/client/register"),
+        ("get", "/token"),
+    ],
+)
+def test_a_method_an_api_address_does_not_take_is_answered_in_the_apis_format(client, tokens_for, method, path):
+    """Routing finds a 405 before Flask knows the blueprint: it was the portal's HTML page (sso_common.web)."""
+    tokens = tokens_for("bob", ("engineering",))
+    body = aws_error(getattr(client, method)(path, headers=bearer(tokens)), "InvalidRequestException", 405)
+    assert body["message"] == "This address does not accept that method."
+
+
+def test_the_portals_pages_still_answer_a_wrong_method_with_a_page(client):
+    answer = client.put("/")
+    assert answer.status_code == 405 and answer.mimetype == "text/html"
+
+
+@pytest.mark.parametrize(
+    "role, message", [("", "role_name is required."), ("A" * 65, "role_name must be at most 64 characters.")]
+)
+def test_a_missing_or_overlong_role_name_is_told_apart(client, tokens_for, role, message):
+    tokens = tokens_for("bob", ("engineering",))
+    assert aws_error(credentials(client, tokens, SANDBOX, role), "InvalidRequestException", 400)["message"] == message
+
+
 @pytest.mark.parametrize("max_result", ["%C2%B2", "%D9%A1", "%EF%BC%95", "9" * 5000, "+5", " 5", "5%0A"])
 def test_page_sizes_that_are_not_plain_ascii_numbers_are_invalid_requests(client, tokens_for, max_result):
     """'²' passes str.isdigit() but not int(); '١' and '５' pass both; 5000 nines are over int()'s limit."""

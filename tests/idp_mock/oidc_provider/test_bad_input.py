@@ -400,6 +400,25 @@ def test_registration_with_malformed_json_is_refused(idp):
     _token_error(answer, 400, "invalid_client_metadata")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 2000 + b"]" * 2000, b'{"redirect_uris": ["https://app.example.test/cb"], "client_name": "Evil\\ud800App"}'],
+    ids=["nested-too-deeply", "lone-surrogate"],
+)
+@pytest.mark.parametrize("token", [True, False])
+def test_registration_with_json_nobody_can_keep_is_refused(idp, body, token):
+    """Deep nesting was a 500 even without a token; a client name with a lone surrogate was registered, and
+    then every person's sign-in to that client ended in a 500 at its consent page."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer demo-registration-token"
+    answer = requests.post(f"{idp.url}/oidc/register", data=body, headers=headers, timeout=10)
+    if token:
+        _token_error(answer, 400, "invalid_client_metadata")
+    else:
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_token"
+
+
 def test_registration_with_a_json_array_is_refused(idp):
     answer = requests.post(
         f"{idp.url}/oidc/register",
@@ -418,6 +437,16 @@ def test_registration_with_a_one_megabyte_body_is_refused(idp):
         timeout=10,
     )
     _token_error(answer, 413, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/oidc/token"), ("DELETE", "/oidc/userinfo"), ("PUT", "/oidc/register")]
+)
+def test_a_method_an_endpoint_does_not_take_is_an_oauth_error(idp, method, path):
+    """Found while routing, before Flask knows the blueprint: it was the HTML error page (sso_common.web)."""
+    answer = requests.request(method, idp.url + path, timeout=10)
+    assert answer.status_code == 405 and answer.json()["error"] == "invalid_request"
+    assert method not in answer.headers["Allow"] and "POST" in answer.headers["Allow"]
 
 
 def test_userinfo_with_a_non_bearer_scheme_is_refused(idp):

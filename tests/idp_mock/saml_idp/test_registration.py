@@ -203,7 +203,7 @@ def test_signed_assertions_wanted_by_metadata_conflict_with_sign_response(idp, s
 
 def test_oversized_body_is_refused(idp):
     answer = register_sp(idp.url, "x" * 300_000)
-    assert answer.status_code == 413
+    assert answer.status_code == 413 and answer.json()["error"] == "too_large"  # the API's JSON, not a page
 
 
 def test_a_registration_reaches_every_worker(private_idp, keys):
