@@ -149,8 +149,24 @@ def _employee_record(employee: Employee) -> dict[str, Any]:
     }
 
 
+PERSON_FIELDS = (
+    "username",
+    "subject",
+    "email",
+    "name",
+    "department",
+    "groups",
+    "password_hash",
+    "totp_secret",
+    "disabled",
+)
+
+
 def new_employee(directory: DirectoryView, fields: dict[str, Any]) -> Employee:
     """An employee to add, checked against the directory: ChangeRefused naming the field otherwise."""
+    unknown = sorted(set(fields) - set(PERSON_FIELDS))
+    if unknown:  # a misspelt field ("department " or "group") would be dropped unseen
+        raise ChangeRefused(f"{unknown[0][:64]!r}: not a field of a person ({', '.join(PERSON_FIELDS)})")
     username = str(fields.get("username", "")).strip().lower()
     if not re.fullmatch(NAME_PATTERN, username):
         raise ChangeRefused("username: lowercase letters, digits and . _ - (at most 64), starting with a letter")
@@ -182,6 +198,9 @@ def new_employee(directory: DirectoryView, fields: dict[str, Any]) -> Employee:
         not isinstance(totp_secret, str) or not re.fullmatch(r"[A-Z2-7]{16,}=*", totp_secret)
     ):
         raise ChangeRefused("totp_secret: a base32 secret of at least 16 characters")
+    disabled = fields.get("disabled", False)
+    if not isinstance(disabled, bool):
+        raise ChangeRefused("disabled: true or false")
     return Employee(
         username=username,
         subject=subject,
@@ -191,7 +210,7 @@ def new_employee(directory: DirectoryView, fields: dict[str, Any]) -> Employee:
         groups=tuple(dict.fromkeys(groups)),
         password_hash=password_hash,
         totp_secret=totp_secret,
-        disabled=bool(fields.get("disabled", False)),
+        disabled=disabled,
     )
 
 
