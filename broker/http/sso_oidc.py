@@ -47,6 +47,8 @@ def is_this_portal(start_url: str, portal: str) -> bool:
 def register_client():
     body = json_body()
     name = string_field(body, "clientName", max_length=128)
+    if not name.isprintable():  # the approval page shows it: no line breaks or right-to-left overrides to spoof it
+        raise ApiError("InvalidRequestException", "clientName must be printable text, without control characters.")
     if string_field(body, "clientType", max_length=32) != "public":
         raise ApiError("InvalidClientMetadataException", "clientType must be public.")
     scopes = string_list(body, "scopes") or [DEFAULT_SCOPE]

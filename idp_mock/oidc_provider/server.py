@@ -386,8 +386,8 @@ class Registration(ClientRegistrationEndpoint):
                 "response_types must be a list holding only code: only the code flow is offered."
             )
         name = data.get("client_name", "")
-        if not isinstance(name, str) or len(name) > 200:
-            raise InvalidClientMetadataError("client_name must be a string of at most 200 characters.")
+        if not isinstance(name, str) or len(name) > 200 or not name.isprintable():  # the consent page shows it
+            raise InvalidClientMetadataError("client_name must be printable text of at most 200 characters.")
         try:
             return super().extract_client_metadata(request)
         except (TypeError, AttributeError, KeyError, ValueError) as error:

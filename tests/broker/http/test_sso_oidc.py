@@ -49,6 +49,8 @@ def test_register_client_answers_like_aws(client):
         ({"clientType": "confidential"}, "InvalidClientMetadataException"),
         ({"clientName": ""}, "InvalidRequestException"),
         ({"clientName": 7}, "InvalidRequestException"),
+        ({"clientName": "AWS CLI\nApproved by your administrator"}, "InvalidRequestException"),
+        ({"clientName": "evil\u202eILC SWA"}, "InvalidRequestException"),  # a right-to-left override
         ({"scopes": ["sso:admin"]}, "InvalidScopeException"),
         ({"scopes": "sso:account:access"}, "InvalidRequestException"),
         ({"grantTypes": ["password"]}, "UnsupportedGrantTypeException"),
