@@ -29,6 +29,9 @@ ClientFactory = Callable[[str, str], Any]  # (account ID, service name) -> boto3
 
 INLINE_POLICY_NAME = "AwsSSOInlinePolicy"  # the name IAM Identity Center gives it
 WORKLOAD_POLICY_NAME = "WorkloadPermissions"  # a workload role's one inline policy
+# The deny statements of revoked sessions (broker.aws.revocation), on a permission set's role beside its inline
+# policy. Not provisioning's to remove: they go when the sessions they deny have expired (the revoker's sweep).
+REVOCATION_POLICY_NAME = "BrokerRevocations"
 MANAGED_BY_TAG = "sso-broker:managed-by"
 
 
@@ -173,7 +176,8 @@ def _ensure_role(
         iam.put_role_policy(RoleName=name, PolicyName=INLINE_POLICY_NAME, PolicyDocument=json.dumps(document))
         action = "updated" if INLINE_POLICY_NAME in inline_names else "created"
         changes.append(Change(account_id, action, f"inline policy of role {name}"))
-    for stale in sorted(inline_names - ({INLINE_POLICY_NAME} if document is not None else set())):
+    kept = {REVOCATION_POLICY_NAME} | ({INLINE_POLICY_NAME} if document is not None else set())
+    for stale in sorted(inline_names - kept):
         iam.delete_role_policy(RoleName=name, PolicyName=stale)
         changes.append(Change(account_id, "deleted", f"inline policy {stale} of role {name}"))
     return changes

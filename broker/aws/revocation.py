@@ -37,7 +37,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from broker.aws.provisioning import ClientFactory
+from broker.aws.provisioning import REVOCATION_POLICY_NAME, ClientFactory
 from broker.core.access import AccessConfig
 from broker.core.naming import SSO_ROLE_PATH, role_name
 from broker.core.revocation import Revocation
@@ -46,7 +46,7 @@ from sso_common.store import AuditLog, AuditQuery, ChangeLog, StateStore
 
 log = logging.getLogger(__name__)
 
-POLICY_NAME = "BrokerRevocations"
+POLICY_NAME = REVOCATION_POLICY_NAME
 MAX_STS_SESSION = 12 * 3600  # the longest session STS issues: older issuances cannot still be valid
 POLICY_BUDGET = 6000  # characters of ours, of IAM's 10,240 for a role's inline policies together
 AUDIT_LIMIT = 10_000  # issuances of one person looked at per revocation

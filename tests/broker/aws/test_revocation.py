@@ -166,6 +166,20 @@ def test_a_revoked_persons_older_sessions_are_denied_and_nothing_else(world, emu
     assert event["actor"] == "aws" and event["roles"] == [entitlement.role_arn]
 
 
+def test_provisioning_again_keeps_the_deny_statements(world, emulator, sessions, access, signing_identity):
+    """`broker provision` deleted every inline policy but the permission set's own: revoked sessions worked again."""
+    issue, revoker, _, _ = world
+    bob_old, entitlement = issue("bob")
+    revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", time.time(), "test"))
+    assert not works(bob_old, emulator)
+    metadata = idp_metadata_xml(BROKER_ENTITY_ID, signing_identity, "https://broker.example.test/")
+    changes = provision(access, metadata, sessions.client)
+    assert not any(POLICY_NAME in str(change) for change in changes), changes
+    assert not works(bob_old, emulator)
+    iam = sessions.client(PRODUCTION, "iam")
+    assert POLICY_NAME in iam.list_role_policies(RoleName=entitlement.role_name)["PolicyNames"]
+
+
 def test_revoking_again_keeps_one_statement_per_person_with_the_later_cutoff(world, sessions):
     issue, revoker, _, _ = world
     _, entitlement = issue("bob")
