@@ -27,7 +27,6 @@ import argparse
 import functools
 import os
 import re
-import shutil
 import sys
 import webbrowser
 from collections.abc import Callable, Mapping
@@ -101,6 +100,8 @@ class SignIn:
     def _sign_in_again(self, ended: LoginError) -> Token:
         """A new sign-in after the portal ended the last one; when there is no way to sign in here, the error
         says why the portal ended it (disabled, revoked, signed out at the IdP...), in its own words."""
+        if self.non_interactive or self.console.reaches_the_person:
+            self.console.say(f"The portal ended your last sign-in ({ended}).")
         try:
             return self.sign_in()
         except LoginError as failure:
@@ -116,11 +117,15 @@ class SignIn:
         if self.non_interactive:
             secrets = LoginSecrets.from_environment()
             self.console.say(f"Signing in to {self.portal.url} as {secrets.username} through {self.idp}.")
-            return self._keep(headless_sign_in(self.portal, registration, self.idp, secrets), registration)
-        authorization = self.portal.start_device_authorization(registration)
-        self._show(authorization)
-        token = self.portal.wait_for_token(registration, authorization, on_wait=lambda: self.console.say(".", end=""))
-        self.console.say(" signed in.")
+            token = headless_sign_in(self.portal, registration, self.idp, secrets)
+        else:
+            authorization = self.portal.start_device_authorization(registration)
+            self._show(authorization)
+            token = self.portal.wait_for_token(
+                registration, authorization, on_wait=lambda: self.console.say(".", end="")
+            )
+            self.console.say(" signed in.")
+        files.forget_credentials(self.portal.url, self.session_name)  # cached under the last sign-in
         return self._keep(token, registration)
 
     def _show(self, authorization: dict) -> None:
@@ -342,7 +347,7 @@ def _logout(sign_in: SignIn, args, console: Console) -> int:
         except NotSignedIn:
             pass  # already ended at the portal
     files.forget_token(sign_in.session_name)
-    shutil.rmtree(files.credentials_dir(sign_in.portal.url, sign_in.session_name), ignore_errors=True)
+    files.forget_credentials(sign_in.portal.url, sign_in.session_name)
     console.say("Signed out.")
     return 0
 

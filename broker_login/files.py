@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -189,8 +190,14 @@ def load_registration(path: Path) -> Registration | None:
 
 
 def credentials_dir(start_url: str, session_name: str) -> Path:
-    """Cached role credentials of one sign-in; `logout` removes the folder."""
+    """Cached role credentials of one sign-in; `forget_credentials` removes the folder."""
     return _cache_dir() / "credentials" / _hashed_name(f"{start_url}\x00{session_name}").removesuffix(".json")
+
+
+def forget_credentials(start_url: str, session_name: str) -> None:
+    """Drop the role credentials cached under a sign-in: at `logout`, and at a new sign-in, since the portal may
+    have ended the last one by revoking them (AWS then denies them until they expire)."""
+    shutil.rmtree(credentials_dir(start_url, session_name), ignore_errors=True)
 
 
 def credentials_path(start_url: str, session_name: str, account_id: str, role: str) -> Path:

@@ -385,6 +385,33 @@ def test_concurrent_processes_refresh_a_token_once(home, monkeypatch):
     assert portal.refreshes == ["refresh-1"] and tokens == ["access-1", "access-1"]
 
 
+def test_a_sign_in_the_portal_ended_is_said_and_its_cached_credentials_dropped(home, monkeypatch, capsys):
+    """Disabled or revoked, the person's sign-in ends with the credentials cached under it, which AWS now
+    denies: `credential-process` served them, without a word, for up to the role's session length."""
+    now = datetime.now(UTC)
+    registration = Registration("client-1", "client-secret", now + timedelta(days=30))
+    files.save_token("broker", "http://portal", "us-east-1", Token("old", now, "refresh-1"), registration)
+    files.save_registration(files.registration_path("http://portal", "us-east-1"), registration)
+    cached = files.credentials_path("http://portal", "broker", "111111111111", "Dev")
+    files.save_credentials(cached, CREDENTIALS)
+
+    class Portal:
+        url, region = "http://portal", "us-east-1"
+
+        def refresh(self, registration, refresh_token):
+            raise LoginError("your access has been disabled")
+
+    monkeypatch.setenv("BROKER_LOGIN_USERNAME", "bob")
+    monkeypatch.setenv("BROKER_LOGIN_PASSWORD", "Welcome-2026")
+    new = Token("new", now + timedelta(hours=8), "refresh-2")
+    monkeypatch.setattr(commands, "headless_sign_in", lambda *_: new)
+    sign_in = commands.SignIn(Portal(), "broker", Console(), non_interactive=True, idp="x", open_browser=False)
+    assert sign_in.token() == new
+    assert "The portal ended your last sign-in (your access has been disabled)." in capsys.readouterr().err
+    assert files.load_credentials(cached) is None
+    assert files.load_token("broker", "http://portal")[0].access_token == "new"
+
+
 @pytest.mark.parametrize(
     "given, base",
     [
