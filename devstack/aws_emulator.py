@@ -68,6 +68,11 @@ class MotoServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def process(self) -> Process | None:
+        """The emulator's process while started (its name, log and whether it still runs)."""
+        return self._process
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop(timeout=5)

@@ -244,8 +244,10 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stopped(self) -> Process | None:
-        """A service that is no longer running, if any."""
-        return next((process for process in self.processes.values() if not process.running()), None)
+        """A service that is no longer running, if any: the emulator too (kept apart, as the compose stack
+        runs it in a container of its own)."""
+        emulator = [self.moto.process] if self.moto is not None and self.moto.process is not None else []
+        return next((process for process in [*self.processes.values(), *emulator] if not process.running()), None)
 
     def stop(self) -> None:
         stop_all(list(self.processes.values()))

@@ -82,7 +82,12 @@ def children_running(parent: int, module: str) -> list[int]:
     return found
 
 
-def test_the_demo_says_what_it_does_lists_everyone_and_says_which_service_died(tmp_path):
+@pytest.mark.parametrize(
+    "module, name, log",
+    [("idp_mock", "idp", "idp.log"), ("devstack.aws_emulator", "moto server", "moto_server.log")],
+    ids=["the-idp", "the-emulator"],  # the emulator is kept apart from the other services: it went unnoticed
+)
+def test_the_demo_says_what_it_does_lists_everyone_and_says_which_service_died(tmp_path, module, name, log):
     addresses = free_addresses()
     instance = tmp_path / "instance"
     demo = subprocess.Popen(
@@ -130,11 +135,11 @@ def test_the_demo_says_what_it_does_lists_everyone_and_says_which_service_died(t
         assert provision.returncode == 0, provision.stderr
         assert provision.stdout.strip().endswith("0 change(s).")
 
-        (idp,) = children_running(demo.pid, "idp_mock")
-        os.kill(idp, signal.SIGTERM)
+        (service,) = children_running(demo.pid, module)
+        os.kill(service, signal.SIGTERM)
         assert demo.wait(timeout=30) == 1
         said = demo.stderr.read()
-        assert "The idp stopped" in said and "idp.log" in said
+        assert f"The {name} stopped" in said and log in said
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGTERM)
