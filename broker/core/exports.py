@@ -2,10 +2,11 @@
 set and the credentials-file profile to add, and the values one by one. Pure: text in, text out.
 
 Against the AWS emulator (`endpoint_url` given), the credentials must work where they were issued:
-the environment variables carry `AWS_ENDPOINT_URL`, and the profile option says how to send that
-profile's service calls to the emulator through a `services` section of ~/.aws/config (per-service
-`endpoint_url`), never a global `endpoint_url` that would also capture the SSO calls of the same
-configuration. Against real AWS (`endpoint_url` None) they carry nothing of the kind.
+the environment variables carry `AWS_ENDPOINT_URL` and the region (a fresh shell has none, and STS or
+DynamoDB then refuse to start), and the profile option says how to send that profile's service calls to
+the emulator through a `services` section of ~/.aws/config (per-service `endpoint_url`), never a global
+`endpoint_url` that would also capture the SSO calls of the same configuration. Against real AWS
+(`endpoint_url` None) they carry nothing of the kind, as the AWS access portal's options do not.
 """
 
 from __future__ import annotations
@@ -89,27 +90,36 @@ def profile_name(entitlement: Entitlement) -> str:
     return f"{entitlement.account_id}_{entitlement.permission_set}"
 
 
-def environment_variables(credentials: RoleCredentials, endpoint_url: str | None) -> list[tuple[str, str]]:
+def environment_variables(credentials: RoleCredentials, endpoint_url: str | None, region: str) -> list[tuple[str, str]]:
     variables = [
         ("AWS_ACCESS_KEY_ID", credentials.access_key_id),
         ("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key),
         ("AWS_SESSION_TOKEN", credentials.session_token),
     ]
-    return variables + ([("AWS_ENDPOINT_URL", endpoint_url)] if endpoint_url else [])
+    return variables + ([("AWS_ENDPOINT_URL", endpoint_url), ("AWS_DEFAULT_REGION", region)] if endpoint_url else [])
 
 
-def endpoint_config(profile: str, endpoint_url: str) -> str:
-    """The ~/.aws/config sections that send this profile's service calls to `endpoint_url`."""
+def endpoint_config(profile: str, endpoint_url: str, region: str) -> str:
+    """The ~/.aws/config sections that send this profile's service calls to `endpoint_url`, in `region`."""
     services = "".join(f"{key} =\n  endpoint_url = {endpoint_url}\n" for key in EMULATED_SERVICES.values())
-    return f"[profile {profile}]\nservices = {SERVICES_SECTION}\n\n[services {SERVICES_SECTION}]\n{services}".rstrip()
+    return (
+        f"[profile {profile}]\nregion = {region}\nservices = {SERVICES_SECTION}\n\n"
+        f"[services {SERVICES_SECTION}]\n{services}"
+    ).rstrip()
 
 
 def credential_options(
-    entitlement: Entitlement, credentials: RoleCredentials, endpoint_url: str | None
+    entitlement: Entitlement, credentials: RoleCredentials, endpoint_url: str | None, region: str
 ) -> CredentialOptions:
+    """The panel's options; against the emulator (`endpoint_url`) they name it and `region` too."""
     profile = profile_name(entitlement)
-    variables = environment_variables(credentials, endpoint_url)
-    values = [Value(name.lower().replace("_", "-"), _VALUE_LABELS[name], value) for name, value in variables]
+    variables = environment_variables(credentials, endpoint_url, region)
+    # Option 3 has no region of its own: the panel shows the portal's region beside the CLI's settings.
+    values = [
+        Value(name.lower().replace("_", "-"), _VALUE_LABELS[name], value)
+        for name, value in variables
+        if name in _VALUE_LABELS
+    ]
     return CredentialOptions(
         profile=profile,
         shells=tuple(
@@ -127,7 +137,7 @@ def credential_options(
             f"aws_session_token = {credentials.session_token}"
         ),
         endpoint_url=endpoint_url,
-        endpoint_config=endpoint_config(profile, endpoint_url) if endpoint_url else None,
+        endpoint_config=endpoint_config(profile, endpoint_url, region) if endpoint_url else None,
         values=tuple(values),
     )
 

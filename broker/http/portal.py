@@ -142,7 +142,8 @@ def credentials():
                 "AWS could not be reached to issue credentials. Try again in a minute.", 503, "AWS unavailable"
             ) from None
         url = explained(ISSUED)
-    options = credential_options(entitlement, issued, state().settings.aws_endpoint_url_for_clients)
+    settings = state().settings
+    options = credential_options(entitlement, issued, settings.aws_endpoint_url_for_clients, settings.access.region)
     shown = Issued(entitlement, issued, options, url)
     wants_panel = request.headers.get(PANEL_HEADER) == "panel"
     response = _issued_panel(shown) if wants_panel else _accounts_page(issued=shown)

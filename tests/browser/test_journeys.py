@@ -64,10 +64,11 @@ def value_of(panel, term: str):
 
 
 def caller_identity(tmp_path, **env: str) -> dict:
-    """sts:GetCallerIdentity by a fresh process whose only AWS setup is `env`."""
+    """sts:GetCallerIdentity by a fresh process whose only AWS setup is `env` (no region either: what the panel
+    shows must be enough)."""
     done = subprocess.run(
         [sys.executable, "-c", CALLER_SCRIPT],
-        env=clean_env(tmp_path, AWS_DEFAULT_REGION="us-east-1", **env),
+        env=clean_env(tmp_path, **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -161,8 +162,14 @@ def test_a_roles_credentials_panel_shows_working_exports(page, context, urls, tm
     expect(panel.get_by_role("tab", name="macOS and Linux")).to_have_attribute("aria-selected", "true")
     values = exports(page)
     # Against the emulator, the exports carry its endpoint (item 3): pasted as they are, they work.
-    assert set(values) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"}
-    assert values["AWS_ENDPOINT_URL"] == urls["AWS_URL"]
+    assert set(values) == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+    }
+    assert values["AWS_ENDPOINT_URL"] == urls["AWS_URL"] and values["AWS_DEFAULT_REGION"] == "us-east-1"
     shown = panel.get_by_role("tabpanel")  # the selected shell's only
     expect(shown).to_have_accessible_name("macOS and Linux")
     expect(shown.get_by_role("heading", name="Option 1: Set AWS environment variables")).to_be_visible()

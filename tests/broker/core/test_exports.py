@@ -24,7 +24,7 @@ def entitlement(access, person):
 
 
 def test_each_shell_sets_the_variables_its_own_way(entitlement):
-    options = credential_options(entitlement, CREDENTIALS, EMULATOR)
+    options = credential_options(entitlement, CREDENTIALS, EMULATOR, "eu-west-1")
     by_shell = {shell.shell.label: shell for shell in options.shells}
     assert list(by_shell) == ["macOS and Linux", "Windows (cmd)", "PowerShell"]
     assert by_shell["macOS and Linux"].environment.splitlines() == [
@@ -32,6 +32,7 @@ def test_each_shell_sets_the_variables_its_own_way(entitlement):
         'export AWS_SECRET_ACCESS_KEY="secret/with+chars"',
         'export AWS_SESSION_TOKEN="token=="',
         f'export AWS_ENDPOINT_URL="{EMULATOR}"',
+        'export AWS_DEFAULT_REGION="eu-west-1"',  # a fresh shell has none: STS and DynamoDB would not start
     ]
     assert by_shell["Windows (cmd)"].environment.splitlines()[0] == "set AWS_ACCESS_KEY_ID=ASIAEXAMPLE"
     assert by_shell["PowerShell"].environment.splitlines()[3] == f'$Env:AWS_ENDPOINT_URL="{EMULATOR}"'
@@ -41,7 +42,7 @@ def test_each_shell_sets_the_variables_its_own_way(entitlement):
 
 
 def test_the_profile_goes_to_the_emulator_through_a_services_section(entitlement):
-    options = credential_options(entitlement, CREDENTIALS, EMULATOR)
+    options = credential_options(entitlement, CREDENTIALS, EMULATOR, "eu-west-1")
     assert options.profile == "111111111111_EmployeeDirectoryDeveloper"
     profile = configparser.ConfigParser()
     profile.read_string(options.credentials_profile)
@@ -52,15 +53,18 @@ def test_the_profile_goes_to_the_emulator_through_a_services_section(entitlement
     }
     config = configparser.ConfigParser()
     config.read_string(options.endpoint_config)
-    assert dict(config[f"profile {options.profile}"]) == {"services": SERVICES_SECTION}  # no global endpoint_url
+    assert dict(config[f"profile {options.profile}"]) == {  # no global endpoint_url
+        "region": "eu-west-1",
+        "services": SERVICES_SECTION,
+    }
     services = config[f"services {SERVICES_SECTION}"]
     assert set(services) == set(EMULATED_SERVICES.values()) and "sso" not in services and "sso_oidc" not in services
     assert all(services[key].split() == ["endpoint_url", "=", EMULATOR] for key in services)
 
 
 def test_against_real_aws_nothing_points_elsewhere(entitlement):
-    options = credential_options(entitlement, CREDENTIALS, None)
+    options = credential_options(entitlement, CREDENTIALS, None, "eu-west-1")
     assert options.endpoint_url is None and options.endpoint_config is None
     everything = "\n".join(shell.environment for shell in options.shells) + options.credentials_profile
-    assert "ENDPOINT" not in everything.upper()
+    assert "ENDPOINT" not in everything.upper() and "REGION" not in everything.upper()
     assert [value.id for value in options.values] == ["aws-access-key-id", "aws-secret-access-key", "aws-session-token"]
