@@ -647,6 +647,44 @@ def _unsigned_requests_refused() -> None:
     setattr(request_base, "__init__", init)  # noqa: B010 - a patch of moto's method
 
 
+# What AWS's JSON-protocol services (DynamoDB, SQS, KMS, Secrets Manager...) call the refusals moto names as the
+# query protocol does (AWS's "common errors" of those APIs).
+_JSON_PROTOCOL_CODES = {
+    "AccessDenied": "AccessDeniedException",
+    "InvalidClientTokenId": "UnrecognizedClientException",
+    "SignatureDoesNotMatch": "InvalidSignatureException",
+    "MissingAuthenticationToken": "MissingAuthenticationTokenException",
+}
+
+
+def _refusals_in_the_json_protocol() -> None:
+    """moto answers a refusal of IAM enforcement (denied, unknown key, bad signature) in the query protocol's
+    XML whatever protocol the service speaks: a DynamoDB client found no error code in it (the AWS CLI printed
+    `An error occurred (403)` and the XML, and code checking for AccessDeniedException missed it). A request
+    of the JSON protocol (it names its operation in X-Amz-Target) is refused in JSON, with AWS's code there."""
+    from moto.core import authorization, exceptions
+
+    mixin: Any = getattr(authorization, "ActionAuthenticatorMixin", None)
+    original = getattr(mixin, "_authenticate_and_authorize_normal_action", None)
+    rest_error: Any = getattr(exceptions, "_RESTError", None)
+    if original is None or rest_error is None:
+        return  # another moto version: leave it as it is
+
+    def authorize(self, resource: str = "*") -> None:
+        try:
+            original(self, resource)
+        except rest_error as refusal:
+            if isinstance(refusal, exceptions.JsonRESTError) or not self.headers.get("X-Amz-Target"):
+                raise
+            answer = exceptions.JsonRESTError(
+                _JSON_PROTOCOL_CODES.get(refusal.error_type, refusal.error_type), refusal.message
+            )
+            answer.code = refusal.code
+            raise answer from None
+
+    setattr(mixin, "_authenticate_and_authorize_normal_action", authorize)  # noqa: B010 - a patch of moto's method
+
+
 _installed: list[bool] = []
 
 
@@ -664,6 +702,7 @@ def install_patches() -> None:
     _routing_memoized()
     _signature_over_received_body()
     _unsigned_requests_refused()
+    _refusals_in_the_json_protocol()
 
 
 def application() -> Any:

@@ -11,10 +11,12 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from devstack import aws_emulator
 from devstack.aws_emulator import MotoServer
@@ -203,5 +205,47 @@ def test_an_unsigned_request_is_refused_as_aws_refuses_it_not_with_a_500(emulato
             urllib.request.urlopen(sent, timeout=10)
         answer = refused.value.read().decode()
         assert refused.value.code == 403 and "<Code>MissingAuthenticationToken</Code>" in answer, answer
+    finally:
+        emulator.set_enforcement(False)
+
+
+def test_a_refusal_to_a_json_protocol_service_is_json_with_aws_s_code(tmp_path):
+    """moto answered every refusal in the query protocol's XML: DynamoDB's client read no code in it."""
+    with MotoServer(tmp_path) as emulator:  # an organization of its own
+        keys = emulator.create_organization([]).get_credentials().get_frozen_credentials()  # may only assume a role
+        _refused_as_json_protocol_services_refuse(emulator, keys)
+
+
+def _refused_as_json_protocol_services_refuse(emulator: MotoServer, keys) -> None:
+    def dynamodb(secret: str):
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=emulator.endpoint_url,
+            region_name=emulator.region,
+            aws_access_key_id=keys.access_key,
+            aws_secret_access_key=secret,
+        )
+
+    emulator.set_enforcement(True)
+    try:
+        for secret, code in (
+            (keys.secret_key, "AccessDeniedException"),
+            ("not-the-secret", "InvalidSignatureException"),
+        ):
+            with pytest.raises(ClientError) as refused:
+                dynamodb(secret).list_tables()
+            error = refused.value.response
+            assert error["ResponseMetadata"]["HTTPStatusCode"] == 403 and error["Error"]["Code"] == code, error
+            assert "<" not in error["Error"]["Message"]
+        sts = boto3.client(  # the query protocol keeps its XML and its own codes
+            "sts",
+            endpoint_url=emulator.endpoint_url,
+            region_name=emulator.region,
+            aws_access_key_id=keys.access_key,
+            aws_secret_access_key="not-the-secret",
+        )
+        with pytest.raises(ClientError) as refused:
+            sts.get_caller_identity()
+        assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
     finally:
         emulator.set_enforcement(False)
