@@ -311,6 +311,19 @@ def test_a_record_kept_with_a_lone_surrogate_is_shown_not_a_500(client, trail, f
     assert answer.status_code == 200 and "evil?name" in text(answer)
 
 
+def test_scim_changes_name_what_changed_and_whom(client, trail, fresh_audit):
+    """A group's change showed "unknown (not signed in)" as its person, and no row said what the IdP changed."""
+    audit.scim_change(fresh_audit, "example-corp-oidc", "group members", group="engineering")
+    audit.scim_change(fresh_audit, "example-corp-oidc", "user disabled", subject="sub-9", email="ivan@example.com")
+    page = text(client.get("/admin/audit?channel=scim"))
+    row = r'<td data-label="Person">([^<]+)</td>\s*<td[^>]*>[^<]*</td>\s*<td data-label="Details"[^>]*>([^<]*)'
+    rows = re.findall(row, page)
+    assert [(person, details.strip()) for person, details in rows] == [
+        ("ivan@example.com", "user disabled by example-corp-oidc"),
+        ("group engineering", "group members by example-corp-oidc"),
+    ], page[-3000:]
+
+
 def test_the_audit_trail_is_for_admins_only(app, client, person):
     sign_in(app, client, person("bob"))
     assert client.get("/admin/audit?outcome=failure").status_code == 403
