@@ -425,13 +425,37 @@ def add_fault():
     chosen = [target for target in targets if target]
     if len(chosen) != 1 or not re.fullmatch(r"(oidc|saml):\S{1,1024}", chosen[0]):
         return _error(400, "invalid_request", 'Name one target: "client_id" (OIDC) or "sp" (SAML entity ID).')
+    problem = _unknown_target(chosen[0]) or _not_a_count(body.get("count"))
+    if problem:
+        return _error(400, "invalid_request", problem)
     try:
         fault = parse_fault(Node("request", "", body), chosen[0])
     except ConfigError as error:
         return _error(400, "invalid_request", f"{error.key}: {error.problem}")
+    directory = current_app.extensions["idp"].directory
+    if fault.kind == "sign_in_as" and fault.username and directory.find(fault.username) is None:
+        return _error(400, "invalid_request", f"username: the directory has no {fault.username}")
     fault = _faults().add(fault)
     log.info("fault added for %s: %s (%s)", fault.target, fault.kind, fault.count or "every answer")
     return jsonify(fault.to_record()), 201
+
+
+def _unknown_target(target: str) -> str | None:
+    """Why a fault for `target` could never apply (a client or SP the IdP does not know), or None. Said now:
+    otherwise the test that added it finds out only when its sign-in works as if there were no fault."""
+    protocol, _, name = target.partition(":")
+    if protocol == "oidc" and current_app.extensions["oidc"].query_client(name) is None:
+        return "client_id: no client of this IdP has that ID"
+    if protocol == "saml" and current_app.extensions["saml"].service_providers.find(name) is None:
+        return "sp: no service provider of this IdP has that entity ID"
+    return None
+
+
+def _not_a_count(count: Any) -> str | None:
+    """A JSON count must be a JSON number ("2" as a string was taken as 2)."""
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+        return "count: a whole number of answers"
+    return None
 
 
 @blueprint.get("/admin/faults")

@@ -243,7 +243,7 @@ def test_the_admin_api_needs_its_token_and_says_what_is_wrong(idp, faults):
     assert answer.json()["error"] == "unauthorized"
     wrong = requests.post(
         f"{idp.url}/admin/faults",
-        json={"client_id": "x", "kind": "delay", "seconds": 500},
+        json={"client_id": PORTAL_CLIENT, "kind": "delay", "seconds": 500},
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
     )
@@ -251,6 +251,25 @@ def test_the_admin_api_needs_its_token_and_says_what_is_wrong(idp, faults):
     fault = faults.oidc(PORTAL_CLIENT, "expired", count=2)
     listed = {entry["id"]: entry for entry in faults.listed()}
     assert listed[fault["id"]]["remaining"] == 2 and listed[fault["id"]]["kind"] == "expired"
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ({"client_id": "no-such-client", "kind": "expired"}, "client_id: no client"),
+        ({"sp": "https://nowhere.example/sp", "kind": "expired"}, "sp: no service provider"),
+        ({"client_id": PORTAL_CLIENT, "kind": "expired", "count": "2"}, "count: a whole number"),
+        ({"client_id": PORTAL_CLIENT, "kind": "expired", "count": True}, "count: a whole number"),
+        ({"client_id": PORTAL_CLIENT, "kind": "sign_in_as", "username": "nobody"}, "username: the directory has no"),
+    ],
+)
+def test_a_fault_that_could_never_apply_is_refused_when_added(idp, faults, body, problem):
+    """Each was 201, and the test that added it found out only when its sign-in went as if there were none."""
+    answer = requests.post(
+        f"{idp.url}/admin/faults", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+    assert answer.status_code == 400 and answer.json()["error_description"].startswith(problem), answer.text
+    assert faults.listed() == []
 
 
 def test_without_a_token_there_is_no_admin_api(tmp_path):
