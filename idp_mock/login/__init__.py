@@ -13,6 +13,7 @@ sign-in leaves a device token in the `idp_device` cookie, so that this browser i
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Callable
@@ -90,9 +91,19 @@ def _login_page(status=200, error=None, username="", continue_to="/", force=Fals
         continue_to=continue_to,
         force=force,
         csrf_token=csrf_token(),
-        demo_hint=_idp().settings.demo_hint,
+        demo_people=_demo_people() if _idp().settings.demo_hint else None,
     )
     return make_response(page, status)
+
+
+DEMO_HINT_PEOPLE = 12  # a generated directory of thousands is not listed on every login page
+
+
+def _demo_people() -> tuple[list[Employee], int]:
+    """The people the demo hint lists, from the directory as it is (a list written in the template missed one
+    added later), and how many more there are."""
+    everyone = _idp().directory.employees
+    return list(itertools.islice(everyone.values(), DEMO_HINT_PEOPLE)), max(0, len(everyone) - DEMO_HINT_PEOPLE)
 
 
 def register_continuation(app: Flask, prefix: str, finish: Callable[[str], Response]) -> None:
