@@ -14,6 +14,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -149,24 +150,11 @@ def _employee_record(employee: Employee) -> dict[str, Any]:
     }
 
 
-PERSON_FIELDS = (
-    "username",
-    "subject",
-    "email",
-    "name",
-    "department",
-    "groups",
-    "password_hash",
-    "totp_secret",
-    "disabled",
-)
-
-
 def new_employee(directory: DirectoryView, fields: dict[str, Any]) -> Employee:
     """An employee to add, checked against the directory: ChangeRefused naming the field otherwise."""
-    unknown = sorted(set(fields) - set(PERSON_FIELDS))
+    unknown = sorted(set(fields) - {known.name for known in dataclass_fields(Employee)})
     if unknown:  # a misspelt field ("department " or "group") would be dropped unseen
-        raise ChangeRefused(f"{unknown[0][:64]!r}: not a field of a person ({', '.join(PERSON_FIELDS)})")
+        raise ChangeRefused(f"{unknown[0][:64]!r}: not a field of a person")
     username = str(fields.get("username", "")).strip().lower()
     if not re.fullmatch(NAME_PATTERN, username):
         raise ChangeRefused("username: lowercase letters, digits and . _ - (at most 64), starting with a letter")

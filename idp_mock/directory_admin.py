@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from idp_mock.directory import ChangeRefused, Employee
 from idp_mock.passwords import hash_password
 from idp_mock.scim_push import ScimTarget, push_now, sync_status
 from sso_common.config import URL_PATTERN, Node
-from sso_common.web import bearer_api_error, bearer_token_matches, in_its_own_words
+from sso_common.web import bearer_api_error, bearer_api_refusals, bearer_token_matches
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("directory_admin", __name__, url_prefix="/admin/directory")
@@ -79,16 +78,7 @@ def _idp() -> Any:
 
 
 _error = functools.partial(bearer_api_error, realm="directory")
-
-
-@blueprint.errorhandler(HTTPException)
-def _refused(error: HTTPException) -> Response:
-    """A method an address does not take, a body too large or unreadable: this API's JSON, not the HTML page."""
-    status = error.code or 400
-    descriptions = {405: "This address does not accept that method.", 413: "The request is too large."}
-    return in_its_own_words(
-        _error(status, "invalid_request", descriptions.get(status, "The request could not be read.")), error
-    )
+bearer_api_refusals(blueprint, "directory")
 
 
 @blueprint.before_request

@@ -40,7 +40,7 @@ from idp_mock.directory import DirectoryView, Employee
 from sso_common.config import ConfigError, Node
 from sso_common.records import Record
 from sso_common.store import StateStore
-from sso_common.web import bearer_api_error, bearer_token_matches
+from sso_common.web import bearer_api_error, bearer_api_refusals, bearer_token_matches
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("faults", __name__)
@@ -166,6 +166,8 @@ def parse_fault(node: Node, target: str) -> Fault:
     values: dict[str, Any] = {"target": target, "kind": kind}
     count = node.child("count", None)
     if count.value is not None:
+        if not isinstance(count.value, int) or isinstance(count.value, bool):  # "2" was taken as 2
+            raise count.error("a whole number of answers")
         values["count"] = count.integer(1, 100000)
     if kind == "delay":
         seconds = node.child("seconds")
@@ -402,6 +404,7 @@ def _faults() -> Faults:
 
 
 _error = functools.partial(bearer_api_error, realm="faults")
+bearer_api_refusals(blueprint, "faults")
 
 
 @blueprint.before_request
@@ -425,7 +428,7 @@ def add_fault():
     chosen = [target for target in targets if target]
     if len(chosen) != 1 or not re.fullmatch(r"(oidc|saml):\S{1,1024}", chosen[0]):
         return _error(400, "invalid_request", 'Name one target: "client_id" (OIDC) or "sp" (SAML entity ID).')
-    problem = _unknown_target(chosen[0]) or _not_a_count(body.get("count"))
+    problem = _unknown_target(chosen[0])
     if problem:
         return _error(400, "invalid_request", problem)
     try:
@@ -446,15 +449,8 @@ def _unknown_target(target: str) -> str | None:
     protocol, _, name = target.partition(":")
     if protocol == "oidc" and current_app.extensions["oidc"].query_client(name) is None:
         return "client_id: no client of this IdP has that ID"
-    if protocol == "saml" and current_app.extensions["saml"].service_providers.find(name) is None:
+    if protocol == "saml" and not current_app.extensions["saml"].service_providers.known(name):
         return "sp: no service provider of this IdP has that entity ID"
-    return None
-
-
-def _not_a_count(count: Any) -> str | None:
-    """A JSON count must be a JSON number ("2" as a string was taken as 2)."""
-    if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
-        return "count: a whole number of answers"
     return None
 
 

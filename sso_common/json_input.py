@@ -19,18 +19,27 @@ class UnusableJSON(ValueError):
     """Well-formed or not, JSON this service refuses: a ValueError, as every JSON parse error is."""
 
 
-def loads(data: str | bytes | bytearray, **options: Any) -> Any:
-    """`json.loads(data, **options)`, or UnusableJSON for nesting too deep or a string that is not Unicode text
-    (a lone surrogate), besides json's own ValueError (or UnicodeDecodeError) for malformed JSON."""
+def loads(data: str | bytes | bytearray) -> Any:
+    """`json.loads(data)`, or UnusableJSON for nesting too deep or a string that is not Unicode text (a lone
+    surrogate), besides json's own ValueError (or UnicodeDecodeError) for malformed JSON."""
     try:
-        value = json.loads(data, **options)
-        # Encoding what was read finds a lone surrogate in any string, key or value, at any depth.
-        json.dumps(value, ensure_ascii=False).encode()
+        value = json.loads(data)
+        if _may_hold_a_lone_surrogate(data):
+            # Encoding what was read finds a lone surrogate in any string, key or value, at any depth.
+            json.dumps(value, ensure_ascii=False).encode()
     except RecursionError:
         raise UnusableJSON("the JSON is nested too deeply") from None
     except UnicodeEncodeError:
         raise UnusableJSON("a JSON string holds a lone surrogate (not Unicode text)") from None
     return value
+
+
+def _may_hold_a_lone_surrogate(data: str | bytes | bytearray) -> bool:
+    """Cheap, and never wrong when False: a lone surrogate comes from a \\u escape, from bytes json decodes with
+    surrogatepass (UTF-8's ED A0-BF; UTF-16 and UTF-32, whose ASCII holds NULs), or from text that holds one."""
+    if isinstance(data, str):
+        return "\\u" in data or not is_text(data)
+    return b"\\u" in data or b"\x00" in data or not data.isascii()
 
 
 def is_text(value: str) -> bool:
@@ -47,4 +56,5 @@ class StrictJSONProvider(DefaultJSONProvider):
     when silent) for what `loads` refuses, as for any malformed body."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return loads(s, **kwargs)
+        value = loads(s)
+        return json.loads(s, **kwargs) if kwargs else value  # a caller's own decoder options, once checked

@@ -27,6 +27,7 @@ from sso_common.web import error_response
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_TITLE = "Temporarily unavailable"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # metric labels; else "other"
 
 
 def store_unavailable_message(error: StoreUnavailable) -> str:
@@ -88,10 +89,11 @@ def install_operations(app: Flask, service: str, stores: Mapping[str, Any]) -> N
         started = g.get("sso_started")
         if started is not None:
             endpoint = request.url_rule.endpoint if request.url_rule is not None else "unmatched"
-            counters.requests.labels(service, endpoint, request.method, str(response.status_code)).observe(
+            method = request.method if request.method in HTTP_METHODS else "other"  # a client's word: bounded
+            counters.requests.labels(service, endpoint, method, str(response.status_code)).observe(
                 time.perf_counter() - started
             )
-            counters.request_cpu.labels(service, endpoint, request.method).inc(time.thread_time() - g.sso_cpu_started)
+            counters.request_cpu.labels(service, endpoint, method).inc(time.thread_time() - g.sso_cpu_started)
         return response
 
     @app.get("/readyz")

@@ -73,6 +73,20 @@ def wants_json() -> bool:
     return request.is_json or best == "application/json" and not request.accept_mimetypes["text/html"]
 
 
+# What an HTTP refusal raised by Flask or Werkzeug says, in every format (pages and each API's own).
+REFUSALS = {
+    400: "The request could not be understood.",
+    404: "Not found: there is nothing at this address.",
+    405: "This address does not accept that method.",
+    413: "The request is too large.",
+    429: "Too many attempts. Wait a few minutes and try again.",
+}
+
+
+def refusal_message(refusal: HTTPException) -> str:
+    return REFUSALS.get(refusal.code or 400, "The request was refused.")
+
+
 def error_response(message: str, status: int, title: str | None = None, reference: str | None = None) -> Response:
     title = title or ("Too many attempts" if status == 429 else "Something is wrong with this request")
     if wants_json():
@@ -86,7 +100,7 @@ def error_response(message: str, status: int, title: str | None = None, referenc
     except Exception as error:  # an error page must never fail: e.g. the state store is what broke
         log.warning("the error page could not be rendered (%s: %s); using the plain one", type(error).__name__, error)
         html = _plain_page(context)
-    return Response(html, status=status, mimetype="text/html")
+    return TextResponse(html, status=status, mimetype="text/html")
 
 
 def _plain_page(context: dict) -> str:
@@ -150,7 +164,8 @@ def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> N
         adapter = current_app.create_url_adapter(request)
         try:
             if adapter is not None:
-                request.url_rule, _ = adapter.match(method=next(iter(refusal.valid_methods)), return_rule=True)
+                # the first in order: the same rule (and metric label) in every process
+                request.url_rule, _ = adapter.match(method=sorted(refusal.valid_methods)[0], return_rule=True)
         except HTTPException:
             pass  # the address matched no rule after all: the app's own answer
 
@@ -170,16 +185,10 @@ def install_common(app: Flask, service_title: str, *, secure_cookies: bool) -> N
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        messages = {
-            400: "The request could not be understood.",
-            404: "Not found: there is nothing at this address.",
-            405: "This address does not accept that method.",
-            413: "The request is too large.",
-            429: "Too many attempts. Wait a few minutes and try again.",
-        }
         status = error.code or 400
         title = "Not found" if status == 404 else None
-        return error_response(messages.get(status, error.description or "The request was refused."), status, title)
+        message = REFUSALS.get(status, error.description or "The request was refused.")
+        return in_its_own_words(error_response(message, status, title), error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
@@ -368,6 +377,16 @@ def bearer_api_error(status: int, error: str, description: str, *, realm: str) -
     if status == 401:
         response.headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
     return response
+
+
+def bearer_api_refusals(blueprint: Blueprint, realm: str) -> None:
+    """Flask's and Werkzeug's refusals in a bearer-token admin API (a method the address does not take, a body
+    too large or unreadable) answered in its JSON, not the HTML page."""
+
+    @blueprint.errorhandler(HTTPException)
+    def refused(error: HTTPException) -> Response:
+        answer = bearer_api_error(error.code or 400, "invalid_request", refusal_message(error), realm=realm)
+        return in_its_own_words(answer, error)
 
 
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:

@@ -21,7 +21,7 @@ from broker.errors import IdentityCenterError
 from sso_common import json_input
 from sso_common.operations import outage_answer
 from sso_common.store.errors import StoreUnavailable
-from sso_common.web import in_its_own_words
+from sso_common.web import in_its_own_words, refusal_message
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +147,7 @@ def install_error_handlers(blueprint: Blueprint) -> None:
     def http_error(error: HTTPException):
         if error.code == 429:
             return error_response(ApiError("TooManyRequestsException", "Too many requests. Try again later."))
-        messages = {
-            405: "This address does not accept that method.",
-            413: "The request is too large.",
-        }
-        message = messages.get(error.code or 400, "The request could not be understood.")
-        return in_its_own_words(error_response(ApiError("InvalidRequestException", message)), error)
+        return in_its_own_words(error_response(ApiError("InvalidRequestException", refusal_message(error))), error)
 
     @blueprint.errorhandler(Exception)
     def unexpected(error: Exception):

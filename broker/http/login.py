@@ -153,6 +153,11 @@ def _same_browser(
         _refuse(upstream_id, failure, identity, earlier)
 
 
+# The authorization response's own parameters (RFC 6749 4.1.2 and 4.1.2.1, RFC 9207, OIDC Session Management);
+# others a client ignores, so only these are named in a refusal (never a name the browser's sender chose).
+CALLBACK_PARAMETERS = ("code", "state", "iss", "error", "error_description", "error_uri", "session_state")
+
+
 @blueprint.get("/login/<upstream_id>/callback")
 def oidc_callback(upstream_id: str):
     """OIDC redirect: a top-level GET, so the browser's binding cookie comes along."""
@@ -160,7 +165,7 @@ def oidc_callback(upstream_id: str):
     with evidence.recording():  # what each check finds, for "How did I get here?" (broker/http/explain.py)
         transaction = _transaction(upstream_id, request.args.get("state"))
         _same_browser(transaction.binding, upstream_id)
-        repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+        repeated = [name for name in CALLBACK_PARAMETERS if len(request.args.getlist(name)) > 1]
         if repeated:  # RFC 6749 3.1: never more than once; which one the IdP meant is anyone's guess
             _refuse(upstream_id, LoginFailed(f"The sign-in answer names {', '.join(repeated)} more than once."))
         try:

@@ -100,9 +100,9 @@ DEMO_HINT_PEOPLE = 12  # a generated directory of thousands is not listed on eve
 
 
 def _demo_people() -> tuple[list[Employee], int]:
-    """The people the demo hint lists, from the directory as it is (a list written in the template missed one
-    added later), and how many more there are."""
-    everyone = _idp().directory.employees
+    """The people the demo hint lists, from the directory file (a list written in the template missed one added
+    to the file), and how many more there are. Not those added at run time: they have passwords of their own."""
+    everyone = _idp().settings.directory.employees
     return list(itertools.islice(everyone.values(), DEMO_HINT_PEOPLE)), max(0, len(everyone) - DEMO_HINT_PEOPLE)
 
 

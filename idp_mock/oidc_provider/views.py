@@ -33,7 +33,7 @@ from idp_mock.oidc_provider.server import OIDCServer
 from idp_mock.session import AMR_PASSWORD, SignIn, current_sign_in, end_session
 from sso_common.operations import outage_answer, store_unavailable_message
 from sso_common.store.errors import StoreUnavailable
-from sso_common.web import UserFacingError, check_csrf, csrf_token, in_its_own_words
+from sso_common.web import UserFacingError, check_csrf, csrf_token, in_its_own_words, refusal_message
 
 log = logging.getLogger(__name__)
 pages = Blueprint("oidc_pages", __name__)
@@ -325,9 +325,8 @@ def register_client():
 def api_unreadable_body(error: HTTPException):
     """Oversized or unreadable bodies, and methods an endpoint does not take, get a protocol error, not the HTML
     error page."""
-    descriptions = {405: "This endpoint does not accept that method.", 413: "The request is too large."}
-    description = descriptions.get(error.code or 400, "The request could not be read.")
-    answer = _server().handle_error_response(None, InvalidRequestError(description, status_code=error.code))
+    refusal = InvalidRequestError(refusal_message(error), status_code=error.code)
+    answer = _server().handle_error_response(None, refusal)
     return in_its_own_words(answer, error)
 
 

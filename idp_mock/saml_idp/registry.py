@@ -33,6 +33,10 @@ class ServiceProviders:
         record = self._store.get(KIND, entity_id)
         return parse_sp_metadata(base64.b64decode(record["metadata"]), **record["options"]) if record else None
 
+    def known(self, entity_id: str) -> bool:
+        """Whether the IdP has this SP (configured or registered), without fetching its published metadata."""
+        return entity_id in self._configured or self._store.get(KIND, entity_id) is not None
+
     def refreshed(self, sp: ServiceProvider) -> ServiceProvider | None:
         """After a request's signature did not verify with sp's certificate: the SP with newer metadata
         (the SP may have rotated its key), or None when there is none to try."""

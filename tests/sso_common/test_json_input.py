@@ -16,8 +16,26 @@ DEEP = "[" * 5000 + "]" * 5000
 
 @pytest.mark.parametrize(
     "data",
-    [DEEP, DEEP.encode(), '{"name": "x\\ud800"}', '{"x\\udfff": 1}', '[[["\\ud800"]]]', b'"\xed\xa0\x80"'],
-    ids=["deep", "deep-bytes", "surrogate-value", "surrogate-key", "surrogate-nested", "surrogate-bytes"],
+    [
+        DEEP,
+        DEEP.encode(),
+        '{"name": "x\\ud800"}',
+        '{"x\\udfff": 1}',
+        '[[["\\ud800"]]]',
+        b'"\xed\xa0\x80"',
+        '{"name": "x\\ud800"}'.encode("utf-16"),
+        '"x\ud800"'.encode("utf-16-le", "surrogatepass"),
+    ],
+    ids=[
+        "deep",
+        "deep-bytes",
+        "surrogate-value",
+        "surrogate-key",
+        "surrogate-nested",
+        "surrogate-bytes",
+        "escape-in-utf-16",
+        "raw-in-utf-16",
+    ],
 )
 def test_what_no_encoder_or_recursion_limit_takes_is_refused_as_a_value_error(data):
     with pytest.raises(json_input.UnusableJSON):
@@ -29,6 +47,7 @@ def test_valid_json_reads_as_json_does():
     text = '{"name": "caf\\u00e9 \\ud83d\\ude00", "n": [1, 2.5, null, true], "deep": ' + "[" * 50 + "]" * 50 + "}"
     assert json_input.loads(text) == json.loads(text)
     assert json_input.loads(text)["name"] == "café 😀"  # a surrogate pair is one character, not refused
+    assert json_input.loads('{"a": "café 😀"}'.encode()) == json_input.loads('{"a": "café 😀"}'.encode("utf-16"))
     with pytest.raises(ValueError):
         json_input.loads("{not json")
 

@@ -207,6 +207,20 @@ def test_metrics_count_requests_logins_and_issuances_in_the_text_format(app):
     assert metrics() is metrics()
 
 
+def test_a_method_no_address_takes_is_one_metric_label_and_a_405_names_its_address(app):
+    """The method is the client's word: any other than HTTP's own is "other", so a client cannot add series. A
+    routing-time 405 is labelled with the address's endpoint (the rule for the first method it takes, in order:
+    the same in every process) and answered with Allow."""
+    app.config["STORE"] = MemoryStateStore()
+    install_operations(app, "methods", {"state": app.config["STORE"]})
+    for method in ("BREW", "PROPFIND", "BREW"):
+        answer = app.test_client().open("/uses-the-store", method=method)
+        assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD, OPTIONS"
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'endpoint="uses",method="other",service="methods",status="405"' in text
+    assert "BREW" not in text and "PROPFIND" not in text
+
+
 def test_each_endpoint_adds_the_cpu_time_of_its_requests(app):
     @app.get("/busy")
     def busy():

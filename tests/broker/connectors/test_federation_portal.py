@@ -211,6 +211,17 @@ def test_a_callback_naming_a_parameter_twice_is_refused_and_spends_its_transacti
     assert again.status_code == 400 and "portal_session=" not in again.headers.get("Set-Cookie", "")
 
 
+def test_a_repeated_parameter_of_no_meaning_is_ignored_and_never_echoed(portal, corp):
+    """A client ignores what the protocol does not define; its name is the sender's text, never shown."""
+    client = portal.test_client()
+    query = parse_qs(urlsplit(client.get("/login/corp").headers["Location"]).query)
+    corp.answer_token(corp.sign(corp.claims(query["nonce"][0], aud="portal")))
+    odd = "x\u202e" * 500
+    answer = [("code", "c"), ("state", query["state"][0]), (odd, "1"), (odd, "2")]
+    assert client.get("/login/corp/callback", query_string=answer).status_code == 303
+    assert odd not in str(events(portal))
+
+
 def test_a_trickling_idp_is_a_504_page_and_an_audit_record(portal, corp):
     corp.trickle = 0.05  # timeout_seconds: 1 for this upstream
     try:

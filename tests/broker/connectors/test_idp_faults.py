@@ -272,6 +272,17 @@ def test_a_fault_that_could_never_apply_is_refused_when_added(idp, faults, body,
     assert faults.listed() == []
 
 
+def test_a_fault_for_an_sp_whose_metadata_cannot_be_fetched_now_is_added(tmp_path):
+    """Whether the SP is known is asked without fetching its published metadata (a portal not started yet)."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    service = start_idp(tmp_path, env={"PORTAL_URL": closed, "IDP_FAULTS_ADMIN_TOKEN": TOKEN})
+    try:
+        added = IdPFaults(service.url, TOKEN).saml(f"{closed}/saml/metadata", "expired", count=1)
+        assert added["kind"] == "expired"
+    finally:
+        service.stop()
+
+
 def test_without_a_token_there_is_no_admin_api(tmp_path):
     service = start_idp(tmp_path)
     try:
