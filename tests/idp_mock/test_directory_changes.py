@@ -197,6 +197,9 @@ def test_users_are_added_changed_and_deleted_through_the_api(admin):
     assert admin.get("/admin/directory/users/ivan", headers=AUTH).status_code == 404
 
 
+IVAN = {"username": "ivan", "email": "ivan@example.com", "name": "I", "password": "A-long-password-1"}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [
@@ -213,30 +216,8 @@ def test_users_are_added_changed_and_deleted_through_the_api(admin):
             409,
         ),
         ("post", "/admin/directory/users", ["not", "an", "object"], 400),
-        (
-            "post",
-            "/admin/directory/users",
-            {
-                "username": "ivan",
-                "email": "ivan@example.com",
-                "name": "I",
-                "password": "A-long-password-1",
-                "group": [],
-            },
-            400,
-        ),
-        (
-            "post",
-            "/admin/directory/users",
-            {
-                "username": "ivan",
-                "email": "ivan@example.com",
-                "name": "I",
-                "password": "A-long-password-1",
-                "disabled": "no",
-            },
-            400,
-        ),
+        ("post", "/admin/directory/users", {**IVAN, "group": []}, 400),  # a misspelt field
+        ("post", "/admin/directory/users", {**IVAN, "disabled": "no"}, 400),
         ("post", "/admin/directory/users/nobody/disable", None, 400),
         ("post", "/admin/directory/users/bob/explode", None, 404),
         ("put", "/admin/directory/groups/no-such-group/members/bob", None, 400),
