@@ -9,7 +9,7 @@ from __future__ import annotations
 from idp_mock.login import register_continuation
 from idp_mock.saml_idp.metadata import idp_metadata
 from idp_mock.saml_idp.registry import ServiceProviders
-from idp_mock.saml_idp.views import CONTINUE_PREFIX, SAMLIdP, blueprint, resume_request
+from idp_mock.saml_idp.views import CONTINUE_PREFIX, SAMLIdP, admin, blueprint, resume_request
 from sso_common.keys import load_or_create_signing_identity
 
 
@@ -25,3 +25,4 @@ def register(app):
     )
     register_continuation(app, CONTINUE_PREFIX, resume_request)  # the sign-in's POST answers with the Response
     app.register_blueprint(blueprint)
+    app.register_blueprint(admin)

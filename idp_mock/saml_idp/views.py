@@ -67,7 +67,7 @@ from idp_mock.session import (
 )
 from sso_common.keys import SigningIdentity
 from sso_common.records import Record
-from sso_common.web import UserFacingError, bearer_token_matches, check_csrf
+from sso_common.web import UserFacingError, bearer_api_error, bearer_api_refusals, bearer_token_matches, check_csrf
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("saml", __name__, static_folder="static", static_url_path="/saml/static")
@@ -456,18 +456,17 @@ def slo():
 # --- run-time SP registration -------------------------------------------------------------------------
 
 
+# An API of its own: its refusals (a method it does not take, a body too large) in its JSON, not the IdP's page.
+admin = Blueprint("saml_admin", __name__)
+bearer_api_refusals(admin, "saml-admin")
+
+
 def _api_error(status: int, message: str) -> Response:
-    response = jsonify(
-        error={400: "invalid_metadata", 401: "unauthorized", 409: "conflict", 413: "too_large"}[status],
-        error_description=message,
-    )
-    response.status_code = status
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="saml-admin"'
-    return response
+    error = {400: "invalid_metadata", 401: "unauthorized", 409: "conflict"}[status]
+    return bearer_api_error(status, error, message, realm="saml-admin")
 
 
-@blueprint.post("/saml/admin/service-providers")
+@admin.post("/saml/admin/service-providers")
 def register_service_provider():
     """Register an SP from its metadata (request body). Query options: sign=assertion|response|both,
     encrypt_assertion=true|false, allow_idp_initiated=true|false."""
@@ -483,11 +482,7 @@ def register_service_provider():
             return _api_error(400, f"{name} must be true or false.")
         flags[name] = value == "true"
     try:
-        metadata = request.get_data()
-    except werkzeug.exceptions.RequestEntityTooLarge:
-        return _api_error(413, "The metadata is too large.")
-    try:
-        sp = _saml().service_providers.register(metadata, sign=request.args.get("sign", "assertion"), **flags)
+        sp = _saml().service_providers.register(request.get_data(), sign=request.args.get("sign", "assertion"), **flags)
     except MetadataError as error:
         return _api_error(400, str(error))
     except AlreadyConfigured:

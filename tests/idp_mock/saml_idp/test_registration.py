@@ -203,7 +203,9 @@ def test_signed_assertions_wanted_by_metadata_conflict_with_sign_response(idp, s
 
 def test_oversized_body_is_refused(idp):
     answer = register_sp(idp.url, "x" * 300_000)
-    assert answer.status_code == 413 and answer.json()["error"] == "too_large"  # the API's JSON, not a page
+    assert answer.status_code == 413 and answer.json()["error"] == "invalid_request"  # the API's JSON, not a page
+    wrong = requests.get(f"{idp.url}/saml/admin/service-providers", timeout=10)
+    assert wrong.status_code == 405 and wrong.json()["error"] == "invalid_request" and wrong.headers["Allow"]
 
 
 def test_a_registration_reaches_every_worker(private_idp, keys):
