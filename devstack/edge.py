@@ -23,7 +23,9 @@ ports. What it does, and why:
   as the client's address from this proxy only (WEB_TRUSTED_PROXIES).
 - **Not exposed**: `/metrics` and `/readyz` answer 404 at the edge; scrape and probe the replicas directly.
 - Access log: path without query string (codes and state travel in query strings), request ID, which
-  replica answered.
+  replicas were tried and what each answered (`upstream_status`: `502, 200` for a retried request). The error
+  log takes only `crit` and worse: nginx writes the request line, query included, into every error line (an
+  upstream refusing or dying mid-request is `error`), and the access log already says which replica failed.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def nginx_config(config: EdgeConfig) -> str:
         *([f"user {config.user};"] if config.user else []),
         f"worker_processes {config.worker_processes};",
         f"pid {pid};",
-        f"error_log {error_log} warn;",
+        f"error_log {error_log} crit;",
         "events { worker_connections 4096; }",
         "http {",
         *temp,
@@ -165,7 +167,7 @@ def nginx_config(config: EdgeConfig) -> str:
         "        default $request_id;",
         "    }",
         "    log_format edge '$remote_addr \"$request_method $uri\" $status $body_bytes_sent $request_time '",
-        "                    'request_id=$sso_request_id upstream=$upstream_addr';",
+        "                    'request_id=$sso_request_id upstream=$upstream_addr upstream_status=$upstream_status';",
         f"    access_log {access_log} edge;",
         *upstreams,
         *(line for site in config.sites for line in _server(site)),

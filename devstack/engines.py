@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.processes import free_port
+from sso_common.keys import private_directory, private_log
 
 LOOPBACK = "127.0.0.1"
 
@@ -86,11 +87,11 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise EngineMissing("redis-server is not installed (Debian package redis-server; ./run test installs it)")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.directory)
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistence else ["--appendonly", "no"]
         )
-        with self.log_path.open("ab") as log:
+        with os.fdopen(private_log(self.log_path), "ab") as log:
             self.process = subprocess.Popen(
                 [
                     binary,
@@ -244,7 +245,9 @@ class NginxServer:
         if not os.path.exists(binary):
             raise EngineMissing("nginx is not installed (Debian package nginx; ./run test installs it)")
         directory = Path(directory)
-        (directory / "logs").mkdir(parents=True, exist_ok=True)
+        # nginx creates its logs world-readable: made here first, private (it appends to them as they are)
+        for log_name in ("access.log", "error.log"):
+            os.close(private_log(directory / "logs" / log_name))
         (directory / "nginx.conf").write_text(config)
         server = cls(directory)
         checked = subprocess.run(
@@ -255,7 +258,7 @@ class NginxServer:
         )
         if checked.returncode != 0:
             raise RuntimeError(f"nginx refuses the configuration:\n{checked.stderr}")
-        with (directory / "logs" / "stderr.log").open("ab") as log:
+        with os.fdopen(private_log(directory / "logs" / "stderr.log"), "ab") as log:
             server.process = subprocess.Popen(
                 [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"],
                 stdout=log,

@@ -158,7 +158,7 @@ class ReplicatedStack:
             worker_processes=1,
         )
         for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.instance_dir / "edge" / "tmp" / folder).mkdir(parents=True, exist_ok=True)
+            private_directory(self.instance_dir / "edge" / "tmp" / folder)
         self.nginx = NginxServer.start(self.instance_dir / "edge", nginx_config(config), list(self.edge_ports.values()))
 
     def wait_routed(self, timeout: float = 15.0) -> None:

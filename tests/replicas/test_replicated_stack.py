@@ -368,3 +368,16 @@ def test_hsts_under_https_only(stack, tmp_path):
     assert secure.status_code == 200 and secure.headers["Strict-Transport-Security"] == "max-age=31536000"
     assert missing.status_code == 404 and missing.headers["Strict-Transport-Security"] == "max-age=31536000"
     assert plain.status_code == 200 and "Strict-Transport-Security" not in plain.headers
+
+
+def test_every_folder_of_the_stack_is_private_and_every_log_0600(stack):
+    """The edge's and Redis's folders and logs were world-readable (nginx creates its logs 0644)."""
+    instance = stack.instance_dir
+    folders = [instance, *(path for path in instance.rglob("*") if path.is_dir())]
+    moto = instance / "aws"  # the emulator's folder is ours; what moto writes in it is moto's
+    for folder in (path for path in folders if path == moto or not path.is_relative_to(moto)):
+        assert folder.stat().st_mode & 0o777 == 0o700, f"{folder} is {oct(folder.stat().st_mode & 0o777)}"
+    logs = [log for log in instance.rglob("*.log") if not log.is_relative_to(moto)]
+    assert {"access.log", "error.log", "redis.log"} <= {log.name for log in logs}
+    for log in logs:
+        assert log.stat().st_mode & 0o777 == 0o600, f"{log} is {oct(log.stat().st_mode & 0o777)}"
