@@ -7,6 +7,7 @@ import sys
 
 from sso_common.config import ConfigError
 from sso_common.serve import add_serve_command, serve_at
+from sso_common.store.errors import StoreUnavailable
 
 
 def _serve(args) -> int:
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"broker: configuration error: {error}", file=sys.stderr)
         return 2
+    except StoreUnavailable as error:  # its message names the store and the driver's words, never a password
+        print(f"broker: {' '.join(str(error).split())}; try again when it is back", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

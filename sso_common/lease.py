@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from sso_common.store import StateStore
+from sso_common.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class SingleWorker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
+        self._last_failure: str | None = None
 
     def start(self) -> SingleWorker:
         if self._thread is None or not self._thread.is_alive():
@@ -109,8 +111,8 @@ class SingleWorker:
             if self.lease._renewed is not None:
                 try:
                     self.lease.hold()
-                except Exception:
-                    log.exception("%s: the lease could not be renewed", self.name)
+                except Exception as failure:
+                    self._failed("the lease could not be renewed", failure)
 
     def wake(self) -> None:
         """Run the next step now (new work arrived in this process)."""
@@ -124,14 +126,25 @@ class SingleWorker:
                 thread.join(timeout)
         self.lease.release()
 
+    def _failed(self, what: str, failure: Exception) -> None:
+        """A failure with its traceback once; on one line when it repeats (every `retry` seconds while a peer is
+        down, a job logged a traceback each time) or when it is a store outage (expected, named by the store)."""
+        summary = f"{type(failure).__name__}: {failure}"
+        if isinstance(failure, StoreUnavailable) or summary == self._last_failure:
+            log.warning("%s: %s (%s)", self.name, what, summary)
+        else:
+            log.exception("%s: %s", self.name, what)
+        self._last_failure = summary
+
     def _run(self) -> None:
         while not self._stop.is_set():
             delay = self.lease.ttl / 3
             try:
                 if self.lease.hold():
                     delay = min(self.step(self.lease), self.lease.ttl / 3)
-            except Exception:
-                log.exception("%s: a step failed; trying again in %s s", self.name, self.retry)
+                self._last_failure = None
+            except Exception as failure:
+                self._failed(f"a step failed; trying again in {self.retry} s", failure)
                 delay = self.retry
             self._wake.wait(max(0.0, delay))
             self._wake.clear()

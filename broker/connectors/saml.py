@@ -212,6 +212,8 @@ class SAMLConnector:
                 metadata_xml = path.read_text(encoding="utf-8")
             except OSError as error:
                 raise file.error(f"cannot read {path} ({error.strerror})") from None
+            except UnicodeDecodeError:  # UTF-16 as some IdPs' exports are, or not text at all
+                raise file.error(f"{path} is not UTF-8 text (save the metadata as UTF-8)") from None
         portal_url = context.portal_url
         mapping = IdentityMapping.from_config(
             node.child("attributes", {}), DEFAULT_ATTRIBUTES, entry.trust, extra=("subject",)

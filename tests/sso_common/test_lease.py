@@ -88,3 +88,28 @@ def test_a_lease_made_before_a_fork_has_another_owner_in_each_child(tmp_path):
     os.waitpid(child, 0)
     assert os.read(read, 100).decode() == "True False"
     assert lease.hold()  # still the parent's
+
+
+def test_a_failing_step_logs_its_traceback_once_and_then_one_line_per_retry(caplog):
+    """A peer down (AWS without credentials, a store restarting) logged a traceback every `retry` seconds."""
+    from sso_common.store.errors import StoreUnavailable
+
+    failures = iter([RuntimeError("no credentials")] * 3 + [StoreUnavailable("the state store (Redis)", "refused")] * 2)
+    done = threading.Event()
+
+    def step(lease):
+        failure = next(failures, None)
+        if failure is None:
+            done.set()
+            return 60.0
+        raise failure
+
+    worker = SingleWorker("job", Lease(MemoryStateStore(), "job", ttl=5.0), step, retry=0.01).start()
+    try:
+        assert done.wait(5)
+    finally:
+        worker.stop()
+    failed = [record for record in caplog.records if record.name == "sso_common.lease"]
+    assert [bool(record.exc_info) for record in failed] == [True, False, False, False, False]
+    assert "RuntimeError: no credentials" in failed[1].getMessage()
+    assert "StoreUnavailable" in failed[3].getMessage()

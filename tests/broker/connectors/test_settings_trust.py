@@ -109,3 +109,26 @@ def test_check_config_names_the_file_key_and_problem(tmp_path, capsys):
     assert main(["--config", write(tmp_path, [UPSTREAM, clash]), "check-config"]) == 2
     err = capsys.readouterr().err
     assert "broker.yaml: upstreams[1].allowed_email_domains: example.com overlaps example.com of upstream 'corp'" in err
+
+
+@pytest.mark.parametrize(
+    "content", ["<md:EntityDescriptor/>".encode("utf-16"), bytes(range(256))], ids=["utf-16", "binary"]
+)
+def test_saml_metadata_that_is_not_utf8_is_a_configuration_error(tmp_path, capsys, content):
+    """It was a UnicodeDecodeError traceback; invalid XML already got a configuration error."""
+    (tmp_path / "idp-metadata.xml").write_bytes(content)
+    saml = {**UPSTREAM, "id": "adfs", "type": "saml", "metadata_file": "idp-metadata.xml"}
+    for key in ("issuer", "client_id", "client_secret"):
+        saml.pop(key)
+    assert main(["--config", write(tmp_path, [saml]), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "upstreams[0].metadata_file" in err and "is not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_a_store_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_INSTANCE_DIR", str(tmp_path / "instance"))
+    monkeypatch.setenv("BROKER_DIRECTORY_URL", "postgresql://sso:wrong-password@127.0.0.1:1/sso")
+    assert main(["--config", str(REPO / "config" / "broker.yaml"), "people", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("broker: ") and "unavailable" in err and len(err.splitlines()) == 1
+    assert "wrong-password" not in err
