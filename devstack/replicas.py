@@ -223,3 +223,44 @@ class ReplicatedStack:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.destroy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devstack.replicas`: the replicated stack on this machine until Ctrl-C or SIGTERM."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m devstack.replicas", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--instance-dir",
+        default=os.environ.get("INSTANCE_DIR", "instance/replicated"),
+        help="keys, state and logs (created on first start; default instance/replicated, git-ignored)",
+    )
+    parser.add_argument("--replicas", type=int, default=2, choices=range(1, 5), help="of each service (default 2)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stack = ReplicatedStack(Path(args.instance_dir).resolve(), replicas=args.replicas)
+    try:
+        stack.start()
+        print(
+            f"The replicated stack is up ({args.replicas} IdP and {args.replicas} portal replicas behind nginx):\n"
+            f"  access portal:  {stack.addresses['PORTAL_URL']}/\n"
+            f"  Example Corp IdP: {stack.addresses['IDP_URL']}/\n"
+            f"  AWS emulator:   {stack.addresses['AWS_URL']}\n"
+            f"Logs: {stack.instance_dir / 'logs'} (the edge's in {stack.instance_dir / 'edge' / 'logs'}). "
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as error:  # an engine missing, a service that did not start: said in one line
+        print(f"The replicated stack could not start: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
