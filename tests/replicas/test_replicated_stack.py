@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import boto3
@@ -52,13 +53,19 @@ def direct(stack, name: str, host: str = "127.0.0.1") -> str:
     return f"http://{host}:{replica.port}"
 
 
-def wait_for_log(stack, name: str, text: str, timeout: float = 5.0) -> bool:
+def appears(read: Callable[[], str], text: str, timeout: float = 5.0) -> bool:
+    """Whether `text` shows in what `read()` returns within `timeout`: a server writes a request's log line after
+    it has answered (nginx too), so a test that has its answer may be ahead of the line."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if text in stack.logs(name):
+        if text in read():
             return True
         time.sleep(0.05)
     return False
+
+
+def wait_for_log(stack, name: str, text: str, timeout: float = 5.0) -> bool:
+    return appears(lambda: stack.logs(name), text, timeout)
 
 
 class Alternating(TaggedSession):
@@ -146,7 +153,7 @@ def test_the_request_id_goes_from_the_edge_through_the_portal_to_the_idp(stack):
     assert replaced.headers["X-Request-ID"] != "bad id\x01" and len(replaced.headers["X-Request-ID"]) == 32
     kept = requests.get(f"{portal(stack)}/healthz", headers={"X-Request-ID": "client-abc.1"}, timeout=5)
     assert kept.headers["X-Request-ID"] == "client-abc.1"
-    assert "client-abc.1" in stack.nginx.access_log()
+    assert appears(stack.nginx.access_log, "client-abc.1")
 
 
 def _saml_response(stack, http: requests.Session, username: str) -> dict:
