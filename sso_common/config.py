@@ -53,8 +53,9 @@ def _interpolate(text: str, source: str) -> str:
     def replace(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
         value = variables.get(name, default)
-        if value is None:
-            raise ConfigError(source, "", f"environment variable {name} is not set and has no default")
+        if value is None:  # before the YAML is read, so no key yet: the line says where
+            line = match.string.count("\n", 0, match.start()) + 1
+            raise ConfigError(source, "", f"line {line}: environment variable {name} is not set and has no default")
         values.append(value)
         return f"\x00{len(values) - 1}\x00"
 

@@ -35,10 +35,10 @@ def test_a_launcher_reads_a_config_with_the_environment_of_the_process_it_starts
     assert load_yaml(path).child("a").value == "the launcher's own"
 
 
-def test_missing_variable_without_default_names_it(tmp_path, monkeypatch):
+def test_missing_variable_without_default_names_it_and_its_line(tmp_path, monkeypatch):
     monkeypatch.delenv("NOT_THERE", raising=False)
-    with pytest.raises(ConfigError, match=r"c\.yaml: environment variable NOT_THERE is not set"):
-        load_yaml(write(tmp_path, "a: ${NOT_THERE}\n"))
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 3: environment variable NOT_THERE is not set"):
+        load_yaml(write(tmp_path, "a: 1\nb:\n  c: ${NOT_THERE}\n"))
 
 
 def test_duplicate_keys_are_refused_with_line(tmp_path):
