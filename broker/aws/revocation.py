@@ -46,7 +46,6 @@ from sso_common.store import AuditLog, AuditQuery, ChangeLog, StateStore
 
 log = logging.getLogger(__name__)
 
-POLICY_NAME = REVOCATION_POLICY_NAME
 MAX_STS_SESSION = 12 * 3600  # the longest session STS issues: older issuances cannot still be valid
 POLICY_BUDGET = 6000  # characters of ours, of IAM's 10,240 for a role's inline policies together
 AUDIT_LIMIT = 10_000  # issuances of one person looked at per revocation
@@ -259,7 +258,7 @@ class AwsRevoker:
     @staticmethod
     def _statements(iam: Any, name: str) -> list[dict[str, Any]]:
         try:
-            document = iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"]
+            document = iam.get_role_policy(RoleName=name, PolicyName=REVOCATION_POLICY_NAME)["PolicyDocument"]
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "NoSuchEntity":
                 return []
@@ -273,10 +272,10 @@ class AwsRevoker:
     def _write(iam: Any, name: str, statements: list[dict[str, Any]]) -> None:
         if not statements:
             try:
-                iam.delete_role_policy(RoleName=name, PolicyName=POLICY_NAME)
+                iam.delete_role_policy(RoleName=name, PolicyName=REVOCATION_POLICY_NAME)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "NoSuchEntity":
                     raise
             return
         document = json.dumps({"Version": "2012-10-17", "Statement": statements})
-        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=document)
+        iam.put_role_policy(RoleName=name, PolicyName=REVOCATION_POLICY_NAME, PolicyDocument=document)

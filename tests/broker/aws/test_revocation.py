@@ -21,10 +21,10 @@ from botocore.exceptions import ClientError
 
 from broker.aws.accounts import AccountSessions
 from broker.aws.assertion import idp_metadata_xml
+from broker.aws.provisioning import REVOCATION_POLICY_NAME as POLICY_NAME
 from broker.aws.provisioning import provision
 from broker.aws.revocation import (
     POLICY_BUDGET,
-    POLICY_NAME,
     AwsRevoker,
     cutoff_of,
     iso,
