@@ -45,14 +45,19 @@ class Revocations:
     ):
         self.directory, self.audit, self.outbox, self._clock = directory, audit_log, outbox, clock
 
-    def revoke(self, upstream: str, subject: str, reason: str, actor: str, *, email: str = "") -> Revocation:
+    def revoke(
+        self, upstream: str, subject: str, reason: str, actor: str, *, email: str = "", in_directory: bool = True
+    ) -> Revocation:
         """Revoke everything issued to (upstream, subject) until now: at the broker (the directory's
         `revoked_at`, when the person is in it), and in AWS (the outbox). `actor` is who asked (an admin's
-        address, "scim:<upstream>", "backchannel-logout:<upstream>"), for the audit trail."""
+        address, "scim:<upstream>", "backchannel-logout:<upstream>"), for the audit trail. `in_directory=False`
+        leaves the directory alone, for a person whose record goes next (a SCIM delete): the deletion ends their
+        sessions with its own reason, where a `revoked_at` first would tell a request in between "revoked"."""
         at = self._clock()
         person = self.directory.get(upstream, subject)
         if person is not None:
-            self.directory.revoke(upstream, subject, at)
+            if in_directory:
+                self.directory.revoke(upstream, subject, at)
             email = email or person.email
         revocation = Revocation(upstream, subject, email, at, reason)
         self.outbox.append(revocation.to_record())

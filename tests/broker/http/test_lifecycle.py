@@ -140,6 +140,24 @@ def test_a_deleted_person_is_refused_everywhere(app, scim):
     assert_ended(role_credentials(app.test_client(), tokens), "removed you")
 
 
+def test_a_page_asked_for_while_the_deletion_is_under_way_is_never_told_revoked(app, scim, monkeypatch):
+    """A SCIM delete revokes in AWS, then deletes: a request in between still finds the person (the deletion's
+    reason comes at the next), where a `revoked_at` written first told it "revoked" (a CI run saw it)."""
+    user = provisioned(scim, "bob", "engineering")
+    browser = portal_client(app, "bob")
+    directory = app.extensions["broker"].people.directory
+    delete, between = directory.delete, []
+
+    def delete_after_a_page(upstream, subject):
+        between.append(browser.get("/"))
+        return delete(upstream, subject)
+
+    monkeypatch.setattr(directory, "delete", delete_after_a_page)
+    assert scim.delete(f"/Users/{user['id']}").status_code == 204
+    assert [page.status_code for page in between] == [200]
+    page_says(browser.get("/"), 401, "removed you from the portal")
+
+
 def test_a_person_provisioned_again_does_not_get_their_old_sessions_back(app, scim):
     user = provisioned(scim, "bob", "engineering")
     _, tokens, _ = cli_tokens(app, "bob")
