@@ -491,7 +491,9 @@ class PostgresDirectoryStore:
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (upstream, subject) DO UPDATE SET email = EXCLUDED.email, "
                     "display_name = EXCLUDED.display_name, disabled = EXCLUDED.disabled, "
-                    "revoked_at = EXCLUDED.revoked_at, updated_at = EXCLUDED.updated_at, scim_id = EXCLUDED.scim_id, "
+                    # the row as it is now: a revoke() commits without the directory lock, after the SELECT above
+                    "revoked_at = GREATEST(person.revoked_at, EXCLUDED.revoked_at), "
+                    "updated_at = EXCLUDED.updated_at, scim_id = EXCLUDED.scim_id, "
                     "user_name = EXCLUDED.user_name, user_name_key = EXCLUDED.user_name_key, "
                     "scim_attributes = EXCLUDED.scim_attributes, created_at = EXCLUDED.created_at, "
                     "version = EXCLUDED.version",

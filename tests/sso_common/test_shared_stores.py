@@ -207,6 +207,28 @@ def test_postgres_checks_a_pooled_connection_only_after_it_sat_idle(postgres_ser
     assert len(checked) == before + 1
 
 
+def test_postgres_a_revocation_while_a_put_is_under_way_is_kept(postgres_server, monkeypatch):
+    """`revoke` commits without the directory's lock: one landing between a put's read of the row and its write
+    (another replica revoking the person while they sign in) must not be undone by the put."""
+    from sso_common.store import postgres
+
+    store = PostgresDirectoryStore(postgres_server.url(fresh_schema()))
+    try:
+        store.put(Person("corp", "sub-bob", "bob@example.com", updated_at=1.0))
+        later = postgres.later
+
+        def revoked_meanwhile(stored, given):  # the put has read the row
+            assert store.revoke("corp", "sub-bob", 1000.0)
+            return later(stored, given)
+
+        monkeypatch.setattr(postgres, "later", revoked_meanwhile)
+        store.put(Person("corp", "sub-bob", "bob@example.com", display_name="Bob", updated_at=2.0))
+        monkeypatch.undo()
+        assert store.get("corp", "sub-bob").revoked_at == 1000.0, "the put moved revoked_at back"
+    finally:
+        store.close()
+
+
 def test_postgres_audit_keeps_an_event_with_a_nul_character(postgres_server):
     log = PostgresAuditLog(postgres_server.url(fresh_schema()))
     event = {"type": "sign_in", "time": 1.0, "user": "a\x00b", "user_agent": "x\x00y"}
