@@ -16,6 +16,9 @@ for every session of the role issued before the latest cutoff (the IAM console's
 
 One worker of one replica does all of this (a lease: `sso_common.lease`), so the policy documents are never
 rewritten by two writers at once: it applies new revocations as they arrive and sweeps every few minutes.
+Each revocation is applied twice: at once, and again once it has settled (`SETTLE_SECONDS` later), for an
+issuance that was under way when it came: STS had minted (before the cutoff) but the audit record the worker
+reads was written after its first look. The second look writes (and audits) only what the first missed.
 IAM permissions it needs, in each member account (the broker reaches them through
 OrganizationAccountAccessRole, like provisioning; a narrower role needs only these):
     iam:GetRolePolicy, iam:PutRolePolicy, iam:DeleteRolePolicy
@@ -52,6 +55,10 @@ AUDIT_LIMIT = 10_000  # issuances of one person looked at per revocation
 CURSOR_KIND, SWEEP_KIND = "revoker_cursor", "revoker_sweep"
 STATE_TTL = 400 * 86400
 POLL = 0.1  # seconds between looks at the outbox while holding the lease
+# Seconds after a revocation when it is applied again: longer than an issuance takes from its guard check to its
+# audit record (the STS call's deadline, 13 s by default, then the audit write, at most 5 s on PostgreSQL).
+SETTLE_SECONDS = 30
+FIRST, SETTLED = "aws", "aws-settled"  # the two cursors over the outbox
 _SID = re.compile(r"BrokerRevoke(?P<who>[0-9a-f]{16}|All)Until(?P<until>\d{1,12})")
 _ROLE_ARN = re.compile(r"arn:aws:iam::(?P<account>\d{12}):role(?P<path>/.*/)?(?P<name>[\w+=,.@-]+)")
 
@@ -132,6 +139,11 @@ def merged(statements: list[dict[str, Any]], source_identity: str, cutoff: int, 
     ]
 
 
+def _canonical(statements: list[dict[str, Any]]) -> list[str]:
+    """Statements compared whatever their order (`merged` puts a person's last)."""
+    return sorted(json.dumps(statement, sort_keys=True) for statement in statements)
+
+
 def unexpired(statements: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     """The statements still needed at `now` (ours past their expiry go; anything else stays)."""
     return [statement for statement in statements if (parts := _parts(statement)) is None or parts[1] >= now]
@@ -165,19 +177,34 @@ class AwsRevoker:
     # -- the worker's step -------------------------------------------------------------------------------
 
     def step(self, lease: Lease | None = None) -> float:
-        """Apply the revocations not applied yet, sweep when due; seconds until the next look."""
-        cursor = (self.store.get(CURSOR_KIND, "aws") or {"position": 0})["position"]
-        for position, record in self.outbox.read(cursor, limit=50):
-            if lease is not None and not lease.keep():
-                return 0.0
-            self.apply(Revocation.from_record(record))
-            self.store.put(CURSOR_KIND, "aws", {"position": position}, STATE_TTL)
+        """Apply the revocations not applied yet, again those that have settled, sweep when due; seconds until
+        the next look."""
+        first, settled = self._cursors()
         now = self._clock()
+        for cursor, start, again in ((FIRST, first, False), (SETTLED, settled, True)):
+            for position, record in self.outbox.read(start, limit=50):
+                if lease is not None and not lease.keep():
+                    return 0.0
+                revocation = Revocation.from_record(record)
+                if again and revocation.at + SETTLE_SECONDS > now:
+                    break  # the outbox is in the order of the revocations: the rest settle later still
+                self.apply(revocation, again=again)
+                self.store.put(CURSOR_KIND, cursor, {"position": position}, STATE_TTL)
         last = (self.store.get(SWEEP_KIND, "aws") or {"at": 0.0})["at"]
         if now - last >= self.sweep_interval:
             self.sweep(now)
             self.store.put(SWEEP_KIND, "aws", {"at": now}, STATE_TTL)
         return POLL
+
+    def _cursors(self) -> tuple[int, int]:
+        """Where the two passes stand in the outbox. The settled pass of a broker from before it starts where
+        the first pass stands (what that applied long ago has settled)."""
+        first = (self.store.get(CURSOR_KIND, FIRST) or {"position": 0})["position"]
+        settled = self.store.get(CURSOR_KIND, SETTLED)
+        if settled is None:
+            settled = {"position": first}
+            self.store.put(CURSOR_KIND, SETTLED, settled, STATE_TTL)
+        return first, settled["position"]
 
     # -- one revocation ------------------------------------------------------------------------------
 
@@ -194,21 +221,33 @@ class AwsRevoker:
         for event in self.audit.query(query, limit=AUDIT_LIMIT):
             match = _ROLE_ARN.fullmatch(str(event.get("role_arn") or ""))
             source_identity = event.get("source_identity")
-            if match and isinstance(source_identity, str) and source_identity and event.get("time", 0) <= revocation.at:
+            # Not only those audited before the revocation: an issuance in flight then (STS minted before the
+            # cutoff, the record written after) is audited after it. The statement's cutoff spares later sessions.
+            if match and isinstance(source_identity, str) and source_identity:
                 found[(match.group("account"), match.group("name"), source_identity)] = None
         return [DeniedRole(*key) for key in found]
 
-    def apply(self, revocation: Revocation) -> list[DeniedRole]:
-        denied = self.denied_roles(revocation)
+    def apply(self, revocation: Revocation, *, again: bool = False) -> list[DeniedRole]:
+        """Deny the person's sessions before the cutoff on every role they hold credentials for (a policy already
+        saying so is not written again); those roles. `again`: the settled pass, which answers (and audits) only
+        the roles the first pass missed."""
         cutoff = cutoff_of(revocation.at, self.clock_margin)
+        denied = self.denied_roles(revocation)
+        added = []
         for role in denied:
             until = cutoff + self._max_session(role.account_id, role.role_name)
             iam = self.clients(role.account_id, "iam")
             statements = self._statements(iam, role.role_name)
             wanted = merged(statements, role.source_identity, cutoff, until)
-            self._write(iam, role.role_name, wanted)
+            if _canonical(wanted) != _canonical(statements):
+                self._write(iam, role.role_name, wanted)
+                added.append(role)
+        if again:
+            if not added:
+                return added
+            denied = added
         if denied:
-            log.info("revocation applied in AWS: %d role(s)", len(denied))
+            log.info("revocation applied in AWS%s: %d role(s)", " again, once settled" if again else "", len(denied))
         self.audit.append(
             {
                 "type": "revocation",
@@ -219,6 +258,7 @@ class AwsRevoker:
                 "actor": "aws",
                 "reason": (
                     f"deny on {len(denied)} role(s) for sessions issued before {iso(cutoff)}"
+                    + (" (credentials audited after the revocation was first applied)" if again else "")
                     if denied
                     else "no credentials issued in the last 12 hours: nothing to deny in AWS"
                 ),

@@ -51,8 +51,9 @@ class Revocations:
         """Revoke everything issued to (upstream, subject) until now: at the broker (the directory's
         `revoked_at`, when the person is in it), and in AWS (the outbox). `actor` is who asked (an admin's
         address, "scim:<upstream>", "backchannel-logout:<upstream>"), for the audit trail. `in_directory=False`
-        leaves the directory alone, for a person whose record goes next (a SCIM delete): the deletion ends their
-        sessions with its own reason, where a `revoked_at` first would tell a request in between "revoked"."""
+        leaves the directory alone, for a person whose record goes next (a SCIM delete), or is written next with
+        the returned `at` as its `revoked_at` (a SCIM disable): that write ends their sessions with its own reason,
+        where a `revoked_at` first would tell a request in between "revoked"."""
         at = self._clock()
         person = self.directory.get(upstream, subject)
         if person is not None:

@@ -73,16 +73,21 @@ class Sessions:
         return PortalSession.from_record(record, id=session_id)
 
     def end(self, session_id: str | None) -> None:
-        """End the session and, with it, everything that holds a reference to it."""
+        """End the session and, with it, everything that holds a reference to it. The standing goes first: from
+        then on the guard refuses the session and its grants alike, so a failure before the rest is done leaves
+        nothing that still acts (the session record then goes at its next request, when the guard refuses it).
+        The reference goes after the session, as `reference` requires."""
         if session_id:
+            reference = session_reference(session_id)
+            self.store.delete(STANDING_KIND, reference)
             self.store.delete(SESSION_KIND, session_id)
-            self.end_reference(session_reference(session_id))
+            self.store.delete(REFERENCE_KIND, reference)
 
     def end_reference(self, reference: str) -> None:
-        """End what a reference stands for: the grants bound to the session, and its standing. (The session
-        record itself goes when next loaded: the guard finds no standing.)"""
-        self.store.delete(REFERENCE_KIND, reference)
+        """End what a reference stands for: its standing (first: see `end`), and the grants bound to the session.
+        (The session record itself goes when next loaded: the guard finds no standing.)"""
         self.store.delete(STANDING_KIND, reference)
+        self.store.delete(REFERENCE_KIND, reference)
 
     def standing(self, reference: str | None) -> Standing | None:
         record = self.store.get(STANDING_KIND, reference) if reference else None

@@ -48,6 +48,7 @@ from broker.errors import (
 from broker.identity_center.codes import new_secret, new_user_code, pkce_matches, secret_digest, secret_matches
 from sso_common.records import Record
 from sso_common.store import StateStore
+from sso_common.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +458,14 @@ class GrantStore:
             self.store.delete(GRANT_KIND, grant_id)
             log.warning("a rotated refresh token was presented again; its grant is revoked")
             raise refused
-        return self._tokens(grant_id, grant.expires_at, True)
+        try:
+            return self._tokens(grant_id, grant.expires_at, True)
+        except StoreUnavailable:  # no new pair was answered: the token is given back, so the retry the 503 asks for
+            try:  # is not taken for reuse (which would end the grant)
+                self.store.delete(SPENT_REFRESH_KIND, refresh_token)
+            except StoreUnavailable:
+                log.warning("a spent refresh token could not be given back after a store outage")
+            raise
 
     def _grant(self, grant_id: str) -> Grant | None:
         record = self.store.get(GRANT_KIND, grant_id)

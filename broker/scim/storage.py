@@ -292,6 +292,8 @@ class DirectoryScimStorage(ScimStorage):
             revoked_at=existing.revoked_at if existing else None,
             **fields,
         )
+        if existing is not None and person.disabled:  # signed in before, provisioned inactive: end what they hold,
+            person = self._revoked(person)  # in AWS first, then in the same write that disables them
         self._put(person, existing.version if existing else 0)
         audit.scim_change(
             self.audit,
@@ -301,8 +303,6 @@ class DirectoryScimStorage(ScimStorage):
             email=person.email,
             detail=None if joined else "without an externalId: joined to no sign-in (nobody can sign in as this user)",
         )
-        if existing is not None and person.disabled:  # signed in before, provisioned inactive: end what they hold
-            self.revocations.revoke(self.upstream, subject, DISABLED_REASON, f"scim:{self.upstream}")
         return person
 
     def _update_user(self, resource: Any, expected: int | None) -> Person:
@@ -320,12 +320,14 @@ class DirectoryScimStorage(ScimStorage):
         updated = replace(current, **self._fields(resource), updated_at=self._clock(), version=current.version + 1)
         if new_subject is None and updated == replace(current, updated_at=updated.updated_at, version=updated.version):
             return current
+        disabling = updated.disabled and not current.disabled
+        if disabling:  # AWS first: a failure before the write leaves the IdP's retry something to do
+            updated = self._revoked(updated)
         self._put(updated, current.version)
         if new_subject is not None:
             self._rejoin(updated, new_subject)
             updated = replace(updated, subject=new_subject)
-        if updated.disabled and not current.disabled:
-            self.revocations.revoke(self.upstream, current.subject, DISABLED_REASON, f"scim:{self.upstream}")
+        if disabling:
             action = "user disabled"
         elif current.disabled and not updated.disabled:
             action = "user enabled"
@@ -333,6 +335,16 @@ class DirectoryScimStorage(ScimStorage):
             action = "user updated"
         audit.scim_change(self.audit, self.upstream, action, subject=current.subject, email=updated.email)
         return updated
+
+    def _revoked(self, person: Person) -> Person:
+        """The person disabled and revoked as of now, to be written in one write, after the revocation is in the
+        outbox: a failure between the two leaves one revocation too many (the IdP retries), never one too few
+        (a retry that found the person already disabled would change nothing), and a request in between finds
+        the person as they were, then "disabled", never "revoked"."""
+        revocation = self.revocations.revoke(
+            self.upstream, person.subject, DISABLED_REASON, f"scim:{self.upstream}", in_directory=False
+        )
+        return replace(person, revoked_at=revocation.at)
 
     def _rejoin(self, person: Person, new_subject: str) -> None:
         """Join the user to another subject of the upstream: what the former one holds is revoked first (it is

@@ -25,6 +25,7 @@ from broker.aws.provisioning import REVOCATION_POLICY_NAME as POLICY_NAME
 from broker.aws.provisioning import provision
 from broker.aws.revocation import (
     POLICY_BUDGET,
+    SETTLE_SECONDS,
     AwsRevoker,
     cutoff_of,
     iso,
@@ -222,11 +223,76 @@ def test_the_worker_carries_out_the_outbox_once_and_sweeps_when_due(world, sessi
     outbox.append(Revocation("corp", "subject-bob", "bob@example.com", time.time(), "test").to_record())
     calls = []
     original = revoker.apply
-    revoker.apply = lambda revocation: calls.append(revocation) or original(revocation)
+    revoker.apply = lambda revocation, **options: calls.append(revocation) or original(revocation, **options)
     revoker.step()
     revoker.step()  # the cursor moved: not applied twice
     assert len(calls) == 1
     assert sessions.client(PRODUCTION, "iam").get_role_policy(RoleName=entitlement.role_name, PolicyName=POLICY_NAME)
+
+
+def test_credentials_audited_after_the_first_pass_are_denied_once_the_revocation_settles(
+    world, emulator, sessions, access
+):
+    """An issuance under way at the revocation: STS minted before the cutoff, but the audit record came after
+    the worker's first look. The settled pass denies them, and says so in the audit trail."""
+    issue, _, audit, outbox = world
+    now = [time.time()]
+    revoker = AwsRevoker(
+        access, sessions.client, outbox, audit, MemoryStateStore(), clock_margin=0, clock=lambda: now[0]
+    )
+    at = time.time() + 2  # the cutoff after the mint below
+    outbox.append(Revocation("corp", "subject-bob", "bob@example.com", at, "test").to_record())
+    revoker.step()  # the first look: nothing audited yet
+    assert audit.query(AuditQuery(event_type="revocation"))[0]["reason"].startswith("no credentials")
+    credentials, entitlement = issue("bob")  # minted before the cutoff, audited after the first look
+    revoker.step()
+    assert works(credentials, emulator)  # not settled yet
+    now[0] = at + SETTLE_SECONDS
+    revoker.step()
+    assert not works(credentials, emulator)
+    latest = audit.query(AuditQuery(event_type="revocation"))[0]
+    assert latest["roles"] == [entitlement.role_arn] and "audited after the revocation" in latest["reason"]
+
+
+def test_credentials_audited_just_after_the_revocation_are_denied_within_its_margin(world, emulator, sessions, access):
+    """An issuance whose guard check passed just before the revocation is audited just after it: its session is
+    before the cutoff (the revocation plus the clock margin), so its role is denied too."""
+    issue, _, audit, outbox = world
+    revoker = AwsRevoker(access, sessions.client, outbox, audit, MemoryStateStore(), clock_margin=3)
+    revocation = Revocation("corp", "subject-bob", "bob@example.com", time.time(), "test")
+    credentials, entitlement = issue("bob")
+    assert [role.role_name for role in revoker.apply(revocation)] == [entitlement.role_name]
+    assert not works(credentials, emulator)
+
+
+def test_the_settled_pass_writes_and_audits_nothing_the_first_pass_did(world, sessions, access, monkeypatch):
+    issue, _, audit, outbox = world
+    issue("bob")
+    now = [time.time()]
+    revoker = AwsRevoker(
+        access, sessions.client, outbox, audit, MemoryStateStore(), clock_margin=0, clock=lambda: now[0]
+    )
+    outbox.append(Revocation("corp", "subject-bob", "bob@example.com", now[0], "test").to_record())
+    revoker.step()
+    writes = []
+    monkeypatch.setattr(AwsRevoker, "_write", staticmethod(lambda iam, name, statements: writes.append(name)))
+    now[0] += SETTLE_SECONDS
+    revoker.step()
+    revoker.step()  # its cursor moved too
+    assert writes == [] and len(audit.query(AuditQuery(event_type="revocation"))) == 1
+
+
+def test_the_settled_pass_of_a_broker_from_before_it_starts_where_the_first_pass_stands(world, sessions, access):
+    issue, _, audit, outbox = world
+    issue("bob")
+    state = MemoryStateStore()
+    outbox.append(Revocation("corp", "subject-bob", "bob@example.com", time.time() - 3600, "long ago").to_record())
+    state.put("revoker_cursor", "aws", {"position": 1}, 60)  # applied by a broker without the settled pass
+    applied = []
+    revoker = AwsRevoker(access, sessions.client, outbox, audit, state, clock_margin=0)
+    revoker.apply = lambda revocation, **options: applied.append(revocation)
+    revoker.step()
+    assert applied == []
 
 
 def test_a_role_wide_revocation_denies_every_older_session_of_the_role(world, emulator, sessions):

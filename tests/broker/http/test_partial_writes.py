@@ -1,0 +1,138 @@
+"""Writes in several steps, in process on SQLite: what a store failure midway leaves (the retry the 503 asks for
+must finish the work, never find it half done and do nothing), and what a request in between sees."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from broker.core.revocation import Revocation
+from broker.core.sessions import REFERENCE_KIND
+from broker.identity_center.grants import REFRESH_KIND
+from sso_common.store.errors import StoreUnavailable
+from tests.broker.http.test_lifecycle import cli_tokens, provisioned, role_credentials
+from tests.broker.scim.conftest import Scim, scim_app
+from tests.support.identity_center import refresh
+
+
+@pytest.fixture
+def app(tmp_path):
+    return scim_app(tmp_path, "sqlite")
+
+
+@pytest.fixture
+def scim(app):
+    return Scim(app.test_client())
+
+
+def _fail_once(monkeypatch, target, name, when=lambda *a, **k: True):
+    original, failed = getattr(target, name), []
+
+    def failing(*args, **kwargs):
+        if not failed and when(*args, **kwargs):
+            failed.append(args)
+            raise StoreUnavailable("test store", "connection lost")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, failing)
+    return failed
+
+
+# --- 1. SCIM disable: the person is written disabled before the revocation reaches the outbox ----------------
+
+
+def test_a_disable_whose_revocation_failed_is_revoked_in_aws_when_the_idp_retries(app, scim, monkeypatch):
+    user = provisioned(scim, "bob", "engineering")
+    outbox = app.extensions["broker"].revocations.outbox
+    failed = _fail_once(monkeypatch, outbox, "append")
+    disable = [{"op": "replace", "path": "active", "value": False}]
+    assert scim.patch(f"/Users/{user['id']}", disable).status_code == 503  # the IdP's pusher will retry
+    assert failed
+    assert scim.patch(f"/Users/{user['id']}", disable).status_code in (200, 204)  # the retry
+    assert [record["subject"] for _, record in outbox.read()] == ["sub-bob"], "no revocation reached AWS"
+
+
+def test_a_user_provisioned_inactive_over_a_known_person_is_revoked_in_aws_when_the_idp_retries(tmp_path, monkeypatch):
+    """Known from sign-in before SCIM was turned on, then provisioned with active=false."""
+    from sso_common.store import Person
+    from tests.broker.scim.conftest import OIDC
+
+    app = scim_app(tmp_path, "sqlite")
+    scim = Scim(app.test_client())
+    state = app.extensions["broker"]
+    state.people.directory.put(Person(OIDC, "sub-bob", "bob@example.com", updated_at=time.time()))
+    failed = _fail_once(monkeypatch, state.revocations.outbox, "append")
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "bob@example.com",
+        "externalId": "sub-bob",
+        "emails": [{"value": "bob@example.com", "primary": True}],
+        "active": False,
+    }
+    assert scim.post("/Users", body).status_code == 503
+    assert failed
+    retried = scim.post("/Users", body)  # 409 now: the IdP's pusher then finds the user and replaces it
+    if retried.status_code == 409:
+        user = scim.get('/Users?filter=externalId eq "sub-bob"').get_json()["Resources"][0]
+        scim.put(f"/Users/{user['id']}", {**body, "id": user["id"]})
+    outbox = [record["subject"] for _, record in state.revocations.outbox.read()]
+    assert outbox == ["sub-bob"], (retried.status_code, outbox)
+
+
+# --- 5. Sign-out: the session goes first, its grants' reference and standing after ---------------------------
+
+
+def test_a_sign_out_cut_short_by_the_store_still_ends_the_cli_grants(app, scim, monkeypatch):
+    provisioned(scim, "bob", "engineering")
+    _, tokens, browser = cli_tokens(app, "bob")
+    store = app.extensions["broker"].store
+    assert role_credentials(app.test_client(), tokens).status_code == 200
+    csrf = browser.get("/").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    _fail_once(monkeypatch, store, "delete", lambda kind, key: kind == REFERENCE_KIND)
+    answer = browser.post("/logout", data={"csrf_token": csrf, "scope": "local"})
+    assert answer.status_code == 503
+    browser.post("/logout", data={"csrf_token": csrf, "scope": "local"})  # the person tries again
+    assert browser.get("/").status_code == 303  # the portal says: signed out
+    assert role_credentials(app.test_client(), tokens).status_code == 401, "the CLI sign-in outlived the sign-out"
+
+
+# --- 6. sso-oidc refresh: the old token is spent before the new pair is stored ------------------------------
+
+
+def test_a_refresh_cut_short_by_the_store_can_be_retried(app, scim, monkeypatch):
+    provisioned(scim, "bob", "engineering")
+    registration, tokens, _ = cli_tokens(app, "bob")
+    store = app.extensions["broker"].grants.store
+    _fail_once(monkeypatch, store, "put", lambda kind, *rest: kind == REFRESH_KIND)
+    first = refresh(app.test_client(), registration, tokens["refreshToken"])
+    assert first.status_code == 503, first.get_json()
+    again = refresh(app.test_client(), registration, tokens["refreshToken"])  # what the 503 says to do
+    assert again.status_code == 200, again.get_json()
+    assert role_credentials(app.test_client(), again.get_json()).status_code == 200
+
+
+# --- 3. SCIM delete: between the outbox append and the delete the person may still be issued credentials ------
+
+
+def test_credentials_issued_while_the_deletion_is_under_way_are_denied_in_aws(app, scim, monkeypatch, access):
+    from broker.aws.revocation import AwsRevoker
+    from sso_common.store.memory import MemoryStateStore
+
+    user = provisioned(scim, "bob", "engineering")
+    _, tokens, _ = cli_tokens(app, "bob")
+    state = app.extensions["broker"]
+    directory = state.people.directory
+    delete, between = directory.delete, []
+
+    def delete_after_an_issuance(upstream, subject):
+        between.append(role_credentials(app.test_client(), tokens))
+        return delete(upstream, subject)
+
+    monkeypatch.setattr(directory, "delete", delete_after_an_issuance)
+    assert scim.delete(f"/Users/{user['id']}").status_code == 204
+    assert [answer.status_code for answer in between] == [200]  # handed out after the revocation's moment
+    [(_, record)] = state.revocations.outbox.read()
+    revoker = AwsRevoker(access, None, state.revocations.outbox, state.audit, MemoryStateStore())
+    denied = revoker.denied_roles(Revocation.from_record(record))
+    assert denied, "credentials issued during the deletion are never denied in AWS"
