@@ -8,6 +8,7 @@ audit trail are the same whichever way a person asks. How credentials are minted
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -17,10 +18,11 @@ from broker.core.audit import RequestOrigin
 from broker.core.audit import issuance as audit_issuance
 from broker.core.entitlements import Entitlement, check_entitlement, entitlements_for
 from broker.core.identity import Identity, aws_person_name
-from broker.errors import CredentialIssueError, EntitlementError, IdentityRefused, NotEntitled
+from broker.errors import BrokerError, CredentialIssueError, EntitlementError, IdentityRefused, NotEntitled
 from sso_common.store import AuditLog
 from sso_common.store.errors import StoreUnavailable
 
+WITHHELD = "not handed out: the sign-in ended while AWS issued them ({reason})"
 NOT_AUDITED = (
     "No credentials were issued: the audit trail cannot be written right now, and the portal never hands out "
     "credentials it has not recorded. Try again in a minute."
@@ -50,9 +52,19 @@ class Issuance:
         return entitlements_for(identity, self.access)
 
     def issue(
-        self, identity: Identity, account_id: str, permission_set: str, origin: RequestOrigin
+        self,
+        identity: Identity,
+        account_id: str,
+        permission_set: str,
+        origin: RequestOrigin,
+        still_admitted: Callable[[], object] = lambda: None,
     ) -> tuple[Entitlement, RoleCredentials]:
-        """Check, exchange, audit. Raises EntitlementError or CredentialIssueError (both audited)."""
+        """Check, exchange, audit, check again. Raises EntitlementError or CredentialIssueError (both audited).
+
+        `still_admitted` is the caller's check that the sign-in may still act (the guard's), asked again once the
+        credentials are minted and audited: a revocation that landed while STS answered (after the caller's
+        first check) may have its cutoff before the session STS issued, or have been applied in AWS before the
+        audit record named this role. Whatever it raises is raised, the credentials withheld and that audited."""
         record = functools.partial(audit_issuance, self.audit, origin, identity, account_id, permission_set)
         try:
             entitlement = check_entitlement(identity, self.access, account_id, permission_set)
@@ -76,4 +88,10 @@ class Issuance:
             )
         except StoreUnavailable as down:  # the credentials are dropped here: never handed out unaudited
             raise StoreUnavailable(down.store, down.problem, public_message=NOT_AUDITED) from None
+        try:
+            still_admitted()
+        except Exception as ended:  # a BrokerError's message is safe to audit; of anything else, its kind only
+            why = str(ended) if isinstance(ended, BrokerError) else type(ended).__name__
+            record(role_arn=entitlement.role_arn, reason=WITHHELD.format(reason=why))
+            raise
         return entitlement, credentials

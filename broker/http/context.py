@@ -79,18 +79,32 @@ def current_session() -> PortalSession | None:
             except RevalidationUnavailable as unavailable:
                 g.session_unavailable, session = unavailable.reason, None
             except AccessEnded as ended:
-                state().sessions.end(session.id)
-                audit_records.session_ended(
-                    state().audit,
-                    request_origin(),
-                    session.upstream_id,
-                    session.identity,
-                    ended.reason,
-                    "portal session",
-                )
+                _end(session, ended.reason)
                 g.session_ended, session = ended.reason, None
         g.portal_session = session
     return cast(PortalSession | None, g.portal_session)
+
+
+def still_signed_in(session: PortalSession) -> None:
+    """The guard asked again, later in a request whose session passed it at the start (an issuance, once AWS
+    has answered): AccessEnded ends the session as `current_session` does, and is raised."""
+    guard = state().guard
+    if guard is None:
+        return
+    try:
+        guard.check(session_reference(session.id))
+    except RevalidationUnavailable:
+        raise
+    except AccessEnded as ended:
+        _end(session, ended.reason)
+        raise
+
+
+def _end(session: PortalSession, reason: str) -> None:
+    state().sessions.end(session.id)
+    audit_records.session_ended(
+        state().audit, request_origin(), session.upstream_id, session.identity, reason, "portal session"
+    )
 
 
 def signed_in_session() -> PortalSession:

@@ -20,9 +20,18 @@ from broker.core.entitlements import Entitlement
 from broker.core.explain import FAILED_ISSUANCE, ISSUED, REFUSED_ISSUANCE
 from broker.core.exports import CredentialOptions, credential_options
 from broker.core.issuance import RoleCredentials
-from broker.errors import CredentialIssueError, EntitlementError, StsRefused
+from broker.errors import AccessEnded, CredentialIssueError, EntitlementError, RevalidationUnavailable, StsRefused
 from broker.http import explain
-from broker.http.context import PortalState, request_origin, signed_in, signed_in_session, state
+from broker.http.context import (
+    PortalState,
+    request_origin,
+    session_ended,
+    session_unavailable,
+    signed_in,
+    signed_in_session,
+    state,
+    still_signed_in,
+)
 from sso_common.web import UserFacingError, check_csrf
 
 log = logging.getLogger(__name__)
@@ -123,7 +132,13 @@ def credentials():
 
     with evidence.recording():  # what the entitlement check and STS record, for the explanation
         try:
-            entitlement, issued = state().issuance.issue(identity, account_id, permission_set, request_origin())
+            entitlement, issued = state().issuance.issue(
+                identity, account_id, permission_set, request_origin(), lambda: still_signed_in(session)
+            )
+        except RevalidationUnavailable as unavailable:  # (the guard, asked again once AWS answered)
+            return session_unavailable(unavailable.reason)
+        except AccessEnded as ended:
+            return session_ended(ended.reason)
         except EntitlementError as refusal:
             explained(REFUSED_ISSUANCE, refusal.reason)
             raise UserFacingError(refusal.reason, 403, "Access denied") from None

@@ -79,7 +79,13 @@ def get_role_credentials():
 
     with evidence.recording():
         try:
-            _, issued = state().issuance.issue(identity, account_id, role_name, request_origin(API_CHANNEL))
+            _, issued = state().issuance.issue(
+                identity,
+                account_id,
+                role_name,
+                request_origin(API_CHANNEL),
+                lambda: state().grants.bearer(request.headers.get(BEARER_HEADER)),  # NotSignedIn: 401, as at first
+            )
         except MfaRequired as refusal:
             explained(REFUSED_ISSUANCE, refusal.reason)
             raise ApiError("ForbiddenException", refusal.reason) from None

@@ -121,6 +121,49 @@ def test_a_person_disabled_over_scim_loses_every_session_and_grant_at_their_next
     assert ended and all("disabled" in event["reason"] for event in ended)
 
 
+def disabled_while_sts_answers(app, scim, user: dict) -> None:
+    """STS (stood in for) mints the credentials, and the person is disabled over SCIM before it answers: after
+    the guard let the request through, before the issuance is audited."""
+    issuance = app.extensions["broker"].issuance
+    minting = issuance.issuer
+
+    class DisabledMeanwhile:
+        def issue(self, identity, entitlement):
+            credentials = minting.issue(identity, entitlement)
+            scim.patch(f"/Users/{user['id']}", [{"op": "replace", "path": "active", "value": False}])
+            return credentials
+
+    issuance.issuer = DisabledMeanwhile()
+
+
+def withheld(app) -> list[dict]:
+    events = app.extensions["broker"].audit.query(AuditQuery(event_type="credentials"))
+    return [event for event in events if "not handed out" in event.get("reason", "")]
+
+
+def test_credentials_minted_while_the_person_was_disabled_are_withheld_from_the_portal_page(app, scim):
+    user = provisioned(scim, "bob", "engineering")
+    browser = portal_client(app, "bob")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/").get_data(as_text=True)).group(1)
+    disabled_while_sts_answers(app, scim, user)
+    fields = {"csrf_token": token, "account_id": PRODUCTION, "permission_set": "EmployeeDirectoryReadOnly"}
+    answer = browser.post("/credentials", data=fields)
+    page_says(answer, 401, "Your session has ended: your access has been disabled.")
+    assert "fake-secret" not in answer.get_data(as_text=True)
+    [event] = withheld(app)
+    assert "your access has been disabled" in event["reason"] and event["role_arn"]
+    assert browser.get("/").status_code == 303  # the session ended with it
+
+
+def test_credentials_minted_while_the_person_was_disabled_are_withheld_from_the_sso_api(app, scim):
+    user = provisioned(scim, "bob", "engineering")
+    _, tokens, _ = cli_tokens(app, "bob")
+    disabled_while_sts_answers(app, scim, user)
+    answer = role_credentials(app.test_client(), tokens)
+    assert_ended(answer, "your access has been disabled")
+    assert "fake-secret" not in answer.get_data(as_text=True) and len(withheld(app)) == 1
+
+
 def test_a_device_approval_made_before_the_person_was_disabled_gives_no_token(app, scim):
     user = provisioned(scim, "bob", "engineering")
     browser = portal_client(app, "bob")
