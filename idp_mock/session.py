@@ -10,8 +10,11 @@ cost the store one read, or none right after a sign-in.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from flask import current_app, g, request
@@ -21,8 +24,11 @@ from idp_mock.directory import Employee
 from sso_common.records import Record
 from sso_common.store import StateStore
 
+log = logging.getLogger(__name__)
+
 COOKIE_NAME = "idp_session"
 SESSION_KIND = "idp_session"
+LOCK_KIND, LOCK_SECONDS = "idp_session_lock", 2.0  # a session's record to one writer (`record_participant`)
 LOGOUT_LISTENERS = "idp_logout_listeners"  # app.extensions: called with (sid, SessionRecord) at each sign-out
 
 # Authentication context, named the same way for both protocols.
@@ -152,17 +158,43 @@ def set_session_cookie(response: Response, sign_in: SignIn) -> None:
 
 
 def record_participant(participant: Participant) -> None:
-    """Remember a relying party of this session (for single logout)."""
+    """Remember a relying party of this session (for single logout). A session opened in this request is written
+    once at its end; an older one is read again and written under the session's lock, since two requests of one
+    session (two tabs restored at once) each adding their relying party would otherwise keep only the last."""
     sign_in = current_sign_in()
     if sign_in is None:
         return
     record = _session(sign_in.session_id)
-    if record is None:
+    if record is None or participant in record.participants:
         return
-    if participant not in record.participants:
+    if g.get("session_unsaved") == sign_in.session_id:  # nobody else knows this session yet
         g.session_record = (sign_in.session_id, replace(record, participants=(*record.participants, participant)))
-        if g.get("session_unsaved") != sign_in.session_id:
+        return
+    with _locked(sign_in.session_id):
+        g.pop("session_record", None)
+        record = _session(sign_in.session_id)
+        if record is not None and participant not in record.participants:
+            g.session_record = (sign_in.session_id, replace(record, participants=(*record.participants, participant)))
             save_session()
+
+
+@contextmanager
+def _locked(session_id: str) -> Iterator[None]:
+    """The session's record to itself while it is read and written again: a marker taken with the store's
+    atomic `add`, waited for at most as long as it lives (a worker that died holding it delays the next one
+    that long)."""
+    deadline = time.monotonic() + LOCK_SECONDS + 0.5
+    while not _store().add(LOCK_KIND, session_id, {}, LOCK_SECONDS):
+        if time.monotonic() > deadline:  # (its marker should have expired by now)
+            log.warning(
+                "a session's lock was not free after %.1f s; writing its relying parties without it", LOCK_SECONDS
+            )
+            break
+        time.sleep(0.005)
+    try:
+        yield
+    finally:
+        _store().delete(LOCK_KIND, session_id)
 
 
 def participants() -> tuple[Participant, ...]:
