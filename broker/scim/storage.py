@@ -323,10 +323,10 @@ class DirectoryScimStorage(ScimStorage):
         disabling = updated.disabled and not current.disabled
         if disabling:  # AWS first: a failure before the write leaves the IdP's retry something to do
             updated = self._revoked(updated)
-        self._put(updated, current.version)
-        if new_subject is not None:
-            self._rejoin(updated, new_subject)
-            updated = replace(updated, subject=new_subject)
+        if new_subject is None:
+            self._put(updated, current.version)
+        else:
+            updated = self._rejoined(current, updated, new_subject)
         if disabling:
             action = "user disabled"
         elif current.disabled and not updated.disabled:
@@ -346,26 +346,35 @@ class DirectoryScimStorage(ScimStorage):
         )
         return replace(person, revoked_at=revocation.at)
 
-    def _rejoin(self, person: Person, new_subject: str) -> None:
-        """Join the user to another subject of the upstream: what the former one holds is revoked first (it is
-        no longer this user at sign-in), then the record moves, its SCIM id and groups with it."""
-        self.revocations.revoke(self.upstream, person.subject, REJOINED_REASON, f"scim:{self.upstream}")
+    def _rejoined(self, current: Person, updated: Person, new_subject: str) -> Person:
+        """The user joined to another subject of the upstream, with its update: what the former subject holds is
+        revoked first (it is no longer this user at sign-in), then the record moves (its SCIM id and groups with
+        it), then the update is written under the new subject. A refused move has written nothing of the update;
+        a refused update moves the record back: a refused request leaves the user as it was."""
+        self.revocations.revoke(self.upstream, current.subject, REJOINED_REASON, f"scim:{self.upstream}")
         try:
-            moved = self.directory.rename(self.upstream, person.subject, new_subject)
+            moved = self.directory.rename(self.upstream, current.subject, new_subject)
         except DirectoryConflict:
             raise UniquenessException(
                 detail="Another user (or person known from sign-in) has this externalId"
             ) from None
         if not moved:
             raise PreconditionFailedException(detail="The user changed meanwhile")
+        rejoined = replace(updated, subject=new_subject)
+        try:
+            self._put(rejoined, current.version)
+        except (UniquenessException, PreconditionFailedException):
+            self.directory.rename(self.upstream, new_subject, current.subject)
+            raise
         audit.scim_change(
             self.audit,
             self.upstream,
             "user joined to another subject",
             subject=new_subject,
-            email=person.email,
-            detail=f"externalId changed (was {person.subject}): what the former subject held is revoked",
+            email=rejoined.email,
+            detail=f"externalId changed (was {current.subject}): what the former subject held is revoked",
         )
+        return rejoined
 
     def _put(self, person: Person, if_version: int) -> None:
         try:

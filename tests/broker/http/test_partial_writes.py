@@ -136,3 +136,47 @@ def test_credentials_issued_while_the_deletion_is_under_way_are_denied_in_aws(ap
     revoker = AwsRevoker(access, None, state.revocations.outbox, state.audit, MemoryStateStore())
     denied = revoker.denied_roles(Revocation.from_record(record))
     assert denied, "credentials issued during the deletion are never denied in AWS"
+
+
+# --- a SCIM externalId change: the record moves to the new subject, and the update is written there --------------
+
+
+def unchanged(scim, user) -> tuple:
+    after = scim.get(f"/Users/{user['id']}").get_json()
+    return after.get("displayName"), after.get("active", True), after["meta"]["version"], after.get("externalId")
+
+
+def test_an_externalid_change_refused_at_the_move_writes_nothing(app, scim, monkeypatch):
+    from sso_common.store import DirectoryConflict
+
+    user = provisioned(scim, "bob", "engineering")
+    before = unchanged(scim, user)
+    directory = app.extensions["broker"].people.directory
+
+    def taken_meanwhile(upstream, subject, new_subject):  # another SCIM create took the subject after the check
+        raise DirectoryConflict("another person of this upstream has this subject")
+
+    monkeypatch.setattr(directory, "rename", taken_meanwhile)
+    answer = scim.put(
+        f"/Users/{user['id']}", {**user, "externalId": "sub-robert", "displayName": "Robert", "active": False}
+    )
+    assert answer.status_code == 409
+    assert unchanged(scim, user) == before
+
+
+def test_an_externalid_change_refused_at_the_update_moves_the_user_back(app, scim, monkeypatch):
+    from tests.broker.scim.conftest import OIDC
+
+    user = provisioned(scim, "bob", "engineering")
+    before = unchanged(scim, user)
+    directory = app.extensions["broker"].people.directory
+    put = directory.put
+
+    def changed_meanwhile(person, **options):  # another write of the user came between the move and the update
+        return False if person.subject == "sub-robert" else put(person, **options)
+
+    monkeypatch.setattr(directory, "put", changed_meanwhile)
+    answer = scim.put(f"/Users/{user['id']}", {**user, "externalId": "sub-robert", "displayName": "Robert"})
+    assert answer.status_code == 412
+    assert unchanged(scim, user) == before
+    assert directory.get(OIDC, "sub-bob") is not None and directory.get(OIDC, "sub-robert") is None
