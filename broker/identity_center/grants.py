@@ -167,6 +167,9 @@ class Approval:
     session_expires: float
     session: str | None  # reference to the approving portal session (Sessions.reference)
     scopes: list[str]
+    # The code as it was taken (kind, key, record, seconds it had left): given back when no tokens could be stored,
+    # so the client's retry of the 503 finds it.
+    taken: tuple[str, str, dict, float] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -348,11 +351,13 @@ class GrantStore:
             raise AccessDenied("The request was denied.")
         if device_code is None or self.store.take(DEVICE_CODE_KIND, device_code) is None:  # a concurrent poll won
             raise InvalidGrant("The device code is unknown or was already used.")
+        left = remaining_seconds(record["expires_at"], now) + self.settings.expired_memory
         return Approval(
             Identity.from_record(decision["identity"]),
             decision["session_expires"],
             decision.get("session"),
             record["scopes"],
+            (DEVICE_CODE_KIND, device_code, pointer, left),
         )
 
     def _note_poll(self, reference: str, record: dict, now: float) -> None:
@@ -387,6 +392,7 @@ class GrantStore:
                 "identity": identity.to_record(),
                 "session_expires": session_expires,
                 "session": session,
+                "expires_at": self._clock() + self.settings.code_lifetime,
             },
             self.settings.code_lifetime,
         )
@@ -408,8 +414,13 @@ class GrantStore:
                 "The authorization code is unknown, used or expired, or does not match the "
                 "redirect URI or code verifier."
             )
+        left = remaining_seconds(record["expires_at"], self._clock()) if "expires_at" in record else 0
         return Approval(
-            Identity.from_record(record["identity"]), record["session_expires"], record.get("session"), record["scopes"]
+            Identity.from_record(record["identity"]),
+            record["session_expires"],
+            record.get("session"),
+            record["scopes"],
+            (AUTH_CODE_KIND, code, record, left) if code and left > 0 else None,
         )
 
     # --- tokens ---------------------------------------------------------------------------------
@@ -422,8 +433,13 @@ class GrantStore:
         self._current(None, approval.session, approval.identity, InvalidGrant)
         grant_id = secrets.token_urlsafe(16)
         grant = Grant(approval.identity, client_id, approval.scopes, approval.session_expires, approval.session)
-        self.store.put(GRANT_KIND, grant_id, grant.to_record(), remaining_seconds(approval.session_expires, now))
-        return self._tokens(grant_id, approval.session_expires, REFRESH_GRANT in client.grant_types)
+        try:
+            self.store.put(GRANT_KIND, grant_id, grant.to_record(), remaining_seconds(approval.session_expires, now))
+            return self._tokens(grant_id, approval.session_expires, REFRESH_GRANT in client.grant_types)
+        except StoreUnavailable:  # no tokens were answered: the code is given back for the retry the 503 asks for
+            if approval.taken is not None:
+                self._give_back(approval.taken)
+            raise
 
     def refresh(self, client_id: str, refresh_token: str | None) -> Tokens:
         """Rotation: the refresh token is spent, a new pair comes back in the same grant.
@@ -466,6 +482,13 @@ class GrantStore:
             except StoreUnavailable:
                 log.warning("a spent refresh token could not be given back after a store outage")
             raise
+
+    def _give_back(self, taken: tuple[str, str, dict, float]) -> None:
+        kind, key, record, left = taken
+        try:
+            self.store.put(kind, key, record, max(left, 1))
+        except StoreUnavailable:
+            log.warning("a redeemed code could not be given back after a store outage")
 
     def _grant(self, grant_id: str) -> Grant | None:
         record = self.store.get(GRANT_KIND, grant_id)

@@ -311,6 +311,48 @@ def redeem(client, registration, code, verifier=VERIFIER, redirect_uri="http://1
     return create_token(client, registration, CODE_GRANT, code=code, redirectUri=redirect_uri, codeVerifier=verifier)
 
 
+def failing_once_at_the_grant(app, monkeypatch) -> list:
+    """The store fails once, as the token endpoint writes the new grant (after it took the code)."""
+    from broker.identity_center.grants import GRANT_KIND
+    from sso_common.store.errors import StoreUnavailable
+
+    store, failed = app.extensions["broker"].grants.store, []
+    put = store.put
+
+    def failing(kind, *rest):
+        if kind == GRANT_KIND and not failed:
+            failed.append(kind)
+            raise StoreUnavailable("test store", "connection lost")
+        return put(kind, *rest)
+
+    monkeypatch.setattr(store, "put", failing)
+    return failed
+
+
+def test_a_device_code_redeemed_during_a_store_outage_can_be_redeemed_again(app, client, clock, person, monkeypatch):
+    sign_in(app, client, person("bob"))
+    registration = register(client).get_json()
+    authorization = start(client, registration).get_json()
+    decide(client, authorization["userCode"])
+    failed = failing_once_at_the_grant(app, monkeypatch)
+    clock.now += 2
+    assert poll(client, registration, authorization["deviceCode"]).status_code == 503 and failed
+    clock.now += 2
+    retried = poll(client, registration, authorization["deviceCode"])  # the AWS CLI retries a 503
+    assert retried.status_code == 200 and retried.get_json()["accessToken"]
+    aws_error(poll(client, registration, authorization["deviceCode"]), "InvalidGrantException")  # spent now
+
+
+def test_an_authorization_code_redeemed_during_a_store_outage_can_be_redeemed_again(app, client, person, monkeypatch):
+    registration = code_client(client)
+    sign_in(app, client, person("bob"))
+    code = allow(client, registration)["code"]
+    failing_once_at_the_grant(app, monkeypatch)
+    assert redeem(client, registration, code).status_code == 503
+    assert redeem(client, registration, code).status_code == 200
+    aws_error(redeem(client, registration, code), "InvalidGrantException")
+
+
 def test_authorization_code_flow_with_pkce(app, client, person):
     registration = code_client(client)
     signin = client.get(authorize_query(registration))
