@@ -6,9 +6,21 @@ ports. What it does, and why:
 
 - **Round robin, no sticky sessions**: every replica can serve every request (state is shared), so a
   replica that dies costs only the requests in flight on it. A connection refused or a timeout before a
-  request was sent goes to the next replica (`proxy_next_upstream error timeout`, at most 2 tries); a
+  request was sent goes to the next replica (`proxy_next_upstream error timeout`, at most 3 tries); a
   request already sent is never sent twice (nginx does not retry POSTs), and if its replica dies the person
   gets a 503 page that says to try again (`/edge-unavailable`, Retry-After), never a bare 502.
+- **A replica that failed is skipped for 2 s, but never all of them**: after one failed connection nginx
+  passes a replica nothing for `fail_timeout` (a dead one costs one failed connection per 2 s, not one per
+  request: in compose a stopped container's address can take the 2 s connect timeout to fail). nginx keeps that
+  failure until a request succeeds on the replica *after* the 2 s: a replica restarted and then passed nothing
+  still counts as failed, and once the 2 s are over only one request at a time may try it. Killing the other
+  replica then left nginx with no replica it would try: "no live upstreams", the 503 page for every request
+  but that one (seen: 9 of 10 sign-ins, broker-1 healthy, broker-2 killed 11 s after broker-1's restart; a
+  rolling restart under load hits it at every turn). So each upstream lists its replicas a second time, as
+  `backup` servers without failure accounting (`max_fails=0`): nginx goes to them only when it would skip
+  every replica, and tries them all. A replica down costs a request at most two tries (its entry and its
+  backup's), hence 3 tries with one replica down; a single replica needs no backup (nginx never skips the
+  only server).
 - **Request buffering**: nginx reads a whole request body before a replica sees it (`proxy_request_buffering
   on`, bodies up to 256 KiB held in memory), and whole answers before a slow client reads them: a client
   that drips its head or its body holds an nginx connection, never an app thread (docs/architecture.md,
@@ -121,6 +133,11 @@ def nginx_config(config: EdgeConfig) -> str:
             f"    upstream {site.name} {{",
             *([f"        zone {site.name} 64k;"] if config.resolve else []),
             *(f"        server {replica} max_fails=1 fail_timeout=2s{resolve};" for replica in site.replicas),
+            # the same replicas, when nginx would skip every one of them above (the docstring says why)
+            *(
+                f"        server {replica} backup max_fails=0{resolve};"
+                for replica in (site.replicas if len(site.replicas) > 1 else ())
+            ),
             "        keepalive 32;",
             "    }",
         ]
@@ -153,7 +170,7 @@ def nginx_config(config: EdgeConfig) -> str:
         "    proxy_send_timeout 30s;",
         "    proxy_read_timeout 30s;",
         "    proxy_next_upstream error timeout;",
-        "    proxy_next_upstream_tries 2;",
+        "    proxy_next_upstream_tries 3;",
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $http_host;",
         "    proxy_set_header X-Request-ID $sso_request_id;",

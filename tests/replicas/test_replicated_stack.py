@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import boto3
@@ -388,3 +389,94 @@ def test_every_folder_of_the_stack_is_private_and_every_log_0600(stack):
     assert {"access.log", "error.log", "redis.log"} <= {log.name for log in logs}
     for log in logs:
         assert log.stat().st_mode & 0o777 == 0o600, f"{log} is {oct(log.stat().st_mode & 0o777)}"
+
+
+class Recording(TaggedSession):
+    """A browser that adds what each of its requests was answered to `answers`: (request ID, method, URL,
+    status, or the exception's name)."""
+
+    def __init__(self, answers: list):
+        super().__init__()
+        self.answers = answers
+
+    def request(self, method, url, *args, **kwargs):
+        try:
+            answer = super().request(method, url, *args, **kwargs)
+        except requests.RequestException as error:
+            self.answers.append((self.sent[-1][0], method, url, type(error).__name__))
+            raise
+        self.answers.append((self.sent[-1][0], method, url, answer.status_code))
+        return answer
+
+
+def _sign_in(stack, username: str, answers: list) -> int | str:
+    """An OIDC sign-in through the edge (the portal sees GETs only: nginx may pass each to the other replica
+    if its replica dies under it); the last page's status."""
+    try:
+        return portal_login(portal(stack), username, "example-corp-oidc", http=Recording(answers)).status_code
+    except requests.RequestException as error:
+        return type(error).__name__
+
+
+def test_portal_replicas_restarted_in_turn_under_load_answer_no_5xx(stack):
+    """The portal replicas killed and started again one after the other while people sign in through the edge:
+    one replica answers at every moment, so no request may get a 5xx. nginx skips a replica for 2 s after a
+    failed connection, and counts it failed until a request succeeds on it after that: a replica restarted
+    and not asked since, or asked once and still answering, was skipped too when the other died, and every
+    request got "no live upstreams" (devstack/edge.py). Twice: a rolling restart under load (each replica
+    killed, found down, started, and the other killed as soon as it answers), then the shape first seen
+    (broker-1 found down and restarted, nothing asked of it for longer than 2 s, broker-2 killed, then 10
+    sign-ins at once)."""
+    answers: list = []
+    first, second = stack.replicas_of("broker")
+    load, stop = threading.Event(), threading.Event()
+    busy = {name: False for name in ("alice", "bob", "carol")}
+
+    def person(username: str) -> None:  # one sign-in after another while `load` is set
+        while not stop.is_set():
+            busy[username] = load.is_set()
+            if busy[username]:
+                if _sign_in(stack, username, answers) != 200:
+                    time.sleep(0.2)  # a person reading the error page, not a loop of instant failures
+            else:
+                time.sleep(0.02)
+
+    people = [threading.Thread(target=person, args=(name,), daemon=True) for name in busy]
+    load.set()
+    for thread in people:
+        thread.start()
+    try:
+        for replica in (first, second):  # the rolling restart under load
+            stack.kill(replica)
+            time.sleep(1.0)  # the load finds it down
+            stack.restart(replica)
+        load.clear()
+        deadline = time.monotonic() + 30
+        while any(busy.values()) and time.monotonic() < deadline:  # the sign-ins under way finish
+            time.sleep(0.05)
+        rolling = len(answers)
+        stack.kill(first)
+        for _ in range(4):  # round robin passes one of these to the dead replica: nginx finds it down
+            Recording(answers).get(f"{portal(stack)}/healthz", timeout=5)
+        found_down = time.monotonic()
+        stack.restart(first)  # healthy, and asked nothing through the edge since
+        time.sleep(max(0.0, found_down + 3.0 - time.monotonic()))  # longer than nginx's fail_timeout
+        stack.kill(second)
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            burst = list(pool.map(lambda i: _sign_in(stack, list(busy)[i % 3], answers), range(10)))
+        stack.restart(second)
+    finally:
+        stop.set()
+        for thread in people:
+            thread.join(30)
+    stack.wait_routed()
+    failed = [answer for answer in answers if not isinstance(answer[3], int) or answer[3] >= 500]
+    time.sleep(0.5)  # the edge's last access lines
+    edge = [
+        line
+        for line in stack.nginx.access_log().splitlines()
+        if any(f"request_id={request_id} " in line for request_id, *_ in failed)
+    ]
+    phases = f"{sum(answer in failed for answer in answers[:rolling])} in the rolling restart, the others after"
+    assert not failed, f"{len(failed)} of {len(answers)} answers ({phases}): {failed[:5]}\n" + "\n".join(edge[:10])
+    assert burst == [200] * 10, burst
