@@ -99,13 +99,21 @@ class Process:
         raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f} s:\n{self.logs()[-LOG_TAIL:]}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds: to its whole process group when
+        it leads one (a server's workers too, which outlived their parent when only it was killed)."""
         if self.running():
             self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
+            try:
+                leads_its_group = os.getpgid(self.pid) == self.pid
+            except ProcessLookupError:
+                leads_its_group = False
+            if leads_its_group:
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                self.popen.kill()
             self.popen.wait(timeout=5)
 
 

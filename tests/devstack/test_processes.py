@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,39 @@ def test_a_port_once_handed_out_is_never_handed_out_again(monkeypatch):
     monkeypatch.setattr(processes.socket, "socket", Probe)
     monkeypatch.setattr(processes, "_handed_out", set())
     assert [processes.free_port() for _ in range(3)] == [52001, 52002, 52003]
+
+
+STUBBORN_PARENT = """
+import signal, subprocess, sys, time
+IGNORE_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", IGNORE_SIGTERM])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_that_will_not_stop_is_killed_with_its_children(tmp_path):
+    """A server's parent that does not stop in time is killed with its workers (granian's workers outlived a
+    parent killed alone, holding their port)."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN_PARENT)
+    log = tmp_path / "stubborn.log"
+    stubborn = Process.start("stubborn", ["stubborn"], log_path=log, cwd=tmp_path)  # (-m: its folder on the path)
+    deadline = time.monotonic() + 10
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(log.read_text().split()[0])
+    stubborn.stop(timeout=0.5)
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the child outlived its parent's stop"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
