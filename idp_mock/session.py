@@ -180,21 +180,20 @@ def record_participant(participant: Participant) -> None:
 
 @contextmanager
 def _locked(session_id: str) -> Iterator[None]:
-    """The session's record to itself while it is read and written again: a marker taken with the store's
-    atomic `add`, waited for at most as long as it lives (a worker that died holding it delays the next one
-    that long)."""
+    """The session's record to one request while it is read and written again (a relying party added) or read
+    and deleted (a sign-out): a marker taken with the store's atomic `add`, waited for at most as long as it
+    lives (a worker that died holding it delays the next one that long)."""
     deadline = time.monotonic() + LOCK_SECONDS + 0.5
-    while not _store().add(LOCK_KIND, session_id, {}, LOCK_SECONDS):
+    while not (held := _store().add(LOCK_KIND, session_id, {}, LOCK_SECONDS)):
         if time.monotonic() > deadline:  # (its marker should have expired by now)
-            log.warning(
-                "a session's lock was not free after %.1f s; writing its relying parties without it", LOCK_SECONDS
-            )
+            log.warning("a session's lock was not free after %.1f s; going on without it", LOCK_SECONDS)
             break
         time.sleep(0.005)
     try:
         yield
     finally:
-        _store().delete(LOCK_KIND, session_id)
+        if held:  # never another request's
+            _store().delete(LOCK_KIND, session_id)
 
 
 def participants() -> tuple[Participant, ...]:
@@ -213,10 +212,15 @@ def end_session(response: Response | None = None) -> None:
     """Sign the browser out of the IdP (both protocols). With a `response` (a sign-out, not a new sign-in
     replacing the session), the relying parties that asked for it are told too (back-channel logout)."""
     session_id = request.cookies.get(COOKIE_NAME)
-    record = _session(session_id) if session_id and response is not None else None
-    if session_id:
+    record = None
+    if session_id and response is not None:  # the relying parties to tell: as a request adding one leaves them
+        with _locked(session_id):
+            g.pop("session_record", None)
+            record = _session(session_id)
+            _store().delete(SESSION_KIND, session_id)
+    elif session_id:
         _store().delete(SESSION_KIND, session_id)
-        g.pop("session_record", None)
+    g.pop("session_record", None)
     if session_id and record is not None:
         for listener in current_app.extensions.get(LOGOUT_LISTENERS, ()):
             listener(sid_of(session_id), record)

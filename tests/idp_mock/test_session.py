@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from idp_mock.app import create_app
-from idp_mock.session import SESSION_KIND, SessionRecord
+from idp_mock.session import LOGOUT_LISTENERS, SESSION_KIND, SessionRecord
 from idp_mock.settings import load_settings
 from tests.support.idp_client import DEMO_PASSWORD
 
@@ -68,3 +68,33 @@ def test_two_first_authorizations_at_once_both_become_participants(app, monkeypa
     record = SessionRecord.from_record(store.get(SESSION_KIND, browser.get_cookie("idp_session").value))
     clients = {participant.client_id for participant in record.participants}
     assert clients == set(CLIENTS), f"at sign-out only {clients} would be told: the other's session outlives it"
+
+
+def test_a_sign_out_while_a_relying_party_is_added_tells_it_and_leaves_no_session(app, monkeypatch):
+    """The sign-out waits for the relying party being added, then tells it too; the session stays deleted (the
+    addition, written after the sign-out had deleted the record, brought the session back, untold)."""
+    store = app.extensions["idp"].store
+    browser = app.test_client()
+    page = browser.get("/login")
+    form = dict(re.findall(r'name="(csrf_token|continue)" value="([^"]*)"', page.text))
+    assert browser.post("/login", data={**form, "username": "alice", "password": DEMO_PASSWORD}).status_code == 303
+    session_id = browser.get_cookie("idp_session").value
+    other_tab = app.test_client()
+    other_tab.set_cookie("idp_session", session_id)
+    token = re.search(r'name="csrf_token" value="([^"]*)"', other_tab.get("/logout").text).group(1)
+    told: list = []
+    app.extensions[LOGOUT_LISTENERS] = [lambda sid, record: told.append(record.participants)]
+    put, tabs = store.put, []
+
+    def put_while_signing_out(kind, key, value, ttl):
+        if kind == SESSION_KIND and not tabs:
+            tabs.append(threading.Thread(target=lambda: other_tab.post("/logout", data={"csrf_token": token})))
+            tabs[0].start()
+            tabs[0].join(0.3)
+        return put(kind, key, value, ttl)
+
+    monkeypatch.setattr(store, "put", put_while_signing_out)
+    assert authorize(browser, "employee-directory").status_code == 302
+    tabs[0].join(10)
+    assert store.get(SESSION_KIND, session_id) is None, "the sign-out's deleted session came back"
+    assert [{p.client_id for p in participants} for participants in told] == [{"employee-directory"}]
