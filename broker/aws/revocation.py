@@ -144,6 +144,17 @@ def _canonical(statements: list[dict[str, Any]]) -> list[str]:
     return sorted(json.dumps(statement, sort_keys=True) for statement in statements)
 
 
+def _covers(statements: list[dict[str, Any]], source_identity: str, cutoff: int, until: int) -> bool:
+    """Whether a statement already denies this person's sessions before `cutoff` until `until` (theirs, or the
+    role-wide one `merged` falls back to)."""
+    who = _who(source_identity)
+    return any(
+        parts is not None and parts[0] in (who, "All") and parts[1] >= until and _cutoff(statement) >= cutoff
+        for statement in statements
+        if (parts := _parts(statement)) is not None
+    )
+
+
 def unexpired(statements: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     """The statements still needed at `now` (ours past their expiry go; anything else stays)."""
     return [statement for statement in statements if (parts := _parts(statement)) is None or parts[1] >= now]
@@ -218,12 +229,14 @@ class AwsRevoker:
             since=revocation.at - MAX_STS_SESSION,
         )
         found: dict[tuple[str, str, str], None] = {}
+        # Not only those audited before the revocation: an issuance in flight then (STS minted before the cutoff,
+        # the record written after) is audited after it, within the time it settles. Later ones (the person
+        # re-enabled) would only add statements that deny nothing, and fill the role's policy budget.
+        latest = cutoff_of(revocation.at, self.clock_margin) + SETTLE_SECONDS
         for event in self.audit.query(query, limit=AUDIT_LIMIT):
             match = _ROLE_ARN.fullmatch(str(event.get("role_arn") or ""))
             source_identity = event.get("source_identity")
-            # Not only those audited before the revocation: an issuance in flight then (STS minted before the
-            # cutoff, the record written after) is audited after it. The statement's cutoff spares later sessions.
-            if match and isinstance(source_identity, str) and source_identity:
+            if match and isinstance(source_identity, str) and source_identity and event.get("time", 0) <= latest:
                 found[(match.group("account"), match.group("name"), source_identity)] = None
         return [DeniedRole(*key) for key in found]
 
@@ -239,7 +252,9 @@ class AwsRevoker:
             iam = self.clients(role.account_id, "iam")
             statements = self._statements(iam, role.role_name)
             wanted = merged(statements, role.source_identity, cutoff, until)
-            if _canonical(wanted) != _canonical(statements):
+            if not _covers(statements, role.source_identity, cutoff, until) and _canonical(wanted) != _canonical(
+                statements
+            ):  # (a role-wide statement that covers the person: `merged` would add theirs all the same)
                 self._write(iam, role.role_name, wanted)
                 added.append(role)
         if again:

@@ -22,7 +22,7 @@ from broker.errors import BrokerError, CredentialIssueError, EntitlementError, I
 from sso_common.store import AuditLog
 from sso_common.store.errors import StoreUnavailable
 
-WITHHELD = "not handed out: the sign-in ended while AWS issued them ({reason})"
+WITHHELD = "minted but not handed out: the check of the sign-in after AWS answered refused ({reason})"
 NOT_AUDITED = (
     "No credentials were issued: the audit trail cannot be written right now, and the portal never hands out "
     "credentials it has not recorded. Try again in a minute."
@@ -57,7 +57,8 @@ class Issuance:
         account_id: str,
         permission_set: str,
         origin: RequestOrigin,
-        still_admitted: Callable[[], object] = lambda: None,
+        *,
+        still_admitted: Callable[[], object],
     ) -> tuple[Entitlement, RoleCredentials]:
         """Check, exchange, audit, check again. Raises EntitlementError or CredentialIssueError (both audited).
 
@@ -79,10 +80,11 @@ class Issuance:
         except CredentialIssueError as failure:
             record(role_arn=entitlement.role_arn, reason=str(failure))
             raise
+        session_name = credentials.assumed_role_arn.rsplit("/", 1)[-1]
         try:
             record(
                 role_arn=entitlement.role_arn,
-                session_name=credentials.assumed_role_arn.rsplit("/", 1)[-1],
+                session_name=session_name,
                 source_identity=aws_person_name(identity),
                 expiration=credentials.expiration.isoformat(),
             )
@@ -92,6 +94,6 @@ class Issuance:
             still_admitted()
         except Exception as ended:  # a BrokerError's message is safe to audit; of anything else, its kind only
             why = str(ended) if isinstance(ended, BrokerError) else type(ended).__name__
-            record(role_arn=entitlement.role_arn, reason=WITHHELD.format(reason=why))
+            record(role_arn=entitlement.role_arn, session_name=session_name, reason=WITHHELD.format(reason=why))
             raise
         return entitlement, credentials

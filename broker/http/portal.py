@@ -133,7 +133,7 @@ def credentials():
     with evidence.recording():  # what the entitlement check and STS record, for the explanation
         try:
             entitlement, issued = state().issuance.issue(
-                identity, account_id, permission_set, request_origin(), lambda: still_signed_in(session)
+                identity, account_id, permission_set, request_origin(), still_admitted=lambda: still_signed_in(session)
             )
         except RevalidationUnavailable as unavailable:  # (the guard, asked again once AWS answered)
             return session_unavailable(unavailable.reason)

@@ -84,7 +84,7 @@ def get_role_credentials():
                 account_id,
                 role_name,
                 request_origin(API_CHANNEL),
-                lambda: state().grants.bearer(request.headers.get(BEARER_HEADER)),  # NotSignedIn: 401, as at first
+                still_admitted=lambda: state().grants.bearer(request.headers.get(BEARER_HEADER)),  # NotSignedIn: 401
             )
         except MfaRequired as refusal:
             explained(REFUSED_ISSUANCE, refusal.reason)

@@ -428,15 +428,16 @@ class GrantStore:
     def issue_tokens(self, client_id: str, client: RegisteredClient, approval: Approval) -> Tokens:
         """A new grant for a fresh sign-in, and its first tokens (CreateToken's answer)."""
         now = self._clock()
-        if approval.session_expires <= now + 60 or not self._session_live(approval.session):
-            raise InvalidGrant("The portal sign-in behind this request has ended.")
-        self._current(None, approval.session, approval.identity, InvalidGrant)
-        grant_id = secrets.token_urlsafe(16)
-        grant = Grant(approval.identity, client_id, approval.scopes, approval.session_expires, approval.session)
         try:
+            if approval.session_expires <= now + 60 or not self._session_live(approval.session):
+                raise InvalidGrant("The portal sign-in behind this request has ended.")
+            self._current(None, approval.session, approval.identity, InvalidGrant)
+            grant_id = secrets.token_urlsafe(16)
+            grant = Grant(approval.identity, client_id, approval.scopes, approval.session_expires, approval.session)
             self.store.put(GRANT_KIND, grant_id, grant.to_record(), remaining_seconds(approval.session_expires, now))
             return self._tokens(grant_id, approval.session_expires, REFRESH_GRANT in client.grant_types)
-        except StoreUnavailable:  # no tokens were answered: the code is given back for the retry the 503 asks for
+        except (StoreUnavailable, ServiceUnavailable):  # no tokens were answered: the code is given back for the
+            # retry the 503 asks for
             if approval.taken is not None:
                 self._give_back(approval.taken)
             raise

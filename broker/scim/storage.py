@@ -220,6 +220,7 @@ class DirectoryScimStorage(ScimStorage):
                 self.upstream, person.subject, DELETED_REASON, f"scim:{self.upstream}", in_directory=False
             )  # AWS first: a failure between the two leaves one revocation too many, never one too few
             self.directory.delete(self.upstream, person.subject)
+            self._revoked_again(person.subject, DELETED_REASON, person.email)
             audit.scim_change(self.audit, self.upstream, "user deleted", subject=person.subject, email=person.email)
             return
         group = self._stored_group(resource_id)
@@ -295,6 +296,8 @@ class DirectoryScimStorage(ScimStorage):
         if existing is not None and person.disabled:  # signed in before, provisioned inactive: end what they hold,
             person = self._revoked(person)  # in AWS first, then in the same write that disables them
         self._put(person, existing.version if existing else 0)
+        if existing is not None and person.disabled:
+            self._revoked_again(subject, DISABLED_REASON, person.email)
         audit.scim_change(
             self.audit,
             self.upstream,
@@ -328,6 +331,7 @@ class DirectoryScimStorage(ScimStorage):
         else:
             updated = self._rejoined(current, updated, new_subject)
         if disabling:
+            self._revoked_again(current.subject, DISABLED_REASON, updated.email)
             action = "user disabled"
         elif current.disabled and not updated.disabled:
             action = "user enabled"
@@ -346,12 +350,21 @@ class DirectoryScimStorage(ScimStorage):
         )
         return replace(person, revoked_at=revocation.at)
 
+    def _revoked_again(self, subject: str, reason: str, email: str) -> None:
+        """The revocation once more, now that the directory write the guard reads has landed: its cutoff is after
+        every issuance the guard (and its re-check after STS) still admitted, however long that write took."""
+        self.revocations.revoke(
+            self.upstream, subject, reason, f"scim:{self.upstream}", email=email, in_directory=False
+        )
+
     def _rejoined(self, current: Person, updated: Person, new_subject: str) -> Person:
         """The user joined to another subject of the upstream, with its update: what the former subject holds is
         revoked first (it is no longer this user at sign-in), then the record moves (its SCIM id and groups with
         it), then the update is written under the new subject. A refused move has written nothing of the update;
         a refused update moves the record back: a refused request leaves the user as it was."""
-        self.revocations.revoke(self.upstream, current.subject, REJOINED_REASON, f"scim:{self.upstream}")
+        self.revocations.revoke(
+            self.upstream, current.subject, REJOINED_REASON, f"scim:{self.upstream}", in_directory=False
+        )  # the move ends the former subject's sessions; a refused update leaves them be
         try:
             moved = self.directory.rename(self.upstream, current.subject, new_subject)
         except DirectoryConflict:

@@ -316,6 +316,28 @@ def test_a_role_wide_revocation_denies_every_older_session_of_the_role(world, em
     assert not works(bob, emulator) and not works(alice, emulator)
     wait_past(cutoff_of(at, 0))
     assert works(issue("alice")[0], emulator)
+    writes = []
+    revoker._write = lambda iam, name, statements: writes.append(name)
+    revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", at, "test"), again=True)
+    assert writes == [], "the role-wide statement covers bob: the settled pass has nothing to add"
+
+
+def test_an_issuance_long_after_the_revocation_adds_no_statement(world, sessions, access):
+    """The person re-enabled and issued credentials again: a revocation applied late (a backlog, or its settled
+    pass) does not put a statement that denies nothing on that role (it would fill the policy budget)."""
+    _, revoker, audit, _ = world
+    at = time.time()
+    audit.append(
+        {
+            "type": "credentials",
+            "outcome": "success",
+            "subject": "subject-bob",
+            "role_arn": f"arn:aws:iam::{PRODUCTION}:role/aws-reserved/sso.amazonaws.com/{role_names(access)[0]}",
+            "source_identity": "bob@example.com",
+            "time": at + SETTLE_SECONDS + 60,
+        }
+    )
+    assert revoker.apply(Revocation("corp", "subject-bob", "bob@example.com", at, "test")) == []
 
 
 # --- the policy documents, pure ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from broker.core.sessions import REFERENCE_KIND
 from broker.identity_center.grants import REFRESH_KIND
 from sso_common.store.errors import StoreUnavailable
 from tests.broker.http.test_lifecycle import cli_tokens, provisioned, role_credentials
-from tests.broker.scim.conftest import Scim, scim_app
+from tests.broker.scim.conftest import OIDC, Scim, scim_app
 from tests.support.identity_center import refresh
 
 
@@ -50,7 +50,7 @@ def test_a_disable_whose_revocation_failed_is_revoked_in_aws_when_the_idp_retrie
     assert scim.patch(f"/Users/{user['id']}", disable).status_code == 503  # the IdP's pusher will retry
     assert failed
     assert scim.patch(f"/Users/{user['id']}", disable).status_code in (200, 204)  # the retry
-    assert [record["subject"] for _, record in outbox.read()] == ["sub-bob"], "no revocation reached AWS"
+    assert {record["subject"] for _, record in outbox.read()} == {"sub-bob"}, "no revocation reached AWS"
 
 
 def test_a_user_provisioned_inactive_over_a_known_person_is_revoked_in_aws_when_the_idp_retries(tmp_path, monkeypatch):
@@ -76,8 +76,8 @@ def test_a_user_provisioned_inactive_over_a_known_person_is_revoked_in_aws_when_
     if retried.status_code == 409:
         user = scim.get('/Users?filter=externalId eq "sub-bob"').get_json()["Resources"][0]
         scim.put(f"/Users/{user['id']}", {**body, "id": user["id"]})
-    outbox = [record["subject"] for _, record in state.revocations.outbox.read()]
-    assert outbox == ["sub-bob"], (retried.status_code, outbox)
+    outbox = {record["subject"] for _, record in state.revocations.outbox.read()}
+    assert outbox == {"sub-bob"}, (retried.status_code, outbox)
 
 
 # --- 5. Sign-out: the session goes first, its grants' reference and standing after ---------------------------
@@ -132,7 +132,7 @@ def test_credentials_issued_while_the_deletion_is_under_way_are_denied_in_aws(ap
     monkeypatch.setattr(directory, "delete", delete_after_an_issuance)
     assert scim.delete(f"/Users/{user['id']}").status_code == 204
     assert [answer.status_code for answer in between] == [200]  # handed out after the revocation's moment
-    [(_, record)] = state.revocations.outbox.read()
+    [(_, record), *_] = state.revocations.outbox.read()  # the first: recorded before the issuance
     revoker = AwsRevoker(access, None, state.revocations.outbox, state.audit, MemoryStateStore())
     denied = revoker.denied_roles(Revocation.from_record(record))
     assert denied, "credentials issued during the deletion are never denied in AWS"
@@ -165,8 +165,6 @@ def test_an_externalid_change_refused_at_the_move_writes_nothing(app, scim, monk
 
 
 def test_an_externalid_change_refused_at_the_update_moves_the_user_back(app, scim, monkeypatch):
-    from tests.broker.scim.conftest import OIDC
-
     user = provisioned(scim, "bob", "engineering")
     before = unchanged(scim, user)
     directory = app.extensions["broker"].people.directory
@@ -180,3 +178,53 @@ def test_an_externalid_change_refused_at_the_update_moves_the_user_back(app, sci
     assert answer.status_code == 412
     assert unchanged(scim, user) == before
     assert directory.get(OIDC, "sub-bob") is not None and directory.get(OIDC, "sub-robert") is None
+
+
+# --- a revocation recorded after the directory write: its cutoff is after every issuance the guard let through ----
+
+
+def test_a_revocation_is_recorded_after_every_issuance_the_guard_admitted_while_the_disable_was_written(
+    app, scim, monkeypatch
+):
+    """A SCIM disable records the revocation (for AWS) before writing the directory, which the guard reads: a
+    request in between is admitted and handed credentials. Their deny's cutoff must be after their issue, however
+    long the directory write took (behind PostgreSQL's directory lock, say): the revocation is recorded again
+    once the write has landed."""
+    user = provisioned(scim, "bob", "engineering")
+    _, tokens, _ = cli_tokens(app, "bob")
+    state = app.extensions["broker"]
+    minted, between = [], []
+    fake = state.issuance.issuer
+
+    class Recording:
+        def issue(self, identity, entitlement):
+            minted.append(time.time())
+            return fake.issue(identity, entitlement)
+
+    state.issuance.issuer = Recording()
+    directory = state.people.directory
+    put = directory.put
+
+    def put_after_an_issuance(person, **options):
+        if person.disabled:
+            between.append(role_credentials(app.test_client(), tokens))
+        return put(person, **options)
+
+    monkeypatch.setattr(directory, "put", put_after_an_issuance)
+    disable = [{"op": "replace", "path": "active", "value": False}]
+    assert scim.patch(f"/Users/{user['id']}", disable).status_code in (200, 204)
+    assert [answer.status_code for answer in between] == [200]  # admitted: the directory was not written yet
+    latest = max(Revocation.from_record(record).at for _, record in state.revocations.outbox.read())
+    assert latest >= minted[0], "no revocation after the issuance: a slow write would leave it outside every cutoff"
+
+
+def test_an_externalid_change_refused_after_the_move_leaves_the_sessions_alone(app, scim):
+    """The former subject is revoked in AWS before the move (one revocation too many if refused), but not in the
+    directory: the refused change leaves bob signed in."""
+    bob = provisioned(scim, "bob", "engineering")
+    carol = provisioned(scim, "carol", "engineering")
+    _, tokens, _ = cli_tokens(app, "bob")
+    answer = scim.put(f"/Users/{bob['id']}", {**bob, "externalId": "sub-robert", "userName": carol["userName"]})
+    assert answer.status_code == 409
+    assert app.extensions["broker"].people.directory.get(OIDC, "sub-bob").revoked_at is None
+    assert role_credentials(app.test_client(), tokens).status_code == 200

@@ -353,6 +353,28 @@ def test_an_authorization_code_redeemed_during_a_store_outage_can_be_redeemed_ag
     aws_error(redeem(client, registration, code), "InvalidGrantException")
 
 
+def test_a_code_redeemed_when_the_store_failed_at_the_session_check_can_be_redeemed_again(
+    app, client, person, monkeypatch
+):
+    from sso_common.store.errors import StoreUnavailable
+
+    registration = code_client(client)
+    sign_in(app, client, person("bob"))
+    code = allow(client, registration)["code"]
+    grants, failed = app.extensions["broker"].grants, []
+    live = grants._session_live
+
+    def failing_once(reference):
+        if not failed:
+            failed.append(reference)
+            raise StoreUnavailable("test store", "connection lost")
+        return live(reference)
+
+    monkeypatch.setattr(grants, "_session_live", failing_once)
+    assert redeem(client, registration, code).status_code == 503 and failed
+    assert redeem(client, registration, code).status_code == 200
+
+
 def test_authorization_code_flow_with_pkce(app, client, person):
     registration = code_client(client)
     signin = client.get(authorize_query(registration))
