@@ -83,12 +83,6 @@ class Sessions:
             self.store.delete(SESSION_KIND, session_id)
             self.store.delete(REFERENCE_KIND, reference)
 
-    def end_reference(self, reference: str) -> None:
-        """End what a reference stands for: its standing (first: see `end`), and the grants bound to the session.
-        (The session record itself goes when next loaded: the guard finds no standing.)"""
-        self.store.delete(STANDING_KIND, reference)
-        self.store.delete(REFERENCE_KIND, reference)
-
     def standing(self, reference: str | None) -> Standing | None:
         record = self.store.get(STANDING_KIND, reference) if reference else None
         return Standing.from_record(record) if record else None
