@@ -245,9 +245,8 @@ class AwsRevoker:
         saying so is not written again); those roles. `again`: the settled pass, which answers (and audits) only
         the roles the first pass missed."""
         cutoff = cutoff_of(revocation.at, self.clock_margin)
-        denied = self.denied_roles(revocation)
-        added = []
-        for role in denied:
+        denied, added = [], []
+        for role in self.denied_roles(revocation):
             until = cutoff + self._max_session(role.account_id, role.role_name)
             iam = self.clients(role.account_id, "iam")
             statements = self._statements(iam, role.role_name)
@@ -255,8 +254,10 @@ class AwsRevoker:
             if not _covers(statements, role.source_identity, cutoff, until) and _canonical(wanted) != _canonical(
                 statements
             ):  # (a role-wide statement that covers the person: `merged` would add theirs all the same)
-                self._write(iam, role.role_name, wanted)
+                if not self._write(iam, role.role_name, wanted):
+                    continue  # the role is gone, and its sessions with it
                 added.append(role)
+            denied.append(role)
         if again:
             if not added:
                 return added
@@ -324,13 +325,23 @@ class AwsRevoker:
         return list(statements) if isinstance(statements, list) else [statements]
 
     @staticmethod
-    def _write(iam: Any, name: str, statements: list[dict[str, Any]]) -> None:
+    def _write(iam: Any, name: str, statements: list[dict[str, Any]]) -> bool:
+        """The role's policy as `statements` (none: no policy); False when the role no longer exists (deleted by
+        provisioning when an assignment was removed: its sessions died with it, and a new role of that name has
+        another role ID). Any other failure is raised, and the worker tries the record again."""
         if not statements:
             try:
                 iam.delete_role_policy(RoleName=name, PolicyName=REVOCATION_POLICY_NAME)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "NoSuchEntity":
                     raise
-            return
+            return True
         document = json.dumps({"Version": "2012-10-17", "Statement": statements})
-        iam.put_role_policy(RoleName=name, PolicyName=REVOCATION_POLICY_NAME, PolicyDocument=document)
+        try:
+            iam.put_role_policy(RoleName=name, PolicyName=REVOCATION_POLICY_NAME, PolicyDocument=document)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NoSuchEntity":
+                raise
+            log.info("revocation: role %s no longer exists, nothing to deny on it", name)
+            return False
+        return True

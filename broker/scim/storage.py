@@ -331,7 +331,8 @@ class DirectoryScimStorage(ScimStorage):
         else:
             updated = self._rejoined(current, updated, new_subject)
         if disabling:
-            self._revoked_again(current.subject, DISABLED_REASON, updated.email)
+            if new_subject is None:  # (a move records the former subject's revocation again itself)
+                self._revoked_again(current.subject, DISABLED_REASON, updated.email)
             action = "user disabled"
         elif current.disabled and not updated.disabled:
             action = "user enabled"
@@ -379,6 +380,8 @@ class DirectoryScimStorage(ScimStorage):
         except (UniquenessException, PreconditionFailedException):
             self.directory.rename(self.upstream, new_subject, current.subject)
             raise
+        # once more now that the move (which the guard reads: the former subject is gone) has landed
+        self._revoked_again(current.subject, DISABLED_REASON if rejoined.disabled else REJOINED_REASON, current.email)
         audit.scim_change(
             self.audit,
             self.upstream,

@@ -369,3 +369,47 @@ def test_cutoffs_round_up_to_the_second_and_add_the_margin():
     assert datetime.fromisoformat(iso(1_800_000_000).replace("Z", "+00:00")) == datetime.fromtimestamp(
         1_800_000_000, UTC
     )
+
+
+class IamWithoutTheRole:
+    """IAM where a role the audit trail names was deleted since (provisioning deletes a role whose assignment
+    was removed from access.yaml)."""
+
+    def __init__(self, gone: str):
+        self.gone, self.policies = gone, {}
+
+    def get_role_policy(self, RoleName, PolicyName):  # noqa: N803 - botocore's parameter names
+        if RoleName not in self.policies:
+            raise ClientError({"Error": {"Code": "NoSuchEntity", "Message": "not found"}}, "GetRolePolicy")
+        return {"PolicyDocument": self.policies[RoleName]}
+
+    def put_role_policy(self, RoleName, PolicyName, PolicyDocument):  # noqa: N803
+        if RoleName == self.gone:
+            raise ClientError({"Error": {"Code": "NoSuchEntity", "Message": "role not found"}}, "PutRolePolicy")
+        self.policies[RoleName] = PolicyDocument
+
+
+def test_a_revocation_naming_a_deleted_role_does_not_hold_up_the_others(access):
+    """The deleted role's sessions died with it; the outbox goes on (it stopped there for good: the worker
+    retried the failing record every 2 s, and no later revocation of anyone reached AWS)."""
+    audit, outbox = MemoryAuditLog(), MemoryChangeLog()
+    iam = IamWithoutTheRole(gone="OldRole")
+    revoker = AwsRevoker(access, lambda account, service: iam, outbox, audit, MemoryStateStore())
+    arn = f"arn:aws:iam::{PRODUCTION}:role/aws-reserved/sso.amazonaws.com/{{}}"
+    for subject, email, name in (("sub-bob", "bob@example.com", "OldRole"), ("sub-eve", "eve@example.com", "Live")):
+        audit.append(
+            {
+                "type": "credentials",
+                "outcome": "success",
+                "subject": subject,
+                "role_arn": arn.format(name),
+                "source_identity": email,
+            }
+        )
+    now = time.time()
+    outbox.append(Revocation("corp", "sub-bob", "bob@example.com", now, "test").to_record())
+    outbox.append(Revocation("corp", "sub-eve", "eve@example.com", now + 1, "test").to_record())
+    revoker.step()
+    assert "Live" in iam.policies
+    bobs = audit.query(AuditQuery(event_type="revocation", person="sub-bob"))
+    assert bobs[0]["roles"] == [], bobs  # nothing was denied on the role that is gone

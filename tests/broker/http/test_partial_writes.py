@@ -193,15 +193,7 @@ def test_a_revocation_is_recorded_after_every_issuance_the_guard_admitted_while_
     user = provisioned(scim, "bob", "engineering")
     _, tokens, _ = cli_tokens(app, "bob")
     state = app.extensions["broker"]
-    minted, between = [], []
-    fake = state.issuance.issuer
-
-    class Recording:
-        def issue(self, identity, entitlement):
-            minted.append(time.time())
-            return fake.issue(identity, entitlement)
-
-    state.issuance.issuer = Recording()
+    minted, between = recording_mints(state), []
     directory = state.people.directory
     put = directory.put
 
@@ -214,8 +206,9 @@ def test_a_revocation_is_recorded_after_every_issuance_the_guard_admitted_while_
     disable = [{"op": "replace", "path": "active", "value": False}]
     assert scim.patch(f"/Users/{user['id']}", disable).status_code in (200, 204)
     assert [answer.status_code for answer in between] == [200]  # admitted: the directory was not written yet
-    latest = max(Revocation.from_record(record).at for _, record in state.revocations.outbox.read())
-    assert latest >= minted[0], "no revocation after the issuance: a slow write would leave it outside every cutoff"
+    assert latest_revocation(state, "sub-bob") >= minted[0], (
+        "no revocation after the issuance: a slow write would leave it outside every cutoff"
+    )
 
 
 def test_an_externalid_change_refused_after_the_move_leaves_the_sessions_alone(app, scim):
@@ -228,3 +221,60 @@ def test_an_externalid_change_refused_after_the_move_leaves_the_sessions_alone(a
     assert answer.status_code == 409
     assert app.extensions["broker"].people.directory.get(OIDC, "sub-bob").revoked_at is None
     assert role_credentials(app.test_client(), tokens).status_code == 200
+
+
+def test_an_administrators_revocation_is_recorded_for_aws_after_the_directory_write(app, scim, monkeypatch):
+    """The guard admits the person until the directory's `revoked_at` is written: the revocation the outbox
+    carries to AWS (its cutoff) follows that write, however long it took."""
+    provisioned(scim, "bob", "engineering")
+    _, tokens, _ = cli_tokens(app, "bob")
+    state = app.extensions["broker"]
+    minted, between = recording_mints(state), []
+    directory = state.people.directory
+    revoke = directory.revoke
+
+    def revoke_after_an_issuance(upstream, subject, at):
+        between.append(role_credentials(app.test_client(), tokens))  # admitted: not written yet
+        return revoke(upstream, subject, at)
+
+    monkeypatch.setattr(directory, "revoke", revoke_after_an_issuance)
+    state.revocations.revoke(OIDC, "sub-bob", "revoked by an administrator (alice)", "alice@example.com")
+    assert [answer.status_code for answer in between] == [200]
+    assert latest_revocation(state, "sub-bob") >= minted[-1]
+
+
+def test_an_externalid_change_records_the_former_subjects_revocation_after_the_move(app, scim, monkeypatch):
+    user = provisioned(scim, "bob", "engineering")
+    _, tokens, _ = cli_tokens(app, "bob")
+    state = app.extensions["broker"]
+    minted, between = recording_mints(state), []
+    directory = state.people.directory
+    rename = directory.rename
+
+    def rename_after_an_issuance(upstream, subject, new_subject):
+        between.append(role_credentials(app.test_client(), tokens))
+        return rename(upstream, subject, new_subject)
+
+    monkeypatch.setattr(directory, "rename", rename_after_an_issuance)
+    assert scim.put(f"/Users/{user['id']}", {**user, "externalId": "sub-robert"}).status_code == 200
+    assert [answer.status_code for answer in between] == [200]
+    assert role_credentials(app.test_client(), tokens).status_code == 401  # the move ended the grant
+    assert latest_revocation(state, "sub-bob") >= minted[-1]
+
+
+def recording_mints(state) -> list[float]:
+    """When STS (stood in for) minted each issuance's credentials."""
+    minted, fake = [], state.issuance.issuer
+
+    class Recording:
+        def issue(self, identity, entitlement):
+            minted.append(time.time())
+            return fake.issue(identity, entitlement)
+
+    state.issuance.issuer = Recording()
+    return minted
+
+
+def latest_revocation(state, subject: str) -> float:
+    records = state.revocations.outbox.read()
+    return max((Revocation.from_record(r).at for _, r in records if r["subject"] == subject), default=0.0)
