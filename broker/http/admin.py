@@ -24,7 +24,7 @@ from broker.core.audit import (
     form_time,
 )
 from broker.http.context import signed_in, signed_in_session, state
-from sso_common.store import PeopleQuery
+from sso_common.store import PeopleQuery, Person
 from sso_common.web import UserFacingError, check_csrf
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -120,5 +120,23 @@ def revoke_person():
         raise UserFacingError("There is no such person in the directory.", 404, "Not found")
     admin = signed_in_session().identity
     revocations.revoke(upstream, subject, f"revoked by an administrator ({admin.email})", admin.email)
-    notice = f"Revoked {person.email or person.subject}: their sessions end now and their AWS credentials are denied."
-    return _people(person.email or person.subject, notice)
+    who = person.email or person.subject
+    notice = (
+        f"Revoked {who} as {upstream} knows them: those sessions and command-line sign-ins end now, and the AWS "
+        "credentials issued to this address so far are denied."
+    )
+    elsewhere = sorted(
+        {other.upstream for other in _same_address(person) if (other.upstream, other.subject) != (upstream, subject)}
+    )
+    if elsewhere:  # a person is (upstream, subject): the same address through another upstream is not revoked
+        notice += (
+            f" The same address signs in through {', '.join(elsewhere)} too, and those sign-ins go on: revoke that"
+            " row as well if it is the same person."
+        )
+    return _people(who, notice)
+
+
+def _same_address(person: Person) -> list[Person]:
+    if not person.email:
+        return []
+    return state().people.directory.find(PeopleQuery(email=person.email.lower()), limit=PEOPLE_PAGE)

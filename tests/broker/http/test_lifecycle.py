@@ -17,7 +17,7 @@ from broker.core.sessions import session_reference
 from broker.errors import LoginFailed, UpstreamUnavailable
 from broker_login.forms import read_page
 from sso_common.store import AuditQuery
-from tests.broker.scim.conftest import OIDC, Scim, scim_app
+from tests.broker.scim.conftest import OIDC, SAML, SAML_TOKEN, Scim, scim_app
 from tests.support.identity_center import (
     PRODUCTION,
     SANDBOX,
@@ -230,6 +230,23 @@ def test_an_administrator_revokes_one_person_from_the_people_page(app, scim):
     assert [record["subject"] for _, record in app.extensions["broker"].revocations.outbox.read()] == ["sub-bob"]
     fresh = portal_client(app, "bob")  # a new sign-in after the revocation works
     assert fresh.get("/").status_code == 200
+
+
+def test_revoking_one_row_of_a_person_known_through_two_upstreams_says_the_other_goes_on(app, scim):
+    """A person is (upstream, subject): the People page revokes the row pressed, and says that the same address
+    signs in through the other upstream too (a newcomer revoked bob's OIDC row; his SAML session went on)."""
+    provisioned(scim, "alice", "engineering", "aws-admins")
+    provisioned(scim, "bob", "engineering")
+    Scim(app.test_client(), SAML_TOKEN).user("bob")
+    admin = portal_client(app, "alice", ADMIN_GROUPS)
+    page = admin.get("/admin/people?person=bob@example.com")
+    forms = [f for f in read_page(page.get_data(as_text=True)).forms if f.action == "/admin/people/revoke"]
+    assert {f.inputs["upstream"] for f in forms} == {OIDC, SAML}
+    oidc_row = next(f for f in forms if f.inputs["upstream"] == OIDC)
+    answer = admin.post("/admin/people/revoke", data=oidc_row.inputs)
+    page_says(answer, 200, f"Revoked bob@example.com as {OIDC} knows them")
+    page_says(answer, 200, f"signs in through {SAML} too, and those sign-ins go on")
+    assert "through example-corp-saml</span>" in answer.get_data(as_text=True)  # each button names its upstream
 
 
 def test_the_people_page_is_for_administrators_only(app, scim):
