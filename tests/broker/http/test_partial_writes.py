@@ -122,20 +122,14 @@ def test_credentials_issued_while_the_deletion_is_under_way_are_denied_in_aws(ap
     user = provisioned(scim, "bob", "engineering")
     _, tokens, _ = cli_tokens(app, "bob")
     state = app.extensions["broker"]
-    directory = state.people.directory
-    delete, between = directory.delete, []
-
-    def delete_after_an_issuance(upstream, subject):
-        between.append(role_credentials(app.test_client(), tokens))
-        return delete(upstream, subject)
-
-    monkeypatch.setattr(directory, "delete", delete_after_an_issuance)
+    minted = recording_mints(state)
+    between = issued_during(monkeypatch, app, tokens, "delete")
     assert scim.delete(f"/Users/{user['id']}").status_code == 204
-    assert [answer.status_code for answer in between] == [200]  # handed out after the revocation's moment
-    [(_, record), *_] = state.revocations.outbox.read()  # the first: recorded before the issuance
+    assert [answer.status_code for answer in between] == [200]  # handed out after the first revocation's moment
+    assert latest_revocation(state, "sub-bob") >= minted[-1]  # the second: recorded after the record went
+    [(_, record), *_] = state.revocations.outbox.read()
     revoker = AwsRevoker(access, None, state.revocations.outbox, state.audit, MemoryStateStore())
-    denied = revoker.denied_roles(Revocation.from_record(record))
-    assert denied, "credentials issued during the deletion are never denied in AWS"
+    assert revoker.denied_roles(Revocation.from_record(record)), "audited after the first: its role counts too"
 
 
 # --- a SCIM externalId change: the record moves to the new subject, and the update is written there --------------
@@ -193,16 +187,8 @@ def test_a_revocation_is_recorded_after_every_issuance_the_guard_admitted_while_
     user = provisioned(scim, "bob", "engineering")
     _, tokens, _ = cli_tokens(app, "bob")
     state = app.extensions["broker"]
-    minted, between = recording_mints(state), []
-    directory = state.people.directory
-    put = directory.put
-
-    def put_after_an_issuance(person, **options):
-        if person.disabled:
-            between.append(role_credentials(app.test_client(), tokens))
-        return put(person, **options)
-
-    monkeypatch.setattr(directory, "put", put_after_an_issuance)
+    minted = recording_mints(state)
+    between = issued_during(monkeypatch, app, tokens, "put")
     disable = [{"op": "replace", "path": "active", "value": False}]
     assert scim.patch(f"/Users/{user['id']}", disable).status_code in (200, 204)
     assert [answer.status_code for answer in between] == [200]  # admitted: the directory was not written yet
@@ -229,15 +215,8 @@ def test_an_administrators_revocation_is_recorded_for_aws_after_the_directory_wr
     provisioned(scim, "bob", "engineering")
     _, tokens, _ = cli_tokens(app, "bob")
     state = app.extensions["broker"]
-    minted, between = recording_mints(state), []
-    directory = state.people.directory
-    revoke = directory.revoke
-
-    def revoke_after_an_issuance(upstream, subject, at):
-        between.append(role_credentials(app.test_client(), tokens))  # admitted: not written yet
-        return revoke(upstream, subject, at)
-
-    monkeypatch.setattr(directory, "revoke", revoke_after_an_issuance)
+    minted = recording_mints(state)
+    between = issued_during(monkeypatch, app, tokens, "revoke")
     state.revocations.revoke(OIDC, "sub-bob", "revoked by an administrator (alice)", "alice@example.com")
     assert [answer.status_code for answer in between] == [200]
     assert latest_revocation(state, "sub-bob") >= minted[-1]
@@ -247,15 +226,8 @@ def test_an_externalid_change_records_the_former_subjects_revocation_after_the_m
     user = provisioned(scim, "bob", "engineering")
     _, tokens, _ = cli_tokens(app, "bob")
     state = app.extensions["broker"]
-    minted, between = recording_mints(state), []
-    directory = state.people.directory
-    rename = directory.rename
-
-    def rename_after_an_issuance(upstream, subject, new_subject):
-        between.append(role_credentials(app.test_client(), tokens))
-        return rename(upstream, subject, new_subject)
-
-    monkeypatch.setattr(directory, "rename", rename_after_an_issuance)
+    minted = recording_mints(state)
+    between = issued_during(monkeypatch, app, tokens, "rename")
     assert scim.put(f"/Users/{user['id']}", {**user, "externalId": "sub-robert"}).status_code == 200
     assert [answer.status_code for answer in between] == [200]
     assert role_credentials(app.test_client(), tokens).status_code == 401  # the move ended the grant
@@ -278,3 +250,18 @@ def recording_mints(state) -> list[float]:
 def latest_revocation(state, subject: str) -> float:
     records = state.revocations.outbox.read()
     return max((Revocation.from_record(r).at for _, r in records if r["subject"] == subject), default=0.0)
+
+
+def issued_during(monkeypatch, app, tokens: dict, method: str) -> list:
+    """GetRoleCredentials asked once while the directory's `method` runs, before it writes (admitted by the guard,
+    which reads what that write changes): the answers."""
+    directory = app.extensions["broker"].people.directory
+    original, between = getattr(directory, method), []
+
+    def after_an_issuance(*args, **kwargs):
+        if not between:
+            between.append(role_credentials(app.test_client(), tokens))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(directory, method, after_an_issuance)
+    return between
