@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, flash, get_flashed_messages, redirect, render_template, request
 
 from broker.core.audit import (
     CHANNELS,
@@ -91,10 +91,11 @@ def people_page():
     """The directory's people, found by address or subject; each with a button to revoke them."""
     _require_admin()
     wanted = request.args.get("person", "")[:MAX_PERSON_LENGTH].strip()
-    return _people(wanted)
+    flashed = get_flashed_messages()  # what a revocation said, once
+    return _people(wanted, str(flashed[0]) if flashed else None)
 
 
-def _people(wanted: str, notice: str | None = None, status: int = 200):
+def _people(wanted: str, notice: str | None) -> str:
     directory = state().people.directory
     if not wanted:
         found = directory.find(limit=PEOPLE_PAGE)
@@ -103,7 +104,7 @@ def _people(wanted: str, notice: str | None = None, status: int = 200):
         found = directory.find(query, limit=PEOPLE_PAGE)
     return render_template(
         "people.html", people=found, person=wanted, notice=notice, page_size=PEOPLE_PAGE, total=directory.count()
-    ), status
+    )
 
 
 @blueprint.post("/people/revoke")
@@ -133,7 +134,8 @@ def revoke_person():
             f" The same address signs in through {', '.join(elsewhere)} too, and those sign-ins go on: revoke that"
             " row as well if it is the same person."
         )
-    return _people(who, notice)
+    flash(notice)  # on the page the browser is sent to: reloading it does not revoke again
+    return redirect(f"/admin/people?{urlencode({'person': who})}", code=303)
 
 
 def _same_address(person: Person) -> list[Person]:

@@ -220,7 +220,10 @@ def test_an_administrator_revokes_one_person_from_the_people_page(app, scim):
     form = next(f for f in read_page(page.get_data(as_text=True)).forms if f.action == "/admin/people/revoke")
     assert admin.post("/admin/people/revoke", data={**form.inputs, "csrf_token": "wrong"}).status_code == 400
     answer = admin.post("/admin/people/revoke", data=form.inputs)
-    page_says(answer, 200, "Revoked bob@example.com")
+    assert answer.status_code == 303 and answer.headers["Location"] == "/admin/people?person=bob%40example.com"
+    page_says(admin.get(answer.headers["Location"]), 200, "Revoked bob@example.com")
+    assert "Revoked" not in admin.get(answer.headers["Location"]).get_data(as_text=True)  # said once: a reload
+    # shows the page, and revokes nothing again
     page_says(victim.get("/"), 401, "your access was revoked")
     assert_ended(role_credentials(app.test_client(), tokens), "your access was revoked")
     [event] = app.extensions["broker"].audit.query(AuditQuery(event_type="revocation"))
@@ -243,7 +246,7 @@ def test_revoking_one_row_of_a_person_known_through_two_upstreams_says_the_other
     forms = [f for f in read_page(page.get_data(as_text=True)).forms if f.action == "/admin/people/revoke"]
     assert {f.inputs["upstream"] for f in forms} == {OIDC, SAML}
     oidc_row = next(f for f in forms if f.inputs["upstream"] == OIDC)
-    answer = admin.post("/admin/people/revoke", data=oidc_row.inputs)
+    answer = admin.post("/admin/people/revoke", data=oidc_row.inputs, follow_redirects=True)
     page_says(answer, 200, f"Revoked bob@example.com as {OIDC} knows them")
     page_says(answer, 200, f"signs in through {SAML} too, and those sign-ins go on")
     assert "through example-corp-saml</span>" in answer.get_data(as_text=True)  # each button names its upstream
