@@ -12,6 +12,7 @@ the portal reaches the IdP through it, and the IdP the portal's metadata.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -225,10 +226,36 @@ class ReplicatedStack:
             self.postgres.destroy()
 
 
+def supervise(stack: ReplicatedStack) -> None:
+    """Start again a replica that stopped (killed, crashed), saying so: the edge routes to the others meanwhile."""
+    for replica in stack.members:
+        process = replica.process
+        if process is None or process.running():
+            continue
+        print(
+            f"{replica.name} stopped (exit code {process.popen.returncode}; its log: {stack.log_path(replica.name)}); "
+            "starting it again",
+            flush=True,
+        )
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # its workers, if only the parent died: they hold its port
+        except ProcessLookupError:
+            pass
+        try:
+            stack.restart(replica)
+        except RuntimeError as error:  # tried again at the next look
+            print(f"{replica.name} did not start: {str(error).splitlines()[0]}", flush=True)
+            continue
+        print(f"{replica.name} is back: {replica.url} (process group {process_group(replica)})", flush=True)
+
+
+def process_group(replica: Replica) -> str:
+    return str(replica.process.pid) if replica.process is not None else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m devstack.replicas`: the replicated stack on this machine until Ctrl-C or SIGTERM."""
     import argparse
-    import signal
 
     parser = argparse.ArgumentParser(prog="python -m devstack.replicas", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -242,17 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     stack = ReplicatedStack(Path(args.instance_dir).resolve(), replicas=args.replicas)
     try:
         stack.start()
+        replicas = "".join(
+            f"  {replica.name}: {replica.url} (process group {process_group(replica)})\n" for replica in stack.members
+        )
         print(
             f"The replicated stack is up ({args.replicas} IdP and {args.replicas} portal replicas behind nginx):\n"
             f"  access portal:  {stack.addresses['PORTAL_URL']}/\n"
             f"  Example Corp IdP: {stack.addresses['IDP_URL']}/\n"
             f"  AWS emulator:   {stack.addresses['AWS_URL']}\n"
+            f"The replicas, each started again when it stops (as an orchestrator would):\n{replicas}"
             f"Logs: {stack.instance_dir / 'logs'} (the edge's in {stack.instance_dir / 'edge' / 'logs'}). "
             "Ctrl-C stops everything.",
             flush=True,
         )
         while True:
             time.sleep(1)
+            supervise(stack)
     except KeyboardInterrupt:
         return 0
     except RuntimeError as error:  # an engine missing, a service that did not start: said in one line

@@ -1,13 +1,15 @@
 """`python -m devstack.replicas`: the replicated stack as a command (the README's "Scaling out"), up until
-SIGTERM, then every process and engine stopped."""
+SIGTERM, then every process and engine stopped; a replica that stops is said and started again."""
 
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import requests
@@ -27,15 +29,26 @@ def test_the_command_starts_the_stack_says_where_and_stops_it(tmp_path):
         start_new_session=True,
     )
     try:
-        said, deadline = [], time.monotonic() + 120
-        while time.monotonic() < deadline and (line := stack.stdout.readline()):
-            said.append(line)
-            if line.startswith("Logs:"):
-                break
+        said, deadline, output = [], time.monotonic() + 120, read_lines(stack)
+        said += lines_until(output, "Logs:", deadline)
         text = "".join(said)
         assert "The replicated stack is up" in text, text[-3000:]
         portal = re.search(r"access portal:\s+(\S+)/", text).group(1)
         assert requests.get(f"{portal}/healthz", timeout=10).json()["status"] == "ok"  # through the edge
+
+        # a replica that stops is said and started again (one portal replica: the edge has no other meanwhile)
+        os.killpg(int(re.search(r"broker-1: \S+ \(process group (\d+)\)", text).group(1)), signal.SIGKILL)
+        said += lines_until(output, "broker-1 is back", deadline)
+        text = "".join(said)
+        assert "broker-1 stopped (exit code -9" in text and "broker-1 is back" in text, text[-3000:]
+        answered = False
+        while not answered and time.monotonic() < deadline:  # the edge passes requests to it again
+            try:
+                answered = requests.get(f"{portal}/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        assert answered
         stack.send_signal(signal.SIGTERM)
         assert stack.wait(timeout=60) == 0
         try:
@@ -47,3 +60,33 @@ def test_the_command_starts_the_stack_says_where_and_stops_it(tmp_path):
         if stack.poll() is None:
             os.killpg(stack.pid, signal.SIGKILL)
             stack.wait(30)
+
+
+def lines_until(lines: queue.Queue, prefix: str, deadline: float) -> list[str]:
+    """The lines read (`read_lines`) until one starts with `prefix`, or the deadline passes (never blocking past
+    it), or the output ends."""
+    said: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        said.append(line)
+        if line.startswith(prefix):
+            break
+    return said
+
+
+def read_lines(process: subprocess.Popen) -> queue.Queue:
+    """`process`'s output, line by line, read by a thread of its own (None at its end)."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
