@@ -368,7 +368,7 @@ class ScimPusher:
 
     def _advance(self, target: ScimTarget, position: int) -> None:
         self.store.put(CURSOR_KIND, target.name, {"position": position}, STATE_TTL)
-        self.store.put(STATUS_KIND, target.name, {"error": None, "at": time.time()}, STATE_TTL)
+        self.store.put(STATUS_KIND, target.name, {"error": None, "at": time.time(), "url": target.url}, STATE_TTL)
 
     def _failed(self, target: ScimTarget, problem: str) -> None:
         delay = min(BACKOFF_MAX, self._backoff.get(target.name, BACKOFF_FIRST / 2) * 2)
@@ -376,7 +376,7 @@ class ScimPusher:
         self._retry_at[target.name] = self._clock() + delay
         self._pushers.pop(target.name, None)  # its ids may be stale: found again
         log.warning("SCIM push to %s failed (retry in %.1f s): %s", target.name, delay, problem)
-        self.store.put(STATUS_KIND, target.name, {"error": problem, "at": time.time()}, STATE_TTL)
+        self.store.put(STATUS_KIND, target.name, {"error": problem, "at": time.time(), "url": target.url}, STATE_TTL)
 
 
 def push_now(store: StateStore) -> None:
@@ -385,7 +385,9 @@ def push_now(store: StateStore) -> None:
 
 
 def sync_status(store: StateStore, log_: ChangeLog, targets: list[ScimTarget]) -> dict[str, Any]:
-    """What the admin API shows: per target, how far it is pushed and its last error."""
+    """What the admin API and `idp-mock directory status` show: per target, how far it is pushed and its last
+    error, and where the pusher sends it (as the running IdP's settings say: the command's own environment may
+    name other ports)."""
     last = log_.last()
     listed = []
     for target in targets:
@@ -394,7 +396,7 @@ def sync_status(store: StateStore, log_: ChangeLog, targets: list[ScimTarget]) -
         listed.append(
             {
                 "name": target.name,
-                "url": target.url,
+                "url": status.get("url", target.url),
                 "pushed_position": cursor,
                 "pending_changes": max(0, last - cursor),
                 "synced": cursor > 0 or (status.get("error") is None and "at" in status),

@@ -85,6 +85,9 @@ def test_the_first_step_is_a_full_sync_of_users_groups_and_memberships(portal, w
     assert directory(portal).count_groups() == len(live.groups)
     status = sync_status(store, live.log, [TARGET])["targets"][0]
     assert status["synced"] and status["pending_changes"] == 0 and status["last_error"] is None
+    # `idp-mock directory status` has settings of its own environment: the URL shown is the running pusher's
+    elsewhere = ScimTarget(TARGET.name, "http://localhost:8000/scim/v2", OIDC_TOKEN)
+    assert sync_status(store, live.log, [elsewhere])["targets"][0]["url"] == TARGET.url
     versions = {p.subject: p.version for p in directory(portal).find(PeopleQuery(upstream=OIDC))}
     pusher._synced.clear()
     pusher.step()  # a second full sync changes nobody
