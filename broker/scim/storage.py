@@ -354,9 +354,8 @@ class DirectoryScimStorage(ScimStorage):
     def _revoked_again(self, subject: str, reason: str, email: str) -> None:
         """The revocation once more, now that the directory write the guard reads has landed: its cutoff is after
         every issuance the guard (and its re-check after STS) still admitted, however long that write took."""
-        self.revocations.revoke(
-            self.upstream, subject, reason, f"scim:{self.upstream}", email=email, in_directory=False
-        )
+        again = f"{reason} (recorded again once the directory had the change)"  # the audit trail says why twice
+        self.revocations.revoke(self.upstream, subject, again, f"scim:{self.upstream}", email=email, in_directory=False)
 
     def _rejoined(self, current: Person, updated: Person, new_subject: str) -> Person:
         """The user joined to another subject of the upstream, with its update: what the former subject holds is

@@ -199,6 +199,7 @@ def test_deactivating_a_user_the_ways_idps_send_it_disables_and_revokes_them(app
     assert scim.get(f"/Users/{bob['id']}").get_json()["active"] is False
     outbox = app.extensions["broker"].revocations.outbox
     assert [record["subject"] for _, record in outbox.read()] == ["sub-bob", "sub-bob"]  # before the write, after
+    assert "recorded again once the directory had the change" in outbox.read()[1][1]["reason"]
     reactivated = scim.patch(f"/Users/{bob['id']}", [{"op": "replace", "path": "active", "value": True}])
     assert reactivated.status_code in (200, 204)
     assert directory(app).get(OIDC, "sub-bob").disabled is False
