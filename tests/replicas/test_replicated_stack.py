@@ -378,6 +378,25 @@ def test_hsts_under_https_only(stack, tmp_path):
     assert plain.status_code == 200 and "Strict-Transport-Security" not in plain.headers
 
 
+def test_with_every_portal_replica_down_the_edge_answers_its_503_page_and_logs_what_was_asked(stack):
+    """nginx answers a 502 from the replicas with its own 503 page (an internal redirect): the access line still
+    names the path asked for, without its query (it named /edge-unavailable, hiding which request failed)."""
+    replicas = stack.replicas_of("broker")
+    for replica in replicas:
+        stack.kill(replica)
+    try:
+        answer = requests.get(f"{portal(stack)}/accounts?code=not-logged", timeout=10)
+        assert answer.status_code == 503 and answer.headers["Retry-After"], answer.text[:300]
+        request_id = answer.headers["X-Request-ID"]
+        assert appears(stack.nginx.access_log, f"request_id={request_id} ")
+        [line] = [line for line in stack.nginx.access_log().splitlines() if f"request_id={request_id} " in line]
+        assert '"GET /accounts" 503' in line and "not-logged" not in line, line
+    finally:
+        for replica in replicas:
+            stack.restart(replica)
+        stack.wait_routed()
+
+
 def test_every_folder_of_the_stack_is_private_and_every_log_0600(stack):
     """The edge's and Redis's folders and logs were world-readable (nginx creates its logs 0644)."""
     instance = stack.instance_dir
