@@ -226,11 +226,13 @@ class ReplicatedStack:
             self.postgres.destroy()
 
 
-def supervise(stack: ReplicatedStack) -> None:
-    """Start again a replica that stopped (killed, crashed), saying so: the edge routes to the others meanwhile."""
+def supervise(stack: ReplicatedStack, retries: dict[str, tuple[float, float]]) -> None:
+    """Start again a replica that stopped (killed, crashed), saying so: the edge routes to the others meanwhile.
+    One that does not come back is tried again less and less often (`retries`: name -> (next try, delay)), each
+    time saying why (its log's last line)."""
     for replica in stack.members:
         process = replica.process
-        if process is None or process.running():
+        if process is None or process.running() or time.monotonic() < retries.get(replica.name, (0.0, 0.0))[0]:
             continue
         print(
             f"{replica.name} stopped (exit code {process.popen.returncode}; its log: {stack.log_path(replica.name)}); "
@@ -243,9 +245,15 @@ def supervise(stack: ReplicatedStack) -> None:
             pass
         try:
             stack.restart(replica)
-        except RuntimeError as error:  # tried again at the next look
-            print(f"{replica.name} did not start: {str(error).splitlines()[0]}", flush=True)
+        except RuntimeError as error:
+            if replica.process is not None:
+                replica.process.stop()  # one that did not answer in time: stopped, so it is looked at again
+            delay = min(60.0, 2 * retries.get(replica.name, (0.0, 1.0))[1])
+            retries[replica.name] = (time.monotonic() + delay, delay)
+            last = [line for line in str(error).splitlines() if line.strip()][-1:] or ["?"]
+            print(f"{replica.name} did not start ({last[0].strip()}); trying again in {delay:.0f} s", flush=True)
             continue
+        retries.pop(replica.name, None)
         print(f"{replica.name} is back: {replica.url} (process group {process_group(replica)})", flush=True)
 
 
@@ -282,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             "Ctrl-C stops everything.",
             flush=True,
         )
+        retries: dict[str, tuple[float, float]] = {}
         while True:
             time.sleep(1)
-            supervise(stack)
+            supervise(stack, retries)
     except KeyboardInterrupt:
         return 0
     except RuntimeError as error:  # an engine missing, a service that did not start: said in one line

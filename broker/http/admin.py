@@ -23,6 +23,7 @@ from broker.core.audit import (
     audit_query,
     form_time,
 )
+from broker.core.sessions import session_reference
 from broker.http.context import signed_in, signed_in_session, state
 from sso_common.store import PeopleQuery, Person
 from sso_common.web import UserFacingError, check_csrf
@@ -91,7 +92,8 @@ def people_page():
     """The directory's people, found by address or subject; each with a button to revoke them."""
     _require_admin()
     wanted = request.args.get("person", "")[:MAX_PERSON_LENGTH].strip()
-    flashed = get_flashed_messages()  # what a revocation said, once
+    mine = session_reference(signed_in_session().id)  # a notice is this sign-in's: not a later one's in this browser
+    flashed = [entry[1] for entry in get_flashed_messages(with_categories=True) if entry[0] == mine]
     return _people(wanted, str(flashed[0]) if flashed else None)
 
 
@@ -100,8 +102,8 @@ def _people(wanted: str, notice: str | None) -> str:
     if not wanted:
         found = directory.find(limit=PEOPLE_PAGE)
     else:
-        query = PeopleQuery(email=wanted.lower()) if "@" in wanted else PeopleQuery(subject=wanted)
-        found = directory.find(query, limit=PEOPLE_PAGE)
+        found = directory.find(PeopleQuery(email=wanted.lower()), limit=PEOPLE_PAGE) if "@" in wanted else []
+        found = found or directory.find(PeopleQuery(subject=wanted), limit=PEOPLE_PAGE)  # a subject may hold an @
     return render_template(
         "people.html", people=found, person=wanted, notice=notice, page_size=PEOPLE_PAGE, total=directory.count()
     )
@@ -134,7 +136,9 @@ def revoke_person():
             f" The same address signs in through {', '.join(elsewhere)} too, and those sign-ins go on: revoke that"
             " row as well if it is the same person."
         )
-    flash(notice)  # on the page the browser is sent to: reloading it does not revoke again
+    # on the page the browser is sent to (reloading it does not revoke again), for this sign-in only; the cookie
+    # holding it is signed, not encrypted: the session's one-way reference names it, never its ID
+    flash(notice, session_reference(signed_in_session().id))
     return redirect(f"/admin/people?{urlencode({'person': who})}", code=303)
 
 

@@ -90,3 +90,43 @@ def read_lines(process: subprocess.Popen) -> queue.Queue:
 
     threading.Thread(target=read, daemon=True).start()
     return lines
+
+
+class Stopped:
+    """A replica's process that has exited."""
+
+    pid = 2**22 + 1  # no such process group: killpg finds nothing
+    popen = type("Popen", (), {"returncode": 1})()
+
+    def running(self) -> bool:
+        return False
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_replica_that_does_not_come_back_is_tried_less_often_and_its_log_says_why(tmp_path, capsys):
+    from devstack.replicas import Replica, supervise
+
+    replica = Replica("broker", 1, 18199, Stopped())
+    tries: list[str] = []
+
+    class Stack:
+        members = [replica]
+
+        def log_path(self, name):
+            return tmp_path / f"{name}.log"
+
+        def restart(self, member):
+            tries.append(member.name)
+            raise RuntimeError("broker-1 exited with code 1:\nstarting...\nPostgreSQL is unavailable (sso:***@db)\n")
+
+    retries: dict = {}
+    for _ in range(3):  # three looks, a second apart in the command: the first fails, the next two wait
+        supervise(Stack(), retries)
+    said = capsys.readouterr().out
+    assert tries == ["broker-1"], "tried again before its delay"
+    assert "broker-1 did not start (PostgreSQL is unavailable (sso:***@db)); trying again in 2 s" in said, said
+    retries["broker-1"] = (0.0, retries["broker-1"][1])  # its delay is over
+    supervise(Stack(), retries)
+    assert tries == ["broker-1"] * 2 and "trying again in 4 s" in capsys.readouterr().out

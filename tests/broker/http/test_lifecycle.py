@@ -252,6 +252,34 @@ def test_revoking_one_row_of_a_person_known_through_two_upstreams_says_the_other
     assert "through example-corp-saml</span>" in answer.get_data(as_text=True)  # each button names its upstream
 
 
+def test_after_revoking_a_person_known_by_subject_alone_the_page_shows_their_row(app, scim):
+    """A subject may hold an @ (an externalId like an address) while no address is kept (outside the upstream's
+    domains): the page the revocation redirects to finds them by subject."""
+    provisioned(scim, "alice", "engineering", "aws-admins")
+    address = [{"value": "carol@partner.test", "primary": True}]
+    scim.user("carol", subject="carol@partner.test", userName="carol@partner.test", emails=address)
+    admin = portal_client(app, "alice", ADMIN_GROUPS)
+    everyone = read_page(admin.get("/admin/people").get_data(as_text=True)).forms
+    form = next(f for f in everyone if f.inputs.get("subject") == "carol@partner.test")
+    answer = admin.post("/admin/people/revoke", data=form.inputs, follow_redirects=True)
+    page_says(answer, 200, "Revoked carol@partner.test")
+    page_says(answer, 200, 'name="subject" value="carol@partner.test"')
+
+
+def test_a_revocation_notice_is_for_the_sign_in_that_revoked(app, scim):
+    """An administrator who revoked themself is signed out before the notice shows: it is not shown to whoever
+    signs in next in that browser."""
+    provisioned(scim, "alice", "engineering", "aws-admins")
+    admin = portal_client(app, "alice", ADMIN_GROUPS)
+    page = admin.get("/admin/people?person=alice@example.com")
+    form = next(f for f in read_page(page.get_data(as_text=True)).forms if f.action == "/admin/people/revoke")
+    answer = admin.post("/admin/people/revoke", data=form.inputs)
+    assert admin.get(answer.headers["Location"]).status_code == 401  # revoked: signed out, the notice unshown
+    time.sleep(1.01)  # a sign-in after the revocation's second
+    sign_in(app, admin, identity("alice", ADMIN_GROUPS))
+    assert "Revoked" not in admin.get("/admin/people").get_data(as_text=True)
+
+
 def test_the_people_page_is_for_administrators_only(app, scim):
     provisioned(scim, "bob", "engineering")
     bob = portal_client(app, "bob")
