@@ -56,10 +56,15 @@ def test_the_command_starts_the_stack_says_where_and_stops_it(tmp_path):
             raise AssertionError("the edge still answers")
         except requests.ConnectionError:
             pass
-    finally:
+    finally:  # after a failure: SIGTERM first, so that the command stops its engines and replicas (each in a
+        # process group of its own: a SIGKILL of the command alone left them running)
         if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGKILL)
-            stack.wait(30)
+            stack.send_signal(signal.SIGTERM)
+            try:
+                stack.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(stack.pid, signal.SIGKILL)
+                stack.wait(30)
 
 
 def lines_until(lines: queue.Queue, prefix: str, deadline: float) -> list[str]:
