@@ -139,11 +139,6 @@ def merged(statements: list[dict[str, Any]], source_identity: str, cutoff: int, 
     ]
 
 
-def _canonical(statements: list[dict[str, Any]]) -> list[str]:
-    """Statements compared whatever their order (`merged` puts a person's last)."""
-    return sorted(json.dumps(statement, sort_keys=True) for statement in statements)
-
-
 def _covers(statements: list[dict[str, Any]], source_identity: str, cutoff: int, until: int) -> bool:
     """Whether a statement already denies this person's sessions before `cutoff` until `until` (theirs, or the
     role-wide one `merged` falls back to)."""
@@ -250,17 +245,14 @@ class AwsRevoker:
             until = cutoff + self._max_session(role.account_id, role.role_name)
             iam = self.clients(role.account_id, "iam")
             statements = self._statements(iam, role.role_name)
-            wanted = merged(statements, role.source_identity, cutoff, until)
-            if not _covers(statements, role.source_identity, cutoff, until) and _canonical(wanted) != _canonical(
-                statements
-            ):  # (a role-wide statement that covers the person: `merged` would add theirs all the same)
-                if not self._write(iam, role.role_name, wanted):
+            if not _covers(statements, role.source_identity, cutoff, until):
+                if not self._write(iam, role.role_name, merged(statements, role.source_identity, cutoff, until)):
                     continue  # the role is gone, and its sessions with it
                 added.append(role)
             denied.append(role)
-        if again:
+        if again:  # what the first pass missed, or nothing to say
             if not added:
-                return added
+                return []
             denied = added
         if denied:
             log.info("revocation applied in AWS%s: %d role(s)", " again, once settled" if again else "", len(denied))
