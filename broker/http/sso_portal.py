@@ -84,7 +84,7 @@ def get_role_credentials():
                 account_id,
                 role_name,
                 request_origin(API_CHANNEL),
-                still_admitted=lambda: state().grants.bearer(request.headers.get(BEARER_HEADER)),  # NotSignedIn: 401
+                still_admitted=lambda: state().grants.still_current(grant_id),  # NotSignedIn: 401
             )
         except MfaRequired as refusal:
             explained(REFUSED_ISSUANCE, refusal.reason)

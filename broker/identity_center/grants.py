@@ -519,6 +519,15 @@ class GrantStore:
             raise NotSignedIn(self._ended(record["grant"], default) if record else default)
         return self._current(record["grant"], grant.session, grant.identity, NotSignedIn), record["grant"]
 
+    def still_current(self, grant_id: str) -> None:
+        """The grant `bearer` let through asked again later in the request (an issuance, once AWS has answered):
+        NotSignedIn, as `bearer` would say it, when it has ended or its portal session may no longer act. The
+        access token is not looked up again."""
+        grant = self._grant(grant_id)
+        if grant is None:
+            raise NotSignedIn(self._ended(grant_id, "Session token not found or invalid."))
+        self._current(grant_id, grant.session, grant.identity, NotSignedIn)
+
     def logout(self, access_token: str | None) -> None:
         """End the whole grant: this token, its siblings and every refresh token of the sign-in."""
         record = self.store.get(ACCESS_KIND, access_token) if access_token else None
