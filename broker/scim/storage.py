@@ -293,10 +293,11 @@ class DirectoryScimStorage(ScimStorage):
             revoked_at=existing.revoked_at if existing else None,
             **fields,
         )
-        if existing is not None and person.disabled:  # signed in before, provisioned inactive: end what they hold,
-            person = self._revoked(person)  # in AWS first, then in the same write that disables them
+        revoking = existing is not None and person.disabled  # signed in before, provisioned inactive: end what
+        if revoking:  # they hold, in AWS first, then in the same write that disables them, then in AWS again
+            person = self._revoked(person)
         self._put(person, existing.version if existing else 0)
-        if existing is not None and person.disabled:
+        if revoking:
             self._revoked_again(subject, DISABLED_REASON, person.email)
         audit.scim_change(
             self.audit,
