@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 COOKIE_NAME = "idp_session"
 SESSION_KIND = "idp_session"
-LOCK_KIND, LOCK_SECONDS = "idp_session_lock", 2.0  # a session's record to one writer (`record_participant`)
+LOCK_KIND, LOCK_SECONDS = "idp_session_lock", 2.0  # a session's record to one writer (`_locked`)
 LOGOUT_LISTENERS = "idp_logout_listeners"  # app.extensions: called with (sid, SessionRecord) at each sign-out
 
 # Authentication context, named the same way for both protocols.
@@ -92,10 +92,10 @@ def _store() -> StateStore:
     return current_app.extensions["idp"].store
 
 
-def _session(session_id: str) -> SessionRecord | None:
-    """The session's record, read once per request."""
+def _session(session_id: str, *, fresh: bool = False) -> SessionRecord | None:
+    """The session's record, read once per request (`fresh`: read again, under the session's lock)."""
     cached = g.get("session_record")
-    if cached is not None and cached[0] == session_id:
+    if cached is not None and cached[0] == session_id and not fresh:
         return cached[1]
     record = _store().get(SESSION_KIND, session_id)
     session = SessionRecord.from_record(record) if record else None
@@ -171,8 +171,7 @@ def record_participant(participant: Participant) -> None:
         g.session_record = (sign_in.session_id, replace(record, participants=(*record.participants, participant)))
         return
     with _locked(sign_in.session_id):
-        g.pop("session_record", None)
-        record = _session(sign_in.session_id)
+        record = _session(sign_in.session_id, fresh=True)
         if record is not None and participant not in record.participants:
             g.session_record = (sign_in.session_id, replace(record, participants=(*record.participants, participant)))
             save_session()
@@ -215,8 +214,7 @@ def end_session(response: Response | None = None) -> None:
     record = None
     if session_id and response is not None:  # the relying parties to tell: as a request adding one leaves them
         with _locked(session_id):
-            g.pop("session_record", None)
-            record = _session(session_id)
+            record = _session(session_id, fresh=True)
             _store().delete(SESSION_KIND, session_id)
     elif session_id:
         _store().delete(SESSION_KIND, session_id)
