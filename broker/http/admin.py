@@ -92,7 +92,7 @@ def people_page():
     """The directory's people, found by address or subject; each with a button to revoke them."""
     _require_admin()
     wanted = request.args.get("person", "")[:MAX_PERSON_LENGTH].strip()
-    mine = session_reference(signed_in_session().id)  # a notice is this sign-in's: not a later one's in this browser
+    mine = _notices_of_this_sign_in()
     flashed = [entry[1] for entry in get_flashed_messages(with_categories=True) if entry[0] == mine]
     return _people(wanted, str(flashed[0]) if flashed else None)
 
@@ -102,7 +102,7 @@ def _people(wanted: str, notice: str | None) -> str:
     if not wanted:
         found = directory.find(limit=PEOPLE_PAGE)
     else:
-        found = directory.find(PeopleQuery(email=wanted.lower()), limit=PEOPLE_PAGE) if "@" in wanted else []
+        found = _with_address(wanted) if "@" in wanted else []
         found = found or directory.find(PeopleQuery(subject=wanted), limit=PEOPLE_PAGE)  # a subject may hold an @
     return render_template(
         "people.html", people=found, person=wanted, notice=notice, page_size=PEOPLE_PAGE, total=directory.count()
@@ -129,20 +129,26 @@ def revoke_person():
         "credentials issued to this address so far are denied."
     )
     elsewhere = sorted(
-        {other.upstream for other in _same_address(person) if (other.upstream, other.subject) != (upstream, subject)}
+        {
+            other.upstream
+            for other in (_with_address(person.email) if person.email else [])
+            if (other.upstream, other.subject) != (upstream, subject)
+        }
     )
     if elsewhere:  # a person is (upstream, subject): the same address through another upstream is not revoked
         notice += (
             f" The same address signs in through {', '.join(elsewhere)} too, and those sign-ins go on: revoke that"
             " row as well if it is the same person."
         )
-    # on the page the browser is sent to (reloading it does not revoke again), for this sign-in only; the cookie
-    # holding it is signed, not encrypted: the session's one-way reference names it, never its ID
-    flash(notice, session_reference(signed_in_session().id))
+    flash(notice, _notices_of_this_sign_in())  # on the page the browser is sent to: reloading it revokes nothing
     return redirect(f"/admin/people?{urlencode({'person': who})}", code=303)
 
 
-def _same_address(person: Person) -> list[Person]:
-    if not person.email:
-        return []
-    return state().people.directory.find(PeopleQuery(email=person.email.lower()), limit=PEOPLE_PAGE)
+def _with_address(email: str) -> list[Person]:
+    return state().people.directory.find(PeopleQuery(email=email.lower()), limit=PEOPLE_PAGE)
+
+
+def _notices_of_this_sign_in() -> str:
+    """The category a notice is flashed under: this sign-in's, not a later one's in the same browser. The cookie
+    holding it is signed, not encrypted: the session's one-way reference names it, never its ID."""
+    return session_reference(signed_in_session().id)
