@@ -99,22 +99,23 @@ class Process:
         raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f} s:\n{self.logs()[-LOG_TAIL:]}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds: to its whole process group when
-        it leads one (a server's workers too, which outlived their parent when only it was killed)."""
+        """SIGTERM, then `kill` if it has not exited within `timeout` seconds."""
         if self.running():
             self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
-                leads_its_group = os.getpgid(self.pid) == self.pid
-            except ProcessLookupError:
-                leads_its_group = False
-            if leads_its_group:
-                os.killpg(self.pid, signal.SIGKILL)
-            else:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL it and, when it leads a process group, the rest of the group too (a server's workers, which
+        outlive a parent killed alone, holding its port), even once the parent itself is gone."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # no such group: it leads none, or every member is gone
+            if self.running():
                 self.popen.kill()
-            self.popen.wait(timeout=5)
+        self.popen.wait(timeout=10)
 
 
 def stop_all(processes: list[Process], timeout: float = 10.0) -> None:

@@ -193,8 +193,7 @@ class ReplicatedStack:
     def kill(self, replica: Replica) -> None:
         """SIGKILL the replica's whole process group (granian's parent and its workers): a crash."""
         if replica.process is not None and replica.process.running():
-            os.killpg(replica.process.pid, 9)
-            replica.process.popen.wait(timeout=10)
+            replica.process.kill()
 
     def logs(self, name: str) -> str:
         path = self.log_path(name)
@@ -239,10 +238,7 @@ def supervise(stack: ReplicatedStack, retries: dict[str, tuple[float, float]]) -
             "starting it again",
             flush=True,
         )
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # its workers, if only the parent died: they hold its port
-        except ProcessLookupError:
-            pass
+        process.kill()  # its workers, if only the parent died: they hold its port
         try:
             stack.restart(replica)
         except RuntimeError as error:

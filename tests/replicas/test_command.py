@@ -100,11 +100,13 @@ def read_lines(process: subprocess.Popen) -> queue.Queue:
 class Stopped:
     """A replica's process that has exited."""
 
-    pid = 2**22 + 1  # no such process group: killpg finds nothing
     popen = type("Popen", (), {"returncode": 1})()
 
     def running(self) -> bool:
         return False
+
+    def kill(self) -> None:  # (the rest of its process group: none here)
+        pass
 
     def stop(self) -> None:
         pass
